@@ -1,0 +1,306 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{invalid, Error, Result};
+
+/// Everything the data plane needs to serve: listener, limits, timeouts, protocols.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: String,
+    /// TCP port to bind.
+    pub port: u16,
+    /// Development mode: tracebacks in 500 bodies, access log on.
+    pub debug: bool,
+    /// Request size and connection limits.
+    pub limits: LimitsConfig,
+    /// Read, write, idle and handler timeouts.
+    pub timeouts: TimeoutConfig,
+    /// HTTP/2 settings (cleartext prior knowledge and ALPN `h2`).
+    pub http2: Http2Config,
+    /// Bounded pool for blocking sync handlers.
+    pub threadpool: ThreadPoolConfig,
+    /// Peers (IP addresses or CIDR ranges) whose `Forwarded`/`X-Forwarded-*` headers are trusted.
+    #[serde(alias = "trusted_proxies")]
+    pub trusted_proxies: Vec<String>,
+    /// Path prefix the app is mounted under behind a proxy (ASGI `root_path`).
+    #[serde(alias = "root_path")]
+    pub root_path: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            debug: false,
+            limits: LimitsConfig::default(),
+            timeouts: TimeoutConfig::default(),
+            http2: Http2Config::default(),
+            threadpool: ThreadPoolConfig::default(),
+            trusted_proxies: Vec::new(),
+            root_path: String::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Parse from JSON (as the Python layer sends it) and validate.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let cfg: Self = serde_json::from_str(text).map_err(|e| Error::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse from YAML (`cello.yaml`) and validate.
+    pub fn from_yaml(text: &str) -> Result<Self> {
+        let cfg: Self = serde_yaml::from_str(text).map_err(|e| Error::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field and range checks; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        self.limits.validate()?;
+        self.timeouts.validate()?;
+        self.http2.validate()?;
+        self.threadpool.validate()?;
+        for p in &self.trusted_proxies {
+            if parse_cidr(p).is_none() {
+                return Err(invalid("trustedProxies", format!("`{p}` is not an IP address or CIDR range")));
+            }
+        }
+        if !self.root_path.is_empty() && !self.root_path.starts_with('/') {
+            return Err(invalid("rootPath", "must start with `/`"));
+        }
+        Ok(())
+    }
+}
+
+/// Parse `10.0.0.0/8`, `::1` or `127.0.0.1` into (address, prefix length).
+pub fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let ip: std::net::IpAddr = addr.trim().parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l.trim().parse::<u8>().ok().filter(|l| *l <= max)?,
+        None => max,
+    };
+    Some((ip, len))
+}
+
+/// Request size and connection limits (`LimitsConfig` in Python).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request head (request line + headers) in bytes; larger → 431.
+    #[serde(alias = "max_header_size")]
+    pub max_header_size: u64,
+    /// Largest request body in bytes; larger → 413, checked while reading.
+    #[serde(alias = "max_body_size")]
+    pub max_body_size: u64,
+    /// Open connections per worker; further connections get 503 and are closed.
+    #[serde(alias = "max_connections")]
+    pub max_connections: u64,
+    /// Requests served on one keep-alive connection before it is closed (0: unlimited).
+    #[serde(alias = "max_requests_per_connection")]
+    pub max_requests_per_connection: u64,
+    /// Most header fields in one request; more → 431.
+    #[serde(alias = "max_headers")]
+    pub max_headers: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_size: 8192,
+            max_body_size: 10 * 1024 * 1024,
+            max_connections: 10_000,
+            max_requests_per_connection: 1000,
+            max_headers: 100,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<()> {
+        if self.max_header_size < 1024 {
+            return Err(invalid("limits.maxHeaderSize", "must be at least 1024 bytes"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("limits.maxConnections", "must be at least 1"));
+        }
+        if self.max_headers == 0 {
+            return Err(invalid("limits.maxHeaders", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Timeouts in seconds (`TimeoutConfig` in Python).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeoutConfig {
+    /// Time allowed to receive a complete request head; slower clients are cut off.
+    #[serde(alias = "read_header")]
+    pub read_header: f64,
+    /// Time allowed to receive the whole request body → 408.
+    #[serde(alias = "read_body")]
+    pub read_body: f64,
+    /// Time allowed for writing a response.
+    pub write: f64,
+    /// Keep-alive connections idle this long are closed.
+    pub idle: f64,
+    /// A handler running longer than this gets a 504 for its request.
+    pub handler: f64,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self { read_header: 5.0, read_body: 30.0, write: 30.0, idle: 60.0, handler: 30.0 }
+    }
+}
+
+impl TimeoutConfig {
+    fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("timeouts.readHeader", self.read_header),
+            ("timeouts.readBody", self.read_body),
+            ("timeouts.write", self.write),
+            ("timeouts.idle", self.idle),
+            ("timeouts.handler", self.handler),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(name, "must be a positive number of seconds"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// HTTP/2 settings (`Http2Config` in Python).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Http2Config {
+    /// Concurrent streams per connection.
+    #[serde(alias = "max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// Initial stream flow-control window in bytes.
+    #[serde(alias = "initial_window_size")]
+    pub initial_window_size: u32,
+    /// Largest frame payload in bytes (16 KiB to 16 MiB).
+    #[serde(alias = "max_frame_size")]
+    pub max_frame_size: u32,
+    /// Server push; accepted for compatibility, browsers removed push so it is never used.
+    #[serde(alias = "enable_push")]
+    pub enable_push: bool,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self { max_concurrent_streams: 100, initial_window_size: 1_048_576, max_frame_size: 16_384, enable_push: false }
+    }
+}
+
+impl Http2Config {
+    fn validate(&self) -> Result<()> {
+        if !(16_384..=16_777_215).contains(&self.max_frame_size) {
+            return Err(invalid("http2.maxFrameSize", "must be between 16384 and 16777215"));
+        }
+        if self.initial_window_size > 2_147_483_647 {
+            return Err(invalid("http2.initialWindowSize", "must be at most 2^31-1"));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err(invalid("http2.maxConcurrentStreams", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Bounded pool for blocking sync handlers (`ThreadPoolConfig` in Python).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ThreadPoolConfig {
+    /// Threads in the pool.
+    pub size: u32,
+    /// With `adaptive`, a sync handler observed to run longer than this moves to the pool.
+    #[serde(alias = "offload_threshold_ms")]
+    pub offload_threshold_ms: u64,
+    /// Move slow sync handlers to the pool automatically.
+    pub adaptive: bool,
+}
+
+impl Default for ThreadPoolConfig {
+    fn default() -> Self {
+        Self { size: 64, offload_threshold_ms: 1, adaptive: true }
+    }
+}
+
+impl ThreadPoolConfig {
+    fn validate(&self) -> Result<()> {
+        if self.size == 0 || self.size > 4096 {
+            return Err(invalid("threadpool.size", "must be between 1 and 4096"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        ServerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn snake_and_camel_case_both_accepted() {
+        let a = ServerConfig::from_json(r#"{"limits":{"max_body_size":5}}"#).unwrap();
+        let b = ServerConfig::from_json(r#"{"limits":{"maxBodySize":5}}"#).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.limits.max_body_size, 5);
+    }
+
+    #[test]
+    fn unknown_fields_rejected_with_path() {
+        let err = ServerConfig::from_json(r#"{"limits":{"maxBody":5}}"#).unwrap_err();
+        assert!(err.to_string().contains("maxBody"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = ServerConfig::from_json(r#"{"timeouts":{"idle":0}}"#).unwrap_err();
+        assert!(err.to_string().contains("timeouts.idle"), "{err}");
+        let err = ServerConfig::from_json(r#"{"trustedProxies":["nope"]}"#).unwrap_err();
+        assert!(err.to_string().contains("trustedProxies"), "{err}");
+        let err = ServerConfig::from_json(r#"{"http2":{"maxFrameSize":10}}"#).unwrap_err();
+        assert!(err.to_string().contains("maxFrameSize"), "{err}");
+    }
+
+    #[test]
+    fn cidr_parsing() {
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().1, 8);
+        assert_eq!(parse_cidr("::1").unwrap().1, 128);
+        assert!(parse_cidr("10.0.0.0/33").is_none());
+        assert!(parse_cidr("x").is_none());
+    }
+
+    #[test]
+    fn yaml_roundtrip() {
+        let cfg = ServerConfig::default();
+        let text = serde_yaml::to_string(&cfg).unwrap();
+        assert_eq!(ServerConfig::from_yaml(&text).unwrap(), cfg);
+    }
+
+    #[test]
+    fn schema_is_generated() {
+        let schema = schemars::schema_for!(ServerConfig);
+        let text = serde_json::to_string(&schema).unwrap();
+        assert!(text.contains("maxBodySize"));
+    }
+}

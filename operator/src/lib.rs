@@ -1,0 +1,1 @@
+//! The Cello Kubernetes operator (CellApp reconciler).

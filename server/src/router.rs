@@ -1,0 +1,404 @@
+//! The route table: templates with typed parameters, compiled once into a matchit
+//! tree and never mutated afterwards (so lookups take no lock).
+//!
+//! Template syntax: `/users/{id}`, typed `{id:int}`, `{id:float}`, `{id:uuid}`,
+//! `{slug:re(^[a-z-]+$)}`, and a trailing catch-all `{rest:path}` (or `{*rest}`).
+//! matchit only knows untyped parameters, so every parameter is renamed to its
+//! position (`{p0}`); routes with the same shape share one matchit entry and are
+//! told apart by their constraints, in registration order. A failed constraint is
+//! a 404, as if the path did not exist.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use http::Method;
+use regex::Regex;
+
+use crate::error::{Error, Result};
+
+/// A parameter constraint.
+#[derive(Debug, Clone)]
+enum Constraint {
+    Any,
+    Int,
+    Float,
+    Uuid,
+    Regex(Regex),
+}
+
+impl Constraint {
+    fn check(&self, value: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Int => {
+                let digits = value.strip_prefix('-').unwrap_or(value);
+                !digits.is_empty() && digits.len() <= 19 && digits.bytes().all(|b| b.is_ascii_digit())
+            }
+            Self::Float => value.parse::<f64>().is_ok_and(f64::is_finite),
+            Self::Uuid => uuid::Uuid::try_parse(value).is_ok(),
+            Self::Regex(re) => re.is_match(value),
+        }
+    }
+}
+
+/// What a route leads to, plus what the data plane needs to know about it.
+#[derive(Debug)]
+pub struct Route<T> {
+    /// The template as registered (`/users/{id:int}`): the metrics/tracing label.
+    pub template: Arc<str>,
+    /// Parameter names in path order.
+    pub param_names: Vec<Arc<str>>,
+    /// Whatever the endpoint needs (for Python: the handler index).
+    pub target: T,
+}
+
+struct Candidate<T> {
+    constraints: Vec<Constraint>,
+    param_names: Vec<Arc<str>>,
+    methods: Vec<(Method, Arc<Route<T>>)>,
+}
+
+impl<T> Candidate<T> {
+    fn allow(&self) -> BTreeSet<String> {
+        self.methods.iter().map(|(m, _)| m.as_str().to_owned()).collect()
+    }
+}
+
+/// The outcome of a lookup.
+#[derive(Debug)]
+pub enum Lookup<'a, T> {
+    /// A route matched; `params` pairs names with percent-decoded values.
+    Found { route: &'a Arc<Route<T>>, params: Vec<(Arc<str>, String)>, via_get: bool },
+    /// The path exists but not for this method; the sorted `Allow` list.
+    MethodNotAllowed { allow: Vec<String> },
+    /// The path exists; this is an automatic OPTIONS answer with `Allow`.
+    Options { allow: Vec<String> },
+    /// No route, or no constraint matched.
+    NotFound,
+    /// A parameter is not valid percent-encoded UTF-8.
+    BadPath,
+}
+
+/// Collects routes; [`RouterBuilder::build`] freezes them.
+pub struct RouterBuilder<T> {
+    shapes: Vec<(String, Vec<Candidate<T>>)>,
+}
+
+impl<T> Default for RouterBuilder<T> {
+    fn default() -> Self {
+        Self { shapes: Vec::new() }
+    }
+}
+
+/// Parsed template: the matchit pattern, names and constraints.
+struct Parsed {
+    pattern: String,
+    names: Vec<Arc<str>>,
+    constraints: Vec<Constraint>,
+}
+
+fn route_err(path: &str, reason: impl Into<String>) -> Error {
+    Error::Route { path: path.to_owned(), reason: reason.into() }
+}
+
+fn parse_template(path: &str) -> Result<Parsed> {
+    if !path.starts_with('/') {
+        return Err(route_err(path, "must start with `/`"));
+    }
+    let mut pattern = String::with_capacity(path.len());
+    let mut names = Vec::new();
+    let mut constraints = Vec::new();
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'}' {
+            return Err(route_err(path, "unbalanced `}`"));
+        }
+        if c != b'{' {
+            // Copy one UTF-8 char.
+            let ch = path[i..].chars().next().ok_or_else(|| route_err(path, "bad UTF-8"))?;
+            pattern.push(ch);
+            i += ch.len_utf8();
+            continue;
+        }
+        // Find the matching `}`, allowing braces nested inside `re(...)`.
+        let mut depth = 0usize;
+        let mut end = None;
+        for (j, b) in bytes.iter().enumerate().skip(i) {
+            match b {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(j);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let end = end.ok_or_else(|| route_err(path, "unbalanced `{`"))?;
+        let inner = &path[i + 1..end];
+        let (name, kind) = match inner.split_once(':') {
+            Some((n, k)) => (n.trim(), Some(k.trim())),
+            None => (inner.trim(), None),
+        };
+        let (name, catch_all) = match name.strip_prefix('*') {
+            Some(n) => (n, true),
+            None => (name, false),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return Err(route_err(path, format!("bad parameter name `{name}`")));
+        }
+        let idx = names.len();
+        let (constraint, catch_all) = match kind {
+            None | Some("str" | "string") => (Constraint::Any, catch_all),
+            Some("path") => (Constraint::Any, true),
+            Some("int") => (Constraint::Int, catch_all),
+            Some("float") => (Constraint::Float, catch_all),
+            Some("uuid") => (Constraint::Uuid, catch_all),
+            Some(k) if k.starts_with("re(") && k.ends_with(')') => {
+                let re = Regex::new(&k[3..k.len() - 1])
+                    .map_err(|e| route_err(path, format!("bad regex for `{name}`: {e}")))?;
+                (Constraint::Regex(re), catch_all)
+            }
+            Some(k) => return Err(route_err(path, format!("unknown parameter type `{k}`"))),
+        };
+        if catch_all {
+            if end + 1 != path.len() {
+                return Err(route_err(path, "a catch-all parameter must end the path"));
+            }
+            pattern.push_str(&format!("{{*p{idx}}}"));
+        } else {
+            pattern.push_str(&format!("{{p{idx}}}"));
+        }
+        if names.iter().any(|n: &Arc<str>| &**n == name) {
+            return Err(route_err(path, format!("parameter `{name}` appears twice")));
+        }
+        names.push(Arc::from(name));
+        constraints.push(constraint);
+        i = end + 1;
+    }
+    Ok(Parsed { pattern, names, constraints })
+}
+
+impl<T> RouterBuilder<T> {
+    /// Start an empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register `methods` on `path`. Registering the same method twice on the same
+    /// template is an error.
+    pub fn add(&mut self, methods: &[Method], path: &str, target: T) -> Result<()>
+    where
+        T: Clone,
+    {
+        let parsed = parse_template(path)?;
+        let route = Arc::new(Route { template: Arc::from(path), param_names: parsed.names.clone(), target });
+        let idx = match self.shapes.iter().position(|(p, _)| *p == parsed.pattern) {
+            Some(i) => i,
+            None => {
+                self.shapes.push((parsed.pattern.clone(), Vec::new()));
+                self.shapes.len() - 1
+            }
+        };
+        let candidates = &mut self.shapes[idx].1;
+        // Same template text (names + constraints) → same candidate, merged methods.
+        let existing = candidates.iter().position(|c| {
+            c.param_names == parsed.names
+                && c.constraints.len() == parsed.constraints.len()
+                && c.constraints.iter().zip(&parsed.constraints).all(|(a, b)| same_constraint(a, b))
+        });
+        let cand = match existing {
+            Some(i) => &mut candidates[i],
+            None => {
+                candidates.push(Candidate {
+                    constraints: parsed.constraints,
+                    param_names: parsed.names,
+                    methods: Vec::new(),
+                });
+                let last = candidates.len() - 1;
+                &mut candidates[last]
+            }
+        };
+        for m in methods {
+            if cand.methods.iter().any(|(x, _)| x == m) {
+                return Err(route_err(path, format!("{m} is already registered")));
+            }
+            cand.methods.push((m.clone(), route.clone()));
+        }
+        Ok(())
+    }
+
+    /// Freeze into a lookup structure.
+    pub fn build(self) -> Result<Router<T>> {
+        let mut tree = matchit::Router::new();
+        let mut entries = Vec::with_capacity(self.shapes.len());
+        for (i, (pattern, candidates)) in self.shapes.into_iter().enumerate() {
+            tree.insert(pattern.clone(), i).map_err(|e| route_err(&pattern, e.to_string()))?;
+            entries.push(candidates);
+        }
+        Ok(Router { tree, entries })
+    }
+}
+
+fn same_constraint(a: &Constraint, b: &Constraint) -> bool {
+    match (a, b) {
+        (Constraint::Regex(x), Constraint::Regex(y)) => x.as_str() == y.as_str(),
+        _ => std::mem::discriminant(a) == std::mem::discriminant(b),
+    }
+}
+
+/// An immutable, compiled route table.
+pub struct Router<T> {
+    tree: matchit::Router<usize>,
+    entries: Vec<Vec<Candidate<T>>>,
+}
+
+impl<T> Router<T> {
+    /// Every registered route as (methods, template), for listings (`cello routes`).
+    pub fn routes(&self) -> Vec<(Vec<String>, Arc<str>)> {
+        let mut out = Vec::new();
+        for candidates in &self.entries {
+            for c in candidates {
+                if let Some((_, r)) = c.methods.first() {
+                    out.push((c.methods.iter().map(|(m, _)| m.to_string()).collect(), r.template.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Find the route for `method` and the raw (still percent-encoded) `path`.
+    pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_, T> {
+        let Ok(m) = self.tree.at(path) else {
+            return Lookup::NotFound;
+        };
+        let candidates = &self.entries[*m.value];
+        // Decode the values once; raw matchit order is path order (p0, p1, ...).
+        let mut raw: Vec<(usize, &str)> = m
+            .params
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix('p').and_then(|n| n.parse().ok()).map(|n: usize| (n, v)))
+            .collect();
+        raw.sort_unstable_by_key(|(n, _)| *n);
+        let mut values = Vec::with_capacity(raw.len());
+        for (_, v) in raw {
+            match percent_encoding::percent_decode_str(v).decode_utf8() {
+                Ok(s) => values.push(s.into_owned()),
+                Err(_) => return Lookup::BadPath,
+            }
+        }
+        let mut allow: BTreeSet<String> = BTreeSet::new();
+        for cand in candidates {
+            if !cand.constraints.iter().zip(&values).all(|(c, v)| c.check(v)) {
+                continue;
+            }
+            let direct = cand.methods.iter().find(|(x, _)| x == method);
+            let via_get = if direct.is_none() && *method == Method::HEAD {
+                cand.methods.iter().find(|(x, _)| *x == Method::GET)
+            } else {
+                None
+            };
+            if let Some((_, route)) = direct.or(via_get) {
+                let params = cand.param_names.iter().cloned().zip(values).collect();
+                return Lookup::Found { route, params, via_get: via_get.is_some() };
+            }
+            allow.extend(cand.allow());
+        }
+        if allow.is_empty() {
+            return Lookup::NotFound;
+        }
+        if allow.contains("GET") {
+            allow.insert("HEAD".into());
+        }
+        allow.insert("OPTIONS".into());
+        let allow: Vec<String> = allow.into_iter().collect();
+        if *method == Method::OPTIONS {
+            Lookup::Options { allow }
+        } else {
+            Lookup::MethodNotAllowed { allow }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router<u32> {
+        let mut b = RouterBuilder::new();
+        b.add(&[Method::GET], "/", 0).unwrap();
+        b.add(&[Method::GET, Method::POST], "/users", 1).unwrap();
+        b.add(&[Method::GET], "/users/{id:int}", 2).unwrap();
+        b.add(&[Method::DELETE], "/users/{id:int}", 3).unwrap();
+        b.add(&[Method::GET], "/users/{name:re(^[a-z-]{2,}$)}", 4).unwrap();
+        b.add(&[Method::GET], "/items/{id:uuid}", 5).unwrap();
+        b.add(&[Method::GET], "/files/{rest:path}", 6).unwrap();
+        b.add(&[Method::GET], "/users/me", 7).unwrap();
+        b.build().unwrap()
+    }
+
+    fn found(r: &Router<u32>, m: Method, p: &str) -> (u32, Vec<(String, String)>) {
+        match r.lookup(&m, p) {
+            Lookup::Found { route, params, .. } => {
+                (route.target, params.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            }
+            other => panic!("{m} {p}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn typed_constraints_pick_the_right_route() {
+        let r = router();
+        assert_eq!(found(&r, Method::GET, "/users/42"), (2, vec![("id".into(), "42".into())]));
+        assert_eq!(found(&r, Method::GET, "/users/ann-lee").0, 4);
+        assert_eq!(found(&r, Method::GET, "/users/me").0, 7);
+        assert!(matches!(r.lookup(&Method::GET, "/users/A1"), Lookup::NotFound));
+        assert_eq!(found(&r, Method::GET, "/items/67e55044-10b1-426f-9247-bb680e5fe0c8").0, 5);
+        assert!(matches!(r.lookup(&Method::GET, "/items/nope"), Lookup::NotFound));
+    }
+
+    #[test]
+    fn catch_all_and_decoding() {
+        let r = router();
+        assert_eq!(found(&r, Method::GET, "/files/a/b%20c.txt").1[0].1, "a/b c.txt");
+        assert!(matches!(r.lookup(&Method::GET, "/files/%ff"), Lookup::BadPath));
+    }
+
+    #[test]
+    fn head_falls_back_to_get_and_405_lists_allow() {
+        let r = router();
+        assert!(matches!(r.lookup(&Method::HEAD, "/users"), Lookup::Found { via_get: true, .. }));
+        match r.lookup(&Method::PUT, "/users/5") {
+            Lookup::MethodNotAllowed { allow } => assert_eq!(allow, ["DELETE", "GET", "HEAD", "OPTIONS"]),
+            other => panic!("{other:?}"),
+        }
+        match r.lookup(&Method::OPTIONS, "/users") {
+            Lookup::Options { allow } => assert_eq!(allow, ["GET", "HEAD", "OPTIONS", "POST"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(r.lookup(&Method::GET, "/nope"), Lookup::NotFound));
+    }
+
+    #[test]
+    fn bad_templates_are_rejected() {
+        let mut b: RouterBuilder<u32> = RouterBuilder::new();
+        assert!(b.add(&[Method::GET], "no-slash", 0).is_err());
+        assert!(b.add(&[Method::GET], "/a/{x", 0).is_err());
+        assert!(b.add(&[Method::GET], "/a/{x:bogus}", 0).is_err());
+        assert!(b.add(&[Method::GET], "/a/{x:re([)}", 0).is_err());
+        assert!(b.add(&[Method::GET], "/a/{x}/{x}", 0).is_err());
+        b.add(&[Method::GET], "/dup", 0).unwrap();
+        assert!(b.add(&[Method::GET], "/dup", 1).is_err());
+    }
+
+    #[test]
+    fn int_constraint_edges() {
+        let c = Constraint::Int;
+        assert!(c.check("0") && c.check("-12"));
+        assert!(!c.check("") && !c.check("-") && !c.check("1.5") && !c.check("99999999999999999999"));
+    }
+}

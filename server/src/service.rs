@@ -1,0 +1,235 @@
+//! The per-request pipeline: path checks, routing, automatic HEAD/OPTIONS/405,
+//! body limits and timeouts, then the endpoint.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cello_config::ServerConfig;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+
+use crate::body::ResponseBody;
+use crate::endpoint::{Endpoint, RoutedRequest};
+use crate::problem::problem;
+use crate::router::{Lookup, Router};
+
+/// Everything shared by all connections of one server: immutable after start.
+pub struct AppState {
+    /// The compiled route table (targets are handler indices).
+    pub router: Router<usize>,
+    /// Runs matched requests.
+    pub endpoint: Arc<dyn Endpoint>,
+    /// Validated configuration.
+    pub config: ServerConfig,
+    /// Parsed `trusted_proxies`.
+    pub trusted: Vec<(IpAddr, u8)>,
+}
+
+impl AppState {
+    /// Build from parts; `config` must already be validated.
+    pub fn new(router: Router<usize>, endpoint: Arc<dyn Endpoint>, config: ServerConfig) -> Self {
+        let trusted = config.trusted_proxies.iter().filter_map(|p| cello_config::parse_cidr(p)).collect();
+        Self { router, endpoint, config, trusted }
+    }
+
+    /// Whether `peer` is a configured trusted proxy.
+    pub fn is_trusted(&self, peer: IpAddr) -> bool {
+        self.trusted.iter().any(|(net, len)| in_cidr(peer, *net, *len))
+    }
+}
+
+/// CIDR membership, treating IPv4-mapped IPv6 peers as IPv4.
+pub fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            (u32::from(a) & mask) == (u32::from(b) & mask)
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            (u128::from(a) & mask) == (u128::from(b) & mask)
+        }
+        _ => false,
+    }
+}
+
+/// Per-connection facts the pipeline needs.
+#[derive(Clone)]
+pub struct ConnInfo {
+    /// Socket peer.
+    pub peer: Option<SocketAddr>,
+    /// TLS connection.
+    pub tls: bool,
+    /// Requests served on this connection so far.
+    pub served: Arc<AtomicU64>,
+    /// Requests in flight (the idle timer only runs at zero).
+    pub inflight: Arc<AtomicU64>,
+}
+
+impl ConnInfo {
+    /// Facts for a fresh connection.
+    pub fn new(peer: Option<SocketAddr>, tls: bool) -> Self {
+        Self { peer, tls, served: Arc::default(), inflight: Arc::default() }
+    }
+}
+
+/// `true` when `path` is valid percent-encoding of UTF-8.
+fn path_is_valid(path: &str) -> bool {
+    let b = path.as_bytes();
+    if !b.contains(&b'%') {
+        return true; // http::Uri already guarantees visible ASCII
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |k: usize| b.get(k).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    percent_encoding::percent_decode_str(path).decode_utf8().is_ok()
+}
+
+fn allow_header(allow: &[String]) -> HeaderValue {
+    HeaderValue::from_str(&allow.join(", ")).unwrap_or_else(|_| HeaderValue::from_static("GET"))
+}
+
+/// Read the body within the size limit and the read timeout.
+async fn read_body<B>(config: &ServerConfig, parts: &http::request::Parts, body: B) -> Result<Bytes, Response<ResponseBody>>
+where
+    B: Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let max = config.limits.max_body_size;
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
+        let len = len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
+        match len {
+            Some(n) if n > max => {
+                return Err(problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body of {n} bytes exceeds the limit of {max} bytes"),
+                ));
+            }
+            Some(_) => {}
+            None => return Err(problem(StatusCode::BAD_REQUEST, "invalid Content-Length")),
+        }
+    }
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let timeout = Duration::from_secs_f64(config.timeouts.read_body);
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body exceeds the limit of {max} bytes"),
+        )),
+        Ok(Err(e)) => Err(problem(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))),
+        Err(_) => Err(problem(StatusCode::REQUEST_TIMEOUT, "the request body was not received in time")),
+    }
+}
+
+/// Run one request through the pipeline. Never fails: errors are responses.
+pub async fn handle<B>(state: Arc<AppState>, conn: ConnInfo, req: Request<B>) -> Response<ResponseBody>
+where
+    B: Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    conn.inflight.fetch_add(1, Ordering::Relaxed);
+    let n = conn.served.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut resp = dispatch(&state, &conn, req).await;
+    let max = state.config.limits.max_requests_per_connection;
+    if max > 0 && n >= max {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    conn.inflight.fetch_sub(1, Ordering::Relaxed);
+    resp
+}
+
+async fn dispatch<B>(state: &AppState, conn: &ConnInfo, req: Request<B>) -> Response<ResponseBody>
+where
+    B: Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let path = req.uri().path();
+    if !path_is_valid(path) {
+        return problem(StatusCode::BAD_REQUEST, "the request path is not valid percent-encoded UTF-8");
+    }
+    let method = req.method().clone();
+    let (route, params) = match state.router.lookup(&method, path) {
+        Lookup::Found { route, params, .. } => (route.clone(), params),
+        Lookup::NotFound => return problem(StatusCode::NOT_FOUND, format!("no route for {method} {path}")),
+        Lookup::BadPath => {
+            return problem(StatusCode::BAD_REQUEST, "the request path is not valid percent-encoded UTF-8");
+        }
+        Lookup::MethodNotAllowed { allow } => {
+            let mut r = problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {path}; allowed: {}", allow.join(", ")),
+            );
+            r.headers_mut().insert(header::ALLOW, allow_header(&allow));
+            return r;
+        }
+        Lookup::Options { allow } => {
+            let mut r = Response::new(ResponseBody::Empty);
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r.headers_mut().insert(header::ALLOW, allow_header(&allow));
+            return r;
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let body = match read_body(&state.config, &parts, body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let routed = RoutedRequest { parts, body, params, route, peer: conn.peer, tls: conn.tls };
+    let mut resp = state.endpoint.call(routed).await;
+    if method == Method::HEAD {
+        // Keep the headers (Content-Length included) and drop the body.
+        if let ResponseBody::Full(Some(b)) = resp.body() {
+            let len = HeaderValue::from(b.len());
+            resp.headers_mut().entry(header::CONTENT_LENGTH).or_insert(len);
+        }
+        *resp.body_mut() = ResponseBody::Empty;
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_validation() {
+        assert!(path_is_valid("/a/b"));
+        assert!(path_is_valid("/a%20b"));
+        assert!(path_is_valid("/%C3%A9"));
+        assert!(!path_is_valid("/%"));
+        assert!(!path_is_valid("/%2"));
+        assert!(!path_is_valid("/%zz"));
+        assert!(!path_is_valid("/%ff%fe"));
+    }
+
+    #[test]
+    fn cidr_membership() {
+        let net: IpAddr = "10.0.0.0".parse().unwrap();
+        assert!(in_cidr("10.1.2.3".parse().unwrap(), net, 8));
+        assert!(!in_cidr("11.1.2.3".parse().unwrap(), net, 8));
+        assert!(in_cidr("::ffff:10.0.0.1".parse().unwrap(), net, 8));
+        assert!(in_cidr("::1".parse().unwrap(), "::1".parse().unwrap(), 128));
+        assert!(in_cidr("1.2.3.4".parse().unwrap(), "0.0.0.0".parse().unwrap(), 0));
+    }
+}
