@@ -8,6 +8,7 @@
 //! - [`metrics`] and [`controller`]: the runtime pieces of the `cello-operator` binary.
 
 pub mod crd;
+pub mod resources;
 
 pub use crd::{CellApp, CellAppSpec, CellAppStatus};
 

@@ -1,1 +1,29 @@
-//! placeholder
+//! `cello._cello`: the PyO3 side of Cello.
+//!
+//! Modules: [`runtime`] (the Python endpoint: job queue, drain loop, tokio
+//! runtime), [`convert`] (handler results → HTTP responses), [`request`] (the
+//! lazy `Request` view), [`sink`] (streaming bodies with back-pressure),
+//! [`json`] (the JSON codec), [`errors`] (the one error → exception map).
+
+use pyo3::prelude::*;
+
+pub mod convert;
+pub mod errors;
+pub mod json;
+pub mod request;
+pub mod runtime;
+pub mod sink;
+
+#[pymodule]
+fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<runtime::Runtime>()?;
+    m.add_class::<runtime::Responder>()?;
+    m.add_class::<request::PyRequest>()?;
+    m.add_class::<sink::BodySink>()?;
+    m.add_function(wrap_pyfunction!(json::dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(json::loads, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::validate_config, m)?)?;
+    errors::register(m)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

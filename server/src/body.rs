@@ -17,8 +17,9 @@ pub enum ResponseBody {
     Empty,
     /// One buffer, sent with `Content-Length`.
     Full(Option<Bytes>),
-    /// Chunks produced elsewhere (a Python generator); ends when the sender drops.
-    Channel(mpsc::Receiver<Bytes>),
+    /// Chunks produced elsewhere (a Python generator); ends when the sender drops,
+    /// and an `Err` aborts the response (the client sees a truncated body).
+    Channel(mpsc::Receiver<io::Result<Bytes>>),
     /// Any other body (files, proxied upstream bodies).
     Boxed(BoxBody),
 }
@@ -50,7 +51,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
             Self::Full(b) => Poll::Ready(b.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
-            Self::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            Self::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
             Self::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }

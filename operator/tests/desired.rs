@@ -1,0 +1,255 @@
+//! Snapshot tests of the desired children over the fixture matrix of OPERATOR.md.
+//!
+//! Snapshots live in `tests/snapshots/<fixture>.yaml` (one YAML document per child, a comment
+//! header with the rest of the plan). They are also validated against real Kubernetes schemas by
+//! `tests/operator/validate_manifests.py`. Update with `CELLO_UPDATE_SNAPSHOTS=1 cargo test ...`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use cello_operator::resources::{desired, Capabilities, Desired, Kind, ReferencedData};
+use serde_json::{json, Value};
+
+fn render(name: &str, d: &Desired) -> String {
+    let mut out = format!(
+        "# fixture: {name}\n# configHash: {}\n# selector: {}\n# url: {}\n# paused: {}\n",
+        d.config_hash, d.selector, d.url, d.paused
+    );
+    for s in &d.skipped {
+        out.push_str(&format!(
+            "# skipped: {} (CRDNotInstalled; {})\n",
+            s.kind.name(),
+            s.because
+        ));
+    }
+    for c in &d.children {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&c.object).expect("child to YAML"));
+    }
+    out
+}
+
+#[test]
+fn snapshots_match() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let update = std::env::var_os("CELLO_UPDATE_SNAPSHOTS").is_some();
+    let mut stale = Vec::new();
+    let mut expected_files = Vec::new();
+    for (name, spec, caps) in common::matrix() {
+        let app = common::app(spec);
+        app.validate_cel()
+            .unwrap_or_else(|e| panic!("fixture {name} violates a CEL rule: {e:?}"));
+        let d = desired(&app, &caps, &ReferencedData::new()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let text = render(name, &d);
+        let path = dir.join(format!("{name}.yaml"));
+        expected_files.push(format!("{name}.yaml"));
+        if update {
+            std::fs::write(&path, &text).expect("write snapshot");
+        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            stale.push(name);
+        }
+    }
+    // No snapshot without a fixture: a removed fixture must take its file with it.
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .expect("snapshot dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    on_disk.sort();
+    expected_files.sort();
+    assert_eq!(on_disk, expected_files, "snapshot files and fixtures differ");
+    assert!(
+        stale.is_empty(),
+        "stale snapshots {stale:?}: review and rerun with CELLO_UPDATE_SNAPSHOTS=1"
+    );
+}
+
+fn plan(spec: Value, caps: Capabilities) -> Desired {
+    desired(&common::app(spec), &caps, &ReferencedData::new()).expect("desired")
+}
+
+fn kinds(d: &Desired) -> Vec<(Kind, &str)> {
+    d.children.iter().map(|c| (c.kind, c.name.as_str())).collect()
+}
+
+fn child(d: &Desired, kind: Kind, name: &str) -> Value {
+    d.children
+        .iter()
+        .find(|c| c.kind == kind && c.name == name)
+        .map(|c| c.object.clone())
+        .expect("child exists")
+}
+
+#[test]
+fn minimal_app_has_configmap_service_deployment_and_a_monitor() {
+    let d = plan(json!({}), Capabilities::all());
+    assert_eq!(
+        kinds(&d),
+        [
+            (Kind::ConfigMap, "shop-config"),
+            (Kind::Service, "shop"),
+            (Kind::Deployment, "shop"),
+            (Kind::ServiceMonitor, "shop")
+        ]
+    );
+    let dep = child(&d, Kind::Deployment, "shop");
+    assert_eq!(dep["spec"]["replicas"], 1);
+    let pod = &dep["spec"]["template"];
+    assert_eq!(
+        pod["metadata"]["annotations"]["cello.dev/config-hash"],
+        d.config_hash.as_str()
+    );
+    // A ServiceMonitor exists, so no scrape annotations: never both.
+    assert!(pod["metadata"]["annotations"].get("prometheus.io/scrape").is_none());
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["command"], json!(["cello"]));
+    assert_eq!(c["args"], json!(["run", "shop.main:app", "--workers", "1"]));
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(c["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health/live");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health/ready");
+    assert_eq!(c["lifecycle"]["preStop"]["sleep"]["seconds"], 5);
+    // Drain budget = grace (30) - preStop (5) - 1.
+    assert!(c["env"]
+        .as_array()
+        .expect("env")
+        .contains(&json!({"name": "CELLO_SHUTDOWN_TIMEOUT", "value": "24"})));
+    for obj in d.children.iter().map(|c| &c.object) {
+        let owner = &obj["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["uid"], common::UID);
+        assert_eq!(owner["controller"], true);
+        assert_eq!(owner["kind"], "CellApp");
+        assert_eq!(
+            obj["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "cello-operator"
+        );
+        assert_eq!(obj["metadata"]["labels"]["app.kubernetes.io/part-of"], "cello");
+    }
+    let cm = child(&d, Kind::ConfigMap, "shop-config");
+    let yaml = cm["data"]["cello.yaml"].as_str().expect("cello.yaml");
+    let parsed = cello_config::ServerConfig::from_yaml(yaml).expect("the data plane parses the rendered config");
+    assert_eq!(parsed.port, 8000);
+    assert_eq!(parsed.host, "0.0.0.0");
+}
+
+#[test]
+fn replicas_left_out_exactly_when_autoscaling() {
+    let hpa = plan(json!({"autoscaling": {"mode": "hpa"}}), Capabilities::all());
+    assert!(child(&hpa, Kind::Deployment, "shop")["spec"].get("replicas").is_none());
+    let keda = plan(
+        json!({"autoscaling": {"mode": "keda"}, "queues": [{"name": "q", "kind": "redis", "listName": "q", "address": "r:6379"}]}),
+        Capabilities::all(),
+    );
+    assert!(child(&keda, Kind::Deployment, "shop")["spec"].get("replicas").is_none());
+    // KEDA requested but not installed: nothing scales, so the Deployment keeps a count.
+    let no_keda = plan(
+        json!({"autoscaling": {"mode": "keda", "minReplicas": 2}, "queues": [{"name": "q", "kind": "redis", "listName": "q", "address": "r:6379"}]}),
+        Capabilities::default(),
+    );
+    assert_eq!(child(&no_keda, Kind::Deployment, "shop")["spec"]["replicas"], 2);
+    assert_eq!(no_keda.skipped.len(), 1);
+    assert_eq!(no_keda.skipped[0].kind, Kind::ScaledObject);
+}
+
+#[test]
+fn config_hash_follows_config_and_referenced_data() {
+    let app =
+        common::app(json!({"envVars": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "db", "key": "p"}}}]}));
+    assert_eq!(cello_operator::resources::referenced_names(&app), ["secret/db"]);
+    let caps = Capabilities::all();
+    let a = desired(&app, &caps, &BTreeMap::from([("secret/db".into(), "v1".into())])).expect("a");
+    let b = desired(&app, &caps, &BTreeMap::from([("secret/db".into(), "v2".into())])).expect("b");
+    assert_ne!(a.config_hash, b.config_hash, "a Secret change must roll the pods");
+    let other = common::app(json!({"server": {"limits": {"maxBodySize": 5}}}));
+    assert_ne!(
+        desired(&other, &caps, &ReferencedData::new()).expect("c").config_hash,
+        plan(json!({}), caps).config_hash
+    );
+    // With restartOnConfigChange off, Secret changes do not roll the pods.
+    let off = common::app(json!({"rollout": {"restartOnConfigChange": false},
+        "envVars": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "db", "key": "p"}}}]}));
+    let a = desired(&off, &caps, &BTreeMap::from([("secret/db".into(), "v1".into())])).expect("a");
+    let b = desired(&off, &caps, &BTreeMap::from([("secret/db".into(), "v2".into())])).expect("b");
+    assert_eq!(a.config_hash, b.config_hash);
+}
+
+#[test]
+fn invalid_server_config_is_reported_not_rendered() {
+    let app = common::app(json!({"server": {"timeouts": {"idle": 0.0}}}));
+    let err = desired(&app, &Capabilities::all(), &ReferencedData::new()).expect_err("invalid");
+    assert_eq!(err.metric_label(), "invalid_spec");
+    assert!(err.to_string().contains("timeouts.idle"), "{err}");
+}
+
+#[test]
+fn sidecar_routes_the_service_to_the_dataplane() {
+    let d = plan(
+        json!({"mode": "sidecar", "sidecar": {"appPort": 9000}}),
+        Capabilities::all(),
+    );
+    let pod = &child(&d, Kind::Deployment, "shop")["spec"]["template"]["spec"];
+    let names: Vec<&str> = pod["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["cello-dataplane", "app"]);
+    let dp = &pod["containers"][0];
+    assert_eq!(dp["ports"][0]["name"], "http");
+    assert_eq!(dp["ports"][0]["containerPort"], 8000);
+    assert_eq!(
+        dp["args"],
+        json!([
+            "--config",
+            "/etc/cello/cello.yaml",
+            "--upstream",
+            "http://127.0.0.1:9000"
+        ])
+    );
+    assert!(
+        pod["containers"][1].get("ports").is_none(),
+        "the app container is reachable on localhost only"
+    );
+    let svc = child(&d, Kind::Service, "shop");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+}
+
+#[test]
+fn env_contract_matches_the_golden_table() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/operator/env-contract.json");
+    let table: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("golden table")).expect("JSON");
+    let cases = table["queues"].as_array().expect("queues cases");
+    assert!(cases.len() >= 3);
+    for case in cases {
+        let q: cello_operator::crd::QueueBinding = serde_json::from_value(case["binding"].clone()).expect("binding");
+        let app = case["app"].as_str().expect("app");
+        let got: Vec<Value> = cello_operator::resources::queues::queue_env(app, &q)
+            .into_iter()
+            .map(|e| match (e.value, e.value_from.and_then(|v| v.secret_key_ref)) {
+                (Some(v), _) => json!({"name": e.name, "value": v}),
+                (None, Some(s)) => json!({"name": e.name, "secret": {"name": s.name, "key": s.key}}),
+                _ => json!({"name": e.name}),
+            })
+            .collect();
+        assert_eq!(Value::Array(got), case["env"], "binding {}", q.name);
+    }
+    // The app-level variables of the minimal embedded pod.
+    let d = plan(json!({"queues": [cases[0]["binding"].clone()]}), Capabilities::all());
+    let env = &child(&d, Kind::Deployment, "shop")["spec"]["template"]["spec"]["containers"][0]["env"];
+    let names: Vec<&str> = env
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    let want: Vec<&str> = table["podEnv"]
+        .as_array()
+        .expect("podEnv")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(names, want);
+}

@@ -1,0 +1,183 @@
+"""``App``: route registration, hooks and configuration, compiled once at start-up."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import threading
+import types
+from collections.abc import Callable
+from typing import Any
+
+from . import _cli
+from .config import LimitsConfig, ThreadPoolConfig, TimeoutConfig, Http2Config
+from .errors import HTTPException
+from .params import compile_endpoint
+from .routing import Blueprint, Routes
+
+_PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)(?::(?:[^{}]|\{[^{}]*\})*)?\}")
+
+
+class App(Routes):
+    """A Cello application."""
+
+    def __init__(self, *, lifespan: Callable[[App], Any] | None = None) -> None:
+        super().__init__("")
+        self.state = types.SimpleNamespace()
+        self.dependency_overrides: dict[Any, Any] = {}
+        self._singletons: dict[str, Any] = {}
+        self._events: dict[str, list[Callable[[], Any]]] = {"startup": [], "shutdown": []}
+        self._exception_handlers: dict[type[BaseException], Callable[..., Any]] = {}
+        self._lifespan = lifespan
+        self._lifespan_cm: Any = None
+        self._limits = LimitsConfig()
+        self._timeouts = TimeoutConfig()
+        self._threadpool = ThreadPoolConfig()
+        self._http2 = Http2Config()
+        self._trusted_proxies: list[str] = []
+        self._executor: Any = None
+        self._lock = threading.Lock()
+
+    # ---- configuration -------------------------------------------------------------------
+    def set_limits(self, config: LimitsConfig) -> None:
+        self._limits = config
+
+    def set_timeouts(self, config: TimeoutConfig) -> None:
+        self._timeouts = config
+
+    def set_threadpool(self, config: ThreadPoolConfig) -> None:
+        self._threadpool = config
+
+    def set_http2(self, config: Http2Config) -> None:
+        self._http2 = config
+
+    def set_trusted_proxies(self, proxies: list[str]) -> None:
+        self._trusted_proxies = [str(p) for p in proxies]
+
+    def enable_body_limit(self, max_body_size: int) -> None:
+        self._limits.max_body_size = int(max_body_size)
+
+    def server_config(self, host: str = "127.0.0.1", port: int = 8000, debug: bool = False) -> dict[str, Any]:
+        """The data-plane configuration (``cello_config::ServerConfig``) as a dict."""
+        return {
+            "host": host,
+            "port": int(port),
+            "debug": bool(debug),
+            "limits": self._limits._to_config(),
+            "timeouts": self._timeouts._to_config(),
+            "threadpool": self._threadpool._to_config(),
+            "http2": self._http2._to_config(),
+            "trustedProxies": list(self._trusted_proxies),
+        }
+
+    # ---- hooks, errors, DI registry -----------------------------------------------------
+    def on_event(self, event: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+        if event not in self._events:
+            raise ValueError(f"unknown event {event!r}: use 'startup' or 'shutdown'")
+
+        def decorator(fn: Callable[[], Any]) -> Callable[[], Any]:
+            self._events[event].append(fn)
+            return fn
+
+        return decorator
+
+    async def _run_event(self, event: str) -> None:
+        if event == "startup" and self._lifespan is not None:
+            self._lifespan_cm = self._lifespan(self)
+            await self._lifespan_cm.__aenter__()
+        for fn in self._events[event]:
+            result = fn()
+            if inspect.isawaitable(result):
+                await result
+        if event == "shutdown" and self._lifespan_cm is not None:
+            cm, self._lifespan_cm = self._lifespan_cm, None
+            await cm.__aexit__(None, None, None)
+
+    def exception_handler(self, exc_type: type[BaseException]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """``handler(request, exc)`` answers for ``exc_type`` (and subclasses)."""
+
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self._exception_handlers[exc_type] = fn
+            return fn
+
+        return decorator
+
+    def _exception_handler_for(self, exc: BaseException) -> Callable[..., Any] | None:
+        for cls in type(exc).__mro__:
+            handler = self._exception_handlers.get(cls)
+            if handler is not None:
+                return handler
+        return None
+
+    def _plain_response(self, result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Turn an exception handler's result into (status, headers, body)."""
+        from .responses import Response
+
+        status = None
+        headers: Any = None
+        if isinstance(result, tuple):
+            result, status, *rest = result
+            headers = rest[0] if rest else None
+        if not isinstance(result, Response):
+            result = Response.json(result) if not isinstance(result, (bytes, bytearray)) else Response.binary(result)
+        code, hdrs, kind, payload = result._cello_parts()
+        if kind != 0:
+            raise TypeError("an exception handler must return a plain (non-streaming) response")
+        hdrs = list(hdrs)
+        if headers:
+            hdrs.extend(headers.items() if isinstance(headers, dict) else headers)
+        return int(status or code), hdrs, bytes(payload or b"")
+
+    def register_singleton(self, name: str, value: Any) -> None:
+        self._singletons[name] = value
+
+    def url_for(self, name: str, **params: Any) -> str:
+        for r in self._flatten():
+            if r.name == name:
+                missing = [p for p in _PARAM.findall(r.path) if p not in params]
+                if missing:
+                    raise ValueError(f"url_for({name!r}) needs {', '.join(missing)}")
+                return _PARAM.sub(lambda m: str(params[m.group(1)]), r.path)
+        raise LookupError(f"no route named {name!r}")
+
+    # ---- compile and run ---------------------------------------------------------------
+    def _compile(self) -> tuple[list[tuple[list[str], str]], list[Callable[..., Any]]]:
+        routes, endpoints = [], []
+        for r in self._flatten():
+            routes.append((r.methods, r.path))
+            endpoints.append(compile_endpoint(self, r, _PARAM.findall(r.path)))
+        return routes, endpoints
+
+    def run(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        debug: bool | None = None,
+        env: str | None = None,
+        workers: int | None = None,
+        reload: bool = False,
+        logs: bool | None = None,
+    ) -> None:
+        """Serve until stopped. Command-line flags (``--host --port ...``) override arguments."""
+        opts = _cli.resolve_run_options(host=host, port=port, debug=debug, env=env, workers=workers,
+                                        reload=reload, logs=logs)  # fmt: skip
+        from ._runtime import Executor
+
+        _cli.configure_logging(opts.logs)
+        executor = Executor(self, self.server_config(opts.host, opts.port, opts.debug))
+        with self._lock:
+            self._executor = executor
+        try:
+            executor.serve()
+        finally:
+            with self._lock:
+                self._executor = None
+
+    def stop(self) -> None:
+        """Begin a graceful stop of a running ``run()`` (safe from any thread)."""
+        with self._lock:
+            if self._executor is not None:
+                self._executor.stop()
+
+
+__all__ = ["App", "Blueprint", "HTTPException"]

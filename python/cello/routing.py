@@ -1,0 +1,149 @@
+"""Route registration shared by ``App`` and ``Blueprint``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Handler = Callable[..., Any]
+
+
+@dataclass
+class RouteDef:
+    """A route as registered, before prefixes are applied and handlers compiled."""
+
+    methods: list[str]
+    path: str
+    handler: Handler
+    name: str
+    guards: list[Any] = field(default_factory=list)
+    blocking: bool = False
+    tags: list[str] | None = None
+    summary: str | None = None
+    description: str | None = None
+
+
+def join_paths(prefix: str, path: str) -> str:
+    prefix = prefix.rstrip("/")
+    if not path.startswith("/"):
+        path = "/" + path
+    joined = prefix + path
+    if len(joined) > 1 and joined.endswith("/") and not path.endswith("/"):
+        joined = joined.rstrip("/")
+    return joined or "/"
+
+
+class Routes:
+    """Decorators for registering routes; ``App`` and ``Blueprint`` build on it."""
+
+    def __init__(self, prefix: str = "") -> None:
+        if prefix and not prefix.startswith("/"):
+            prefix = "/" + prefix
+        self.prefix = prefix.rstrip("/")
+        self._routes: list[RouteDef] = []
+        self._children: list[Routes] = []
+        self._guards: list[Any] = []
+
+    def route(
+        self,
+        path: str,
+        methods: Sequence[str] | None = None,
+        *,
+        name: str | None = None,
+        guards: Sequence[Any] | None = None,
+        blocking: bool = False,
+        tags: list[str] | None = None,
+        summary: str | None = None,
+        description: str | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register ``handler`` for ``methods`` (default ``["GET"]``) on ``path``."""
+        methods = [m.upper() for m in (methods or ["GET"])]
+
+        def decorator(handler: Handler) -> Handler:
+            self._routes.append(
+                RouteDef(
+                    methods=methods,
+                    path=path,
+                    handler=handler,
+                    name=name or getattr(handler, "__name__", path),
+                    guards=list(guards or []),
+                    blocking=blocking,
+                    tags=tags,
+                    summary=summary,
+                    description=description,
+                )
+            )
+            return handler
+
+        return decorator
+
+    def _method(self, method: str, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route(path, [method], **kw)
+
+    def get(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None):
+        return self._method("GET", path, tags=tags, summary=summary, description=description, guards=guards,
+                            blocking=blocking, name=name)  # fmt: skip
+
+    def post(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None):
+        return self._method("POST", path, tags=tags, summary=summary, description=description, guards=guards,
+                            blocking=blocking, name=name)  # fmt: skip
+
+    def put(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None):
+        return self._method("PUT", path, tags=tags, summary=summary, description=description, guards=guards,
+                            blocking=blocking, name=name)  # fmt: skip
+
+    def delete(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None):
+        return self._method("DELETE", path, tags=tags, summary=summary, description=description, guards=guards,
+                            blocking=blocking, name=name)  # fmt: skip
+
+    def patch(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None):
+        return self._method("PATCH", path, tags=tags, summary=summary, description=description, guards=guards,
+                            blocking=blocking, name=name)  # fmt: skip
+
+    def options(self, path: str, guards=None, name=None):
+        return self._method("OPTIONS", path, guards=guards, name=name)
+
+    def head(self, path: str, guards=None, name=None):
+        return self._method("HEAD", path, guards=guards, name=name)
+
+    def register_blueprint(self, blueprint: Routes) -> None:
+        """Mount ``blueprint`` (and its nested blueprints) under this one's prefix."""
+        if blueprint is self:
+            raise ValueError("a blueprint cannot be registered on itself")
+        self._children.append(blueprint)
+
+    def add_guard(self, guard: Any) -> None:
+        """A guard that runs before every handler registered here (and in children)."""
+        self._guards.append(guard)
+
+    def _flatten(self, prefix: str = "", guards: Sequence[Any] = ()) -> list[RouteDef]:
+        base = join_paths(prefix, self.prefix) if self.prefix else (prefix or "")
+        inherited = [*guards, *self._guards]
+        out = []
+        for r in self._routes:
+            path = join_paths(base, r.path) if base else r.path
+            out.append(
+                RouteDef(
+                    methods=r.methods,
+                    path=path,
+                    handler=r.handler,
+                    name=r.name,
+                    guards=[*inherited, *r.guards],
+                    blocking=r.blocking,
+                    tags=r.tags,
+                    summary=r.summary,
+                    description=r.description,
+                )
+            )
+        for child in self._children:
+            out.extend(child._flatten(base, inherited))
+        return out
+
+
+class Blueprint(Routes):
+    """A group of routes under a common prefix; blueprints nest."""
+
+    def __init__(self, prefix: str = "", name: str | None = None) -> None:
+        super().__init__(prefix)
+        self.name = name or (prefix.strip("/") or "blueprint")

@@ -1,0 +1,264 @@
+//! Handler results → HTTP responses.
+//!
+//! Fast paths first (dict, list, str, bytes, scalars, tuples), then `Response`,
+//! awaitables (handed to the event loop), iterators (streamed), and finally the
+//! JSON encoder for everything else (dataclasses, pydantic models, ...).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cello_server::problem::problem;
+use cello_server::ResponseBody;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Response, StatusCode};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::json;
+use crate::request::PyRequest;
+use crate::runtime::{Ctx, Responder};
+use crate::sink::BodySink;
+
+const JSON: &str = "application/json";
+const OCTET: &str = "application/octet-stream";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// What the Python thread sends back to the connection task.
+pub enum Reply {
+    /// A finished response.
+    Ready(Response<ResponseBody>),
+    /// A file to stream from disk (opened on the I/O thread, never read whole).
+    File {
+        path: PathBuf,
+        content_type: Option<String>,
+        filename: Option<String>,
+        /// `Some(range header)` for ranged responses.
+        range: Option<Option<String>>,
+        status: StatusCode,
+        headers: HeaderMap,
+    },
+}
+
+impl Reply {
+    /// Produce the response (opening the file for `File`).
+    pub async fn into_response(self) -> Response<ResponseBody> {
+        match self {
+            Self::Ready(r) => r,
+            Self::File { path, content_type, filename, range, status, headers } => {
+                let mut r = cello_server::files::file_response(
+                    &path,
+                    content_type.as_deref(),
+                    filename.as_deref(),
+                    range.as_ref().map(Option::as_deref),
+                )
+                .await;
+                if r.status() == StatusCode::OK && status != StatusCode::OK {
+                    *r.status_mut() = status;
+                }
+                if r.status().is_success() {
+                    for (k, v) in &headers {
+                        r.headers_mut().append(k, v.clone());
+                    }
+                }
+                r
+            }
+        }
+    }
+}
+
+fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+enum Built {
+    Ready(Response<ResponseBody>),
+    File(Reply),
+    Stream { status: StatusCode, headers: HeaderMap, iterable: Py<PyAny> },
+    Await,
+}
+
+/// Convert `result` and send it; awaitables go to the loop, iterators are pumped.
+pub fn respond(
+    py: Python<'_>,
+    ctx: &Arc<Ctx>,
+    result: Bound<'_, PyAny>,
+    request: Bound<'_, PyRequest>,
+    tx: oneshot::Sender<Reply>,
+) {
+    match build(ctx, &result) {
+        Ok(Built::Ready(resp)) => {
+            let _ = tx.send(Reply::Ready(resp));
+        }
+        Ok(Built::File(reply)) => {
+            let _ = tx.send(reply);
+        }
+        Ok(Built::Await) => {
+            let responder = Responder::new(ctx.clone(), tx, request.unbind());
+            if let Err(e) = ctx.hooks.call_method1(py, "spawn", (result, responder)) {
+                e.print(py);
+            }
+        }
+        Ok(Built::Stream { status, mut headers, iterable }) => {
+            let (chan_tx, chan_rx) = mpsc::channel(16);
+            let mut resp = Response::new(ResponseBody::Channel(chan_rx));
+            *resp.status_mut() = status;
+            headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static(TEXT));
+            *resp.headers_mut() = headers;
+            let _ = tx.send(Reply::Ready(resp));
+            let sink = BodySink::new(chan_tx, ctx.clone());
+            if let Err(e) = ctx.hooks.call_method1(py, "pump", (iterable, sink)) {
+                e.print(py);
+            }
+        }
+        Err(err) => fail(py, ctx, err, &request, tx),
+    }
+}
+
+fn status_from(code: u16) -> PyResult<StatusCode> {
+    StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| s.as_u16() >= 100)
+        .ok_or_else(|| PyValueError::new_err(format!("{code} is not a valid HTTP status code")))
+}
+
+/// Parse a header list or dict from Python.
+pub fn headers_from(obj: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
+    let mut map = HeaderMap::new();
+    let pairs: Vec<(String, String)> = if let Ok(d) = obj.cast::<PyDict>() {
+        d.iter().map(|(k, v)| Ok((k.extract()?, v.str()?.extract()?))).collect::<PyResult<_>>()?
+    } else {
+        obj.extract()?
+    };
+    for (k, v) in pairs {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| PyValueError::new_err(format!("invalid header name {k:?}")))?;
+        let value =
+            HeaderValue::from_str(&v).map_err(|_| PyValueError::new_err(format!("invalid value for header {k}")))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+fn build(ctx: &Arc<Ctx>, result: &Bound<'_, PyAny>) -> PyResult<Built> {
+    // Exact fast types first: these never need the slower protocol checks below.
+    if result.is_instance_of::<PyDict>()
+        || result.is_instance_of::<PyList>()
+        || result.is_none()
+        || result.is_instance_of::<PyBool>()
+        || result.is_instance_of::<PyInt>()
+        || result.is_instance_of::<PyFloat>()
+        || result.is_instance_of::<PyString>()
+    {
+        return Ok(Built::Ready(with_body(StatusCode::OK, JSON, json::to_vec(result)?)));
+    }
+    if let Ok(b) = result.cast::<PyBytes>() {
+        return Ok(Built::Ready(with_body(StatusCode::OK, OCTET, Bytes::copy_from_slice(b.as_bytes()))));
+    }
+    if let Ok(b) = result.cast::<PyByteArray>() {
+        return Ok(Built::Ready(with_body(StatusCode::OK, OCTET, b.to_vec())));
+    }
+    if let Ok(t) = result.cast::<PyTuple>() {
+        return build_tuple(ctx, t);
+    }
+    if result.is_instance(ctx.response_type.bind(result.py()))? {
+        return build_response(result);
+    }
+    if result.hasattr("__await__")? {
+        return Ok(Built::Await);
+    }
+    if result.hasattr("__anext__")? || result.hasattr("__next__")? {
+        return Ok(Built::Stream { status: StatusCode::OK, headers: HeaderMap::new(), iterable: result.clone().unbind() });
+    }
+    Ok(Built::Ready(with_body(StatusCode::OK, JSON, json::to_vec(result)?)))
+}
+
+fn build_tuple(ctx: &Arc<Ctx>, t: &Bound<'_, PyTuple>) -> PyResult<Built> {
+    if !(2..=3).contains(&t.len()) {
+        return Err(PyTypeError::new_err("a handler may return (body, status) or (body, status, headers)"));
+    }
+    let body = t.get_item(0)?;
+    if body.is_instance_of::<PyTuple>() {
+        return Err(PyTypeError::new_err("the body of a (body, status) tuple cannot be a tuple"));
+    }
+    let status = status_from(t.get_item(1)?.extract::<u16>()?)?;
+    let extra = if t.len() == 3 { headers_from(&t.get_item(2)?)? } else { HeaderMap::new() };
+    let mut built = build(ctx, &body)?;
+    match &mut built {
+        Built::Ready(r) => {
+            *r.status_mut() = status;
+            for (k, v) in &extra {
+                r.headers_mut().insert(k, v.clone());
+            }
+        }
+        Built::File(Reply::File { status: s, headers, .. }) | Built::Stream { status: s, headers, .. } => {
+            *s = status;
+            headers.extend(extra);
+        }
+        Built::File(Reply::Ready(_)) | Built::Await => {
+            return Err(PyTypeError::new_err("the body of a (body, status) tuple cannot be awaitable"));
+        }
+    }
+    Ok(built)
+}
+
+/// `Response._cello_parts()` → `(status, headers, kind, payload)`; kind 0 = bytes,
+/// 1 = file `(path, content_type, filename, range, ranged)`, 2 = iterable.
+fn build_response(result: &Bound<'_, PyAny>) -> PyResult<Built> {
+    let parts = result.call_method0("_cello_parts")?;
+    let (status, headers, kind, payload): (u16, Bound<'_, PyAny>, u8, Bound<'_, PyAny>) = parts.extract()?;
+    let status = status_from(status)?;
+    let headers = headers_from(&headers)?;
+    match kind {
+        0 => {
+            let body = if payload.is_none() { Bytes::new() } else { Bytes::from(payload.extract::<Vec<u8>>()?) };
+            let mut r = Response::new(if body.is_empty() { ResponseBody::Empty } else { ResponseBody::full(body) });
+            *r.status_mut() = status;
+            *r.headers_mut() = headers;
+            Ok(Built::Ready(r))
+        }
+        1 => {
+            let (path, content_type, filename, range, ranged): (PathBuf, Option<String>, Option<String>, Option<String>, bool) =
+                payload.extract()?;
+            Ok(Built::File(Reply::File {
+                path,
+                content_type,
+                filename,
+                range: ranged.then_some(range),
+                status,
+                headers,
+            }))
+        }
+        2 => Ok(Built::Stream { status, headers, iterable: payload.unbind() }),
+        k => Err(PyValueError::new_err(format!("unknown response kind {k}"))),
+    }
+}
+
+/// A handler raised: let Python map it (exception handlers, HTTP errors, 500 with or
+/// without traceback) and send what it says.
+pub fn fail(py: Python<'_>, ctx: &Arc<Ctx>, err: PyErr, request: &Bound<'_, PyRequest>, tx: oneshot::Sender<Reply>) {
+    let mapped = ctx.hooks.call_method1(py, "error", (err.into_value(py), request)).and_then(|v| {
+        let (status, headers, body): (u16, Bound<'_, PyAny>, Vec<u8>) = v.bind(py).extract()?;
+        let mut r = Response::new(ResponseBody::full(body));
+        *r.status_mut() = status_from(status)?;
+        *r.headers_mut() = headers_from(&headers)?;
+        Ok(r)
+    });
+    match mapped {
+        Ok(r) => {
+            let _ = tx.send(Reply::Ready(r));
+        }
+        Err(e) => fail_plain(py, &e, tx),
+    }
+}
+
+/// Last resort when even error mapping failed.
+pub fn fail_plain(py: Python<'_>, err: &PyErr, tx: oneshot::Sender<Reply>) {
+    err.print(py);
+    let _ = tx.send(Reply::Ready(problem(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")));
+}

@@ -1,0 +1,42 @@
+//! The one place where Rust errors become Python exceptions.
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyOSError, PyValueError};
+use pyo3::prelude::*;
+
+create_exception!(cello, CelloError, PyException, "Base class of Cello's own errors.");
+create_exception!(cello, ConfigError, CelloError, "Invalid configuration.");
+create_exception!(
+    cello,
+    JsonDecodeError,
+    pyo3::exceptions::PyValueError,
+    "A request body is not valid JSON; handlers that let it propagate answer 400."
+);
+
+/// Map a data-plane error to a Python exception.
+pub fn server_err(e: cello_server::Error) -> PyErr {
+    match e {
+        cello_server::Error::Bind { .. } | cello_server::Error::Io(_) => PyOSError::new_err(e.to_string()),
+        cello_server::Error::Route { .. } => PyValueError::new_err(e.to_string()),
+        cello_server::Error::Config(c) => config_err(c),
+    }
+}
+
+/// Map a configuration error to `ConfigError` (a `ValueError` subclass in Python's eyes too).
+pub fn config_err(e: cello_config::Error) -> PyErr {
+    ConfigError::new_err(e.to_string())
+}
+
+/// Validate a server configuration given as JSON; raise `ConfigError` naming the field.
+#[pyfunction]
+pub fn validate_config(config_json: &str) -> PyResult<()> {
+    cello_config::ServerConfig::from_json(config_json).map(|_| ()).map_err(config_err)
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("CelloError", py.get_type::<CelloError>())?;
+    m.add("ConfigError", py.get_type::<ConfigError>())?;
+    m.add("JsonDecodeError", py.get_type::<JsonDecodeError>())?;
+    Ok(())
+}

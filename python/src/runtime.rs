@@ -1,0 +1,345 @@
+//! The Python endpoint and the thread that runs Python.
+//!
+//! Execution model (see ARCHITECTURE.md): tokio serves sockets on its own
+//! thread(s) and never takes the GIL on the request path. A matched request
+//! becomes a [`Job`] pushed onto a queue; the first push after a drain writes one
+//! byte to a socketpair whose read end is registered with the asyncio loop
+//! (`loop.add_reader`). The loop's thread then drains every queued job in one
+//! GIL hold: sync handlers run inline, coroutines become asyncio tasks, and
+//! responses travel back over oneshot channels. Under load one wake-up serves a
+//! whole batch.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cello_config::ServerConfig;
+use cello_server::endpoint::ResponseFuture;
+use cello_server::problem::problem;
+use cello_server::router::RouterBuilder;
+use cello_server::service::{self, ConnInfo};
+use cello_server::{AppState, Endpoint, ResponseBody, RoutedRequest, Server, ShutdownHandle};
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use tokio::sync::oneshot;
+
+use crate::convert::{self, Reply};
+use crate::errors::{config_err, server_err};
+use crate::request::PyRequest;
+
+/// Work for the Python thread.
+pub enum Job {
+    /// Run the handler of a matched request.
+    Request(RoutedRequest, oneshot::Sender<Reply>),
+    /// The server finished draining (with an error message if it failed).
+    Stopped(Option<String>),
+}
+
+/// The queue between tokio and the Python thread.
+pub struct Shared {
+    queue: Mutex<Vec<Job>>,
+    notified: AtomicBool,
+    wake_tx: UnixStream,
+}
+
+impl Shared {
+    fn push(&self, job: Job) {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(job);
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            // Non-blocking; a full socket buffer already means a wake-up is pending.
+            let _ = (&self.wake_tx).write(&[1]);
+        }
+    }
+}
+
+/// What converting results needs: shared by the runtime and its responders.
+pub struct Ctx {
+    /// `cello._runtime.Hooks`: spawn, pump, error, on_stopped, resolve.
+    pub hooks: Py<PyAny>,
+    /// `cello.Response`.
+    pub response_type: Py<PyAny>,
+    /// The asyncio loop of the Python thread.
+    pub event_loop: Py<PyAny>,
+    /// Config (trusted proxies, debug, limits).
+    pub state: Arc<AppState>,
+    /// The I/O runtime, once started.
+    pub io: std::sync::OnceLock<tokio::runtime::Handle>,
+}
+
+struct PyEndpoint {
+    shared: Arc<Shared>,
+    handler_timeout: Duration,
+}
+
+impl Endpoint for PyEndpoint {
+    fn call(&self, req: RoutedRequest) -> ResponseFuture {
+        let (tx, rx) = oneshot::channel();
+        self.shared.push(Job::Request(req, tx));
+        let limit = self.handler_timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, rx).await {
+                Ok(Ok(reply)) => reply.into_response().await,
+                Ok(Err(_)) => problem(StatusCode::INTERNAL_SERVER_ERROR, "the handler produced no response"),
+                Err(_) => problem(StatusCode::GATEWAY_TIMEOUT, "the handler did not finish in time"),
+            }
+        })
+    }
+}
+
+/// A compiled app: routes, handlers, config and (once started) the tokio runtime.
+#[pyclass(frozen, module = "cello._cello")]
+pub struct Runtime {
+    shared: Arc<Shared>,
+    wake_rx: UnixStream,
+    endpoints: Vec<Py<PyAny>>,
+    ctx: Arc<Ctx>,
+    rt: Mutex<Option<tokio::runtime::Runtime>>,
+    listener: Mutex<Option<std::net::TcpListener>>,
+    shutdown: ShutdownHandle,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Runtime {
+    fn runtime(&self) -> PyResult<tokio::runtime::Handle> {
+        let mut rt = lock(&self.rt);
+        if rt.is_none() {
+            let threads = std::env::var("CELLO_IO_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1usize);
+            let built = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.max(1))
+                .thread_name("cello-io")
+                .enable_all()
+                .build()
+                .map_err(|e| PyRuntimeError::new_err(format!("cannot start the I/O runtime: {e}")))?;
+            let _ = self.ctx.io.set(built.handle().clone());
+            *rt = Some(built);
+        }
+        rt.as_ref().map(|r| r.handle().clone()).ok_or_else(|| PyRuntimeError::new_err("runtime unavailable"))
+    }
+}
+
+#[pymethods]
+impl Runtime {
+    /// `routes[i] = (methods, path)` leads to `endpoints[i]`.
+    #[new]
+    fn new(
+        config_json: &str,
+        routes: Vec<(Vec<String>, String)>,
+        endpoints: Vec<Py<PyAny>>,
+        hooks: Py<PyAny>,
+        response_type: Py<PyAny>,
+        event_loop: Py<PyAny>,
+    ) -> PyResult<Self> {
+        if routes.len() != endpoints.len() {
+            return Err(PyValueError::new_err("routes and endpoints differ in length"));
+        }
+        let config = ServerConfig::from_json(config_json).map_err(config_err)?;
+        let mut builder = RouterBuilder::new();
+        for (i, (methods, path)) in routes.iter().enumerate() {
+            let methods = methods
+                .iter()
+                .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| PyValueError::new_err(format!("bad method for {path}: {e}")))?;
+            builder.add(&methods, path, i).map_err(server_err)?;
+        }
+        let router = builder.build().map_err(server_err)?;
+        let (wake_rx, wake_tx) = UnixStream::pair().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        wake_rx.set_nonblocking(true).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        wake_tx.set_nonblocking(true).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let shared = Arc::new(Shared { queue: Mutex::new(Vec::with_capacity(64)), notified: AtomicBool::new(false), wake_tx });
+        let endpoint =
+            PyEndpoint { shared: shared.clone(), handler_timeout: Duration::from_secs_f64(config.timeouts.handler) };
+        let state = Arc::new(AppState::new(router, Arc::new(endpoint), config));
+        let ctx = Arc::new(Ctx { hooks, response_type, event_loop, state, io: std::sync::OnceLock::new() });
+        Ok(Self {
+            shared,
+            wake_rx,
+            endpoints,
+            ctx,
+            rt: Mutex::new(None),
+            listener: Mutex::new(None),
+            shutdown: ShutdownHandle::new(),
+        })
+    }
+
+    /// The file descriptor the event loop watches for work.
+    fn wake_fd(&self) -> i32 {
+        self.wake_rx.as_raw_fd()
+    }
+
+    /// Run every queued job. Called by the event loop when `wake_fd` is readable.
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        self.shared.notified.store(false, Ordering::Release);
+        let mut buf = [0u8; 64];
+        while let Ok(n) = (&self.wake_rx).read(&mut buf) {
+            if n < buf.len() {
+                break;
+            }
+        }
+        let jobs = std::mem::take(&mut *lock(&self.shared.queue));
+        for job in jobs {
+            match job {
+                Job::Request(req, tx) => self.run_one(py, req, tx),
+                Job::Stopped(err) => {
+                    self.ctx.hooks.call_method1(py, "on_stopped", (err,))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bind the listener now (so bind errors surface before hooks run); returns (host, port).
+    fn bind(&self) -> PyResult<(String, u16)> {
+        let server = Server::bind(self.ctx.state.clone()).map_err(server_err)?;
+        let addr = server.local_addr().map_err(server_err)?;
+        drop(server);
+        // Re-bind through the same path so the socket keeps SO_REUSEPORT; port 0 resolved.
+        let listener = cello_server::serve::bind_reuseport(addr).map_err(server_err)?;
+        *lock(&self.listener) = Some(listener);
+        Ok((addr.ip().to_string(), addr.port()))
+    }
+
+    /// Serve on the bound listener in the background; `drain` is the shutdown timeout.
+    fn start(&self, drain: f64) -> PyResult<()> {
+        let listener =
+            lock(&self.listener).take().ok_or_else(|| PyRuntimeError::new_err("bind() must be called before start()"))?;
+        let handle = self.runtime()?;
+        let server = Server::from_listener(self.ctx.state.clone(), listener).map_err(server_err)?;
+        let (shutdown, shared) = (self.shutdown.clone(), self.shared.clone());
+        let drain = Duration::from_secs_f64(drain.max(0.0));
+        handle.spawn(async move {
+            let res = server.run(shutdown, drain).await;
+            shared.push(Job::Stopped(res.err().map(|e| e.to_string())));
+        });
+        Ok(())
+    }
+
+    /// Stop accepting and drain; `on_stopped` is called on the loop when done.
+    fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Whether the app runs in debug mode.
+    #[getter]
+    fn debug(&self) -> bool {
+        self.ctx.state.config.debug
+    }
+
+    /// Registered routes as (methods, template), for `cello routes`.
+    fn routes(&self) -> Vec<(Vec<String>, String)> {
+        self.ctx.state.router.routes().into_iter().map(|(m, t)| (m, t.to_string())).collect()
+    }
+
+    /// Send one request through the real pipeline without a socket (TestClient).
+    /// `future` (an asyncio future of the loop) gets `(status, headers, body)`.
+    fn test_request(
+        &self,
+        future: Py<PyAny>,
+        method: &str,
+        target: &str,
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        body: Vec<u8>,
+    ) -> PyResult<()> {
+        let mut builder = http::Request::builder().method(method.as_bytes()).uri(target);
+        for (k, v) in headers {
+            builder = builder.header(k, v);
+        }
+        let req = builder
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .map_err(|e| PyValueError::new_err(format!("invalid test request: {e}")))?;
+        let handle = self.runtime()?;
+        let ctx = self.ctx.clone();
+        handle.spawn(async move {
+            let peer = SocketAddr::from(([127, 0, 0, 1], 50000));
+            let resp: Response<ResponseBody> = service::handle(ctx.state.clone(), ConnInfo::new(Some(peer), false), req).await;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map(http_body_util::Collected::to_bytes);
+            Python::attach(|py| {
+                let outcome = (|| -> PyResult<()> {
+                    let body = body.map_err(|e| PyRuntimeError::new_err(format!("response body failed: {e}")))?;
+                    let headers = PyList::empty(py);
+                    for (k, v) in &parts.headers {
+                        headers.append((k.as_str(), PyBytes::new(py, v.as_bytes())))?;
+                    }
+                    let value =
+                        PyTuple::new(py, [parts.status.as_u16().into_pyobject(py)?.into_any(), headers.into_any(), PyBytes::new(py, &body).into_any()])?;
+                    ctx.hooks.call_method1(py, "resolve", (future.clone_ref(py), value))?;
+                    Ok(())
+                })();
+                if let Err(e) = outcome {
+                    let _ = ctx.hooks.call_method1(py, "reject", (future, e.into_value(py)));
+                }
+            });
+        });
+        Ok(())
+    }
+}
+
+impl Runtime {
+    fn run_one(&self, py: Python<'_>, req: RoutedRequest, tx: oneshot::Sender<Reply>) {
+        let endpoint = self.endpoints[req.route.target].bind(py);
+        let request = match Bound::new(py, PyRequest::from_routed(req, &self.ctx.state)) {
+            Ok(r) => r,
+            Err(e) => {
+                convert::fail_plain(py, &e, tx);
+                return;
+            }
+        };
+        match endpoint.call1((request.clone(),)) {
+            Ok(result) => convert::respond(py, &self.ctx, result, request, tx),
+            Err(err) => convert::fail(py, &self.ctx, err, &request, tx),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(rt) = lock(&self.rt).take() {
+            // Never block here: this runs with the GIL held and I/O threads may want it.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Called from Python when a spawned handler task finishes.
+#[pyclass(frozen, module = "cello._cello")]
+pub struct Responder {
+    ctx: Arc<Ctx>,
+    tx: Mutex<Option<oneshot::Sender<Reply>>>,
+    request: Py<PyRequest>,
+}
+
+impl Responder {
+    pub(crate) fn new(ctx: Arc<Ctx>, tx: oneshot::Sender<Reply>, request: Py<PyRequest>) -> Self {
+        Self { ctx, tx: Mutex::new(Some(tx)), request }
+    }
+}
+
+#[pymethods]
+impl Responder {
+    /// `task.add_done_callback(responder)`.
+    fn __call__(&self, py: Python<'_>, task: Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(tx) = lock(&self.tx).take() else { return Ok(()) };
+        if task.call_method0("cancelled")?.is_truthy()? {
+            return Ok(()); // client went away; nobody is waiting
+        }
+        let request = self.request.bind(py).clone();
+        match task.call_method0("result") {
+            Ok(v) => convert::respond(py, &self.ctx, v, request, tx),
+            Err(e) => convert::fail(py, &self.ctx, e, &request, tx),
+        }
+        Ok(())
+    }
+}
