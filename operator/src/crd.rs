@@ -28,6 +28,8 @@ pub const GROUP: &str = "cello.dev";
 pub const VERSION: &str = "v1alpha1";
 
 /// Desired state of a Cello application.
+// clippy reads the repeated `type_ = "string"` of the printer columns as duplicated attributes.
+#[expect(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "cello.dev",
