@@ -1,6 +1,10 @@
 """Routing fixture: every HTTP method, path params, typed constraints, nested blueprints,
 explicit HEAD/OPTIONS handlers. Also used for keep-alive, pipelining and HTTP/2 checks."""
 
+import math
+import re
+import time
+
 from cello import App, Blueprint, Response
 
 app = App()
@@ -104,6 +108,25 @@ def echo_json(request):
 @app.get("/big")
 def big(request):
     return Response.text("x" * 100_000)
+
+
+def hold_gil(seconds: float) -> None:
+    """Hold the GIL for about `seconds` in one C call (the regex engine never releases it)."""
+    pattern = re.compile(r"(a+)+$")
+    n, took = 14, 0.0
+    while took < 0.02:  # calibrate on short matches; each extra "a" doubles the time
+        n += 1
+        start = time.perf_counter()
+        pattern.match("a" * n + "b")
+        took = time.perf_counter() - start
+    n += max(0, round(math.log2(seconds / took)))
+    pattern.match("a" * n + "b")
+
+
+@app.get("/hold-gil")
+def hold_gil_route(request):
+    hold_gil(1.5)
+    return {"held": True}
 
 
 api = Blueprint("/api")

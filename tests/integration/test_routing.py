@@ -1,6 +1,8 @@
 """Issue 2, item 3: routing, typed constraints, nested blueprints, HEAD, OPTIONS, 405, 404, and
 RFC 7807 problem+json for every framework error."""
 
+import threading
+import time
 import uuid
 
 import httpx
@@ -151,8 +153,8 @@ def test_nested_blueprint_typed_constraint_and_405(client):
 
 
 def test_get_route_answers_head_without_body(client):
-    get = client.get("/items")
-    head = client.head("/items")
+    get = client.get("/users/alice")  # the body does not depend on the method
+    head = client.head("/users/alice")
     assert head.status_code == 200
     assert head.content == b""
     assert head.headers["content-type"] == get.headers["content-type"]
@@ -222,3 +224,24 @@ def test_unknown_path_with_other_methods_is_404(client):
 
 def test_query_string_does_not_affect_routing(client):
     assert client.get("/items?x=1&y=2").json()["method"] == "GET"
+
+
+# --- routing misses never wait for Python ------------------------------------------------------
+
+
+def test_404_and_405_answered_while_a_handler_holds_the_gil(server):
+    """Issue 2 item 3: routing, 404 and 405 never take the GIL. While a handler holds the GIL for
+    seconds (one long regex match), misses must still be answered at once."""
+    holder = threading.Thread(target=lambda: httpx.get(server.url("/hold-gil"), timeout=30))
+    holder.start()
+    try:
+        time.sleep(0.4)  # let the handler reach its long GIL-holding call
+        with httpx.Client(base_url=server.base_url, timeout=10) as c:
+            for method, path, status in [("GET", "/nowhere", 404), ("POST", "/ping", 405), ("GET", "/num/x", 404)]:
+                start = time.monotonic()
+                resp = c.request(method, path)
+                took = time.monotonic() - start
+                assert resp.status_code == status
+                assert took < 0.3, f"{method} {path} -> {status} took {took:.2f} s while Python was busy"
+    finally:
+        holder.join(timeout=30)
