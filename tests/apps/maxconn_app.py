@@ -1,9 +1,9 @@
-"""max_connections=5 (one worker)."""
+"""max_connections=5 (one worker), max_requests_per_connection=3."""
 
 from cello import App, LimitsConfig
 
 app = App()
-app.set_limits(LimitsConfig(max_connections=5))
+app.set_limits(LimitsConfig(max_connections=5, max_requests_per_connection=3))
 
 
 @app.get("/ping")

@@ -1,6 +1,7 @@
 """Issue 2, item 2: limits and timeouts from LimitsConfig/TimeoutConfig.
 
-limits_app: max_body_size = 10 MiB, max_header_size = 8192 (default), read_header = 1 s, idle = 2 s.
+limits_app: max_body_size = 10 MiB, max_header_size = 8192 (default), read_header = 1 s, idle = 2 s,
+read_body = 2 s, handler = 2 s.
 """
 
 import select
@@ -237,3 +238,32 @@ def test_connection_in_use_is_not_closed_by_idle_timeout(server):
         for _ in range(6):  # 3 s of activity, longer than idle=2
             assert conn.request("GET", "/ping").status == 200
             time.sleep(0.5)
+
+
+# --- read_body and handler timeouts (TimeoutConfig fields do what their names say) ---------------
+
+
+def test_body_that_never_arrives_is_cut_off_after_read_body(server):
+    with server.connect() as conn:
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10)
+        start = time.monotonic()
+        conn.settimeout(6)
+        try:
+            resp = conn.read_response()
+        except (ConnectionClosed, ConnectionResetError):
+            resp = None
+        except TimeoutError:
+            pytest.fail("read_body=2 but a stalled body was not cut off within 6 s")
+        took = time.monotonic() - start
+    assert took <= 4, f"read_body=2 but the stalled body was cut off after {took:.1f} s"
+    if resp is not None:
+        assert_problem(resp, 408)
+
+
+def test_handler_over_handler_timeout_is_504(server):
+    start = time.monotonic()
+    resp = httpx.get(server.url("/slow-async"), timeout=10)
+    took = time.monotonic() - start
+    assert_problem(resp, 504)
+    assert took < 4, f"handler=2 but the 504 came after {took:.1f} s"
+    assert httpx.get(server.url("/ping"), timeout=5).status_code == 200

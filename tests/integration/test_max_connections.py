@@ -109,3 +109,13 @@ def test_server_survives_a_connection_flood(server):
             break
         assert time.monotonic() < deadline, f"only {served} of {LIMIT} slots usable 10 s after the flood"
         time.sleep(0.3)
+
+
+def test_max_requests_per_connection(server):
+    """max_requests_per_connection=3: the third response ends the connection."""
+    with server.connect() as conn:
+        for i in range(3):
+            resp = conn.request("GET", "/ping")
+            assert resp.status == 200, f"request {i + 1} not served"
+        assert (resp.header("connection") or "").lower() == "close", "third response does not announce the close"
+        assert conn.wait_closed(timeout=3) is not None, "connection still open after max_requests_per_connection"
