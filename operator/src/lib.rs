@@ -8,6 +8,9 @@
 //! - [`metrics`] and [`controller`]: the runtime pieces of the `cello-operator` binary.
 
 pub mod crd;
+pub mod metrics;
+pub mod rbac;
+pub mod reconcile;
 pub mod resources;
 
 pub use crd::{CellApp, CellAppSpec, CellAppStatus};
