@@ -13,5 +13,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Error {
-    Error::Invalid { field: field.to_owned(), reason: reason.into() }
+    Error::Invalid {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
 }

@@ -68,7 +68,10 @@ impl ServerConfig {
         self.threadpool.validate()?;
         for p in &self.trusted_proxies {
             if parse_cidr(p).is_none() {
-                return Err(invalid("trustedProxies", format!("`{p}` is not an IP address or CIDR range")));
+                return Err(invalid(
+                    "trustedProxies",
+                    format!("`{p}` is not an IP address or CIDR range"),
+                ));
             }
         }
         if !self.root_path.is_empty() && !self.root_path.starts_with('/') {
@@ -161,7 +164,13 @@ pub struct TimeoutConfig {
 
 impl Default for TimeoutConfig {
     fn default() -> Self {
-        Self { read_header: 5.0, read_body: 30.0, write: 30.0, idle: 60.0, handler: 30.0 }
+        Self {
+            read_header: 5.0,
+            read_body: 30.0,
+            write: 30.0,
+            idle: 60.0,
+            handler: 30.0,
+        }
     }
 }
 
@@ -202,7 +211,12 @@ pub struct Http2Config {
 
 impl Default for Http2Config {
     fn default() -> Self {
-        Self { max_concurrent_streams: 100, initial_window_size: 1_048_576, max_frame_size: 16_384, enable_push: false }
+        Self {
+            max_concurrent_streams: 100,
+            initial_window_size: 1_048_576,
+            max_frame_size: 16_384,
+            enable_push: false,
+        }
     }
 }
 
@@ -236,7 +250,11 @@ pub struct ThreadPoolConfig {
 
 impl Default for ThreadPoolConfig {
     fn default() -> Self {
-        Self { size: 64, offload_threshold_ms: 1, adaptive: true }
+        Self {
+            size: 64,
+            offload_threshold_ms: 1,
+            adaptive: true,
+        }
     }
 }
 

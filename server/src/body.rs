@@ -12,8 +12,10 @@ use tokio::sync::mpsc;
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
 
 /// The body of every response the data plane sends.
+#[derive(Default)]
 pub enum ResponseBody {
     /// No body.
+    #[default]
     Empty,
     /// One buffer, sent with `Content-Length`.
     Full(Option<Bytes>),
@@ -28,12 +30,6 @@ impl ResponseBody {
     /// A body of one buffer.
     pub fn full(b: impl Into<Bytes>) -> Self {
         Self::Full(Some(b.into()))
-    }
-}
-
-impl Default for ResponseBody {
-    fn default() -> Self {
-        Self::Empty
     }
 }
 

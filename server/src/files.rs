@@ -29,12 +29,18 @@ pub enum RangeSpec {
 /// Parse a single-range `bytes=` header (multi-range requests are served whole,
 /// which RFC 9110 allows).
 pub fn parse_range(header: Option<&str>, len: u64) -> RangeSpec {
-    let Some(h) = header.map(str::trim) else { return RangeSpec::Whole };
-    let Some(spec) = h.strip_prefix("bytes=") else { return RangeSpec::Unsatisfiable };
+    let Some(h) = header.map(str::trim) else {
+        return RangeSpec::Whole;
+    };
+    let Some(spec) = h.strip_prefix("bytes=") else {
+        return RangeSpec::Unsatisfiable;
+    };
     if spec.contains(',') {
         return RangeSpec::Whole;
     }
-    let Some((a, b)) = spec.trim().split_once('-') else { return RangeSpec::Unsatisfiable };
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Unsatisfiable;
+    };
     let (a, b) = (a.trim(), b.trim());
     let parsed = if a.is_empty() {
         // Suffix: the last N bytes.
@@ -45,7 +51,11 @@ pub fn parse_range(header: Option<&str>, len: u64) -> RangeSpec {
     } else {
         match (a.parse::<u64>(), b) {
             (Ok(start), "") => Some((start, len.saturating_sub(1))),
-            (Ok(start), b) => b.parse::<u64>().ok().filter(|end| *end >= start).map(|end| (start, end.min(len.saturating_sub(1)))),
+            (Ok(start), b) => b
+                .parse::<u64>()
+                .ok()
+                .filter(|end| *end >= start)
+                .map(|end| (start, end.min(len.saturating_sub(1)))),
             _ => None,
         }
     };
@@ -86,7 +96,10 @@ pub async fn file_response(
         RangeSpec::Whole => (StatusCode::OK, 0, len),
         RangeSpec::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
         RangeSpec::Unsatisfiable => {
-            let mut r = problem(StatusCode::RANGE_NOT_SATISFIABLE, format!("the range is not satisfiable for {len} bytes"));
+            let mut r = problem(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("the range is not satisfiable for {len} bytes"),
+            );
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
@@ -101,9 +114,12 @@ pub async fn file_response(
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    let ct = content_type
-        .map(str::to_owned)
-        .unwrap_or_else(|| mime_guess::from_path(path).first_or_octet_stream().essence_str().to_owned());
+    let ct = content_type.map(str::to_owned).unwrap_or_else(|| {
+        mime_guess::from_path(path)
+            .first_or_octet_stream()
+            .essence_str()
+            .to_owned()
+    });
     if let Ok(v) = HeaderValue::from_str(&ct) {
         h.insert(header::CONTENT_TYPE, v);
     }
@@ -120,7 +136,16 @@ pub async fn file_response(
         }
     }
     if let Some(name) = download_name {
-        let ascii: String = name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
+        let ascii: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
         if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")) {
             h.insert(header::CONTENT_DISPOSITION, v);
@@ -128,7 +153,6 @@ pub async fn file_response(
     }
     resp
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -37,7 +37,8 @@ pub fn problem(status: StatusCode, detail: impl AsRef<str>) -> Response<Response
     let body = problem_body(status, Some(detail.as_ref()), None);
     let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     resp
 }
 

@@ -68,7 +68,11 @@ impl<T> Candidate<T> {
 #[derive(Debug)]
 pub enum Lookup<'a, T> {
     /// A route matched; `params` pairs names with percent-decoded values.
-    Found { route: &'a Arc<Route<T>>, params: Vec<(Arc<str>, String)>, via_get: bool },
+    Found {
+        route: &'a Arc<Route<T>>,
+        params: Vec<(Arc<str>, String)>,
+        via_get: bool,
+    },
     /// The path exists but not for this method; the sorted `Allow` list.
     MethodNotAllowed { allow: Vec<String> },
     /// The path exists; this is an automatic OPTIONS answer with `Allow`.
@@ -98,7 +102,10 @@ struct Parsed {
 }
 
 fn route_err(path: &str, reason: impl Into<String>) -> Error {
-    Error::Route { path: path.to_owned(), reason: reason.into() }
+    Error::Route {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn parse_template(path: &str) -> Result<Parsed> {
@@ -180,7 +187,11 @@ fn parse_template(path: &str) -> Result<Parsed> {
         constraints.push(constraint);
         i = end + 1;
     }
-    Ok(Parsed { pattern, names, constraints })
+    Ok(Parsed {
+        pattern,
+        names,
+        constraints,
+    })
 }
 
 impl<T> RouterBuilder<T> {
@@ -196,7 +207,11 @@ impl<T> RouterBuilder<T> {
         T: Clone,
     {
         let parsed = parse_template(path)?;
-        let route = Arc::new(Route { template: Arc::from(path), param_names: parsed.names.clone(), target });
+        let route = Arc::new(Route {
+            template: Arc::from(path),
+            param_names: parsed.names.clone(),
+            target,
+        });
         let idx = match self.shapes.iter().position(|(p, _)| *p == parsed.pattern) {
             Some(i) => i,
             None => {
@@ -209,7 +224,10 @@ impl<T> RouterBuilder<T> {
         let existing = candidates.iter().position(|c| {
             c.param_names == parsed.names
                 && c.constraints.len() == parsed.constraints.len()
-                && c.constraints.iter().zip(&parsed.constraints).all(|(a, b)| same_constraint(a, b))
+                && c.constraints
+                    .iter()
+                    .zip(&parsed.constraints)
+                    .all(|(a, b)| same_constraint(a, b))
         });
         let cand = match existing {
             Some(i) => &mut candidates[i],
@@ -237,7 +255,8 @@ impl<T> RouterBuilder<T> {
         let mut tree = matchit::Router::new();
         let mut entries = Vec::with_capacity(self.shapes.len());
         for (i, (pattern, candidates)) in self.shapes.into_iter().enumerate() {
-            tree.insert(pattern.clone(), i).map_err(|e| route_err(&pattern, e.to_string()))?;
+            tree.insert(pattern.clone(), i)
+                .map_err(|e| route_err(&pattern, e.to_string()))?;
             entries.push(candidates);
         }
         Ok(Router { tree, entries })
@@ -264,7 +283,10 @@ impl<T> Router<T> {
         for candidates in &self.entries {
             for c in candidates {
                 if let Some((_, r)) = c.methods.first() {
-                    out.push((c.methods.iter().map(|(m, _)| m.to_string()).collect(), r.template.clone()));
+                    out.push((
+                        c.methods.iter().map(|(m, _)| m.to_string()).collect(),
+                        r.template.clone(),
+                    ));
                 }
             }
         }
@@ -304,7 +326,11 @@ impl<T> Router<T> {
             };
             if let Some((_, route)) = direct.or(via_get) {
                 let params = cand.param_names.iter().cloned().zip(values).collect();
-                return Lookup::Found { route, params, via_get: via_get.is_some() };
+                return Lookup::Found {
+                    route,
+                    params,
+                    via_get: via_get.is_some(),
+                };
             }
             allow.extend(cand.allow());
         }
@@ -343,9 +369,10 @@ mod tests {
 
     fn found(r: &Router<u32>, m: Method, p: &str) -> (u32, Vec<(String, String)>) {
         match r.lookup(&m, p) {
-            Lookup::Found { route, params, .. } => {
-                (route.target, params.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-            }
+            Lookup::Found { route, params, .. } => (
+                route.target,
+                params.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ),
             other => panic!("{m} {p}: {other:?}"),
         }
     }
@@ -353,11 +380,17 @@ mod tests {
     #[test]
     fn typed_constraints_pick_the_right_route() {
         let r = router();
-        assert_eq!(found(&r, Method::GET, "/users/42"), (2, vec![("id".into(), "42".into())]));
+        assert_eq!(
+            found(&r, Method::GET, "/users/42"),
+            (2, vec![("id".into(), "42".into())])
+        );
         assert_eq!(found(&r, Method::GET, "/users/ann-lee").0, 4);
         assert_eq!(found(&r, Method::GET, "/users/me").0, 7);
         assert!(matches!(r.lookup(&Method::GET, "/users/A1"), Lookup::NotFound));
-        assert_eq!(found(&r, Method::GET, "/items/67e55044-10b1-426f-9247-bb680e5fe0c8").0, 5);
+        assert_eq!(
+            found(&r, Method::GET, "/items/67e55044-10b1-426f-9247-bb680e5fe0c8").0,
+            5
+        );
         assert!(matches!(r.lookup(&Method::GET, "/items/nope"), Lookup::NotFound));
     }
 
@@ -371,7 +404,10 @@ mod tests {
     #[test]
     fn head_falls_back_to_get_and_405_lists_allow() {
         let r = router();
-        assert!(matches!(r.lookup(&Method::HEAD, "/users"), Lookup::Found { via_get: true, .. }));
+        assert!(matches!(
+            r.lookup(&Method::HEAD, "/users"),
+            Lookup::Found { via_get: true, .. }
+        ));
         match r.lookup(&Method::PUT, "/users/5") {
             Lookup::MethodNotAllowed { allow } => assert_eq!(allow, ["DELETE", "GET", "HEAD", "OPTIONS"]),
             other => panic!("{other:?}"),

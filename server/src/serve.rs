@@ -4,7 +4,6 @@
 //! SO_REUSEPORT). Each connection is served by hyper's auto builder, which speaks
 //! HTTP/1.1 and detects HTTP/2 prior knowledge on the same port.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,12 +23,19 @@ pub use tokio_util::sync::CancellationToken as ShutdownHandle;
 
 use crate::error::{Error, Result};
 use crate::problem::{problem_body, PROBLEM_JSON};
-use crate::service::{handle, AppState, ConnInfo};
+use crate::service::{handle, AppState, ConnActivity, ConnInfo};
 
 /// Bind a TCP listener with SO_REUSEPORT (so worker processes share the port).
 pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
-    let bind_err = |source| Error::Bind { addr: addr.to_string(), source };
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let bind_err = |source| Error::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
     let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(bind_err)?;
     sock.set_reuse_address(true).map_err(bind_err)?;
     sock.set_reuse_port(true).map_err(bind_err)?;
@@ -88,7 +94,9 @@ impl Server {
         let listener = TcpListener::from_std(self.listener)?;
         let state = self.state;
         let builder = Arc::new(conn_builder(&state));
-        let permits = Arc::new(Semaphore::new(usize::try_from(state.config.limits.max_connections).unwrap_or(10_000)));
+        let permits = Arc::new(Semaphore::new(
+            usize::try_from(state.config.limits.max_connections).unwrap_or(10_000),
+        ));
         let live = Arc::new(Live::default());
         loop {
             let accepted = tokio::select! {
@@ -139,10 +147,14 @@ fn conn_builder(state: &AppState) -> auto::Builder<TokioExecutor> {
     let cfg = &state.config;
     let mut b = auto::Builder::new(TokioExecutor::new());
     // hyper's read buffer bounds the request head; it refuses values under 8 KiB.
-    let max_buf = usize::try_from(cfg.limits.max_header_size).unwrap_or(usize::MAX).max(8192);
+    let max_buf = usize::try_from(cfg.limits.max_header_size)
+        .unwrap_or(usize::MAX)
+        .max(8192);
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs_f64(cfg.timeouts.read_header))
+        // hyper's own header timer also fires on idle keep-alive connections, so
+        // the connection watchdog enforces `read_header` instead.
+        .header_read_timeout(None)
         .max_buf_size(max_buf)
         .max_headers(usize::try_from(cfg.limits.max_headers).unwrap_or(100))
         .keep_alive(true);
@@ -181,10 +193,15 @@ async fn serve_connection(
     peer: SocketAddr,
     shutdown: ShutdownHandle,
 ) {
-    let activity = Arc::new(AtomicU64::new(0));
-    let io = TokioIo::new(ActivityIo { inner: stream, activity: activity.clone() });
     let info = ConnInfo::new(Some(peer), false);
-    let inflight = info.inflight.clone();
+    let io = TokioIo::new(ConnIo {
+        inner: stream,
+        activity: info.activity.clone(),
+        epoch: info.epoch,
+        first_read: true,
+        pending: None,
+    });
+    let (activity, epoch) = (info.activity.clone(), info.epoch);
     let svc_state = state.clone();
     let service = service_fn(move |req| {
         let (state, info) = (svc_state.clone(), info.clone());
@@ -192,18 +209,24 @@ async fn serve_connection(
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let idle = Duration::from_secs_f64(state.config.timeouts.idle);
-    let mut closing = false;
+    let timeouts = &state.config.timeouts;
+    let (idle, read_header) = (
+        Duration::from_secs_f64(timeouts.idle),
+        Duration::from_secs_f64(timeouts.read_header),
+    );
     tokio::select! {
         res = conn.as_mut() => { log_conn_result(res); return; }
         () = shutdown.cancelled() => {}
-        () = idle_watch(activity, inflight, idle) => { closing = true; }
+        end = conn_watch(&activity, epoch, idle, read_header) => {
+            if end == WatchEnd::SlowHead {
+                // A client that never finishes its head gets no more of our time.
+                tracing::debug!(%peer, "request head not received in time; closing");
+                return;
+            }
+        }
     }
     // Drain: hyper finishes in-flight requests, then closes.
     conn.as_mut().graceful_shutdown();
-    if !closing {
-        tracing::debug!(%peer, "draining connection");
-    }
     log_conn_result(conn.await);
 }
 
@@ -213,72 +236,193 @@ fn log_conn_result(res: std::result::Result<(), Box<dyn std::error::Error + Send
     }
 }
 
-/// Resolves once the connection has seen no I/O and no request for `idle`.
-async fn idle_watch(activity: Arc<AtomicU64>, inflight: Arc<AtomicU64>, idle: Duration) {
-    let tick = (idle / 4).max(Duration::from_millis(25));
-    let mut last = activity.load(Ordering::Relaxed);
+#[derive(Debug, PartialEq, Eq)]
+enum WatchEnd {
+    Idle,
+    SlowHead,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Resolves when the connection has been idle (no I/O, no request) for `idle`, or
+/// when a request head has been arriving for longer than `read_header`.
+async fn conn_watch(act: &ConnActivity, epoch: Instant, idle: Duration, read_header: Duration) -> WatchEnd {
+    let tick = (idle.min(read_header) / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut last = act.io_events.load(Ordering::Relaxed);
     let mut quiet_since = Instant::now();
     loop {
         tokio::time::sleep(tick).await;
-        let now = activity.load(Ordering::Relaxed);
-        if now != last || inflight.load(Ordering::Relaxed) > 0 {
+        let busy = act.inflight.load(Ordering::Acquire) > 0;
+        let head = act.head_since_ms.load(Ordering::Acquire);
+        if !busy && head > 0 && millis(epoch.elapsed()).saturating_sub(head) >= millis(read_header) {
+            return WatchEnd::SlowHead;
+        }
+        let now = act.io_events.load(Ordering::Relaxed);
+        if now != last || busy {
             last = now;
             quiet_since = Instant::now();
         } else if quiet_since.elapsed() >= idle {
-            return;
+            return WatchEnd::Idle;
         }
     }
 }
 
 pin_project! {
-    /// A stream that counts reads and writes, for the idle timer.
-    struct ActivityIo<S> {
+    /// The connection's stream: counts reads and writes for the idle timer, and turns
+    /// hyper's own bodiless HTTP/1 error responses (400, 414, 431, ... written when a
+    /// request cannot be parsed) into problem+json, like every other framework error.
+    struct ConnIo<S> {
         #[pin]
         inner: S,
-        activity: Arc<AtomicU64>,
+        activity: Arc<ConnActivity>,
+        epoch: Instant,
+        first_read: bool,
+        // A rewritten error response still being written, and how much of it is out.
+        pending: Option<(Vec<u8>, usize)>,
     }
 }
 
-impl<S: AsyncRead> AsyncRead for ActivityIo<S> {
+/// If `buf` is a response hyper generated for a parse error, the problem+json
+/// replacement. hyper's are recognisable: an error status, `connection: close`,
+/// `content-length: 0` and no content type.
+fn rewrite_parse_error(buf: &[u8]) -> Option<Vec<u8>> {
+    let rest = buf
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| buf.strip_prefix(b"HTTP/1.0 "))?;
+    let code: u16 = std::str::from_utf8(rest.get(..3)?).ok()?.parse().ok()?;
+    if !matches!(code, 400 | 408 | 413 | 414 | 431 | 505) {
+        return None;
+    }
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    if head_end + 4 != buf.len() {
+        return None;
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    if !head.contains("\r\nconnection: close")
+        || !head.contains("\r\ncontent-length: 0")
+        || head.contains("content-type")
+    {
+        return None;
+    }
+    let status = http::StatusCode::from_u16(code).ok()?;
+    let detail = match code {
+        400 => "the request could not be parsed",
+        408 => "the request head was not received in time",
+        414 => "the request target is too long",
+        431 => "the request headers are too large or too many",
+        505 => "the HTTP version is not supported",
+        _ => "the request was rejected",
+    };
+    let body = problem_body(status, Some(detail), None);
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {PROBLEM_JSON}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        code,
+        status.canonical_reason().unwrap_or("Error"),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
+impl<S: AsyncWrite> ConnIo<S> {
+    /// Write out a pending rewritten response.
+    fn poll_pending(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut this = self.project();
+        while let Some((buf, off)) = this.pending.as_mut() {
+            if *off >= buf.len() {
+                *this.pending = None;
+                break;
+            }
+            match this.inner.as_mut().poll_write(cx, &buf[*off..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *off += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for ConnIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let r = this.inner.poll_read(cx, buf);
-        if buf.filled().len() != before {
-            this.activity.fetch_add(1, Ordering::Relaxed);
+        let got = &buf.filled()[before..];
+        if !got.is_empty() {
+            let act = &**this.activity;
+            act.io_events.fetch_add(1, Ordering::Relaxed);
+            if std::mem::take(this.first_read) && got.starts_with(b"PRI * HTTP/2") {
+                act.h2.store(true, Ordering::Relaxed);
+            }
+            // Bytes with no request in flight are (part of) the next request head.
+            if !act.h2.load(Ordering::Relaxed)
+                && act.inflight.load(Ordering::Acquire) == 0
+                && act.head_since_ms.load(Ordering::Acquire) == 0
+            {
+                act.head_since_ms
+                    .store(millis(this.epoch.elapsed()).max(1), Ordering::Release);
+            }
         }
         r
     }
 }
 
-impl<S: AsyncWrite> AsyncWrite for ActivityIo<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        this.activity.fetch_add(1, Ordering::Relaxed);
-        this.inner.poll_write(cx, buf)
+impl<S: AsyncWrite> AsyncWrite for ConnIo<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.pending.is_some() {
+            match self.as_mut().poll_pending(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.activity.io_events.fetch_add(1, Ordering::Relaxed);
+        // Only a complete error head (a few hundred bytes) can be hyper's.
+        if buf.len() < 512 && buf.first() == Some(&b'H') {
+            if let Some(replacement) = rewrite_parse_error(buf) {
+                *self.as_mut().project().pending = Some((replacement, 0));
+                let _ = self.as_mut().poll_pending(cx);
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
+        self.project().inner.poll_write(cx, buf)
     }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.as_mut().poll_pending(cx) {
+            Poll::Ready(Ok(())) => self.project().inner.poll_flush(cx),
+            other => other,
+        }
     }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        this.activity.fetch_add(1, Ordering::Relaxed);
-        this.inner.poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.as_mut().poll_pending(cx) {
+            Poll::Ready(Ok(())) => self.project().inner.poll_shutdown(cx),
+            other => other,
+        }
     }
 }
 
-/// Convenience for callers that hold a future to wait on instead of a token.
-pub async fn cancel_on<F: Future<Output = ()>>(f: F, token: ShutdownHandle) {
-    f.await;
-    token.cancel();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyper_parse_errors_become_problem_json() {
+        let hyper_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Wed, 25 Nov 2026 04:18:45 GMT\r\n\r\n";
+        let out = String::from_utf8(rewrite_parse_error(hyper_431).unwrap()).unwrap();
+        assert!(out.starts_with("HTTP/1.1 431 "));
+        assert!(out.contains("content-type: application/problem+json"));
+        assert!(out.ends_with("\"status\":431,\"detail\":\"the request headers are too large or too many\"}"));
+        // A handler's own response is never touched.
+        assert!(rewrite_parse_error(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+        )
+        .is_none());
+        assert!(rewrite_parse_error(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(rewrite_parse_error(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").is_none());
+    }
 }

@@ -32,8 +32,17 @@ pub struct AppState {
 impl AppState {
     /// Build from parts; `config` must already be validated.
     pub fn new(router: Router<usize>, endpoint: Arc<dyn Endpoint>, config: ServerConfig) -> Self {
-        let trusted = config.trusted_proxies.iter().filter_map(|p| cello_config::parse_cidr(p)).collect();
-        Self { router, endpoint, config, trusted }
+        let trusted = config
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| cello_config::parse_cidr(p))
+            .collect();
+        Self {
+            router,
+            endpoint,
+            config,
+            trusted,
+        }
     }
 
     /// Whether `peer` is a configured trusted proxy.
@@ -54,11 +63,31 @@ pub fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
             (u32::from(a) & mask) == (u32::from(b) & mask)
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
             (u128::from(a) & mask) == (u128::from(b) & mask)
         }
         _ => false,
     }
+}
+
+/// What the connection watchdog needs to know (idle and slow-header timeouts).
+#[derive(Default)]
+pub struct ConnActivity {
+    /// Reads and writes so far.
+    pub io_events: AtomicU64,
+    /// Requests in flight (the timers only run at zero).
+    pub inflight: AtomicU64,
+    /// Requests served on this connection so far.
+    pub served: AtomicU64,
+    /// Milliseconds since `ConnInfo::epoch` when bytes of a request head started
+    /// arriving with no request in flight; 0 when no head is pending.
+    pub head_since_ms: AtomicU64,
+    /// The connection speaks HTTP/2 (no per-request head timer).
+    pub h2: std::sync::atomic::AtomicBool,
 }
 
 /// Per-connection facts the pipeline needs.
@@ -68,16 +97,21 @@ pub struct ConnInfo {
     pub peer: Option<SocketAddr>,
     /// TLS connection.
     pub tls: bool,
-    /// Requests served on this connection so far.
-    pub served: Arc<AtomicU64>,
-    /// Requests in flight (the idle timer only runs at zero).
-    pub inflight: Arc<AtomicU64>,
+    /// Shared with the connection's I/O wrapper and watchdog.
+    pub activity: Arc<ConnActivity>,
+    /// When the connection was accepted.
+    pub epoch: std::time::Instant,
 }
 
 impl ConnInfo {
     /// Facts for a fresh connection.
     pub fn new(peer: Option<SocketAddr>, tls: bool) -> Self {
-        Self { peer, tls, served: Arc::default(), inflight: Arc::default() }
+        Self {
+            peer,
+            tls,
+            activity: Arc::default(),
+            epoch: std::time::Instant::now(),
+        }
     }
 }
 
@@ -107,7 +141,11 @@ fn allow_header(allow: &[String]) -> HeaderValue {
 }
 
 /// Read the body within the size limit and the read timeout.
-async fn read_body<B>(config: &ServerConfig, parts: &http::request::Parts, body: B) -> Result<Bytes, Response<ResponseBody>>
+async fn read_body<B>(
+    config: &ServerConfig,
+    parts: &http::request::Parts,
+    body: B,
+) -> Result<Bytes, Response<ResponseBody>>
 where
     B: Body<Data = Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -137,8 +175,14 @@ where
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body exceeds the limit of {max} bytes"),
         )),
-        Ok(Err(e)) => Err(problem(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))),
-        Err(_) => Err(problem(StatusCode::REQUEST_TIMEOUT, "the request body was not received in time")),
+        Ok(Err(e)) => Err(problem(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {e}"),
+        )),
+        Err(_) => Err(problem(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body was not received in time",
+        )),
     }
 }
 
@@ -148,14 +192,17 @@ where
     B: Body<Data = Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    conn.inflight.fetch_add(1, Ordering::Relaxed);
-    let n = conn.served.fetch_add(1, Ordering::Relaxed) + 1;
+    let act = &conn.activity;
+    act.inflight.fetch_add(1, Ordering::AcqRel);
+    act.head_since_ms.store(0, Ordering::Release);
+    let n = act.served.fetch_add(1, Ordering::Relaxed) + 1;
     let mut resp = dispatch(&state, &conn, req).await;
     let max = state.config.limits.max_requests_per_connection;
     if max > 0 && n >= max {
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    conn.inflight.fetch_sub(1, Ordering::Relaxed);
+    act.inflight.fetch_sub(1, Ordering::AcqRel);
     resp
 }
 
@@ -166,14 +213,20 @@ where
 {
     let path = req.uri().path();
     if !path_is_valid(path) {
-        return problem(StatusCode::BAD_REQUEST, "the request path is not valid percent-encoded UTF-8");
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "the request path is not valid percent-encoded UTF-8",
+        );
     }
     let method = req.method().clone();
     let (route, params) = match state.router.lookup(&method, path) {
         Lookup::Found { route, params, .. } => (route.clone(), params),
         Lookup::NotFound => return problem(StatusCode::NOT_FOUND, format!("no route for {method} {path}")),
         Lookup::BadPath => {
-            return problem(StatusCode::BAD_REQUEST, "the request path is not valid percent-encoded UTF-8");
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "the request path is not valid percent-encoded UTF-8",
+            );
         }
         Lookup::MethodNotAllowed { allow } => {
             let mut r = problem(
@@ -195,7 +248,14 @@ where
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let routed = RoutedRequest { parts, body, params, route, peer: conn.peer, tls: conn.tls };
+    let routed = RoutedRequest {
+        parts,
+        body,
+        params,
+        route,
+        peer: conn.peer,
+        tls: conn.tls,
+    };
     let mut resp = state.endpoint.call(routed).await;
     if method == Method::HEAD {
         // Keep the headers (Content-Length included) and drop the body.
