@@ -114,7 +114,7 @@ class Hooks:
             try:
                 result = handler(request, exc)
                 return self.app._plain_response(result)
-            except Exception as inner:  # the handler itself failed: report that
+            except Exception as inner:  # noqa: BLE001 - the handler itself failed: report that
                 exc = inner
         if isinstance(exc, HTTPException):
             headers = [("content-type", "application/problem+json"), *exc.headers.items()]

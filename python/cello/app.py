@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _cli
-from .config import LimitsConfig, ThreadPoolConfig, TimeoutConfig, Http2Config
+from .config import Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
 from .errors import HTTPException
 from .params import compile_endpoint
 from .routing import Blueprint, Routes

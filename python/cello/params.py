@@ -70,15 +70,17 @@ def compile_endpoint(app: App, route: RouteDef, path_params: list[str]) -> Calla
     params = list(sig.parameters.values()) if sig else []
     try:
         hints = get_type_hints(handler)
-    except Exception:
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the raw ones
         hints = {}
 
     from ._cello import Request
 
     def is_request(p: inspect.Parameter) -> bool:
         ann = hints.get(p.name, p.annotation)
-        return p.name in ("request", "req") or ann is Request or (
-            len(params) == 1 and p.name not in path_params and ann is inspect.Parameter.empty
+        return (
+            p.name in ("request", "req")
+            or ann is Request
+            or (len(params) == 1 and p.name not in path_params and ann is inspect.Parameter.empty)
         )
 
     plain = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]

@@ -9,7 +9,10 @@ from __future__ import annotations
 import json as _json
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 from urllib.parse import urlencode, urlsplit
 
 from ._runtime import Executor
@@ -43,7 +46,7 @@ class Headers(Mapping[str, str]):
         return iter(seen)
 
     def __len__(self) -> int:
-        return len(set(k.lower() for k, _ in self._items))
+        return len({k.lower() for k, _ in self._items})
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and any(k.lower() == key.lower() for k, _ in self._items)
@@ -121,13 +124,13 @@ class TestClient:
             self._executor = Executor(self.app, self.app.server_config(debug=self.debug))
         return self._executor
 
-    def __enter__(self) -> TestClient:
+    def __enter__(self) -> Self:
         ex = self._ensure()
         ex.run_hooks("startup")
         self._started = True
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
