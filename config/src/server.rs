@@ -27,6 +27,9 @@ pub struct ServerConfig {
     /// Path prefix the app is mounted under behind a proxy (ASGI `root_path`).
     #[serde(alias = "root_path")]
     pub root_path: String,
+    /// Log one line per request on `cello.access`.
+    #[serde(alias = "access_log")]
+    pub access_log: bool,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +44,7 @@ impl Default for ServerConfig {
             threadpool: ThreadPoolConfig::default(),
             trusted_proxies: Vec::new(),
             root_path: String::new(),
+            access_log: false,
         }
     }
 }

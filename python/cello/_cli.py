@@ -18,6 +18,8 @@ class RunOptions:
     workers: int
     reload: bool
     logs: bool
+    access_log: bool = False
+    shutdown_timeout: float = 30.0
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -49,7 +51,17 @@ def resolve_run_options(*, host, port, debug, env, workers, reload, logs, argv=N
         logs = False
     elif logs is None:
         logs = bool(debug)
-    return RunOptions(host=host, port=port, env=env, debug=bool(debug), workers=workers, reload=reload, logs=logs)
+    access_log = bool(logs) and os.environ.get("CELLO_ACCESS_LOG", "1") != "0"
+    return RunOptions(
+        host=host,
+        port=port,
+        env=env,
+        debug=bool(debug),
+        workers=workers,
+        reload=reload,
+        logs=logs,
+        access_log=access_log,
+    )
 
 
 def configure_logging(enabled: bool) -> None:

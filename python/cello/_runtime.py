@@ -154,7 +154,7 @@ class Executor:
     def run_hooks(self, event: str) -> None:
         self.loop.run_until_complete(self.app._run_event(event))
 
-    def serve(self, drain_timeout: float = 30.0, ready: threading.Event | None = None) -> tuple[str, int]:
+    def serve(self, drain_timeout: float = 30.0, on_ready: Any = None) -> tuple[str, int]:
         """Bind, run startup hooks, serve until stopped, run shutdown hooks."""
         host, port = self.core.bind()
         self.address = (host, port)
@@ -163,8 +163,8 @@ class Executor:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self._on_signal)
-        if ready is not None:
-            ready.set()
+        if on_ready is not None:
+            on_ready((host, port))
         try:
             self.loop.run_until_complete(self.hooks.stopped)
             self.run_hooks("shutdown")

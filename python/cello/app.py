@@ -159,16 +159,27 @@ class App(Routes):
         logs: bool | None = None,
     ) -> None:
         """Serve until stopped. Command-line flags (``--host --port ...``) override arguments."""
-        opts = _cli.resolve_run_options(host=host, port=port, debug=debug, env=env, workers=workers,
-                                        reload=reload, logs=logs)  # fmt: skip
+        opts = _cli.resolve_run_options(
+            host=host, port=port, debug=debug, env=env, workers=workers, reload=reload, logs=logs
+        )
+        _cli.configure_logging(opts.logs)
+        if opts.reload or opts.workers > 1:
+            from ._supervisor import supervise
+
+            raise SystemExit(supervise(self, opts))
+        self._serve(opts)
+
+    def _serve(self, opts: _cli.RunOptions, on_ready: Callable[[tuple[str, int]], None] | None = None) -> None:
+        """Serve in this process (one worker) until stopped; ``on_ready`` gets the bound address."""
         from ._runtime import Executor
 
-        _cli.configure_logging(opts.logs)
-        executor = Executor(self, self.server_config(opts.host, opts.port, opts.debug))
+        config = self.server_config(opts.host, opts.port, opts.debug)
+        config["accessLog"] = bool(opts.access_log)
+        executor = Executor(self, config)
         with self._lock:
             self._executor = executor
         try:
-            executor.serve()
+            executor.serve(drain_timeout=opts.shutdown_timeout, on_ready=on_ready)
         finally:
             with self._lock:
                 self._executor = None
