@@ -1,0 +1,305 @@
+//! The controller runtime: capability discovery, watches, and the `/metrics` + `/health`
+//! HTTP endpoint of the `cello-operator` binary.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client, ResourceExt};
+use tokio::net::TcpListener;
+
+use crate::crd::CellApp;
+use crate::metrics::Metrics;
+use crate::reconcile::{error_policy, reconcile, Context};
+use crate::resources::{referenced_names, Capabilities};
+
+/// Runtime settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch only this namespace (`WATCH_NAMESPACE`); all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// How often optional CRDs are looked for again.
+    pub capability_refresh: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            capability_refresh: Duration::from_secs(300),
+        }
+    }
+}
+
+async fn group_has(client: &Client, api_version: &str, plurals: &[&str], previous: bool) -> bool {
+    match client.list_api_group_resources(api_version).await {
+        Ok(list) => plurals.iter().all(|p| list.resources.iter().any(|r| r.name == *p)),
+        Err(kube::Error::Api(s)) if s.code == 404 => false,
+        // A flaky discovery call must not flip a kind off (that would stop managing it).
+        Err(e) => {
+            tracing::warn!(api_version, error = %e, "discovery failed; keeping previous answer");
+            previous
+        }
+    }
+}
+
+/// Find the optional CRDs (KEDA, prometheus-operator, cert-manager).
+pub async fn discover(client: &Client, previous: Capabilities) -> Capabilities {
+    Capabilities {
+        keda: group_has(
+            client,
+            "keda.sh/v1alpha1",
+            &["scaledobjects", "triggerauthentications"],
+            previous.keda,
+        )
+        .await,
+        service_monitor: group_has(
+            client,
+            "monitoring.coreos.com/v1",
+            &["servicemonitors"],
+            previous.service_monitor,
+        )
+        .await,
+        pod_monitor: group_has(
+            client,
+            "monitoring.coreos.com/v1",
+            &["podmonitors"],
+            previous.pod_monitor,
+        )
+        .await,
+        certificate: group_has(client, "cert-manager.io/v1", &["certificates"], previous.certificate).await,
+    }
+}
+
+/// Apps in `store` that reference `kind/name` in `namespace` (or own the object).
+fn referencing(store: &Store<CellApp>, kind: &str, obj_ns: Option<String>, name: &str) -> Vec<ObjectRef<CellApp>> {
+    let wanted = format!("{kind}/{name}");
+    store
+        .state()
+        .iter()
+        .filter(|app| app.namespace() == obj_ns && referenced_names(app).contains(&wanted))
+        .map(|app| ObjectRef::from_obj(app.as_ref()))
+        .collect()
+}
+
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Run the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let caps = discover(&client, Capabilities::default()).await;
+    tracing::info!(?caps, "optional CRDs discovered");
+    let ctx = Arc::new(Context::new(client.clone(), caps, metrics));
+    let refresh_ctx = ctx.clone();
+    let refresh_client = client.clone();
+    let every = settings.capability_refresh;
+    let refresher = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let previous = refresh_ctx.capabilities.read().map(|c| *c).unwrap_or_default();
+            let now = discover(&refresh_client, previous).await;
+            if now != previous {
+                tracing::info!(?now, "optional CRDs changed");
+                if let Ok(mut c) = refresh_ctx.capabilities.write() {
+                    *c = now;
+                }
+            }
+        }
+    });
+
+    let ns = settings.namespace.as_deref();
+    let controller = Controller::new(api::<CellApp>(&client, ns), watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let secret_store = store.clone();
+    let cm_store = store.clone();
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=cello-operator");
+    controller
+        .owns(api::<Deployment>(&client, ns), managed.clone())
+        .watches(
+            api::<Secret>(&client, ns),
+            watcher::Config::default(),
+            move |s: Secret| referencing(&secret_store, "secret", s.namespace(), &s.name_any()),
+        )
+        .watches(
+            api::<ConfigMap>(&client, ns),
+            watcher::Config::default(),
+            move |c: ConfigMap| referencing(&cm_store, "configmap", c.namespace(), &c.name_any()),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(app = %obj, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+    refresher.abort();
+}
+
+fn respond(metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        "/health" | "/healthz" | "/readyz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+/// Serve `/metrics` and `/health` on `listener` until `shutdown` resolves.
+pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let resp = respond(&metrics, req.uri().path());
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_health_and_stops_on_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = Arc::new(Metrics::default());
+        metrics.failure("forbidden");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_http(listener, metrics, async {
+            let _ = rx.await;
+        }));
+        let health = get(addr, "/health").await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        let m = get(addr, "/metrics").await;
+        assert!(
+            m.contains("cello_operator_reconcile_failures_total{reason=\"forbidden\"} 1"),
+            "{m}"
+        );
+        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        let _ = tx.send(());
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops")
+            .expect("join");
+    }
+
+    #[tokio::test]
+    async fn discovery_reads_api_groups() {
+        use http::{Request as HReq, Response as HResp};
+        let (service, mut handle) = tower_test::mock::pair::<HReq<kube::client::Body>, HResp<kube::client::Body>>();
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some((req, send)) = handle.next_request().await {
+                let path = req.uri().path().to_string();
+                let (code, body) = match path.as_str() {
+                    "/apis/monitoring.coreos.com/v1" => (
+                        200,
+                        serde_json::json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
+                            "resources": [{"name": "servicemonitors", "singularName": "servicemonitor", "namespaced": true,
+                                           "kind": "ServiceMonitor", "verbs": ["list"]}]}),
+                    ),
+                    "/apis/cert-manager.io/v1" => (
+                        503,
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "message": "unavailable", "reason": "ServiceUnavailable", "code": 503}),
+                    ),
+                    _ => (
+                        404,
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                        "message": "not found", "reason": "NotFound", "code": 404}),
+                    ),
+                };
+                seen.push(path);
+                let resp = HResp::builder()
+                    .status(code)
+                    .body(kube::client::Body::from(serde_json::to_vec(&body).expect("json")))
+                    .expect("response");
+                send.send_response(resp);
+            }
+            seen
+        });
+        let client = Client::new(service, "default");
+        let previous = Capabilities {
+            certificate: true,
+            ..Capabilities::default()
+        };
+        let caps = discover(&client, previous).await;
+        drop(client);
+        assert_eq!(
+            caps,
+            Capabilities {
+                keda: false,
+                service_monitor: true,
+                pod_monitor: false,
+                certificate: true
+            },
+            "503 keeps the previous answer, 404 means absent"
+        );
+        let seen = server.await.expect("server");
+        assert!(seen.iter().all(|p| p.starts_with("/apis/")), "{seen:?}");
+    }
+}
