@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .app import App
 
 error_log = logging.getLogger("cello.error")
+access_log = logging.getLogger("cello.access")
+log = logging.getLogger("cello")
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -73,21 +75,112 @@ async def _pump(iterable: Any, sink: Any) -> None:
         sink.close()
 
 
+class _Started:
+    """Awaitable that continues a coroutine Rust already started with ``send(None)``.
+
+    The first step ran eagerly (so a handler that never suspends needs no Task); when
+    it did suspend, this hands the rest to an asyncio Task, forwarding every send and
+    throw (cancellation included) to the original coroutine.
+    """
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Any:
+        coro, value = self.coro, self.first
+        self.first = None
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - forwarded into the handler, as a Task would
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _resume(coro: Any, first: Any) -> Any:
+    return await _Started(coro, first)
+
+
 class Hooks:
     """Callbacks for the Rust runtime; all run on the loop's thread unless noted."""
 
-    def __init__(self, app: App, loop: asyncio.AbstractEventLoop, debug: bool) -> None:
+    def __init__(self, app: App, loop: asyncio.AbstractEventLoop, debug: bool, pool_size: int = 64) -> None:
         self.app = app
         self.loop = loop
         self.debug = debug
         self.stopped: asyncio.Future = loop.create_future()
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Future] = set()
+        self.pool_size = pool_size
+        self._pool: Any = None
 
-    def spawn(self, coro: Any, responder: Any) -> None:
-        task = self.loop.create_task(coro)
+    def _track(self, task: asyncio.Future, responder: Any) -> asyncio.Future:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         task.add_done_callback(responder)
+        return task
+
+    def spawn(self, awaitable: Any, responder: Any) -> asyncio.Future:
+        return self._track(asyncio.ensure_future(awaitable, loop=self.loop), responder)
+
+    def resume(self, coro: Any, first: Any, responder: Any) -> asyncio.Future:
+        return self._track(self.loop.create_task(_resume(coro, first)), responder)
+
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.pool_size, thread_name_prefix="cello-pool")
+        return self._pool
+
+    def offload(self, endpoint: Any, request: Any, responder: Any) -> asyncio.Future:
+        """Run a blocking sync handler in the bounded pool."""
+        return self._track(self.loop.run_in_executor(self.pool, endpoint, request), responder)
+
+    def pool_stats(self) -> dict[str, int]:
+        pool = self._pool
+        busy = 0 if pool is None else len(getattr(pool, "_threads", ()))
+        return {"size": self.pool_size, "threads": busy}
+
+    def log_info(self, message: str) -> None:
+        log.info("%s", message)
+
+    def access(self, records: list[tuple]) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        for method, target, version, status, size, ms, client in records:
+            access_log.info(
+                '%s - "%s %s %s" %d %s %.2fms',
+                client or "-",
+                method,
+                target,
+                version,
+                status,
+                "-" if size is None else size,
+                ms,
+                extra={
+                    "client": client,
+                    "method": method,
+                    "path": target,
+                    "http_version": version,
+                    "status": status,
+                    "size": size,
+                    "duration_ms": round(ms, 3),
+                },
+            )
 
     def pump(self, iterable: Any, sink: Any) -> None:
         task = self.loop.create_task(_pump(iterable, sink))
@@ -145,7 +238,8 @@ class Executor:
         self.app = app
         self.config = config
         self.loop = new_event_loop()
-        self.hooks = Hooks(app, self.loop, bool(config.get("debug")))
+        pool_size = int((config.get("threadpool") or {}).get("size", 64))
+        self.hooks = Hooks(app, self.loop, bool(config.get("debug")), pool_size)
         routes, endpoints = app._compile()
         self.core = _cello.Runtime(json.dumps(config), routes, endpoints, self.hooks, Response, self.loop)
         self.loop.add_reader(self.core.wake_fd(), self.core.drain)
@@ -194,6 +288,8 @@ class Executor:
                 t.cancel()
             if pending:
                 self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if self.hooks._pool is not None:
+                self.hooks._pool.shutdown(wait=False, cancel_futures=True)
         finally:
             self.loop.close()
 

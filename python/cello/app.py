@@ -141,10 +141,11 @@ class App(Routes):
         raise LookupError(f"no route named {name!r}")
 
     # ---- compile and run ---------------------------------------------------------------
-    def _compile(self) -> tuple[list[tuple[list[str], str]], list[Callable[..., Any]]]:
+    def _compile(self) -> tuple[list[tuple[list[str], str, bool]], list[Callable[..., Any]]]:
         routes, endpoints = [], []
         for r in self._flatten():
-            routes.append((r.methods, r.path))
+            blocking = r.blocking and not inspect.iscoroutinefunction(r.handler)
+            routes.append((r.methods, r.path, blocking))
             endpoints.append(compile_endpoint(self, r, _PARAM.findall(r.path)))
         return routes, endpoints
 

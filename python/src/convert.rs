@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::json;
 use crate::request::PyRequest;
-use crate::runtime::{Ctx, Responder};
+use crate::runtime::{CancelSlot, Ctx, Responder};
 use crate::sink::BodySink;
 
 const JSON: &str = "application/json";
@@ -90,7 +90,27 @@ pub fn respond(
     result: Bound<'_, PyAny>,
     request: Bound<'_, PyRequest>,
     tx: oneshot::Sender<Reply>,
+    slot: Arc<CancelSlot>,
 ) {
+    // Native coroutines start right here: one that finishes without suspending
+    // (no real I/O) never costs an event-loop round trip or a Task.
+    if result.get_type().is(ctx.coroutine_type.bind(py)) {
+        match result.call_method1("send", (py.None(),)) {
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
+                let value = e.value(py).getattr("value").unwrap_or_else(|_| py.None().into_bound(py));
+                respond(py, ctx, value, request, tx, slot);
+            }
+            Err(e) => fail(py, ctx, e, &request, tx),
+            Ok(yielded) => {
+                let responder = Responder::new(ctx.clone(), tx, request.unbind(), slot.clone());
+                match ctx.hooks.call_method1(py, "resume", (result, yielded, responder)) {
+                    Ok(task) => slot.set(task),
+                    Err(e) => e.print(py),
+                }
+            }
+        }
+        return;
+    }
     match build(ctx, &result) {
         Ok(Built::Ready(resp)) => {
             let _ = tx.send(Reply::Ready(resp));
@@ -99,9 +119,10 @@ pub fn respond(
             let _ = tx.send(reply);
         }
         Ok(Built::Await) => {
-            let responder = Responder::new(ctx.clone(), tx, request.unbind());
-            if let Err(e) = ctx.hooks.call_method1(py, "spawn", (result, responder)) {
-                e.print(py);
+            let responder = Responder::new(ctx.clone(), tx, request.unbind(), slot.clone());
+            match ctx.hooks.call_method1(py, "spawn", (result, responder)) {
+                Ok(task) => slot.set(task),
+                Err(e) => e.print(py),
             }
         }
         Ok(Built::Stream { status, mut headers, iterable }) => {

@@ -1,24 +1,41 @@
-//! JSON codec. Interim implementation over Python's `json`; to be replaced by a
-//! direct Python-object → bytes writer and simd-json parsing.
+//! The JSON codec: [`to_vec`] writes JSON straight from Python objects ([`write`]);
+//! [`parse`] reads it with simd-json ([`read`]). `dumps`/`loads` expose both to Python.
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
-/// Serialise a Python object to JSON bytes.
-pub fn to_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    let py = obj.py();
-    let s = py.import("cello._json_fallback")?.call_method1("dumps", (obj,))?;
-    s.extract::<Vec<u8>>()
-}
+pub mod read;
+pub mod write;
 
-/// `dumps(obj) -> bytes`.
+pub use read::parse;
+pub use write::to_vec;
+
+/// `dumps(obj) -> bytes`: compact JSON, see [`write`] for the supported types.
 #[pyfunction]
 pub fn dumps<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     Ok(PyBytes::new(py, &to_vec(obj)?))
 }
 
-/// `loads(data) -> object`.
+/// `loads(data: bytes | bytearray | memoryview | str) -> object`; malformed input raises
+/// `JsonDecodeError` (a `ValueError`) naming the line and column.
 #[pyfunction]
 pub fn loads<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    py.import("json")?.call_method1("loads", (data,))
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return parse(py, b.as_bytes());
+    }
+    if let Ok(s) = data.cast::<PyString>() {
+        return parse(py, s.to_str()?.as_bytes());
+    }
+    if let Ok(b) = data.cast::<PyByteArray>() {
+        return parse(py, &b.to_vec());
+    }
+    if data.is_instance_of::<PyMemoryView>() {
+        let b: Vec<u8> = data.call_method0("tobytes")?.extract()?;
+        return parse(py, &b);
+    }
+    Err(PyTypeError::new_err(format!(
+        "the JSON object must be str, bytes, bytearray or memoryview, not {}",
+        data.get_type().name()?
+    )))
 }

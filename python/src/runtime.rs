@@ -22,7 +22,7 @@ use cello_config::ServerConfig;
 use cello_server::endpoint::ResponseFuture;
 use cello_server::problem::problem;
 use cello_server::router::RouterBuilder;
-use cello_server::service::{self, ConnInfo};
+use cello_server::service::{self, AccessRecord, ConnInfo};
 use cello_server::{AppState, Endpoint, ResponseBody, RoutedRequest, Server, ShutdownHandle};
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -38,9 +38,48 @@ use crate::request::PyRequest;
 /// Work for the Python thread.
 pub enum Job {
     /// Run the handler of a matched request.
-    Request(RoutedRequest, oneshot::Sender<Reply>),
+    Request(RoutedRequest, oneshot::Sender<Reply>, Arc<CancelSlot>),
+    /// Nobody waits for this request any more (client gone, or handler timeout):
+    /// cancel its task.
+    Cancel(Arc<CancelSlot>),
+    /// One access-log line.
+    Access(AccessRecord),
     /// The server finished draining (with an error message if it failed).
     Stopped(Option<String>),
+}
+
+/// Links a request to the asyncio task running its handler, so it can be cancelled.
+#[derive(Default)]
+pub struct CancelSlot {
+    task: Mutex<Option<Py<PyAny>>>,
+}
+
+impl CancelSlot {
+    /// Remember the task (or executor future) that runs the handler.
+    pub fn set(&self, task: Py<PyAny>) {
+        *lock(&self.task) = Some(task);
+    }
+}
+
+/// Queues a cancellation if the response future is dropped before it finished.
+struct CancelOnDrop {
+    slot: Option<Arc<CancelSlot>>,
+    shared: Arc<Shared>,
+}
+
+impl CancelOnDrop {
+    /// The request was answered: nothing to cancel.
+    fn disarm(&mut self) {
+        self.slot = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.shared.push(Job::Cancel(slot));
+        }
+    }
 }
 
 /// The queue between tokio and the Python thread.
@@ -72,6 +111,8 @@ pub struct Ctx {
     pub state: Arc<AppState>,
     /// The I/O runtime, once started.
     pub io: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// `types.CoroutineType`, for the eager-start fast path.
+    pub coroutine_type: Py<PyAny>,
 }
 
 struct PyEndpoint {
@@ -82,17 +123,39 @@ struct PyEndpoint {
 impl Endpoint for PyEndpoint {
     fn call(&self, req: RoutedRequest) -> ResponseFuture {
         let (tx, rx) = oneshot::channel();
-        self.shared.push(Job::Request(req, tx));
+        let slot = Arc::new(CancelSlot::default());
+        self.shared.push(Job::Request(req, tx, slot.clone()));
         let limit = self.handler_timeout;
+        let mut guard = CancelOnDrop { slot: Some(slot), shared: self.shared.clone() };
         Box::pin(async move {
-            match tokio::time::timeout(limit, rx).await {
-                Ok(Ok(reply)) => reply.into_response().await,
-                Ok(Err(_)) => problem(StatusCode::INTERNAL_SERVER_ERROR, "the handler produced no response"),
+            let reply = tokio::time::timeout(limit, rx).await;
+            match reply {
+                Ok(Ok(reply)) => {
+                    guard.disarm();
+                    reply.into_response().await
+                }
+                Ok(Err(_)) => {
+                    guard.disarm();
+                    problem(StatusCode::INTERNAL_SERVER_ERROR, "the handler produced no response")
+                }
+                // The guard cancels the handler's task when dropped here.
                 Err(_) => problem(StatusCode::GATEWAY_TIMEOUT, "the handler did not finish in time"),
             }
         })
     }
 }
+
+/// Per-route execution state.
+pub struct RouteExec {
+    /// Run in the thread pool (declared `blocking=True`, or learned by `adaptive`).
+    offload: AtomicBool,
+    /// Calls observed slower than the threshold (adaptive mode).
+    strikes: std::sync::atomic::AtomicU32,
+}
+
+/// Slow calls before an adaptive route moves to the pool: one slow call (a cold
+/// cache, a GC pause) is not a pattern.
+const ADAPTIVE_STRIKES: u32 = 3;
 
 /// A compiled app: routes, handlers, config and (once started) the tokio runtime.
 #[pyclass(frozen, module = "cello._cello")]
@@ -100,6 +163,7 @@ pub struct Runtime {
     shared: Arc<Shared>,
     wake_rx: UnixStream,
     endpoints: Vec<Py<PyAny>>,
+    exec: Vec<RouteExec>,
     ctx: Arc<Ctx>,
     rt: Mutex<Option<tokio::runtime::Runtime>>,
     listener: Mutex<Option<std::net::TcpListener>>,
@@ -130,11 +194,12 @@ impl Runtime {
 
 #[pymethods]
 impl Runtime {
-    /// `routes[i] = (methods, path)` leads to `endpoints[i]`.
+    /// `routes[i] = (methods, path, blocking)` leads to `endpoints[i]`.
     #[new]
     fn new(
+        py: Python<'_>,
         config_json: &str,
-        routes: Vec<(Vec<String>, String)>,
+        routes: Vec<(Vec<String>, String, bool)>,
         endpoints: Vec<Py<PyAny>>,
         hooks: Py<PyAny>,
         response_type: Py<PyAny>,
@@ -145,7 +210,7 @@ impl Runtime {
         }
         let config = ServerConfig::from_json(config_json).map_err(config_err)?;
         let mut builder = RouterBuilder::new();
-        for (i, (methods, path)) in routes.iter().enumerate() {
+        for (i, (methods, path, _)) in routes.iter().enumerate() {
             let methods = methods
                 .iter()
                 .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
@@ -160,12 +225,28 @@ impl Runtime {
         let shared = Arc::new(Shared { queue: Mutex::new(Vec::with_capacity(64)), notified: AtomicBool::new(false), wake_tx });
         let endpoint =
             PyEndpoint { shared: shared.clone(), handler_timeout: Duration::from_secs_f64(config.timeouts.handler) };
-        let state = Arc::new(AppState::new(router, Arc::new(endpoint), config));
-        let ctx = Arc::new(Ctx { hooks, response_type, event_loop, state, io: std::sync::OnceLock::new() });
+        let access_log = config.access_log;
+        let mut state = AppState::new(router, Arc::new(endpoint), config);
+        if access_log {
+            let shared = shared.clone();
+            state = state.with_access_log(Arc::new(move |rec| shared.push(Job::Access(rec))));
+        }
+        let state = Arc::new(state);
+        let coroutine_type = py.import("types")?.getattr("CoroutineType")?.unbind();
+        let ctx = Arc::new(Ctx { hooks, response_type, event_loop, state, io: std::sync::OnceLock::new(), coroutine_type });
+        let pool_all = ctx.state.config.threadpool.adaptive && ctx.state.config.threadpool.offload_threshold_ms == 0;
+        let exec = routes
+            .iter()
+            .map(|(_, _, blocking)| RouteExec {
+                offload: AtomicBool::new(*blocking || pool_all),
+                strikes: std::sync::atomic::AtomicU32::new(0),
+            })
+            .collect();
         Ok(Self {
             shared,
             wake_rx,
             endpoints,
+            exec,
             ctx,
             rt: Mutex::new(None),
             listener: Mutex::new(None),
@@ -188,13 +269,28 @@ impl Runtime {
             }
         }
         let jobs = std::mem::take(&mut *lock(&self.shared.queue));
+        let mut access = Vec::new();
         for job in jobs {
             match job {
-                Job::Request(req, tx) => self.run_one(py, req, tx),
+                Job::Request(req, tx, slot) => {
+                    // A client that left while queued costs no handler call.
+                    if !tx.is_closed() {
+                        self.run_one(py, req, tx, slot);
+                    }
+                }
+                Job::Cancel(slot) => {
+                    if let Some(task) = lock(&slot.task).take() {
+                        task.call_method0(py, "cancel")?;
+                    }
+                }
+                Job::Access(rec) => access.push(access_tuple(&rec)),
                 Job::Stopped(err) => {
                     self.ctx.hooks.call_method1(py, "on_stopped", (err,))?;
                 }
             }
+        }
+        if !access.is_empty() {
+            self.ctx.hooks.call_method1(py, "access", (access,))?;
         }
         Ok(())
     }
@@ -286,9 +382,24 @@ impl Runtime {
     }
 }
 
+type AccessTuple = (String, String, String, u16, Option<u64>, f64, Option<String>);
+
+fn access_tuple(rec: &AccessRecord) -> AccessTuple {
+    (
+        rec.method.to_string(),
+        rec.target.clone(),
+        format!("{:?}", rec.version),
+        rec.status,
+        rec.size,
+        rec.duration.as_secs_f64() * 1000.0,
+        rec.peer.map(|p| p.to_string()),
+    )
+}
+
 impl Runtime {
-    fn run_one(&self, py: Python<'_>, req: RoutedRequest, tx: oneshot::Sender<Reply>) {
-        let endpoint = self.endpoints[req.route.target].bind(py);
+    fn run_one(&self, py: Python<'_>, req: RoutedRequest, tx: oneshot::Sender<Reply>, slot: Arc<CancelSlot>) {
+        let index = req.route.target;
+        let endpoint = self.endpoints[index].bind(py);
         let request = match Bound::new(py, PyRequest::from_routed(req, &self.ctx.state)) {
             Ok(r) => r,
             Err(e) => {
@@ -296,8 +407,35 @@ impl Runtime {
                 return;
             }
         };
-        match endpoint.call1((request.clone(),)) {
-            Ok(result) => convert::respond(py, &self.ctx, result, request, tx),
+        let exec = &self.exec[index];
+        if exec.offload.load(Ordering::Relaxed) {
+            let responder = Responder::new(self.ctx.clone(), tx, request.clone().unbind(), slot.clone());
+            match self.ctx.hooks.call_method1(py, "offload", (endpoint, request, responder)) {
+                Ok(fut) => slot.set(fut),
+                Err(e) => e.print(py),
+            }
+            return;
+        }
+        let pool = &self.ctx.state.config.threadpool;
+        let started = pool.adaptive.then(std::time::Instant::now);
+        let result = endpoint.call1((request.clone(),));
+        if let Some(started) = started {
+            let took = started.elapsed();
+            if took.as_millis() > u128::from(pool.offload_threshold_ms)
+                && exec.strikes.fetch_add(1, Ordering::Relaxed) + 1 >= ADAPTIVE_STRIKES
+                && !exec.offload.swap(true, Ordering::Relaxed)
+            {
+                let name = endpoint.getattr("__name__").map_or_else(|_| "?".to_owned(), |n| n.to_string());
+                let msg = format!(
+                    "handler {name} took {:.1} ms (threshold {} ms); running it in the thread pool from now on",
+                    took.as_secs_f64() * 1000.0,
+                    pool.offload_threshold_ms
+                );
+                let _ = self.ctx.hooks.call_method1(py, "log_info", (msg,));
+            }
+        }
+        match result {
+            Ok(result) => convert::respond(py, &self.ctx, result, request, tx, slot),
             Err(err) => convert::fail(py, &self.ctx, err, &request, tx),
         }
     }
@@ -313,17 +451,23 @@ impl Drop for Runtime {
     }
 }
 
-/// Called from Python when a spawned handler task finishes.
+/// Called from Python when a spawned handler task (or pool future) finishes.
 #[pyclass(frozen, module = "cello._cello")]
 pub struct Responder {
     ctx: Arc<Ctx>,
     tx: Mutex<Option<oneshot::Sender<Reply>>>,
     request: Py<PyRequest>,
+    slot: Arc<CancelSlot>,
 }
 
 impl Responder {
-    pub(crate) fn new(ctx: Arc<Ctx>, tx: oneshot::Sender<Reply>, request: Py<PyRequest>) -> Self {
-        Self { ctx, tx: Mutex::new(Some(tx)), request }
+    pub(crate) fn new(
+        ctx: Arc<Ctx>,
+        tx: oneshot::Sender<Reply>,
+        request: Py<PyRequest>,
+        slot: Arc<CancelSlot>,
+    ) -> Self {
+        Self { ctx, tx: Mutex::new(Some(tx)), request, slot }
     }
 }
 
@@ -335,9 +479,10 @@ impl Responder {
         if task.call_method0("cancelled")?.is_truthy()? {
             return Ok(()); // client went away; nobody is waiting
         }
+        lock(&self.slot.task).take();
         let request = self.request.bind(py).clone();
         match task.call_method0("result") {
-            Ok(v) => convert::respond(py, &self.ctx, v, request, tx),
+            Ok(v) => convert::respond(py, &self.ctx, v, request, tx, self.slot.clone()),
             Err(e) => convert::fail(py, &self.ctx, e, &request, tx),
         }
         Ok(())

@@ -17,6 +17,28 @@ use crate::endpoint::{Endpoint, RoutedRequest};
 use crate::problem::problem;
 use crate::router::{Lookup, Router};
 
+/// One finished request, for the access log.
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    /// Request method.
+    pub method: http::Method,
+    /// Path and query as received.
+    pub target: String,
+    /// HTTP version.
+    pub version: http::Version,
+    /// Response status.
+    pub status: u16,
+    /// Body size when known up front (`Content-Length`), else `None` (streamed).
+    pub size: Option<u64>,
+    /// Time from request head to response head.
+    pub duration: std::time::Duration,
+    /// Socket peer.
+    pub peer: Option<SocketAddr>,
+}
+
+/// Receives access records; must not block (it runs on the I/O thread).
+pub type AccessSink = Arc<dyn Fn(AccessRecord) + Send + Sync>;
+
 /// Everything shared by all connections of one server: immutable after start.
 pub struct AppState {
     /// The compiled route table (targets are handler indices).
@@ -27,6 +49,8 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Parsed `trusted_proxies`.
     pub trusted: Vec<(IpAddr, u8)>,
+    /// Access log receiver, when `access_log` is on.
+    pub access: Option<AccessSink>,
 }
 
 impl AppState {
@@ -37,12 +61,14 @@ impl AppState {
             .iter()
             .filter_map(|p| cello_config::parse_cidr(p))
             .collect();
-        Self {
-            router,
-            endpoint,
-            config,
-            trusted,
-        }
+        Self { router, endpoint, config, trusted, access: None }
+    }
+
+    /// Send access records to `sink`.
+    #[must_use]
+    pub fn with_access_log(mut self, sink: AccessSink) -> Self {
+        self.access = Some(sink);
+        self
     }
 
     /// Whether `peer` is a configured trusted proxy.
@@ -196,7 +222,25 @@ where
     act.inflight.fetch_add(1, Ordering::AcqRel);
     act.head_since_ms.store(0, Ordering::Release);
     let n = act.served.fetch_add(1, Ordering::Relaxed) + 1;
+    let record = state.access.as_ref().map(|_| {
+        let target = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+        (req.method().clone(), target, req.version(), std::time::Instant::now())
+    });
     let mut resp = dispatch(&state, &conn, req).await;
+    if let (Some(sink), Some((method, target, version, start))) = (&state.access, record) {
+        let size = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
+            resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())
+        });
+        sink(AccessRecord {
+            method,
+            target,
+            version,
+            status: resp.status().as_u16(),
+            size,
+            duration: start.elapsed(),
+            peer: conn.peer,
+        });
+    }
     let max = state.config.limits.max_requests_per_connection;
     if max > 0 && n >= max {
         resp.headers_mut()
