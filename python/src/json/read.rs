@@ -1,0 +1,225 @@
+//! JSON bytes → Python objects: simd-json builds a tape, which is walked once to create
+//! the Python objects (object key order is kept, duplicate keys: the last one wins, as in
+//! `json.loads`).
+//!
+//! simd-json rejects integers beyond 64 bits and floats that overflow a double; for those
+//! rare documents (and only then) the parse falls back to Python's `json.loads`, which
+//! gives exact big ints, so results always equal `json.loads`.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
+use simd_json::{ErrorType, Node, StaticNode};
+
+use crate::errors::JsonDecodeError;
+
+/// Parse JSON text into Python objects; malformed input raises `JsonDecodeError` with the
+/// line and column.
+pub fn parse<'py>(py: Python<'py>, input: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let input = input.strip_prefix(b"\xef\xbb\xbf").unwrap_or(input);
+    if input.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        return Err(decode_error(
+            py,
+            input,
+            input.len(),
+            "expected a JSON value, found the end of the input",
+        ));
+    }
+    let mut buf = input.to_vec();
+    let tape = match simd_json::to_tape(&mut buf) {
+        Ok(t) => t,
+        Err(e) => {
+            if matches!(e.error(), ErrorType::InvalidNumber | ErrorType::InvalidExponent) {
+                return python_fallback(py, input);
+            }
+            return Err(diagnose(py, input, &e));
+        }
+    };
+    let mut pos = 0usize;
+    build(py, &tape.0, &mut pos)
+}
+
+fn build<'py>(py: Python<'py>, nodes: &[Node<'_>], pos: &mut usize) -> PyResult<Bound<'py, PyAny>> {
+    let Some(node) = nodes.get(*pos) else {
+        return Err(JsonDecodeError::new_err("invalid JSON: truncated document"));
+    };
+    *pos += 1;
+    Ok(match *node {
+        Node::String(s) => PyString::new(py, s).into_any(),
+        Node::Static(StaticNode::Null) => py.None().into_bound(py),
+        Node::Static(StaticNode::Bool(b)) => PyBool::new(py, b).to_owned().into_any(),
+        Node::Static(StaticNode::I64(i)) => i.into_pyobject(py)?.into_any(),
+        Node::Static(StaticNode::U64(u)) => u.into_pyobject(py)?.into_any(),
+        Node::Static(StaticNode::F64(f)) => PyFloat::new(py, f).into_any(),
+        Node::Array { len, .. } => {
+            let mut items = Vec::with_capacity(len);
+            for _ in 0..len {
+                items.push(build(py, nodes, pos)?);
+            }
+            PyList::new(py, items)?.into_any()
+        }
+        Node::Object { len, .. } => {
+            let d = PyDict::new(py);
+            for _ in 0..len {
+                let key = match nodes.get(*pos) {
+                    Some(Node::String(k)) => PyString::new(py, k),
+                    _ => return Err(JsonDecodeError::new_err("invalid JSON: object key is not a string")),
+                };
+                *pos += 1;
+                d.set_item(key, build(py, nodes, pos)?)?;
+            }
+            d.into_any()
+        }
+    })
+}
+
+/// Documents simd-json cannot represent (huge numbers): parse them with `json.loads`.
+#[cold]
+fn python_fallback<'py>(py: Python<'py>, input: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let json = py.import("json")?;
+    let text = match std::str::from_utf8(input) {
+        Ok(t) => t,
+        Err(e) => return Err(decode_error(py, input, e.valid_up_to(), "invalid UTF-8")),
+    };
+    match json.call_method1("loads", (text,)) {
+        Ok(v) => Ok(v),
+        Err(err) => {
+            let value = err.value(py);
+            if err.is_instance(py, &json.getattr("JSONDecodeError")?) {
+                let pos: usize = value.getattr("pos")?.extract()?;
+                let msg: String = value.getattr("msg")?.extract()?;
+                // `pos` counts characters; turn it into a byte offset.
+                let at = text.char_indices().nth(pos).map_or(text.len(), |(b, _)| b);
+                Err(decode_error(py, input, at, &msg))
+            } else {
+                Err(JsonDecodeError::new_err(format!("invalid JSON: {value}")))
+            }
+        }
+    }
+}
+
+/// The error for a document simd-json rejected. simd-json's offsets are exact for most
+/// errors but not all (trailing data, control characters in strings), and its error kinds
+/// are terse, so this cold path re-reads the document with serde_json, which reports a
+/// precise position and a readable message; simd-json's own report is the fallback.
+#[cold]
+fn diagnose(py: Python<'_>, input: &[u8], e: &simd_json::Error) -> PyErr {
+    if let Err(se) = serde_json::from_slice::<serde_json::Value>(input) {
+        let text = se.to_string();
+        let msg = text.rfind(" at line ").map_or(text.as_str(), |p| &text[..p]);
+        let at = byte_offset(input, se.line(), se.column());
+        return decode_error(py, input, at, msg);
+    }
+    decode_error(py, input, e.index().min(input.len()), &describe(e))
+}
+
+/// A human description of a simd-json error.
+fn describe(e: &simd_json::Error) -> String {
+    let what = match e.error() {
+        ErrorType::Eof => "unexpected end of the input",
+        ErrorType::TrailingData => "extra data after the JSON value",
+        ErrorType::InvalidEscape | ErrorType::InvalidUnicodeEscape => "invalid escape sequence in a string",
+        ErrorType::InvalidUnicodeCodepoint => "invalid unicode code point in a string",
+        ErrorType::InvalidUtf8 => "invalid UTF-8",
+        ErrorType::UnterminatedString => "unterminated string",
+        ErrorType::ExpectedObjectColon => "expected ':' after an object key",
+        ErrorType::ExpectedMapComma => "expected ',' or '}' in an object",
+        ErrorType::ExpectedArrayComma => "expected ',' or ']' in an array",
+        ErrorType::ExpectedObjectKey | ErrorType::KeyMustBeAString | ErrorType::BadKeyType => {
+            "expected a string object key"
+        }
+        ErrorType::DepthLimitExceeded => "nesting too deep",
+        ErrorType::InputTooLarge => "input too large",
+        ErrorType::ExpectedNull | ErrorType::ExpectedTrue | ErrorType::ExpectedFalse | ErrorType::ExpectedBoolean => {
+            "invalid literal"
+        }
+        _ => "unexpected character",
+    };
+    match e.character() {
+        Some(c) if !c.is_control() && c != '\0' => format!("{what} ({c:?})"),
+        _ => what.to_owned(),
+    }
+}
+
+/// The byte offset of serde_json's 1-based line and 1-based byte column.
+pub fn byte_offset(input: &[u8], line: usize, col: usize) -> usize {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        input
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .nth(line - 2)
+            .map_or(input.len(), |(i, _)| i + 1)
+    };
+    (line_start + col.saturating_sub(1)).min(input.len())
+}
+
+/// 1-based line and column (in characters) of byte offset `at`.
+pub fn line_col(input: &[u8], at: usize) -> (usize, usize) {
+    let at = at.min(input.len());
+    let before = &input[..at];
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    // Count characters, not bytes: UTF-8 continuation bytes do not start a character.
+    let col = 1 + before[line_start..].iter().filter(|&&b| (b & 0xc0) != 0x80).count();
+    (line, col)
+}
+
+/// `JsonDecodeError("invalid JSON at line L, column C: msg")` with `lineno`, `colno`, `pos`
+/// (byte offset) and `msg` attributes, like `json.JSONDecodeError`.
+fn decode_error(py: Python<'_>, input: &[u8], at: usize, msg: &str) -> PyErr {
+    let (line, col) = line_col(input, at);
+    let err = JsonDecodeError::new_err(format!("invalid JSON at line {line}, column {col}: {msg}"));
+    let v = err.value(py);
+    let _ = v.setattr("msg", msg);
+    let _ = v.setattr("lineno", line);
+    let _ = v.setattr("colno", col);
+    let _ = v.setattr("pos", at);
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{byte_offset, line_col};
+
+    #[test]
+    fn line_and_column() {
+        let s = b"{\n  \"a\": 1,\n  \"b\": }\n";
+        assert_eq!(line_col(s, 0), (1, 1));
+        assert_eq!(line_col(s, 2), (2, 1));
+        assert_eq!(line_col(s, 19), (3, 8));
+        assert_eq!(line_col(s, 1000), (4, 1));
+        assert_eq!(line_col("é\néx".as_bytes(), 6), (2, 3));
+        assert_eq!(line_col(b"", 0), (1, 1));
+    }
+
+    #[test]
+    fn serde_positions_to_offsets() {
+        let s = "{\n  \"é\": 1,\n  \"b\": }\n".as_bytes();
+        assert_eq!(byte_offset(s, 1, 1), 0);
+        assert_eq!(byte_offset(s, 3, 8), 20);
+        assert_eq!(line_col(s, byte_offset(s, 3, 8)), (3, 8));
+        assert_eq!(line_col(s, byte_offset(s, 2, 7)), (2, 6));
+        assert_eq!(byte_offset(s, 9, 9), s.len());
+    }
+
+    #[test]
+    fn simd_json_error_offsets() {
+        let cases: &[(&[u8], (usize, usize))] = &[
+            (b"{\n  \"a\": 1,\n  \"b\": }\n", (3, 8)),
+            (b"[1, 2,,]", (1, 7)),
+            (b"{\"a\" 1}", (1, 6)),
+        ];
+        for (doc, want) in cases {
+            let mut buf = doc.to_vec();
+            let e = simd_json::to_tape(&mut buf).map(|_| ()).unwrap_err();
+            assert_eq!(
+                line_col(doc, e.index()),
+                *want,
+                "{e} for {:?}",
+                String::from_utf8_lossy(doc)
+            );
+        }
+    }
+}
