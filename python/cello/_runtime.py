@@ -75,45 +75,6 @@ async def _pump(iterable: Any, sink: Any) -> None:
         sink.close()
 
 
-class _Started:
-    """Awaitable that continues a coroutine Rust already started with ``send(None)``.
-
-    The first step ran eagerly (so a handler that never suspends needs no Task); when
-    it did suspend, this hands the rest to an asyncio Task, forwarding every send and
-    throw (cancellation included) to the original coroutine.
-    """
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Any, first: Any) -> None:
-        self.coro = coro
-        self.first = first
-
-    def __await__(self) -> Any:
-        coro, value = self.coro, self.first
-        self.first = None
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # noqa: BLE001 - forwarded into the handler, as a Task would
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
-async def _resume(coro: Any, first: Any) -> Any:
-    return await _Started(coro, first)
-
-
 class Hooks:
     """Callbacks for the Rust runtime; all run on the loop's thread unless noted."""
 
@@ -135,8 +96,9 @@ class Hooks:
     def spawn(self, awaitable: Any, responder: Any) -> asyncio.Future:
         return self._track(asyncio.ensure_future(awaitable, loop=self.loop), responder)
 
-    def resume(self, coro: Any, first: Any, responder: Any) -> asyncio.Future:
-        return self._track(self.loop.create_task(_resume(coro, first)), responder)
+    def track(self, task: asyncio.Future, responder: Any) -> asyncio.Future:
+        """An eager Task that suspended: answer when it finishes."""
+        return self._track(task, responder)
 
     @property
     def pool(self) -> Any:
@@ -156,7 +118,8 @@ class Hooks:
         return {"size": self.pool_size, "threads": busy}
 
     def log_info(self, message: str) -> None:
-        log.info("%s", message)
+        # A warning: a handler that blocks the loop is something its author should see.
+        log.warning("%s", message)
 
     def access(self, records: list[tuple]) -> None:
         if not access_log.isEnabledFor(logging.INFO):

@@ -92,24 +92,31 @@ pub fn respond(
     tx: oneshot::Sender<Reply>,
     slot: Arc<CancelSlot>,
 ) {
-    // Native coroutines start right here: one that finishes without suspending
-    // (no real I/O) never costs an event-loop round trip or a Task.
+    // Native coroutines: on Python 3.12+ they become eager Tasks, whose first step
+    // runs right here inside the Task (so `current_task()`, anyio and timeouts
+    // work); one that finishes without suspending answers with no loop round trip.
     if result.get_type().is(ctx.coroutine_type.bind(py)) {
-        match result.call_method1("send", (py.None(),)) {
-            Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
-                let value = e.value(py).getattr("value").unwrap_or_else(|_| py.None().into_bound(py));
-                respond(py, ctx, value, request, tx, slot);
-            }
-            Err(e) => fail(py, ctx, e, &request, tx),
-            Ok(yielded) => {
-                let responder = Responder::new(ctx.clone(), tx, request.unbind(), slot.clone());
-                match ctx.hooks.call_method1(py, "resume", (result, yielded, responder)) {
-                    Ok(task) => slot.set(task),
-                    Err(e) => e.print(py),
+        if let Some(kwargs) = &ctx.eager_kwargs {
+            let task = match ctx.task_type.bind(py).call((result,), Some(kwargs.bind(py))) {
+                Ok(t) => t,
+                Err(e) => return fail(py, ctx, e, &request, tx),
+            };
+            if task.call_method0("done").and_then(|d| d.is_truthy()).unwrap_or(false) {
+                ctx.stats.eager.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match task.call_method0("result") {
+                    Ok(v) => respond(py, ctx, v, request, tx, slot),
+                    Err(e) => fail(py, ctx, e, &request, tx),
                 }
+                return;
             }
+            ctx.stats.tasks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let responder = Responder::new(ctx.clone(), tx, request.unbind(), slot.clone());
+            match ctx.hooks.call_method1(py, "track", (task, responder)) {
+                Ok(task) => slot.set(task),
+                Err(e) => e.print(py),
+            }
+            return;
         }
-        return;
     }
     match build(ctx, &result) {
         Ok(Built::Ready(resp)) => {
@@ -119,6 +126,7 @@ pub fn respond(
             let _ = tx.send(reply);
         }
         Ok(Built::Await) => {
+            ctx.stats.tasks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let responder = Responder::new(ctx.clone(), tx, request.unbind(), slot.clone());
             match ctx.hooks.call_method1(py, "spawn", (result, responder)) {
                 Ok(task) => slot.set(task),

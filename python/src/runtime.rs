@@ -113,6 +113,21 @@ pub struct Ctx {
     pub io: std::sync::OnceLock<tokio::runtime::Handle>,
     /// `types.CoroutineType`, for the eager-start fast path.
     pub coroutine_type: Py<PyAny>,
+    /// `asyncio.Task`.
+    pub task_type: Py<PyAny>,
+    /// `{"loop": loop, "eager_start": True}` on Python 3.12+, else `None`.
+    pub eager_kwargs: Option<Py<pyo3::types::PyDict>>,
+    /// Counters for tests and metrics.
+    pub stats: Stats,
+}
+
+/// Execution counters.
+#[derive(Default)]
+pub struct Stats {
+    /// Coroutines that finished in their eager first step.
+    pub eager: std::sync::atomic::AtomicU64,
+    /// Handlers that needed an asyncio Task past their first step (or a loop round trip).
+    pub tasks: std::sync::atomic::AtomicU64,
 }
 
 struct PyEndpoint {
@@ -233,7 +248,26 @@ impl Runtime {
         }
         let state = Arc::new(state);
         let coroutine_type = py.import("types")?.getattr("CoroutineType")?.unbind();
-        let ctx = Arc::new(Ctx { hooks, response_type, event_loop, state, io: std::sync::OnceLock::new(), coroutine_type });
+        let task_type = py.import("asyncio")?.getattr("Task")?.unbind();
+        let eager_kwargs = if py.version_info() >= (3, 12) {
+            let kw = pyo3::types::PyDict::new(py);
+            kw.set_item("loop", event_loop.bind(py))?;
+            kw.set_item("eager_start", true)?;
+            Some(kw.unbind())
+        } else {
+            None
+        };
+        let ctx = Arc::new(Ctx {
+            hooks,
+            response_type,
+            event_loop,
+            state,
+            io: std::sync::OnceLock::new(),
+            coroutine_type,
+            task_type,
+            eager_kwargs,
+            stats: Stats::default(),
+        });
         let pool_all = ctx.state.config.threadpool.adaptive && ctx.state.config.threadpool.offload_threshold_ms == 0;
         let exec = routes
             .iter()
@@ -324,6 +358,12 @@ impl Runtime {
     /// Stop accepting and drain; `on_stopped` is called on the loop when done.
     fn stop(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Execution counters: `{"eager": n, "tasks": n}`.
+    fn stats(&self) -> std::collections::HashMap<&'static str, u64> {
+        let s = &self.ctx.stats;
+        [("eager", s.eager.load(Ordering::Relaxed)), ("tasks", s.tasks.load(Ordering::Relaxed))].into_iter().collect()
     }
 
     /// Whether the app runs in debug mode.
