@@ -209,8 +209,8 @@ class And(Guard):
 
 
 class Or(Guard):
-    """At least one guard passes. When none does, the answer is 403 if any guard failed for
-    lack of rights, 401 if every guard failed for lack of a user."""
+    """At least one guard passes. When none does, the answer is 401 if some guard failed for
+    lack of a user (logging in could help), else the first failure (403)."""
 
     def __init__(self, *guards: Callable[[Any], Any]) -> None:
         if not guards:
@@ -228,8 +228,8 @@ class Or(Guard):
             else:
                 errors.append(ForbiddenError("access denied"))
         for e in errors:
-            if e.status_code != 401:
-                raise e
+            if e.status_code == 401:
+                raise e  # authenticating could let the request through
         raise errors[0]
 
     def __repr__(self) -> str:

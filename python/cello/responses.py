@@ -269,11 +269,8 @@ class Response:
 
     @status.setter
     def status(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            try:
-                value = int(value)  # an http.HTTPStatus or a numeric string
-            except (TypeError, ValueError):
-                raise TypeError(f"status must be an int, not {type(value).__name__}") from None
+        if isinstance(value, bool) or not isinstance(value, int):  # http.HTTPStatus is an int
+            raise TypeError(f"status must be an int, not {type(value).__name__}")
         if not 100 <= value <= 999:
             raise ValueError(f"{value} is not a valid HTTP status code")
         self._status = int(value)
