@@ -23,6 +23,27 @@ fn committed_crd_matches_generated() {
     );
 }
 
+#[test]
+fn every_generated_file_is_committed_unchanged() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (rel, content) in cello_operator::chart::generated_files().expect("generate") {
+        let committed = std::fs::read_to_string(root.join(rel)).unwrap_or_default();
+        assert!(
+            committed == content,
+            "{rel} is stale: run `cargo run -p cello-operator --bin crdgen -- --write`"
+        );
+    }
+}
+
+#[test]
+fn chart_values_yaml_is_the_rust_default() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/cello-operator/values.yaml");
+    let text = std::fs::read_to_string(path).expect("values.yaml");
+    let values: cello_operator::chart::ChartValues =
+        serde_yaml::from_str(&text).expect("values.yaml matches ChartValues");
+    assert_eq!(values, cello_operator::chart::ChartValues::default());
+}
+
 fn schema() -> Value {
     let crd = serde_json::to_value(CellApp::crd()).expect("CRD to JSON");
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
