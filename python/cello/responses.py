@@ -254,9 +254,15 @@ class Response:
         if content_type:
             self._headers.append(_check_header("content-type", content_type))
         if headers:
-            items = headers.items() if isinstance(headers, Mapping) else headers
+            if isinstance(headers, Headers):
+                items: Iterable[tuple[str, str]] = headers.multi_items()
+            else:
+                items = headers.items() if isinstance(headers, Mapping) else headers
             for k, v in items:
-                self.set_header(k, v)
+                if str(k).lower() == "set-cookie":
+                    self.add_header(k, v)  # several cookies, several headers
+                else:
+                    self.set_header(k, v)
 
     # ---- status and headers ----------------------------------------------------------------
     @property

@@ -161,6 +161,7 @@ class SseStream:
         self._maxsize = maxsize
         self._queue: asyncio.Queue[Any] | None = None
         self._closed = False
+        self._disconnected = False
 
     # ---- buffered --------------------------------------------------------------------------
     def add(self, event: SseEvent | Mapping[str, Any] | str) -> SseStream:
@@ -212,16 +213,26 @@ class SseStream:
             self._queue = asyncio.Queue(self._maxsize)
         return self._queue
 
-    async def send(self, event: SseEvent | Mapping[str, Any] | str) -> None:
-        """Queue an event for the client; waits while the queue is full."""
+    @property
+    def disconnected(self) -> bool:
+        """True once the client has gone (the response stopped reading the stream)."""
+        return self._disconnected
+
+    def _check_open(self) -> None:
+        if self._disconnected:
+            raise ConnectionResetError("the client has disconnected from the SSE stream")
         if self._closed:
             raise RuntimeError("the SSE stream is closed")
+
+    async def send(self, event: SseEvent | Mapping[str, Any] | str) -> None:
+        """Queue an event for the client; waits while the queue is full. Raises
+        ``ConnectionResetError`` once the client has gone, so a producer loop stops."""
+        self._check_open()
         self._live = True
         await self._q().put(SseEvent.from_value(event))
 
     def send_nowait(self, event: SseEvent | Mapping[str, Any] | str) -> None:
-        if self._closed:
-            raise RuntimeError("the SSE stream is closed")
+        self._check_open()
         self._live = True
         self._q().put_nowait(SseEvent.from_value(event))
 
@@ -241,13 +252,23 @@ class SseStream:
         if not self._live:
             return
         queue = self._q()
-        while True:
-            if self._closed and queue.empty():
-                return
-            item = await queue.get()
-            if item is _CLOSED:
-                return
-            yield item
+        finished = False
+        try:
+            while True:
+                if self._closed and queue.empty():
+                    finished = True
+                    return
+                item = await queue.get()
+                if item is _CLOSED:
+                    finished = True
+                    return
+                yield item
+        finally:
+            if not finished:  # the consumer stopped early: the client has gone
+                self._disconnected = True
+                self._closed = True
+                while not queue.empty():  # wake producers blocked in send()
+                    queue.get_nowait()
 
 
 def _chunk(item: Any) -> str:

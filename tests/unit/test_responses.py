@@ -727,3 +727,31 @@ def test_problem_details_defaults_and_validation():
         ProblemDetails("about:blank", "x", 99)
     with pytest.raises(ValueError):
         ProblemDetails("about:blank", "x", 400).with_extension("status", 1)
+
+
+def test_live_stream_consumer_gone_stops_the_producer():
+    async def run():
+        s = SseStream(live=True, maxsize=1)
+        chunks = sse_chunks(s)
+        s.send_nowait("first")
+        assert await chunks.__anext__() == "data: first\n\n"
+        blocked = asyncio.create_task(s.send("second"))  # fits
+        await asyncio.sleep(0)
+        third = asyncio.create_task(s.send("third"))  # waits: the queue is full
+        await asyncio.sleep(0)
+        assert not third.done()
+        await chunks.aclose()  # what the server does when the client disconnects
+        await asyncio.wait_for(asyncio.gather(blocked, third), 1)
+        assert s.disconnected
+        with pytest.raises(ConnectionResetError):
+            await s.send("late")
+
+    asyncio.run(run())
+
+
+def test_headers_object_keeps_every_cookie():
+    a = Response()
+    a.set_cookie("x", "1")
+    a.set_cookie("y", "2")
+    b = Response(headers=a.headers)
+    assert b.headers.get_list("set-cookie") == a.headers.get_list("set-cookie")
