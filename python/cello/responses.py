@@ -51,6 +51,7 @@ _TEXT = "text/plain; charset=utf-8"
 _HTML = "text/html; charset=utf-8"
 _OCTET = "application/octet-stream"
 _XML = "application/xml"
+_KNOWN_TYPES = frozenset({_JSON, _TEXT, _HTML, _OCTET, _XML, "text/event-stream", "application/problem+json"})
 
 
 def _check_header(key: Any, value: Any) -> tuple[str, str]:
@@ -252,7 +253,10 @@ class Response:
             content_type = content_type or _JSON
         self._body: bytes | None = body
         if content_type:
-            self._headers.append(_check_header("content-type", content_type))
+            if content_type in _KNOWN_TYPES:  # skip the check on the hot path
+                self._headers.append(("content-type", content_type))
+            else:
+                self._headers.append(_check_header("content-type", content_type))
         if headers:
             if isinstance(headers, Headers):
                 items: Iterable[tuple[str, str]] = headers.multi_items()
