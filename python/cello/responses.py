@@ -239,7 +239,7 @@ class Response:
         self._headers: list[tuple[str, str]] = []
         self._kind = 0
         self._payload: Any = None
-        self._file: tuple[str, str | None, int | None] | None = None  # (path, range header, ranged)
+        self._file: tuple[str, str | None, bool] | None = None  # (path, range header, ranged)
         if status is not None:
             self.status = status
         if isinstance(body, str):
