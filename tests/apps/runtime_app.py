@@ -4,6 +4,7 @@ import asyncio
 import os
 import threading
 import time
+import uuid
 
 import httpx
 
@@ -65,7 +66,7 @@ async def redis_roundtrip(request):
 
     client = aioredis.Redis(host="127.0.0.1", port=6379)
     try:
-        key = f"cello-test:{os.getpid()}:{request.query['k']}"
+        key = f"cello-test:{uuid.uuid4()}:{request.query['k']}"
         await client.set(key, request.query["v"], ex=30)
         value = await client.get(key)
         await client.delete(key)
