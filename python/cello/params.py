@@ -56,7 +56,12 @@ def _run_guards(guards: list[Any], request: Any) -> None:
 
     for guard in guards:
         allowed = guard(request)
-        if allowed is False:
+        if inspect.isawaitable(allowed):
+            close = getattr(allowed, "close", None)
+            if close is not None:
+                close()
+            raise TypeError(f"guard {guard!r} is async; guards must be synchronous callables")
+        if not allowed:
             raise ForbiddenError("access denied")
 
 
