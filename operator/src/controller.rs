@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, ResourceExt};
@@ -91,6 +91,19 @@ fn referencing(store: &Store<CellApp>, kind: &str, obj_ns: Option<String>, name:
         .collect()
 }
 
+/// The CellApp that controls `obj`, if any.
+fn owner(obj: &ConfigMap) -> Option<ObjectRef<CellApp>> {
+    let o = obj
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "CellApp")?;
+    let r = ObjectRef::new(&o.name);
+    Some(match obj.namespace() {
+        Some(ns) => r.within(&ns),
+        None => r,
+    })
+}
+
 fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -141,10 +154,16 @@ pub async fn run(
             watcher::Config::default(),
             move |s: Secret| referencing(&secret_store, "secret", s.namespace(), &s.name_any()),
         )
+        .owns(api::<Service>(&client, ns), managed.clone())
         .watches(
             api::<ConfigMap>(&client, ns),
             watcher::Config::default(),
-            move |c: ConfigMap| referencing(&cm_store, "configmap", c.namespace(), &c.name_any()),
+            move |c: ConfigMap| {
+                // Referenced ConfigMaps restart the app; its own `<app>-config` repairs drift.
+                let mut apps = referencing(&cm_store, "configmap", c.namespace(), &c.name_any());
+                apps.extend(owner(&c));
+                apps
+            },
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -245,6 +264,46 @@ mod tests {
             .await
             .expect("server stops")
             .expect("join");
+    }
+
+    #[test]
+    fn secret_and_configmap_changes_map_to_the_apps_that_use_them() {
+        let app = |name: &str, spec: serde_json::Value| -> CellApp {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cello.dev/v1alpha1", "kind": "CellApp",
+                "metadata": {"name": name, "namespace": "prod"},
+                "spec": {"image": "i", "app": "a:b", "envFrom": spec},
+            }))
+            .expect("app")
+        };
+        let (reader, mut writer) = kube::runtime::reflector::store::<CellApp>();
+        writer.apply_watcher_event(&watcher::Event::Apply(app(
+            "shop",
+            serde_json::json!([{"secretRef": {"name": "db"}}]),
+        )));
+        writer.apply_watcher_event(&watcher::Event::Apply(app(
+            "cart",
+            serde_json::json!([{"configMapRef": {"name": "db"}}]),
+        )));
+        let names = |refs: Vec<ObjectRef<CellApp>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(referencing(&reader, "secret", Some("prod".into()), "db")),
+            ["shop"]
+        );
+        assert_eq!(
+            names(referencing(&reader, "configmap", Some("prod".into()), "db")),
+            ["cart"]
+        );
+        assert!(
+            referencing(&reader, "secret", Some("other".into()), "db").is_empty(),
+            "namespaces are separate"
+        );
+
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": "shop-config", "namespace": "prod",
+            "ownerReferences": [{"apiVersion": "cello.dev/v1alpha1", "kind": "CellApp", "name": "shop", "uid": "u", "controller": true}]}}))
+        .expect("cm");
+        let o = owner(&cm).expect("owner");
+        assert_eq!((o.name.as_str(), o.namespace.as_deref()), ("shop", Some("prod")));
     }
 
     #[tokio::test]

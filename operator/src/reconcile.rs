@@ -166,7 +166,16 @@ async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
     for child in &plan.children {
         match apply(&ctx.client, &ns, child).await {
             Ok(applied) => observe(&mut observed, child, &name, applied),
-            Err(e) => return fail(app, ctx, &ns, &name, &plan, e, Some(child.kind)).await,
+            Err(e) => {
+                // The CRD went away since discovery: stop using the kind now rather than at the
+                // next refresh, so the retry reports CRDNotInstalled instead of failing again.
+                if e.api_code() == Some(404) && child.kind.is_optional() {
+                    if let Ok(mut c) = ctx.capabilities.write() {
+                        *c = c.without(child.kind);
+                    }
+                }
+                return fail(app, ctx, &ns, &name, &plan, e, Some(child.kind)).await;
+            }
         }
     }
     if let Err(e) = delete_orphans(app, ctx, &ns, &name, &plan, &caps).await {

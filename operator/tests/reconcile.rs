@@ -538,3 +538,29 @@ async fn referenced_secret_is_read_and_folded_into_the_config_hash() {
         plan.config_hash.as_str()
     );
 }
+
+#[tokio::test]
+async fn a_crd_removed_after_discovery_is_dropped_and_the_retry_reports_it() {
+    let ok = healthy(vec![]);
+    let respond: Responder = Box::new(move |c: &Call| {
+        if c.method == "PATCH" && c.path().contains("/servicemonitors/") {
+            status_error(404, "NotFound")
+        } else {
+            ok(c)
+        }
+    });
+    let (result, calls, ctx) = run(common::app(json!({})), Capabilities::all(), respond).await;
+    assert_eq!(result, Err("not_found".to_string()));
+    assert_eq!(
+        condition(&status_call(&calls).body, "Degraded")["reason"],
+        "ApplyFailed"
+    );
+    let caps = *ctx.capabilities.read().expect("caps");
+    assert_eq!(
+        caps,
+        Capabilities {
+            service_monitor: false,
+            ..Capabilities::all()
+        }
+    );
+}

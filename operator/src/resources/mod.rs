@@ -70,6 +70,18 @@ impl Capabilities {
         }
     }
 
+    /// These capabilities with `kind`'s CRD marked missing.
+    pub fn without(mut self, kind: Kind) -> Self {
+        match kind {
+            Kind::ScaledObject | Kind::TriggerAuthentication => self.keda = false,
+            Kind::ServiceMonitor => self.service_monitor = false,
+            Kind::PodMonitor => self.pod_monitor = false,
+            Kind::Certificate => self.certificate = false,
+            _ => {}
+        }
+        self
+    }
+
     /// Whether `kind` can be applied in this cluster.
     pub fn has(&self, kind: Kind) -> bool {
         match kind {
@@ -149,6 +161,11 @@ impl Kind {
             Kind::ServiceMonitor => ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),
             Kind::PodMonitor => ("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors"),
         }
+    }
+
+    /// Whether the kind comes from an optional CRD.
+    pub fn is_optional(self) -> bool {
+        !Capabilities::default().has(self)
     }
 
     /// The kind's name, e.g. `Deployment`.
