@@ -16,9 +16,11 @@ pub struct ChartValues {
     pub image: ImageValues,
     /// Pull secrets for the operator image.
     pub image_pull_secrets: Vec<NameRef>,
-    /// Operator replicas (only one reconciles at a time without leader election; keep 1).
-    #[schemars(range(min = 0, max = 1))]
+    /// Operator replicas; more than one needs `leaderElection.enabled`.
+    #[schemars(range(min = 0, max = 5))]
     pub replica_count: u8,
+    /// Lease-based leader election, so that only one replica reconciles.
+    pub leader_election: LeaderElectionValues,
     /// Watch one namespace with a Role instead of the whole cluster with a ClusterRole.
     #[schemars(regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"), length(max = 63))]
     pub watch_namespace: String,
@@ -68,6 +70,14 @@ pub enum PullPolicy {
     IfNotPresent,
     /// Never.
     Never,
+}
+
+/// Leader election settings.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaderElectionValues {
+    /// Turn it on (a Role for Leases in the release namespace is added).
+    pub enabled: bool,
 }
 
 /// A `{name: ...}` reference.
@@ -123,6 +133,7 @@ impl Default for ChartValues {
             },
             image_pull_secrets: Vec::new(),
             replica_count: 1,
+            leader_election: LeaderElectionValues { enabled: false },
             watch_namespace: String::new(),
             log_level: "info,kube=warn".into(),
             port: 8080,
@@ -159,9 +170,9 @@ pub fn values_schema() -> Result<String> {
     Ok(text)
 }
 
-/// The RBAC rules of [`crate::rbac::RULES`] as the YAML list the chart includes.
-pub fn rbac_rules_yaml() -> Result<String> {
-    let rules: Vec<serde_json::Value> = crate::rbac::RULES
+/// RBAC rules as the YAML list the chart includes.
+pub fn rbac_rules_yaml(rules: &[crate::rbac::Rule]) -> Result<String> {
+    let rules: Vec<serde_json::Value> = rules
         .iter()
         .map(|r| serde_json::json!({"apiGroups": [r.group], "resources": [r.resource], "verbs": r.verbs}))
         .collect();
@@ -178,6 +189,13 @@ pub fn generated_files() -> Result<Vec<(&'static str, String)>> {
         ("crds/cellapp.yaml", crd.clone()),
         ("charts/cello-operator/crds/cellapp.yaml", crd),
         ("charts/cello-operator/values.schema.json", values_schema()?),
-        ("charts/cello-operator/files/rbac-rules.yaml", rbac_rules_yaml()?),
+        (
+            "charts/cello-operator/files/rbac-rules.yaml",
+            rbac_rules_yaml(crate::rbac::RULES)?,
+        ),
+        (
+            "charts/cello-operator/files/leader-rules.yaml",
+            rbac_rules_yaml(crate::rbac::LEADER_RULES)?,
+        ),
     ])
 }

@@ -10,6 +10,7 @@
 pub mod chart;
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod metrics;
 pub mod rbac;
 pub mod reconcile;

@@ -2,12 +2,14 @@
 //!
 //! Kubeconfig resolution is kube's standard one: in-cluster service account, else `KUBECONFIG`
 //! or `~/.kube/config`. Environment: `WATCH_NAMESPACE` (default: all namespaces),
-//! `CELLO_OPERATOR_PORT` (default 8080, serves `/metrics` and `/health`), `RUST_LOG`.
+//! `CELLO_OPERATOR_PORT` (default 8080, serves `/metrics` and `/health`), `RUST_LOG`,
+//! `CELLO_LEADER_ELECTION=true` (with `POD_NAME` and `POD_NAMESPACE`) for Lease-based election.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use cello_operator::controller::{self, Settings};
+use cello_operator::leader::{self, LeaseSettings};
 use cello_operator::metrics::Metrics;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -37,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
 
     // One shutdown signal (SIGTERM or Ctrl-C) fans out to the controller and the HTTP server.
     let (tx, rx) = watch::channel(false);
+    let tx_shutdown = tx.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
@@ -51,6 +54,37 @@ async fn main() -> anyhow::Result<()> {
         .context("bind metrics port")?;
     tracing::info!(port, namespace = ?settings.namespace, "starting cello-operator");
     let http = tokio::spawn(controller::serve_http(listener, metrics.clone(), stopped(rx.clone())));
+
+    if std::env::var("CELLO_LEADER_ELECTION").is_ok_and(|v| v == "true") {
+        let lease = LeaseSettings {
+            namespace: std::env::var("POD_NAMESPACE").context("leader election needs POD_NAMESPACE")?,
+            name: "cello-operator".into(),
+            identity: std::env::var("POD_NAME").context("leader election needs POD_NAME")?,
+            duration: std::time::Duration::from_secs(15),
+        };
+        tokio::select! {
+            _ = leader::acquire(&client, &lease) => tracing::info!(identity = %lease.identity, "became leader"),
+            _ = stopped(rx.clone()) => {
+                let _ = http.await;
+                return Ok(());
+            }
+        }
+        // Losing the Lease stops the controller; the non-zero exit restarts the pod as a follower.
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (hold_client, hold_lost) = (client.clone(), lost.clone());
+        tokio::spawn(async move {
+            leader::hold(&hold_client, &lease).await;
+            tracing::error!("lost the leader Lease; stopping");
+            hold_lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = tx_shutdown.send(true);
+        });
+        controller::run(client, settings, metrics, stopped(rx)).await;
+        let _ = http.await;
+        if lost.load(std::sync::atomic::Ordering::SeqCst) {
+            anyhow::bail!("lost leadership");
+        }
+        return Ok(());
+    }
     controller::run(client, settings, metrics, stopped(rx)).await;
     let _ = http.await;
     Ok(())

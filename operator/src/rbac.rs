@@ -95,10 +95,18 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
-/// Whether `verb` on `group`/`resource` is in [`RULES`].
+/// With leader election on: a Role in the operator's own namespace (never cluster-wide).
+pub const LEADER_RULES: &[Rule] = &[Rule {
+    group: "coordination.k8s.io",
+    resource: "leases",
+    verbs: &["get", "create", "update"],
+}];
+
+/// Whether `verb` on `group`/`resource` is in [`RULES`] or [`LEADER_RULES`].
 pub fn allows(group: &str, resource: &str, verb: &str) -> bool {
     RULES
         .iter()
+        .chain(LEADER_RULES)
         .any(|r| r.group == group && r.resource == resource && r.verbs.contains(&verb))
 }
 

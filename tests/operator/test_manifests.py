@@ -170,9 +170,21 @@ def snapshot_files() -> list[pathlib.Path]:
 
 def test_snapshot_matrix_is_present():
     names = {p.stem for p in snapshot_files()}
-    for required in ["minimal", "full", "hpa", "keda-kafka", "keda-rabbitmq", "keda-redis", "consumers",
-                     "tls-issuer-ingress", "tls-secret-pod", "metrics-off", "optional-crds-absent", "paused",
-                     "sidecar"]:
+    for required in [
+        "minimal",
+        "full",
+        "hpa",
+        "keda-kafka",
+        "keda-rabbitmq",
+        "keda-redis",
+        "consumers",
+        "tls-issuer-ingress",
+        "tls-secret-pod",
+        "metrics-off",
+        "optional-crds-absent",
+        "paused",
+        "sidecar",
+    ]:
         assert required in names, f"fixture {required} has no snapshot"
 
 
@@ -298,21 +310,19 @@ def test_chart_ships_the_generated_crd():
         ["--set", "image.pullPolicy=Sometimes"],
         ["--set", "serviceMonitor.interval=often"],
         ["--set", "serviceAccount.create=maybe"],
+        ["--set", "replicaCount=2"],
     ],
     ids=lambda v: v[1],
 )
 def test_bad_values_are_rejected_by_the_schema(values, helm):
     out = run_helm(helm, "template", "cello", str(CHART), *values)
     assert out.returncode != 0, f"{values} was accepted"
-    assert "schema" in out.stderr, out.stderr
+    assert "schema" in out.stderr or "leaderElection" in out.stderr, out.stderr
 
 
 def rules_from(doc: dict) -> list[tuple[str, str, tuple[str, ...]]]:
     return sorted(
-        (g, r, tuple(rule["verbs"]))
-        for rule in doc["rules"]
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
+        (g, r, tuple(rule["verbs"])) for rule in doc["rules"] for g in rule["apiGroups"] for r in rule["resources"]
     )
 
 
@@ -320,7 +330,10 @@ def test_rendered_rbac_equals_the_code_table(helm):
     table = yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
     want = rules_from({"rules": table})
     assert ("apps", "deployments", ("list", "watch", "patch", "delete")) in want
-    for name, kind, binding in [("default", "ClusterRole", "ClusterRoleBinding"), ("namespaced", "Role", "RoleBinding")]:
+    for name, kind, binding in [
+        ("default", "ClusterRole", "ClusterRoleBinding"),
+        ("namespaced", "Role", "RoleBinding"),
+    ]:
         docs = load_docs(render(helm, VALUES_MATRIX[name]))
         roles = [d for d in docs if d["kind"] in ("ClusterRole", "Role")]
         assert [r["kind"] for r in roles] == [kind], name
@@ -333,3 +346,18 @@ def test_rendered_rbac_equals_the_code_table(helm):
             assert roles[0]["metadata"]["namespace"] == "shop"
             env = {e["name"]: e.get("value") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
             assert env["WATCH_NAMESPACE"] == "shop"
+
+
+def test_leader_election_gets_a_namespaced_lease_role_only(helm):
+    want = rules_from({"rules": yaml.safe_load((CHART / "files" / "leader-rules.yaml").read_text())})
+    assert want == [("coordination.k8s.io", "leases", ("get", "create", "update"))]
+    docs = load_docs(render(helm, VALUES_MATRIX["full"]))
+    leader = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader")]
+    assert len(leader) == 1 and leader[0]["metadata"]["namespace"] == "cello-system"
+    assert rules_from(leader[0]) == want
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CELLO_LEADER_ELECTION"] == "true"
+    assert deploy["spec"]["replicas"] == 2
+    # Off by default: no Lease permissions at all.
+    assert not [d for d in load_docs(render(helm, [])) if "leases" in json.dumps(d.get("rules", []))]
