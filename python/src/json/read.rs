@@ -6,6 +6,9 @@
 //! rare documents (and only then) the parse falls back to Python's `json.loads`, which
 //! gives exact big ints, so results always equal `json.loads`.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 use simd_json::{ErrorType, Node, StaticNode};
@@ -35,10 +38,53 @@ pub fn parse<'py>(py: Python<'py>, input: &[u8]) -> PyResult<Bound<'py, PyAny>> 
         }
     };
     let mut pos = 0usize;
-    build(py, &tape.0, &mut pos)
+    let mut keys = KeyCache::default();
+    build(py, &tape.0, &mut pos, &mut keys)
 }
 
-fn build<'py>(py: Python<'py>, nodes: &[Node<'_>], pos: &mut usize) -> PyResult<Bound<'py, PyAny>> {
+/// Object keys repeat (arrays of records): reuse one Python string per distinct short key,
+/// which saves an allocation and a hash computation per occurrence, as `json.loads` does.
+type KeyCache<'t, 'py> = HashMap<&'t str, Bound<'py, PyString>, BuildHasherDefault<Fnv>>;
+const KEY_CACHE_MAX_LEN: usize = 64;
+const KEY_CACHE_MAX_ENTRIES: usize = 4096;
+
+/// FNV-1a: short keys, no DoS concern (the cache is per document and bounded).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+fn key<'t, 'py>(py: Python<'py>, k: &'t str, cache: &mut KeyCache<'t, 'py>) -> Bound<'py, PyString> {
+    if k.len() > KEY_CACHE_MAX_LEN {
+        return PyString::new(py, k);
+    }
+    if let Some(s) = cache.get(k) {
+        return s.clone();
+    }
+    let s = PyString::new(py, k);
+    if cache.len() < KEY_CACHE_MAX_ENTRIES {
+        cache.insert(k, s.clone());
+    }
+    s
+}
+
+fn build<'t, 'py>(
+    py: Python<'py>,
+    nodes: &[Node<'t>],
+    pos: &mut usize,
+    keys: &mut KeyCache<'t, 'py>,
+) -> PyResult<Bound<'py, PyAny>> {
     let Some(node) = nodes.get(*pos) else {
         return Err(JsonDecodeError::new_err("invalid JSON: truncated document"));
     };
@@ -53,7 +99,7 @@ fn build<'py>(py: Python<'py>, nodes: &[Node<'_>], pos: &mut usize) -> PyResult<
         Node::Array { len, .. } => {
             let mut items = Vec::with_capacity(len);
             for _ in 0..len {
-                items.push(build(py, nodes, pos)?);
+                items.push(build(py, nodes, pos, keys)?);
             }
             PyList::new(py, items)?.into_any()
         }
@@ -61,11 +107,11 @@ fn build<'py>(py: Python<'py>, nodes: &[Node<'_>], pos: &mut usize) -> PyResult<
             let d = PyDict::new(py);
             for _ in 0..len {
                 let key = match nodes.get(*pos) {
-                    Some(Node::String(k)) => PyString::new(py, k),
+                    Some(Node::String(k)) => key(py, k, keys),
                     _ => return Err(JsonDecodeError::new_err("invalid JSON: object key is not a string")),
                 };
                 *pos += 1;
-                d.set_item(key, build(py, nodes, pos)?)?;
+                d.set_item(key, build(py, nodes, pos, keys)?)?;
             }
             d.into_any()
         }

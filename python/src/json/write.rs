@@ -555,11 +555,17 @@ pub(crate) fn write_float(buf: &mut Vec<u8>, v: f64) {
         return;
     }
     let mut rb = ryu::Buffer::new();
-    let s = rb.format_finite(v).as_bytes();
-    let (neg, s) = match s.split_first() {
+    let full = rb.format_finite(v).as_bytes();
+    let (neg, s) = match full.split_first() {
         Some((b'-', rest)) => (true, rest),
-        _ => (false, s),
+        _ => (false, full),
     };
+    // Common case: ryu's positional form (`ddd.ddd`, `0.0ddd`) is exactly Python's repr
+    // when the decimal exponent is in -4..16, i.e. no exponent and not `0.0000ddd`.
+    if !s.contains(&b'e') && !s.starts_with(b"0.0000") {
+        buf.extend_from_slice(full);
+        return;
+    }
     // ryu writes `d.ddd`, `ddd.d`, `0.000ddd` or `d.ddde[-]x`: collect the digits and the
     // position of the decimal point relative to them.
     let (mant, exp) = match s.iter().position(|&c| c == b'e') {
