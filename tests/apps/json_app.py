@@ -107,6 +107,16 @@ def keys(request):
     return {"int_keys": {1: "a", 2: "b"}, "nested": {10: {20: True}}}
 
 
+@app.get("/keys-scalar")
+def keys_scalar(request):
+    return {True: "t", False: "f", None: "n", 1.5: "float"}
+
+
+@app.get("/bigint")
+def bigint(request):
+    return {"big": 2**70, "neg": -(2**70), "u64": 2**64 - 1}
+
+
 @app.get("/containers")
 def containers(request):
     return {"tuple": (1, 2, 3), "float": 0.1, "neg": -7, "big": 2**53, "unicode": "Grüße ✓ 中文", "ctrl": 'a"b\\c\n\t'}

@@ -152,6 +152,42 @@ async def ret_agen_slow(request):
     return chunks()
 
 
+STREAM_STATE = {"sync": "idle", "async": "idle"}
+
+
+@app.get("/gen-forever")
+def gen_forever(request):
+    def chunks():
+        STREAM_STATE["sync"] = "running"
+        try:
+            while True:
+                yield "tick\n"
+                time.sleep(0.05)
+        finally:
+            STREAM_STATE["sync"] = "closed"
+
+    return chunks()
+
+
+@app.get("/agen-forever")
+async def agen_forever(request):
+    async def chunks():
+        STREAM_STATE["async"] = "running"
+        try:
+            while True:
+                yield "tick\n"
+                await asyncio.sleep(0.05)
+        finally:
+            STREAM_STATE["async"] = "closed"
+
+    return chunks()
+
+
+@app.get("/stream-state")
+def stream_state(request):
+    return dict(STREAM_STATE)
+
+
 @app.get("/iterator")
 def ret_iterator(request):
     return iter([b"a", b"b", b"c"])

@@ -225,3 +225,37 @@ def test_h2_garbage_after_preface(server):
             conn.wait_closed(timeout=5)
         except OSError:
             pass
+
+
+def test_http11_request_without_host_is_400(server):
+    """RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request without a Host header."""
+    resp = answer(server, b"GET /ping HTTP/1.1\r\n\r\n")
+    assert resp is not None, "connection closed without a 400"
+    assert resp.status == 400
+
+
+def test_http11_request_with_two_hosts_is_400(server):
+    """RFC 9112 §3.2: ... or with more than one Host header."""
+    resp = answer(server, b"GET /ping HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert resp is not None, "connection closed without a 400"
+    assert resp.status == 400
+
+
+def test_content_length_plus_transfer_encoding_cannot_smuggle_a_request(server):
+    """RFC 9112 §6.3: reject the message, or close the connection after responding to it."""
+    smuggled = b"GET /users/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = b"0\r\n\r\n" + smuggled
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n" % len(body)
+    with Conn(server.host, server.port) as conn:
+        conn.send(head + body)
+        try:
+            first = conn.read_response("POST")
+        except (ConnectionClosed, ConnectionResetError):
+            return
+        if first.status == 400:
+            return
+        try:
+            second = conn.read_response()
+        except (ConnectionClosed, ConnectionResetError, TimeoutError):
+            return
+    pytest.fail(f"the bytes after the chunked body were served as a request: {second.status} {second.body[:100]!r}")

@@ -131,3 +131,13 @@ def test_response_json_uses_the_same_encoder(client):
 def test_unserializable_value_is_500_problem_and_server_survives(client):
     assert_problem(client.get("/unserializable"), 500)
     assert get_json(client, "/ok") == {"ok": True}
+
+
+def test_scalar_keys_like_json_dumps(client):
+    assert get_json(client, "/keys-scalar") == {"true": "t", "false": "f", "null": "n", "1.5": "float"}
+
+
+def test_big_integers_are_exact(client):
+    resp = client.get("/bigint")
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"big": 2**70, "neg": -(2**70), "u64": 2**64 - 1}

@@ -4,7 +4,9 @@ limits_app: max_body_size = 10 MiB, max_header_size = 8192 (default), read_heade
 read_body = 2 s, handler = 2 s.
 """
 
+import json
 import select
+import socket
 import time
 
 import httpx
@@ -267,3 +269,106 @@ def test_handler_over_handler_timeout_is_504(server):
     assert_problem(resp, 504)
     assert took < 4, f"handler=2 but the 504 came after {took:.1f} s"
     assert httpx.get(server.url("/ping"), timeout=5).status_code == 200
+
+
+# --- Expect: 100-continue and HTTP/2 -----------------------------------------------------------
+
+
+def test_expect_100_continue_within_limit(server):
+    with server.connect(timeout=3) as conn:
+        conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+        try:
+            interim = conn.read_head()
+        except TimeoutError:
+            pytest.fail("no 100 Continue for Expect: 100-continue")
+        assert interim.status == 100
+        conn.send(b"a" * 1000)
+        resp = conn.read_response("POST")
+    assert resp.status == 200
+    assert resp.json() == {"size": 1000}
+
+
+def test_expect_100_continue_over_limit_is_413_without_reading_the_body(server):
+    with server.connect(timeout=3) as conn:
+        conn.send(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (50 * MIB)
+        )
+        try:
+            resp = conn.read_response("POST")  # skips an (unnecessary) 100 Continue
+        except TimeoutError:
+            pytest.fail("no final answer to an over-limit Expect: 100-continue request (body never sent)")
+    assert_problem(resp, 413)
+
+
+def h2_post_until_answered(server, path: str, total: int, chunk: int = 16384):
+    """POST `total` bytes over h2c prior knowledge with the h2 library, reading while sending, so a
+    response that comes before the body is complete is seen (httpx cannot). Returns
+    (status, headers, body, bytes_sent, reset_code)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    sock = socket.create_connection((server.host, server.port), timeout=5)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    sid = conn.get_next_available_stream_id()
+    request_headers = [
+        (":method", "POST"),
+        (":path", path),
+        (":scheme", "http"),
+        (":authority", f"{server.host}:{server.port}"),
+        ("content-length", str(total)),
+    ]
+    conn.send_headers(sid, request_headers)
+    sock.sendall(conn.data_to_send())
+    status, headers, body, sent, reset, done = None, {}, b"", 0, None, False
+    deadline = time.monotonic() + 10
+    try:
+        while not done and time.monotonic() < deadline:
+            can_send = sent < total and status is None and reset is None
+            window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size) if can_send else 0
+            if window > 0:
+                n = min(window, chunk, total - sent)
+                conn.send_data(sid, b"h" * n, end_stream=sent + n == total)
+                sent += n
+                sock.sendall(conn.data_to_send())
+            if select.select([sock], [], [], 0 if window > 0 else 0.5)[0]:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived) and event.stream_id == sid:
+                        headers = {k.decode(): v.decode() for k, v in event.headers}
+                        status = int(headers[":status"])
+                    elif isinstance(event, h2.events.DataReceived) and event.stream_id == sid:
+                        body += event.data
+                        conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                    elif isinstance(event, h2.events.StreamEnded) and event.stream_id == sid:
+                        done = True
+                    elif isinstance(event, h2.events.StreamReset) and event.stream_id == sid:
+                        reset = event.error_code
+                        done = status is not None
+                out = conn.data_to_send()
+                if out:
+                    sock.sendall(out)
+    finally:
+        sock.close()
+    return status, headers, body, sent, reset
+
+
+def test_http2_body_over_limit_is_413(server):
+    total = 50 * MIB
+    status, headers, body, sent, reset = h2_post_until_answered(server, "/upload", total)
+    assert status == 413, f"HTTP/2 over-limit upload: status {status}, stream reset {reset!r}, sent {sent}"
+    assert headers.get("content-type", "").startswith("application/problem+json")
+    assert json.loads(body)["status"] == 413
+    assert sent < total, "the 413 came only after the whole body was sent"
+    with httpx.Client(http1=False, http2=True, timeout=10) as client:
+        assert client.get(server.url("/ping")).status_code == 200
+
+
+def test_http2_body_within_limit_is_accepted(server):
+    status, _, body, sent, reset = h2_post_until_answered(server, "/upload", MIB)
+    assert status == 200, f"status {status}, reset {reset!r}, sent {sent}"
+    assert json.loads(body) == {"size": MIB}

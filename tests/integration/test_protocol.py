@@ -154,3 +154,23 @@ def test_closed_connection_raises_cleanly(server):
         conn.read_response()
         with pytest.raises((ConnectionClosed, ConnectionResetError)):
             conn.read_response()
+
+
+def test_many_concurrent_connections_get_their_own_answers(server):
+    def fetch(i):
+        with server.connect(timeout=10) as conn:
+            return conn.request("GET", f"/users/u{i}").json()
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(fetch, range(200)))
+    assert results == [{"name": f"u{i}"} for i in range(200)]
+    assert httpx.get(server.url("/ping"), timeout=5).json() == {"pong": True}
+
+
+def test_pipelined_requests_behind_a_streaming_response(serve):
+    server = serve("returns_app")
+    with server.connect() as conn:
+        conn.send(build_request("GET", "/gen-slow") + build_request("GET", "/int") + build_request("GET", "/str"))
+        assert conn.read_response().body == b"first\nlast\n"
+        assert conn.read_response().json() == 42
+        assert conn.read_response().json() == 'hello "world"'

@@ -361,3 +361,16 @@ def test_request_over_http2_sees_the_same(server):
     assert seen["cookies"] == {"k": "v"}
     assert seen["host"] in (f"127.0.0.1:{server.port}", "127.0.0.1")
     assert seen["client_ip"] == "127.0.0.1"
+
+
+def test_big_integer_in_request_json_is_exact_or_rejected(client):
+    resp = client.post("/json", content=b'{"n": 1180591620717411303424}', headers={"Content-Type": "application/json"})
+    if resp.status_code == 400:
+        return
+    assert ok(resp)["data"] == {"n": 2**70}, "a big integer was silently changed"
+
+
+def test_untrusted_forwarded_host_does_not_change_host_or_url(client, server):
+    seen = ok(client.get("/inspect/x", headers={"X-Forwarded-Host": "evil.example", "Forwarded": "host=evil.example"}))
+    assert "evil" not in str(seen["host"])
+    assert "evil" not in seen["url"]

@@ -154,3 +154,43 @@ def test_stream_chunks_arrive_as_produced(server, path):
 
 def test_server_serves_other_requests_after_streams(client):
     assert_json(client.get("/dict"), {"a": 1, "b": [True, None, "x"]})
+
+
+@pytest.mark.parametrize(("path", "kind"), [("/gen-forever", "sync"), ("/agen-forever", "async")])
+def test_endless_stream_stops_when_the_client_goes_away(server, client, path, kind):
+    """An endless generator must be closed once its client disconnects, and the worker keeps serving."""
+    with server.connect() as conn:
+        conn.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = conn.read_head()
+        assert head.status == 200
+        while conn.buf.count(b"tick") < 3:
+            conn._fill()
+    # The generator is running (ticks arrived); the client has now gone. A sync generator may hold
+    # the Python thread while it runs, so the state is only asked for after the disconnect.
+    deadline = time.monotonic() + 5
+    while httpx.get(server.url("/stream-state"), timeout=10).json()[kind] != "closed":
+        assert time.monotonic() < deadline, f"the {kind} generator kept running 5 s after its client left"
+        time.sleep(0.1)
+    assert_json(client.get("/dict"), {"a": 1, "b": [True, None, "x"]})
+
+
+def test_stream_chunks_arrive_as_produced_over_http2(server):
+    with httpx.Client(http1=False, http2=True, timeout=10) as c:
+        start = time.monotonic()
+        with c.stream("GET", server.url("/gen-slow")) as resp:
+            assert resp.http_version == "HTTP/2"
+            received = b""
+            first_at = None
+            for piece in resp.iter_raw():
+                received += piece
+                if first_at is None and b"first" in received:
+                    first_at = time.monotonic() - start
+    assert received == b"first\nlast\n"
+    assert first_at is not None and first_at < SLOW_GAP * 0.6, f"first HTTP/2 chunk after {first_at} s"
+
+
+def test_head_on_a_streaming_route(server):
+    with server.connect() as conn:
+        resp = conn.request("HEAD", "/gen")
+        assert resp.status == 200
+        assert conn.request("GET", "/int").json() == 42

@@ -183,3 +183,12 @@ def test_context_manager_in_a_test_body(load_app):
         assert client.get("/ping").json() == {"pong": True}
     with TestClient(load_app("routing_app").app) as client:  # a second client for the same app
         assert client.get("/ping").status_code == 200
+
+
+def test_httpx_like_params_text_content(tc_request):
+    resp = tc_request.get("/typed/3", params={"s": "hello", "n": "4"})
+    assert resp.status_code == 200
+    got = resp.json()
+    assert got["s"] == "hello" and got["n"] == 4 and got["param_int"] == 3
+    assert isinstance(resp.text, str) and '"hello"' in resp.text
+    assert isinstance(resp.content, bytes) and resp.content.decode() == resp.text
