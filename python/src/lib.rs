@@ -10,6 +10,8 @@ use pyo3::prelude::*;
 pub mod convert;
 pub mod errors;
 pub mod json;
+pub mod observability;
+pub mod queue;
 pub mod request;
 pub mod runtime;
 pub mod sink;
@@ -24,6 +26,7 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(json::loads, m)?)?;
     m.add_function(wrap_pyfunction!(errors::validate_config, m)?)?;
     errors::register(m)?;
+    observability::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

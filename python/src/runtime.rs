@@ -9,10 +9,7 @@
 //! responses travel back over oneshot channels. Under load one wake-up serves a
 //! whole batch.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -33,6 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::convert::{self, Reply};
 use crate::errors::{config_err, server_err};
+use crate::queue::WakeQueue;
 use crate::request::PyRequest;
 
 /// Work for the Python thread.
@@ -83,21 +81,7 @@ impl Drop for CancelOnDrop {
 }
 
 /// The queue between tokio and the Python thread.
-pub struct Shared {
-    queue: Mutex<Vec<Job>>,
-    notified: AtomicBool,
-    wake_tx: UnixStream,
-}
-
-impl Shared {
-    fn push(&self, job: Job) {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(job);
-        if !self.notified.swap(true, Ordering::AcqRel) {
-            // Non-blocking; a full socket buffer already means a wake-up is pending.
-            let _ = (&self.wake_tx).write(&[1]);
-        }
-    }
-}
+pub type Shared = WakeQueue<Job>;
 
 /// What converting results needs: shared by the runtime and its responders.
 pub struct Ctx {
@@ -141,7 +125,10 @@ impl Endpoint for PyEndpoint {
         let slot = Arc::new(CancelSlot::default());
         self.shared.push(Job::Request(req, tx, slot.clone()));
         let limit = self.handler_timeout;
-        let mut guard = CancelOnDrop { slot: Some(slot), shared: self.shared.clone() };
+        let mut guard = CancelOnDrop {
+            slot: Some(slot),
+            shared: self.shared.clone(),
+        };
         Box::pin(async move {
             let reply = tokio::time::timeout(limit, rx).await;
             match reply {
@@ -176,7 +163,6 @@ const ADAPTIVE_STRIKES: u32 = 3;
 #[pyclass(frozen, module = "cello._cello")]
 pub struct Runtime {
     shared: Arc<Shared>,
-    wake_rx: UnixStream,
     endpoints: Vec<Py<PyAny>>,
     exec: Vec<RouteExec>,
     ctx: Arc<Ctx>,
@@ -193,7 +179,10 @@ impl Runtime {
     fn runtime(&self) -> PyResult<tokio::runtime::Handle> {
         let mut rt = lock(&self.rt);
         if rt.is_none() {
-            let threads = std::env::var("CELLO_IO_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1usize);
+            let threads = std::env::var("CELLO_IO_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1usize);
             let built = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads.max(1))
                 .thread_name("cello-io")
@@ -203,7 +192,9 @@ impl Runtime {
             let _ = self.ctx.io.set(built.handle().clone());
             *rt = Some(built);
         }
-        rt.as_ref().map(|r| r.handle().clone()).ok_or_else(|| PyRuntimeError::new_err("runtime unavailable"))
+        rt.as_ref()
+            .map(|r| r.handle().clone())
+            .ok_or_else(|| PyRuntimeError::new_err("runtime unavailable"))
     }
 }
 
@@ -234,12 +225,11 @@ impl Runtime {
             builder.add(&methods, path, i).map_err(server_err)?;
         }
         let router = builder.build().map_err(server_err)?;
-        let (wake_rx, wake_tx) = UnixStream::pair().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        wake_rx.set_nonblocking(true).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        wake_tx.set_nonblocking(true).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        let shared = Arc::new(Shared { queue: Mutex::new(Vec::with_capacity(64)), notified: AtomicBool::new(false), wake_tx });
-        let endpoint =
-            PyEndpoint { shared: shared.clone(), handler_timeout: Duration::from_secs_f64(config.timeouts.handler) };
+        let shared = Arc::new(Shared::new().map_err(|e| PyRuntimeError::new_err(e.to_string()))?);
+        let endpoint = PyEndpoint {
+            shared: shared.clone(),
+            handler_timeout: Duration::from_secs_f64(config.timeouts.handler),
+        };
         let access_log = config.access_log;
         let mut state = AppState::new(router, Arc::new(endpoint), config);
         if access_log {
@@ -247,6 +237,7 @@ impl Runtime {
             state = state.with_access_log(Arc::new(move |rec| shared.push(Job::Access(rec))));
         }
         let state = Arc::new(state);
+        crate::observability::install(py, &state, &hooks, &event_loop);
         let coroutine_type = py.import("types")?.getattr("CoroutineType")?.unbind();
         let task_type = py.import("asyncio")?.getattr("Task")?.unbind();
         let eager_kwargs = if py.version_info() >= (3, 12) {
@@ -278,7 +269,6 @@ impl Runtime {
             .collect();
         Ok(Self {
             shared,
-            wake_rx,
             endpoints,
             exec,
             ctx,
@@ -290,19 +280,12 @@ impl Runtime {
 
     /// The file descriptor the event loop watches for work.
     fn wake_fd(&self) -> i32 {
-        self.wake_rx.as_raw_fd()
+        self.shared.fd()
     }
 
     /// Run every queued job. Called by the event loop when `wake_fd` is readable.
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
-        self.shared.notified.store(false, Ordering::Release);
-        let mut buf = [0u8; 64];
-        while let Ok(n) = (&self.wake_rx).read(&mut buf) {
-            if n < buf.len() {
-                break;
-            }
-        }
-        let jobs = std::mem::take(&mut *lock(&self.shared.queue));
+        let jobs = self.shared.take();
         let mut access = Vec::new();
         for job in jobs {
             match job {
@@ -342,14 +325,20 @@ impl Runtime {
 
     /// Serve on the bound listener in the background; `drain` is the shutdown timeout.
     fn start(&self, drain: f64) -> PyResult<()> {
-        let listener =
-            lock(&self.listener).take().ok_or_else(|| PyRuntimeError::new_err("bind() must be called before start()"))?;
+        let listener = lock(&self.listener)
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("bind() must be called before start()"))?;
         let handle = self.runtime()?;
         let server = Server::from_listener(self.ctx.state.clone(), listener).map_err(server_err)?;
         let (shutdown, shared) = (self.shutdown.clone(), self.shared.clone());
         let drain = Duration::from_secs_f64(drain.max(0.0));
+        let state = self.ctx.state.clone();
         handle.spawn(async move {
+            cello_server::health::on_start(&state);
             let res = server.run(shutdown, drain).await;
+            // Final metrics snapshot and span flush (bounded) before the loop is told.
+            let _ = tokio::task::spawn_blocking(move || cello_server::health::on_stop(&state, Duration::from_secs(3)))
+                .await;
             shared.push(Job::Stopped(res.err().map(|e| e.to_string())));
         });
         Ok(())
@@ -357,13 +346,30 @@ impl Runtime {
 
     /// Stop accepting and drain; `on_stopped` is called on the loop when done.
     fn stop(&self) {
-        self.shutdown.cancel();
+        // `/health/ready` answers 503 from now on; with a drain delay the listener stays
+        // open that long so load balancers notice before connections are refused.
+        let delay = cello_server::health::begin_drain(&self.ctx.state);
+        match self.ctx.io.get() {
+            Some(io) if !delay.is_zero() => {
+                let shutdown = self.shutdown.clone();
+                io.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    shutdown.cancel();
+                });
+            }
+            _ => self.shutdown.cancel(),
+        }
     }
 
     /// Execution counters: `{"eager": n, "tasks": n}`.
     fn stats(&self) -> std::collections::HashMap<&'static str, u64> {
         let s = &self.ctx.stats;
-        [("eager", s.eager.load(Ordering::Relaxed)), ("tasks", s.tasks.load(Ordering::Relaxed))].into_iter().collect()
+        [
+            ("eager", s.eager.load(Ordering::Relaxed)),
+            ("tasks", s.tasks.load(Ordering::Relaxed)),
+        ]
+        .into_iter()
+        .collect()
     }
 
     /// Whether the app runs in debug mode.
@@ -374,7 +380,13 @@ impl Runtime {
 
     /// Registered routes as (methods, template), for `cello routes`.
     fn routes(&self) -> Vec<(Vec<String>, String)> {
-        self.ctx.state.router.routes().into_iter().map(|(m, t)| (m, t.to_string())).collect()
+        self.ctx
+            .state
+            .router
+            .routes()
+            .into_iter()
+            .map(|(m, t)| (m, t.to_string()))
+            .collect()
     }
 
     /// Send one request through the real pipeline without a socket (TestClient).
@@ -398,7 +410,8 @@ impl Runtime {
         let ctx = self.ctx.clone();
         handle.spawn(async move {
             let peer = SocketAddr::from(([127, 0, 0, 1], 50000));
-            let resp: Response<ResponseBody> = service::handle(ctx.state.clone(), ConnInfo::new(Some(peer), false), req).await;
+            let resp: Response<ResponseBody> =
+                service::handle(ctx.state.clone(), ConnInfo::new(Some(peer), false), req).await;
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map(http_body_util::Collected::to_bytes);
             Python::attach(|py| {
@@ -408,8 +421,14 @@ impl Runtime {
                     for (k, v) in &parts.headers {
                         headers.append((k.as_str(), PyBytes::new(py, v.as_bytes())))?;
                     }
-                    let value =
-                        PyTuple::new(py, [parts.status.as_u16().into_pyobject(py)?.into_any(), headers.into_any(), PyBytes::new(py, &body).into_any()])?;
+                    let value = PyTuple::new(
+                        py,
+                        [
+                            parts.status.as_u16().into_pyobject(py)?.into_any(),
+                            headers.into_any(),
+                            PyBytes::new(py, &body).into_any(),
+                        ],
+                    )?;
                     ctx.hooks.call_method1(py, "resolve", (future.clone_ref(py), value))?;
                     Ok(())
                 })();
@@ -422,7 +441,16 @@ impl Runtime {
     }
 }
 
-type AccessTuple = (String, String, String, u16, Option<u64>, f64, Option<String>);
+type AccessTuple = (
+    String,
+    String,
+    String,
+    u16,
+    Option<u64>,
+    f64,
+    Option<String>,
+    Option<(String, String)>,
+);
 
 fn access_tuple(rec: &AccessRecord) -> AccessTuple {
     (
@@ -433,12 +461,16 @@ fn access_tuple(rec: &AccessRecord) -> AccessTuple {
         rec.size,
         rec.duration.as_secs_f64() * 1000.0,
         rec.peer.map(|p| p.to_string()),
+        rec.trace.clone(),
     )
 }
 
 impl Runtime {
     fn run_one(&self, py: Python<'_>, req: RoutedRequest, tx: oneshot::Sender<Reply>, slot: Arc<CancelSlot>) {
         let index = req.route.target;
+        if let Some(clock) = req.parts.extensions.get::<Arc<cello_server::metrics::QueueClock>>() {
+            clock.dequeued();
+        }
         let endpoint = self.endpoints[index].bind(py);
         let request = match Bound::new(py, PyRequest::from_routed(req, &self.ctx.state)) {
             Ok(r) => r,
@@ -450,7 +482,11 @@ impl Runtime {
         let exec = &self.exec[index];
         if exec.offload.load(Ordering::Relaxed) {
             let responder = Responder::new(self.ctx.clone(), tx, request.clone().unbind(), slot.clone());
-            match self.ctx.hooks.call_method1(py, "offload", (endpoint, request, responder)) {
+            match self
+                .ctx
+                .hooks
+                .call_method1(py, "offload", (endpoint, request, responder))
+            {
                 Ok(fut) => slot.set(fut),
                 Err(e) => e.print(py),
             }
@@ -465,7 +501,9 @@ impl Runtime {
                 && exec.strikes.fetch_add(1, Ordering::Relaxed) + 1 >= ADAPTIVE_STRIKES
                 && !exec.offload.swap(true, Ordering::Relaxed)
             {
-                let name = endpoint.getattr("__name__").map_or_else(|_| "?".to_owned(), |n| n.to_string());
+                let name = endpoint
+                    .getattr("__name__")
+                    .map_or_else(|_| "?".to_owned(), |n| n.to_string());
                 let msg = format!(
                     "handler {name} took {:.1} ms (threshold {} ms); running it in the thread pool from now on",
                     took.as_secs_f64() * 1000.0,
@@ -507,7 +545,12 @@ impl Responder {
         request: Py<PyRequest>,
         slot: Arc<CancelSlot>,
     ) -> Self {
-        Self { ctx, tx: Mutex::new(Some(tx)), request, slot }
+        Self {
+            ctx,
+            tx: Mutex::new(Some(tx)),
+            request,
+            slot,
+        }
     }
 }
 
