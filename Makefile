@@ -1,6 +1,8 @@
 # The only place commands are written down. `make help` lists the targets.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The newest interpreter that runs: 3.12+ gives eager asyncio tasks (see ARCHITECTURE.md).
+PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12 python3.13 \
+	$(HOME)/.pyenv/versions/3.13*/bin/python3.13 python3; do $$p -c 'import sys' >/dev/null 2>&1 && { echo $$p; break; }; done)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/cello/target
@@ -8,18 +10,22 @@ PROFILE ?= fast
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv build run test test-rust test-python lint fmt bench clean
+.PHONY: help venv build run test test-rust test-python test-operator lint fmt generate bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(VENV)/.deps: requirements-dev.txt
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+$(VENV)/.deps-$(PYVER): requirements-dev.txt
+	@# A venv of another interpreter version is rebuilt from scratch.
+	@test -f $(VENV)/.deps-$(PYVER) || rm -rf $(VENV)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	@touch $@
 
-venv: $(VENV)/.deps ## create the virtualenv with pinned dev dependencies
+venv: $(VENV)/.deps-$(PYVER) ## create the virtualenv with pinned dev dependencies
 
 build: venv ## build the extension into the virtualenv (maturin develop)
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
@@ -28,13 +34,20 @@ build: venv ## build the extension into the virtualenv (maturin develop)
 run: build ## serve examples/hello on $(HOST):$(PORT)
 	$(PY) examples/hello/app.py --host $(HOST) --port $(PORT)
 
-test: build test-rust test-python ## everything: Rust and Python suites
+test: build test-rust test-python test-operator ## everything: Rust, Python and operator suites
 
 test-rust: ## Rust unit and integration tests
 	cargo test --workspace --locked
 
-test-python: build ## black-box pytest suites
-	$(PY) -m pytest -q
+test-python: build ## black-box pytest suites (real servers, real sockets)
+	$(PY) -m pytest -q --ignore=tests/operator
+
+test-operator: venv ## CRD drift, manifests against real Kubernetes schemas, helm lint/template
+	cargo run -q --locked -p cello-operator --bin crdgen -- --check
+	PYTHON=$(PY) tests/operator/run.sh
+
+generate: ## regenerate the CRD, chart schema and RBAC from the Rust types
+	cargo run -q -p cello-operator --bin crdgen -- --write
 
 lint: venv ## formatting and lints (what CI checks)
 	cargo fmt --all -- --check
