@@ -344,3 +344,37 @@ def test_context_session_and_request_id():
 
 def test_repr():
     assert repr(Request("GET", "/x?y=1")) == "<Request GET /x?y=1>"
+
+
+def test_junk_input_never_crashes():
+    junk = bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+    cookie = b"; ".join(b"k%d=v" % (i % 500) for i in range(5000))
+    req = Request(
+        "GET",
+        "/%FF%FE/%zz?%FF=%FE&a=%&&==&b",
+        headers={
+            "Cookie": cookie,
+            "Accept": junk,
+            "Forwarded": junk,
+            "X-Forwarded-For": junk,
+            "X-Forwarded-Proto": junk,
+            "Host": junk,
+            "Content-Type": junk,
+            "Content-Length": junk,
+            "X-Request-ID": junk,
+        },
+        body=junk,
+        client=("10.0.0.1", 1),
+        trusted_proxies=["10.0.0.0/8"],
+    )
+    assert req.path == "/\ufffd\ufffd/%zz"
+    assert req.query["\ufffd"] == "\ufffd"
+    assert len(req.cookies) == 500
+    for fn in (req.accepts, lambda _: req.client_ip(), lambda _: req.url, lambda _: req.content_length):
+        fn("text/plain")
+    assert req.scheme == "http" and req.host() == "localhost"
+    assert len(req.request_id()) == 36
+    assert isinstance(req.text(), str)
+    assert req.form() == {} and req.files() == {}
+    with pytest.raises(JsonDecodeError):
+        req.json()

@@ -47,13 +47,15 @@ pub fn is_json_media(mt: &str) -> bool {
 /// sent twice the first pair wins (browsers send the most specific path first).
 pub fn parse_cookies<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
+    // Names already taken: a hash set keeps a header of thousands of pairs linear.
+    let mut seen = std::collections::HashSet::new();
     for value in values {
         for pair in value.split(|&b| b == b';') {
             let Some(eq) = pair.iter().position(|&b| b == b'=') else {
                 continue;
             };
             let name = utf8_or_latin1(pair[..eq].trim_ascii());
-            if name.is_empty() || out.iter().any(|(n, _)| *n == name) {
+            if name.is_empty() || !seen.insert(name.clone()) {
                 continue;
             }
             let mut v = pair[eq + 1..].trim_ascii();
@@ -285,6 +287,10 @@ mod tests {
         ];
         assert_eq!(c, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
         assert!(parse_cookies([&b";;; ;"[..], b"", b"\xff\xfe"].into_iter()).is_empty());
+        let many: Vec<u8> = (0..20_000)
+            .flat_map(|i| format!("k{}=v; ", i % 5000).into_bytes())
+            .collect();
+        assert_eq!(parse_cookies([many.as_slice()].into_iter()).len(), 5000);
     }
 
     #[test]
