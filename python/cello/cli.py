@@ -1,0 +1,129 @@
+"""The ``cello`` command (also ``python -m cello``).
+
+    cello run [APP]      serve: 0.0.0.0:8000 (or $PORT), env production, no reload
+    cello dev [APP]      develop: 127.0.0.1:8000, reload, debug tracebacks, access log
+    cello routes [APP]   print the route table
+
+APP is ``module:attr``, ``module`` (attr ``app``), ``path/to/app.py[:attr]``, or omitted to
+use ``[tool.cello] app`` from ./pyproject.toml. Exit codes: 0 ok, 1 failure while serving,
+2 usage error, 3 the app failed to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from . import _cli, _loader
+
+# Per-command defaults, below flags and CELLO_* variables.
+RUN_DEFAULTS = {"host": "0.0.0.0", "env": "production", "reload": False, "logs": True, "access_log": False}
+DEV_DEFAULTS = {"host": "127.0.0.1", "env": "development", "debug": True, "reload": True, "logs": True,
+                "access_log": True}  # fmt: skip
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser and its sub-command parsers (their ``error()`` prints the right usage)."""
+    subs = {}
+    parser = argparse.ArgumentParser(prog="cello", description="Run and inspect Cello apps.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    app_help = "module:attr, module, path/to/app.py[:attr]; default: [tool.cello] app in pyproject.toml"
+    for name, help_text in (("run", "serve the app (production defaults)"), ("dev", "serve with reload and debug")):
+        subs[name] = p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("app", nargs="?", metavar="APP", help=app_help)
+        _cli.add_run_arguments(p)
+    subs["routes"] = p = sub.add_parser("routes", help="print the route table", description="print the route table")
+    p.add_argument("app", nargs="?", metavar="APP", help=app_help)
+    return parser, subs
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cello-framework")
+    except Exception:  # noqa: BLE001 - not installed as a distribution (source checkout)
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, subs = build_parser()
+    args = parser.parse_args(argv)
+    sub = subs[args.command]
+    try:
+        spec = _loader.resolve_spec(args.app)
+    except _loader.AppNotFound as exc:
+        sub.error(str(exc))
+    except _loader.AppLoadError as exc:
+        return _startup_failure(exc)
+    if args.command == "routes":
+        return _routes(spec)
+
+    defaults = dict(DEV_DEFAULTS if args.command == "dev" else RUN_DEFAULTS, app_spec=spec)
+    try:
+        opts = _cli.options_from_args(args, defaults)
+    except _cli.UsageError as exc:
+        sub.error(str(exc))
+
+    from ._supervisor import run_app
+
+    if opts.reload:
+        # The reloader must not import the app: a syntax error is something to wait out. Each
+        # server process re-runs this very command (the reloader's env var turns reload off).
+        return run_app(None, opts, reload_argv=[sys.executable, "-m", "cello", *argv])
+    try:
+        app = _loader.load_app(spec)
+    except _loader.AppLoadError as exc:
+        return _startup_failure(exc)
+    return run_app(app, opts)
+
+
+def _startup_failure(exc: Exception) -> int:
+    print(f"cello: the app failed to start: {exc}", file=sys.stderr, flush=True)
+    return 3
+
+
+# ---- cello routes -------------------------------------------------------------------------------
+
+
+def _name(obj: Any) -> str:
+    qualname = getattr(obj, "__qualname__", None)
+    if qualname and not isinstance(obj, type) and callable(obj) and hasattr(obj, "__code__"):
+        module = getattr(obj, "__module__", None)
+        return f"{module}.{qualname}" if module else qualname
+    if isinstance(obj, type):
+        return obj.__qualname__
+    return repr(obj)
+
+
+def route_rows(app: Any) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for r in app._flatten():
+        guards = ", ".join(_name(g) for g in r.guards) or "-"
+        rows.append((",".join(r.methods), r.path, _name(r.handler), guards))
+    return rows
+
+
+def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
+    return "\n".join(lines)
+
+
+def _routes(spec: str) -> int:
+    try:
+        app = _loader.load_app(spec)
+    except _loader.AppLoadError as exc:
+        return _startup_failure(exc)
+    rows = route_rows(app)
+    print(format_table(rows, ("METHOD", "PATH", "HANDLER", "GUARDS")))
+    if not rows:
+        print("(no routes)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m cello` goes through __main__.py
+    sys.exit(main())
