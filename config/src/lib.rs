@@ -6,7 +6,9 @@
 //! schemars (CRD and JSON Schema generation) and one [`ServerConfig::validate`] pass.
 
 mod error;
+mod observability;
 mod server;
 
 pub use error::{Error, Result};
+pub use observability::*;
 pub use server::*;

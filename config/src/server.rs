@@ -30,6 +30,12 @@ pub struct ServerConfig {
     /// Log one line per request on `cello.access`.
     #[serde(alias = "access_log")]
     pub access_log: bool,
+    /// Prometheus metrics endpoint.
+    pub prometheus: crate::PrometheusConfig,
+    /// Health probes.
+    pub health: crate::HealthConfig,
+    /// OpenTelemetry tracing.
+    pub telemetry: crate::TelemetryConfig,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +51,9 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             root_path: String::new(),
             access_log: false,
+            prometheus: crate::PrometheusConfig::default(),
+            health: crate::HealthConfig::default(),
+            telemetry: crate::TelemetryConfig::default(),
         }
     }
 }
@@ -70,6 +79,9 @@ impl ServerConfig {
         self.timeouts.validate()?;
         self.http2.validate()?;
         self.threadpool.validate()?;
+        self.prometheus.validate()?;
+        self.health.validate()?;
+        self.telemetry.validate()?;
         for p in &self.trusted_proxies {
             if parse_cidr(p).is_none() {
                 return Err(invalid(

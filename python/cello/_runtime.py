@@ -17,7 +17,7 @@ import threading
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from . import _cello
+from . import _cello, observability
 from .errors import HTTPException, problem_body
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class Hooks:
 
     def offload(self, endpoint: Any, request: Any, responder: Any) -> asyncio.Future:
         """Run a blocking sync handler in the bounded pool."""
-        return self._track(self.loop.run_in_executor(self.pool, endpoint, request), responder)
+        return self._track(self.loop.run_in_executor(self.pool, observability.pooled, endpoint, request), responder)
 
     def pool_stats(self) -> dict[str, int]:
         pool = self._pool
@@ -124,7 +124,7 @@ class Hooks:
     def access(self, records: list[tuple]) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
-        for method, target, version, status, size, ms, client in records:
+        for method, target, version, status, size, ms, client, trace in records:
             access_log.info(
                 '%s - "%s %s %s" %d %s %.2fms',
                 client or "-",
@@ -142,8 +142,14 @@ class Hooks:
                     "status": status,
                     "size": size,
                     "duration_ms": round(ms, 3),
+                    "trace_id": trace[0] if trace else None,
+                    "span_id": trace[1] if trace else None,
                 },
             )
+
+    def health(self, timeout: float) -> Any:
+        """The readiness checks as a coroutine (scheduled on this loop from Rust)."""
+        return observability.run_health_checks(self.app, timeout)
 
     def pump(self, iterable: Any, sink: Any) -> None:
         task = self.loop.create_task(_pump(iterable, sink))
@@ -204,8 +210,10 @@ class Executor:
         pool_size = int((config.get("threadpool") or {}).get("size", 64))
         self.hooks = Hooks(app, self.loop, bool(config.get("debug")), pool_size)
         routes, endpoints = app._compile()
+        endpoints = observability.wrap_endpoints(config, endpoints)
         self.core = _cello.Runtime(json.dumps(config), routes, endpoints, self.hooks, Response, self.loop)
         self.loop.add_reader(self.core.wake_fd(), self.core.drain)
+        observability.attach(self.loop)
         self._closed = False
 
     def run_hooks(self, event: str) -> None:

@@ -68,7 +68,86 @@ class App(Routes):
             "threadpool": self._threadpool._to_config(),
             "http2": self._http2._to_config(),
             "trustedProxies": list(self._trusted_proxies),
+            **self._observability_config(),
         }
+
+    # ---- observability ------------------------------------------------------------------
+    def enable_prometheus(self, endpoint: str = "/metrics", namespace: str = "cello", subsystem: str = "http") -> None:
+        """Serve Prometheus metrics at ``endpoint`` (answered in Rust, before routing). Cello's own
+        metrics are named ``{namespace}_{subsystem}_...`` (``{namespace}_workers`` and
+        ``{namespace}_worker_restarts_total`` for the process metrics)."""
+        from json import dumps
+
+        from ._cello import validate_config
+
+        cfg = {"enabled": True, "endpoint": str(endpoint), "namespace": str(namespace), "subsystem": str(subsystem)}
+        validate_config(dumps({"prometheus": cfg}))
+        self._prometheus = cfg
+
+    def enable_telemetry(
+        self, config: Any = None, *, protocol: str | None = None, propagate_response: bool = False
+    ) -> None:
+        """Trace every request with OpenTelemetry (``OpenTelemetryConfig``; unset fields come from
+        the standard ``OTEL_*`` variables). ``protocol`` is ``"grpc"`` or ``"http/protobuf"``;
+        ``propagate_response`` adds the server span's ``traceparent`` to responses."""
+        from json import dumps
+
+        from ._cello import validate_config
+
+        fields = config.to_dict() if config is not None else {}
+        cfg: dict[str, Any] = {"enabled": True, "propagateResponse": bool(propagate_response)}
+        for key in ("service_name", "service_version", "otlp_endpoint", "sampling_rate", "excluded_paths"):
+            if fields.get(key) is not None:
+                cfg[key] = fields[key]
+        if "export_traces" in fields:
+            cfg["exportTraces"] = bool(fields["export_traces"])
+        if protocol is not None:
+            cfg["protocol"] = protocol
+        validate_config(dumps({"telemetry": cfg}))
+        self._telemetry = cfg
+
+    def enable_health_checks(self, config: Any = None, *, drain_delay_secs: float = 0.0) -> None:
+        """Serve ``/health/live``, ``/health/ready`` and ``/health/startup`` (``HealthCheckConfig``
+        sets the base path, details, timeouts and caching). ``drain_delay_secs``: after SIGTERM,
+        keep accepting that long while ``/ready`` answers 503."""
+        from json import dumps
+
+        from ._cello import validate_config
+
+        fields = config.to_dict() if config is not None else {}
+        cfg: dict[str, Any] = {"enabled": True, "drainDelaySecs": float(drain_delay_secs)}
+        for key in ("base_path", "include_details", "include_system_info", "version", "timeout_secs", "cache_secs"):
+            if fields.get(key) is not None:
+                cfg[key] = fields[key]
+        validate_config(dumps({"health": cfg}))
+        self._health = cfg
+
+    def health_check(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a readiness check (sync or async, no arguments): return True/None when healthy,
+        False or raise when not, or ``(ok, detail)``."""
+
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            checks = self.__dict__.setdefault("_health_checks", {})
+            checks[str(name)] = fn
+            return fn
+
+        return decorator
+
+    def _observability_config(self) -> dict[str, Any]:
+        import os
+
+        out: dict[str, Any] = {}
+        if getattr(self, "_prometheus", None):
+            out["prometheus"] = dict(self._prometheus)
+        if getattr(self, "_telemetry", None):
+            out["telemetry"] = dict(self._telemetry)
+        health = getattr(self, "_health", None)
+        env = os.environ.get("CELLO_HEALTH_CHECKS", "").strip().lower()
+        if env in ("1", "true", "yes", "on") and not health:
+            health = {"enabled": True}
+        if health and env not in ("0", "false", "no", "off"):
+            out["health"] = dict(health)
+        return out
 
     # ---- hooks, errors, DI registry -----------------------------------------------------
     def on_event(self, event: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:

@@ -7,16 +7,20 @@
 //!
 //! Modules: [`router`] (route table), [`service`] (per-request pipeline),
 //! [`serve`] (listener, connections, shutdown), [`body`] (response bodies),
-//! [`files`] (file and range responses), [`problem`] (RFC 7807 responses).
+//! [`files`] (file and range responses), [`problem`] (RFC 7807 responses),
+//! [`metrics`] (Prometheus), [`telemetry`] (OpenTelemetry traces), [`health`] (probes).
 
 pub mod body;
 pub mod endpoint;
 pub mod error;
 pub mod files;
+pub mod health;
+pub mod metrics;
 pub mod problem;
 pub mod router;
 pub mod serve;
 pub mod service;
+pub mod telemetry;
 
 pub use body::ResponseBody;
 pub use endpoint::{Endpoint, RoutedRequest};

@@ -34,6 +34,8 @@ pub struct AccessRecord {
     pub duration: std::time::Duration,
     /// Socket peer.
     pub peer: Option<SocketAddr>,
+    /// (trace id, span id) of the request's server span, when tracing is on.
+    pub trace: Option<(String, String)>,
 }
 
 /// Receives access records; must not block (it runs on the I/O thread).
@@ -51,6 +53,12 @@ pub struct AppState {
     pub trusted: Vec<(IpAddr, u8)>,
     /// Access log receiver, when `access_log` is on.
     pub access: Option<AccessSink>,
+    /// Prometheus metrics, when `prometheus.enabled`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Health probes, when `health.enabled`.
+    pub health: Option<Arc<crate::health::Health>>,
+    /// Tracing, when `telemetry.enabled`.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl AppState {
@@ -61,7 +69,30 @@ impl AppState {
             .iter()
             .filter_map(|p| cello_config::parse_cidr(p))
             .collect();
-        Self { router, endpoint, config, trusted, access: None }
+        // Every registered method is at least one route target: a dense table for metrics.
+        let targets = router.routes().iter().map(|(m, _)| m.len()).sum();
+        let metrics = config
+            .prometheus
+            .enabled
+            .then(|| Arc::new(crate::metrics::Metrics::new(&config, targets)));
+        let health = config
+            .health
+            .enabled
+            .then(|| Arc::new(crate::health::Health::new(config.health.clone())));
+        let telemetry = config
+            .telemetry
+            .enabled
+            .then(|| crate::telemetry::Telemetry::new(config.telemetry.clone()));
+        Self {
+            router,
+            endpoint,
+            config,
+            trusted,
+            access: None,
+            metrics,
+            health,
+            telemetry,
+        }
     }
 
     /// Send access records to `sink`.
@@ -114,6 +145,8 @@ pub struct ConnActivity {
     pub head_since_ms: AtomicU64,
     /// The connection speaks HTTP/2 (no per-request head timer).
     pub h2: std::sync::atomic::AtomicBool,
+    /// Counts the connection in the open-connections gauge while it lives.
+    pub counted: crate::metrics::ConnGuard,
 }
 
 /// Per-connection facts the pipeline needs.
@@ -218,18 +251,30 @@ where
     B: Body<Data = Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    if state.metrics.is_some() || state.health.is_some() {
+        if let Some(resp) = crate::health::builtin(&state, &req).await {
+            return resp;
+        }
+    }
     let act = &conn.activity;
     act.inflight.fetch_add(1, Ordering::AcqRel);
     act.head_since_ms.store(0, Ordering::Release);
     let n = act.served.fetch_add(1, Ordering::Relaxed) + 1;
     let record = state.access.as_ref().map(|_| {
-        let target = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
         (req.method().clone(), target, req.version(), std::time::Instant::now())
     });
-    let mut resp = dispatch(&state, &conn, req).await;
+    let mut obs = crate::metrics::observe::Observation::begin(&state, &req);
+    let mut resp = dispatch(&state, &conn, req, &mut obs).await;
+    let trace = obs.finish(&state, &conn, &mut resp);
     if let (Some(sink), Some((method, target, version, start))) = (&state.access, record) {
         let size = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
-            resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())
+            resp.headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
         });
         sink(AccessRecord {
             method,
@@ -239,6 +284,7 @@ where
             size,
             duration: start.elapsed(),
             peer: conn.peer,
+            trace,
         });
     }
     let max = state.config.limits.max_requests_per_connection;
@@ -250,7 +296,12 @@ where
     resp
 }
 
-async fn dispatch<B>(state: &AppState, conn: &ConnInfo, req: Request<B>) -> Response<ResponseBody>
+async fn dispatch<B>(
+    state: &AppState,
+    conn: &ConnInfo,
+    req: Request<B>,
+    obs: &mut crate::metrics::observe::Observation,
+) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -294,11 +345,13 @@ where
             return r;
         }
     };
-    let (parts, body) = req.into_parts();
+    obs.matched(&route);
+    let (mut parts, body) = req.into_parts();
     let body = match read_body(&state.config, &parts, body).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
+    obs.routed(state, &mut parts, body.len(), conn);
     let routed = RoutedRequest {
         parts,
         body,
