@@ -45,10 +45,9 @@ class UsageError(Exception):
 # ---- flags ------------------------------------------------------------------------------------
 
 
-def _bool_flag(p: argparse.ArgumentParser, name: str, dest: str, help: str, negative: str | None = None) -> None:
-    p.add_argument(name, dest=dest, action="store_true", default=None, help=help)
-    if negative:
-        p.add_argument(negative, dest=dest, action="store_false", help=argparse.SUPPRESS)
+def _bool_flag(p: argparse.ArgumentParser, name: str, dest: str, help: str) -> None:
+    """``--name`` / ``--no-name``; None when neither is given (so variables and defaults apply)."""
+    p.add_argument(name, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help)
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,25 +55,33 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="interface to bind (CELLO_HOST)")
     p.add_argument("--port", type=int, help="port to bind; 0 picks a free one (CELLO_PORT, then PORT)")
     p.add_argument("--workers", help="worker processes, a number or 'auto' = the CPU quota (CELLO_WORKERS)")
-    _bool_flag(p, "--reload", "reload", "restart when .py files change (CELLO_RELOAD)", "--no-reload")
-    p.add_argument("--reload-dir", dest="reload_dirs", action="append", help="directory to watch (default: cwd)")
+    _bool_flag(p, "--reload", "reload", "restart when .py files change (CELLO_RELOAD)")
+    p.add_argument(
+        "--reload-dir", dest="reload_dirs", action="append", metavar="DIR", help="directory to watch (default: cwd)"
+    )
     p.add_argument("--env", help="environment name, e.g. production or development (CELLO_ENV)")
-    _bool_flag(p, "--debug", "debug", "debug mode: tracebacks in error responses (CELLO_DEBUG)", "--no-debug")
+    _bool_flag(p, "--debug", "debug", "debug mode: tracebacks in error responses (CELLO_DEBUG)")
     p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, help="log level (CELLO_LOG_LEVEL)")
     p.add_argument("--no-logs", dest="logs", action="store_false", default=None, help="only warnings and errors")
-    _bool_flag(p, "--access-log", "access_log", "log every request (CELLO_ACCESS_LOG)", "--no-access-log")
-    p.add_argument("--root-path", help="path prefix the app is mounted under behind a proxy (CELLO_ROOT_PATH)")
+    _bool_flag(p, "--access-log", "access_log", "log every request (CELLO_ACCESS_LOG)")
+    p.add_argument(
+        "--root-path", metavar="PATH", help="path prefix the app is mounted under behind a proxy (CELLO_ROOT_PATH)"
+    )
     p.add_argument(
         "--forwarded-allow-ips",
+        metavar="IPS",
         help="comma-separated proxy IPs/CIDRs trusted for X-Forwarded-* headers, or '*' (CELLO_FORWARDED_ALLOW_IPS)",
     )
     p.add_argument(
         "--timeout-graceful-shutdown",
         dest="shutdown_timeout",
+        metavar="SECONDS",
         type=float,
         help="seconds to let in-flight requests finish on shutdown (CELLO_TIMEOUT_GRACEFUL_SHUTDOWN, default 30)",
     )
-    p.add_argument("--max-restarts", type=int, help="worker crashes tolerated per minute (CELLO_MAX_RESTARTS)")
+    p.add_argument(
+        "--max-restarts", type=int, metavar="N", help="worker crashes tolerated per minute (CELLO_MAX_RESTARTS)"
+    )
 
 
 def _run_parser() -> argparse.ArgumentParser:

@@ -99,7 +99,7 @@ def load_app(spec: str) -> Any:
         except AttributeError:
             raise AppLoadError(f"module {module.__name__!r} has no attribute {attr!r}") from None
     if not isinstance(obj, App):
-        raise AppLoadError(f"{spec} is a {type(obj).__name__}, not a cello App")
+        raise AppLoadError(f"{spec} is not a cello App (got {type(obj).__name__})")
     return obj
 
 
@@ -107,8 +107,17 @@ def _import_file(path: str) -> Any:
     full = os.path.abspath(path)
     if not os.path.isfile(full):
         raise AppLoadError(f"no such file: {path}")
-    # The file's directory is importable, so the app can import its sibling modules.
-    directory = os.path.dirname(full)
+    # A file inside a package (directories with __init__.py) is imported by its dotted name, so
+    # its relative imports work: webapp/main.py -> webapp.main with webapp's parent importable.
+    directory, parts = os.path.dirname(full), [os.path.splitext(os.path.basename(full))[0]]
+    while os.path.isfile(os.path.join(directory, "__init__.py")):
+        parts.insert(0, os.path.basename(directory))
+        directory = os.path.dirname(directory)
+    if len(parts) > 1:
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+        return importlib.import_module(".".join(parts))
+    # A lone file: its directory is importable, so the app can import its sibling modules.
     if directory not in sys.path:
         sys.path.insert(0, directory)
     name = os.path.splitext(os.path.basename(full))[0]
