@@ -1,6 +1,6 @@
 """Cello: a Python web framework whose HTTP engine, routing and JSON run in Rust."""
 
-from ._cello import Request, __version__
+from ._cello import Headers, Request, UploadedFile, __version__
 from .app import App
 from .config import (
     CSP,
@@ -70,6 +70,7 @@ __all__ = [
     "Guard",
     "GuardError",
     "HTTPException",
+    "Headers",
     "HealthCheckConfig",
     "Http2Config",
     "Http3Config",
@@ -98,6 +99,7 @@ __all__ = [
     "TimeoutConfig",
     "TlsConfig",
     "UnauthorizedError",
+    "UploadedFile",
     "WebSocketMessage",
     "__version__",
     "validate_jwt_config",

@@ -21,6 +21,8 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Runtime>()?;
     m.add_class::<runtime::Responder>()?;
     m.add_class::<request::PyRequest>()?;
+    m.add_class::<request::headers::Headers>()?;
+    m.add_class::<request::form::UploadedFile>()?;
     m.add_class::<sink::BodySink>()?;
     m.add_function(wrap_pyfunction!(json::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(json::loads, m)?)?;
