@@ -40,6 +40,7 @@ test-rust: ## Rust unit and integration tests
 	cargo test --workspace --locked
 
 test-python: build ## black-box pytest suites (real servers, real sockets)
+	cargo build -q --locked -p cello-server --bin cello-dataplane
 	$(PY) -m pytest -q --ignore=tests/operator
 
 test-operator: venv ## CRD drift, manifests against real Kubernetes schemas, helm lint/template

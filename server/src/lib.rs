@@ -17,6 +17,7 @@ pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod problem;
+pub mod proxy;
 pub mod router;
 pub mod serve;
 pub mod service;

@@ -1,0 +1,121 @@
+//! `cello-dataplane`: Cello's Rust stack as a standalone reverse proxy in front of
+//! any HTTP app on localhost (the operator's `sidecar` mode).
+//!
+//! Configuration is the same `cello.yaml` the embedded server reads (the operator
+//! mounts it from the app's ConfigMap); flags and `CELLO_*` variables override the
+//! listener. Health probes and `/metrics` are answered here, never forwarded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cello_config::ServerConfig;
+use cello_server::proxy::ProxyEndpoint;
+use cello_server::router::RouterBuilder;
+use cello_server::{AppState, Server, ShutdownHandle};
+use clap::Parser;
+use http::Method;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cello-dataplane",
+    version,
+    about = "Cello's data plane in front of an HTTP app"
+)]
+struct Args {
+    /// The app to forward to, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "CELLO_UPSTREAM")]
+    upstream: String,
+    /// Server configuration (cello.yaml).
+    #[arg(long, env = "CELLO_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Address to listen on (overrides the file).
+    #[arg(long, env = "CELLO_HOST")]
+    host: Option<String>,
+    /// Port to listen on (overrides the file).
+    #[arg(long, env = "CELLO_PORT")]
+    port: Option<u16>,
+    /// Do not answer /health/* here.
+    #[arg(long)]
+    no_health: bool,
+    /// Do not serve Prometheus metrics.
+    #[arg(long)]
+    no_metrics: bool,
+    /// Seconds to let in-flight requests finish on SIGTERM.
+    #[arg(long, env = "CELLO_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
+    shutdown_timeout: f64,
+}
+
+fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            ServerConfig::from_yaml(&text).with_context(|| format!("invalid configuration in {}", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(host) = &args.host {
+        config.host.clone_from(host);
+    }
+    if let Some(port) = args.port {
+        config.port = port;
+    }
+    // A sidecar exists to give the app probes and metrics: on unless turned off.
+    config.health.enabled = !args.no_health;
+    config.prometheus.enabled = !args.no_metrics;
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CELLO_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let config = load_config(&args)?;
+    let endpoint = ProxyEndpoint::new(&args.upstream, Duration::from_secs_f64(config.timeouts.handler))?;
+    // Everything is forwarded: one catch-all route for every method.
+    let mut router = RouterBuilder::new();
+    let all = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+    ];
+    router.add(&all, "/", 0)?;
+    router.add(&all, "/{*path}", 0)?;
+    let state = Arc::new(AppState::new(router.build()?, Arc::new(endpoint), config));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let server = Server::bind(state.clone())?;
+        let addr = server.local_addr()?;
+        tracing::info!(%addr, upstream = %args.upstream, "cello-dataplane serving");
+        let shutdown = ShutdownHandle::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("draining");
+            signals.cancel();
+        });
+        server
+            .run(shutdown, Duration::from_secs_f64(args.shutdown_timeout.max(0.0)))
+            .await?;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
