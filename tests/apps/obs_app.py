@@ -98,6 +98,11 @@ def boom(request):
     raise RuntimeError("boom")
 
 
+@app.get("/pid")
+def pid(request):
+    return {"pid": os.getpid()}
+
+
 @app.get("/checks")
 def checks(request):
     return dict(check_calls)

@@ -197,15 +197,18 @@ impl Telemetry {
             if let Some(v) = &cfg.service_version {
                 resource = resource.with_attribute(KeyValue::new("service.version", v.clone()));
             }
+            let resource = resource.build();
             let mut builder = SdkTracerProvider::builder()
                 .with_sampler(sampler(cfg))
-                .with_resource(resource.build());
+                .with_resource(resource.clone());
             let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
                 || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none");
             let mut processor = None;
             if cfg.export_traces && !disabled {
                 match build_exporter(cfg) {
-                    Ok(exporter) => {
+                    Ok(mut exporter) => {
+                        // The shared processor cannot forward the provider's resource.
+                        opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
                         let batch = BatchConfigBuilder::default()
                             .with_max_queue_size(cfg.max_queue_size)
                             .build();
