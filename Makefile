@@ -61,5 +61,12 @@ fmt: venv ## format everything
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+BENCH_ARGS ?= --profile pinned --reps 3 --baseline hyper cello cello-async hyper granian-rsgi socketify robyn \
+	granian-blacksheep uvicorn-fastapi
+
+bench: ## wrk against Cello and its peers (see bench/README.md)
+	BPY=$$(bench/setup.sh | tail -1) && HYPER_HELLO_BIN=$(HOME)/.cache/cello/target-bench/release/hyper-hello \
+		$$BPY bench/run.py $(BENCH_ARGS)
+
 clean: ## remove the virtualenv and build output
 	rm -rf $(VENV) dist build
