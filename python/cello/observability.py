@@ -249,24 +249,31 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def setup_logging(fmt: str | None = None, level: int | None = None) -> None:
     """One log setup for the process: ``fmt`` is ``"json"`` or ``"text"`` (default: the
-    ``CELLO_LOG_FORMAT`` variable, else text). Formats the handlers of the ``cello`` logger and
-    of the root logger (adding a stderr handler to ``cello`` when there is none), adds
-    ``trace_id``/``span_id`` to records, and forwards the data plane's Rust log events."""
+    ``CELLO_LOG_FORMAT`` variable, else text).
+
+    Records of every logger (Cello's and the application's) go to the root logger's handlers,
+    formatted alike and carrying ``trace_id``/``span_id``; a stderr handler is added to the root
+    when it has none (replacing Cello's default one on the ``cello`` logger). The data plane's
+    Rust log events are forwarded to ``cello``/``cello.error``."""
+    import sys
+
     fmt = (fmt or os.environ.get(LOG_FORMAT_ENV) or "text").strip().lower()
     if fmt not in ("json", "text"):
         raise ValueError(f"log format {fmt!r}: use 'json' or 'text'")
+    root = logging.getLogger()
     cello_logger = logging.getLogger("cello")
-    handlers = list(cello_logger.handlers) + list(logging.getLogger().handlers)
-    if not handlers:
-        handler = logging.StreamHandler()
-        cello_logger.addHandler(handler)
-        handlers = [handler]
-        if cello_logger.level == logging.NOTSET:
-            cello_logger.setLevel(level or logging.INFO)
-    for handler in handlers:
+    for handler in list(cello_logger.handlers):
+        # Cello's own default handler (``configure_logging``): the root one below replaces it.
+        if type(handler) is logging.StreamHandler and handler.stream in (sys.stderr, sys.__stderr__):
+            cello_logger.removeHandler(handler)
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    if cello_logger.level == logging.NOTSET:
+        cello_logger.setLevel(level or logging.INFO)
+    for handler in list(root.handlers) + list(cello_logger.handlers):
         if fmt == "json":
             handler.setFormatter(JsonFormatter())
-        elif not isinstance(handler.formatter, logging.Formatter) or isinstance(handler.formatter, JsonFormatter):
+        elif handler.formatter is None or isinstance(handler.formatter, JsonFormatter):
             handler.setFormatter(logging.Formatter(TEXT_FORMAT))
         if not any(isinstance(f, TraceContextFilter) for f in handler.filters):
             handler.addFilter(TraceContextFilter())
