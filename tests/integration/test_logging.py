@@ -42,8 +42,10 @@ def test_json_logs_carry_trace_and_span_ids(serve):
         assert handler["logger"] == "obs.handler" and handler["level"] == "WARNING"
         assert handler["trace_id"] == PARENT_TRACE
         assert handler["span_id"] == server_span["span_id"]
-        access = wait_until(lambda: [r for r in records() if r.get("logger") == "cello.access" and r.get("path") == "/log"],
-                            what="access record")[0]  # fmt: skip
+        access = wait_until(
+            lambda: [r for r in records() if r.get("logger") == "cello.access" and r.get("path") == "/log"],
+            what="access record",
+        )[0]
         assert access["trace_id"] == PARENT_TRACE and access["span_id"] == server_span["span_id"]
         assert access["status"] == 200 and access["method"] == "GET" and "duration_ms" in access
         # Inside a Python span, records carry that span's id.
