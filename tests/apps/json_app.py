@@ -1,6 +1,7 @@
 """JSON encoding of Python values: datetime family, UUID, Decimal, Enum, dataclass, pydantic,
 non-str keys, nested containers."""
 
+import collections
 import dataclasses
 import datetime as dt
 import enum
@@ -125,6 +126,46 @@ def containers(request):
 @app.get("/json-response")
 def json_response(request):
     return Response.json({"when": dt.date(2024, 1, 2), "id": UUID, "level": Level.HIGH})
+
+
+Pair = collections.namedtuple("Pair", "left right")
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Slotted:
+    a: int
+    b: str
+
+
+@app.get("/subclasses")
+def subclasses(request):
+    return {
+        "ordered": collections.OrderedDict([("b", 1), ("a", 2)]),
+        "default": collections.defaultdict(list, {"x": [1]}),
+        "counter": collections.Counter("aab"),
+        "pair": Pair(1, "r"),
+        "slotted": Slotted(1, "s"),
+    }
+
+
+@app.get("/cycle")
+def cycle(request):
+    d = {}
+    d["self"] = d
+    return d
+
+
+@app.get("/deep")
+def deep(request):
+    value = []
+    for _ in range(100_000):
+        value = [value]
+    return value
+
+
+@app.get("/large")
+def large(request):
+    return {"items": [{"i": i, "s": "x" * 10} for i in range(50_000)]}
 
 
 @app.get("/unserializable")

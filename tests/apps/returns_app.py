@@ -3,6 +3,7 @@
 import asyncio
 import dataclasses
 import time
+from http import HTTPStatus
 
 from cello import App, Response
 from pydantic import BaseModel
@@ -78,6 +79,20 @@ def ret_tuple3(request):
 @app.get("/tuple-str")
 def ret_tuple_str(request):
     return "teapot", 418
+
+
+@app.get("/tuple-httpstatus")
+def ret_tuple_httpstatus(request):
+    return {"created": True}, HTTPStatus.CREATED
+
+
+@app.get("/gen-empty")
+def ret_gen_empty(request):
+    def chunks():
+        return
+        yield ""
+
+    return chunks()
 
 
 @app.get("/response")

@@ -65,6 +65,16 @@ def default_get(request):
     return {"method": request.method}
 
 
+@app.get("/users/me")
+def user_me(request):
+    return {"me": True}
+
+
+@app.get("/code/{code:re([0-9]{3})}")
+def by_code(request):
+    return {"code": request.params["code"]}
+
+
 @app.get("/users/{name}")
 def user(request):
     return {"name": request.params["name"]}

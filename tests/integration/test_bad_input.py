@@ -54,6 +54,9 @@ MALFORMED_REQUEST_LINES = [
     b"GET /ping HTTP/1.1\r\nHost: x\r\n: empty-name\r\n\r\n",
     b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
     b"GET /ping HTTP/1.1\r\nHost: x\r\n X-Folded: obs-fold\r\n\r\n",
+    b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Space : y\r\n\r\n",
+    b"GET ping HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
     b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
     b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
     b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
@@ -259,3 +262,53 @@ def test_content_length_plus_transfer_encoding_cannot_smuggle_a_request(server):
         except (ConnectionClosed, ConnectionResetError, TimeoutError):
             return
     pytest.fail(f"the bytes after the chunked body were served as a request: {second.status} {second.body[:100]!r}")
+
+
+def test_absolute_form_request_target_is_served(server):
+    """RFC 9112 §3.2.2: a server MUST accept the absolute-form in requests."""
+    resp = answer(server, f"GET http://127.0.0.1:{server.port}/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    assert resp is not None and resp.status == 200, resp
+    assert resp.json() == {"pong": True}
+
+
+def test_asterisk_form_options_does_not_crash(server):
+    resp = answer(server, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+    if resp is not None:
+        assert resp.status < 500, resp.status
+
+
+def test_garbage_after_a_valid_pipelined_request(server):
+    with Conn(server.host, server.port) as conn:
+        conn.send(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n" + b"\x00GARBAGE\xff\r\n\r\n")
+        first = conn.read_response()
+        assert first.status == 200
+        try:
+            second = conn.read_response()
+            assert 400 <= second.status < 500
+        except (ConnectionClosed, ConnectionResetError):
+            pass
+
+
+def test_http2_rapid_reset_flood(server):
+    """Open and immediately reset 2000 HTTP/2 streams (CVE-2023-44487 pattern); the server survives."""
+    import h2.config
+    import h2.connection
+    import h2.errors
+
+    sock = socket.create_connection((server.host, server.port), timeout=5)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    headers = [(":method", "GET"), (":path", "/ping"), (":scheme", "http"), (":authority", "x")]
+    try:
+        for _ in range(2000):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, headers, end_stream=True)
+            conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+            sock.sendall(conn.data_to_send())
+    except (BrokenPipeError, ConnectionResetError, h2.exceptions.ProtocolError):
+        pass  # the server may GOAWAY and close an abusive connection
+    finally:
+        sock.close()
+    with httpx.Client(http1=False, http2=True, timeout=5) as client:
+        assert client.get(server.url("/ping")).json() == {"pong": True}

@@ -174,3 +174,13 @@ def test_pipelined_requests_behind_a_streaming_response(serve):
         assert conn.read_response().body == b"first\nlast\n"
         assert conn.read_response().json() == 42
         assert conn.read_response().json() == 'hello "world"'
+
+
+def test_http10_keep_alive_is_honoured(server):
+    with server.connect() as conn:
+        conn.send(b"GET /ping HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        resp = conn.read_response()
+        assert resp.status == 200
+        assert (resp.header("connection") or "").lower() == "keep-alive"
+        conn.send(b"GET /n/2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert conn.read_response().json() == {"n": "2"}

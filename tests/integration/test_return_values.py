@@ -194,3 +194,13 @@ def test_head_on_a_streaming_route(server):
         resp = conn.request("HEAD", "/gen")
         assert resp.status == 200
         assert conn.request("GET", "/int").json() == 42
+
+
+def test_tuple_status_may_be_an_httpstatus(client):
+    assert_json(client.get("/tuple-httpstatus"), {"created": True}, status=201)
+
+
+def test_empty_generator_is_an_empty_200(client):
+    resp = client.get("/gen-empty")
+    assert resp.status_code == 200
+    assert resp.content == b""

@@ -245,3 +245,46 @@ def test_404_and_405_answered_while_a_handler_holds_the_gil(server):
                 assert took < 0.3, f"{method} {path} -> {status} took {took:.2f} s while Python was busy"
     finally:
         holder.join(timeout=30)
+
+
+# --- more routing edge cases -------------------------------------------------------------------
+
+
+def test_static_segment_wins_over_param(client):
+    assert client.get("/users/me").json() == {"me": True}
+    assert client.get("/users/mee").json() == {"name": "mee"}
+
+
+def test_uuid_constraint_accepts_uppercase(client):
+    value = str(uuid.uuid4()).upper()
+    resp = client.get(f"/uuid/{value}")
+    assert resp.status_code == 200
+    assert resp.json()["id"].lower() == value.lower()
+
+
+def test_unanchored_regex_constraint(client):
+    """API.md's example anchors its regex (^...$), so whether an unanchored one must match the whole
+    segment is left open; only what holds either way is checked."""
+    assert client.get("/code/123").json() == {"code": "123"}
+    assert_problem(client.get("/code/12"), 404)
+    assert_problem(client.get("/code/abc"), 404)
+
+
+def test_head_on_post_only_route_is_405(client):
+    resp = client.head("/api/v1/things/5")
+    assert resp.status_code == 405
+    assert resp.content == b""
+    assert "POST" in allow_set(resp)
+
+
+def test_options_on_unknown_path_is_404(client):
+    assert_problem(client.options("/definitely/not/here"), 404)
+
+
+@pytest.mark.parametrize("method", ["PROPFIND", "TRACE", "PURGE"])
+def test_unknown_or_unrouted_method_on_known_path(client, method):
+    resp = client.request(method, "/items")
+    assert resp.status_code in (405, 501), resp.status_code
+    assert_problem(resp, resp.status_code)
+    if resp.status_code == 405:
+        assert {"GET", "POST"} <= allow_set(resp)
