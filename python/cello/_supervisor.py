@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -54,6 +55,9 @@ def run_app(app: Any, opts: _cli.RunOptions, reload_argv: list[str] | None = Non
     defaults to re-running this interpreter as it was started.
     """
     _cli.configure_logging(opts.logs, opts.log_level)
+    if (opts.reload or opts.workers > 1) and threading.current_thread() is not threading.main_thread():
+        # Supervising needs signal handlers, which Python only allows on the main thread.
+        raise RuntimeError("workers > 1 and reload need app.run() to be called from the main thread")
     if opts.reload:
         return Reloader(opts, reload_argv or [sys.executable, *sys.orig_argv[1:]]).run()
     apply_options(app, opts)

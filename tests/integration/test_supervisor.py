@@ -200,6 +200,23 @@ def test_sighup_replaces_workers_without_refusing_connections(cello_procs):
         pytest.xfail(f"{len(other_errors)} of {count[0]} requests reset by a draining worker: {other_errors[:2]}")
 
 
+def test_workers_do_not_outlive_a_killed_supervisor(cello_procs):
+    proc = start_workers(cello_procs)
+    workers = proc.workers()
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to stop them: the kernel's parent-death signal does
+
+    def alive(pid):  # a zombie (nobody reaps it in some containers) has exited
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not any(alive(w) for w in workers)
+
+
 # ---- start-up failures (3) and usage errors (2) -------------------------------------------------
 
 

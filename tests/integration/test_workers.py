@@ -26,6 +26,9 @@ def test_cli_workers_two_distinct_pids_and_a_non_serving_supervisor(cello_procs)
     assert len(pids) == 2, pids
     assert pids == set(workers), (pids, workers)
     assert proc.pid not in pids
+    # Forking is safe: the supervisor has one thread (no tokio runtime, no pool) when it forks.
+    with open(f"/proc/{proc.pid}/status") as f:
+        assert "Threads:\t1\n" in f.read()
     # The supervisor holds no listening socket (its port reservation is bound, never listening).
     assert not socket_inodes(proc.pid) & listening_inodes()
     assert all(socket_inodes(w) & listening_inodes() for w in workers)
