@@ -2,6 +2,8 @@
 
 File routes take the file path from the `path` query parameter (the tests create the files)."""
 
+import datetime
+
 from cello import App, Response
 
 app = App()
@@ -126,6 +128,7 @@ def cookies(request):
         samesite="Strict",
     )
     resp.set_cookie("theme", "dark")
+    resp.set_cookie("until", "2030", expires=datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc))
     resp.delete_cookie("old")
     return resp
 

@@ -312,3 +312,10 @@ def test_http2_rapid_reset_flood(server):
         sock.close()
     with httpx.Client(http1=False, http2=True, timeout=5) as client:
         assert client.get(server.url("/ping")).json() == {"pong": True}
+
+
+def test_configured_max_header_size_is_honoured(server):
+    """robust_app sets max_header_size=256 KiB: a 100 KB header (over the 8 KiB default) is accepted."""
+    resp = answer(server, b"GET /headers HTTP/1.1\r\nHost: x\r\nX-Custom: " + b"v" * 100_000 + b"\r\n\r\n")
+    assert resp is not None and resp.status == 200, resp
+    assert resp.json()["x_custom"] == "v" * 100_000

@@ -128,3 +128,21 @@ def test_max_requests_per_connection(server):
             assert resp.status == 200, f"request {i + 1} not served"
         assert (resp.header("connection") or "").lower() == "close", "third response does not announce the close"
         assert conn.wait_closed(timeout=3) is not None, "connection still open after max_requests_per_connection"
+
+
+def fresh_request(server, method, path, body=b""):
+    """One request on a new connection, retrying while earlier tests' connections still hold slots."""
+    deadline = time.monotonic() + 10
+    while True:
+        with server.connect() as conn:
+            resp = conn.request(method, path, body=body)
+        if resp.status != 503 or time.monotonic() > deadline:
+            return resp
+        time.sleep(0.2)
+
+
+def test_small_configured_body_limit(server):
+    """max_body_size=1000 (not the default): 1000 bytes pass, 1001 are refused."""
+    resp = fresh_request(server, "POST", "/upload", b"b" * 1000)
+    assert resp.status == 200 and resp.json() == {"size": 1000}
+    assert_problem(fresh_request(server, "POST", "/upload", b"b" * 1001), 413)

@@ -2,6 +2,7 @@
 the same port."""
 
 import concurrent.futures
+import time
 
 import httpx
 import pytest
@@ -184,3 +185,12 @@ def test_http10_keep_alive_is_honoured(server):
         assert (resp.header("connection") or "").lower() == "keep-alive"
         conn.send(b"GET /n/2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         assert conn.read_response().json() == {"n": "2"}
+
+
+@pytest.mark.timeout(30)
+def test_default_idle_outlives_read_header(server):
+    """Defaults: read_header=5, idle=60. A keep-alive connection idle for 6 s is still usable."""
+    with server.connect(timeout=10) as conn:
+        assert conn.request("GET", "/ping").status == 200
+        time.sleep(6)
+        assert conn.request("GET", "/ping").status == 200

@@ -192,7 +192,7 @@ def test_set_cookie_and_delete_cookie(client):
     for h in headers:
         name, value, attrs = cookie_attrs(h)
         cookies[name] = (value, attrs)
-    assert set(cookies) == {"session", "theme", "old"}, headers
+    assert set(cookies) == {"session", "theme", "until", "old"}, headers
 
     value, attrs = cookies["session"]
     assert value == "abc123"
@@ -205,6 +205,10 @@ def test_set_cookie_and_delete_cookie(client):
 
     value, attrs = cookies["theme"]
     assert value == "dark"
+
+    value, attrs = cookies["until"]
+    assert value == "2030"
+    assert attrs.get("expires") == "Wed, 02 Jan 2030 03:04:05 GMT", attrs
 
     value, attrs = cookies["old"]
     assert value in ("", '""')

@@ -192,3 +192,12 @@ def test_httpx_like_params_text_content(tc_request):
     assert got["s"] == "hello" and got["n"] == 4 and got["param_int"] == 3
     assert isinstance(resp.text, str) and '"hello"' in resp.text
     assert isinstance(resp.content, bytes) and resp.content.decode() == resp.text
+
+
+def test_limits_apply_through_testclient(load_app):
+    """limits_app's max_body_size (10 MiB) is enforced by the Rust pipeline under TestClient too."""
+    from cello.testing import TestClient
+
+    with TestClient(load_app("limits_app").app) as client:
+        assert client.post("/upload", content=b"z" * 1000).json() == {"size": 1000}
+        assert_problem(client.post("/upload", content=b"z" * (10 * 1024 * 1024 + 1)), 413)
