@@ -77,3 +77,27 @@ def test_garbage_forwarded_for_from_trusted_proxy_does_not_break(trusted):
 def test_request_client_is_always_the_socket_peer(trusted):
     resp = httpx.get(trusted.url("/inspect/x"), headers={"X-Forwarded-For": "203.0.113.7"}, timeout=5)
     assert "127.0.0.1" in resp.json()["client"]
+
+
+def inspect(server, headers):
+    resp = httpx.get(server.url("/inspect/x"), headers=headers, timeout=5)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_trusted_proxy_rfc7239_forwarded(trusted):
+    assert client_ip(trusted, {"Forwarded": "for=203.0.113.9;proto=http"}) == "203.0.113.9"
+    assert client_ip(trusted, {"Forwarded": 'for="[2001:db8::1]:4711"'}) == "2001:db8::1"
+
+
+def test_trusted_proxy_forwarded_proto_makes_request_secure(trusted):
+    seen = inspect(trusted, {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"})
+    assert seen["scheme"] == "https"
+    assert seen["is_secure"] is True
+    assert seen["url"].startswith("https://"), seen["url"]
+
+
+def test_untrusted_forwarded_proto_is_ignored(other_proxy):
+    seen = inspect(other_proxy, {"X-Forwarded-Proto": "https", "Forwarded": "proto=https"})
+    assert seen["scheme"] == "http"
+    assert seen["is_secure"] is False
