@@ -374,3 +374,22 @@ def test_untrusted_forwarded_host_does_not_change_host_or_url(client, server):
     seen = ok(client.get("/inspect/x", headers={"X-Forwarded-Host": "evil.example", "Forwarded": "host=evil.example"}))
     assert "evil" not in str(seen["host"])
     assert "evil" not in seen["url"]
+
+
+@pytest.mark.parametrize(
+    ("accept", "expect_json", "expect_html", "expect_png"),
+    [
+        (None, True, True, True),  # no Accept header: anything is acceptable
+        ("text/*", False, True, False),
+        ("application/json;q=0, */*", False, True, True),
+        ("image/*;q=0.5, application/json", True, False, True),
+        ("TEXT/HTML", False, True, False),
+    ],
+)
+def test_accepts(client, accept, expect_json, expect_html, expect_png):
+    headers = {"Accept": accept} if accept is not None else {}
+    resp = client.get("/inspect/x", headers=headers)
+    if accept is None:
+        assert "accept" not in {k.lower() for k in resp.request.headers} or resp.request.headers["accept"] == "*/*"
+    seen = ok(resp)
+    assert (seen["accepts_json"], seen["accepts_html"], seen["accepts_png"]) == (expect_json, expect_html, expect_png)

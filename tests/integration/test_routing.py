@@ -242,7 +242,7 @@ def test_404_and_405_answered_while_a_handler_holds_the_gil(server):
                 resp = c.request(method, path)
                 took = time.monotonic() - start
                 assert resp.status_code == status
-                assert took < 0.3, f"{method} {path} -> {status} took {took:.2f} s while Python was busy"
+                assert took < 0.5, f"{method} {path} -> {status} took {took:.2f} s while Python was busy"
     finally:
         holder.join(timeout=30)
 
