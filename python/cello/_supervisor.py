@@ -465,9 +465,13 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            # Read what is left in its pipe (a startup error line written just before exit).
-            while worker.fd >= 0:
+            # Read what is left in its pipe (a startup error line written just before exit); the
+            # writer is gone, so this ends at EOF, but never spin on a pipe someone else holds.
+            for _ in range(64):
+                if worker.fd < 0:
+                    break
                 self.read_pipe(worker)
+            self.close_pipe(worker)
             self.on_exit(worker, status)
 
     def on_exit(self, worker: Worker, status: int) -> None:

@@ -16,7 +16,7 @@ from cli_harness import cello_procs, free_port
 __all__ = ["cello_procs"]  # the fixture
 pytestmark = pytest.mark.timeout(30)
 
-APP_SOURCE = '''
+APP_SOURCE = """
 import os
 from cello import App
 
@@ -30,7 +30,7 @@ def version(request):
 
 if __name__ == "__main__":
     app.run(reload=True)
-'''
+"""
 
 
 def write(path: Path, text: str) -> None:

@@ -173,4 +173,3 @@ def test_pyproject_lookup(tmp_path):
     assert _loader.spec_from_pyproject(str(path)) is None
     assert _loader._tiny_toml_app(path.read_text()) is None
     assert _loader.spec_from_pyproject(str(tmp_path / "missing.toml")) is None
-
