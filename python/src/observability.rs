@@ -42,9 +42,10 @@ impl HealthReply {
         let Some(tx) = self.tx.lock().unwrap_or_else(PoisonError::into_inner).take() else {
             return;
         };
-        let results = match fut.call_method0("result").and_then(|v| {
-            v.extract::<Vec<(String, bool, Option<String>, f64)>>()
-        }) {
+        let results = match fut
+            .call_method0("result")
+            .and_then(|v| v.extract::<Vec<(String, bool, Option<String>, f64)>>())
+        {
             Ok(list) => list
                 .into_iter()
                 .map(|(name, healthy, detail, duration_ms)| CheckResult {
