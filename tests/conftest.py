@@ -2,9 +2,9 @@
 import them in-process for `cello.testing.TestClient`.
 
 `serve("routing_app", "--debug", env={...})` starts `python tests/apps/routing_app.py --port N
---debug` (once per distinct argument set and session; `fresh=True` always starts a new one),
+--debug` (once per distinct argument set and test module; `fresh=True` always starts a new one),
 waits until the port accepts TCP connections and returns a `Server`. Every process is stopped
-at the end of the session (SIGTERM, then SIGKILL after 5 s). Server output goes to a log file
+at the end of its module (SIGTERM, then SIGKILL after 5 s). Server output goes to a log file
 whose tail is attached to the report of a failing test that used the server.
 """
 
@@ -197,9 +197,11 @@ class ServerFactory:
             server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def serve(tmp_path_factory):
-    """Factory: `serve(app_name, *extra_args, env=None, fresh=False) -> Server`."""
+    """Factory: `serve(app_name, *extra_args, env=None, fresh=False) -> Server`.
+
+    Module-scoped: servers are shared by the tests of one module and stopped when it ends."""
     factory = ServerFactory(tmp_path_factory.mktemp("server-logs"))
     yield factory
     factory.stop_all()
