@@ -31,6 +31,8 @@ class RunOptions:
     access_log: bool = False
     shutdown_timeout: float = 30.0
     log_level: str | None = None
+    log_format: str = "text"
+    health_checks: bool | None = None
     root_path: str = ""
     forwarded_allow_ips: list[str] | None = None
     max_restarts: int = DEFAULT_MAX_RESTARTS
@@ -63,6 +65,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     _bool_flag(p, "--debug", "debug", "debug mode: tracebacks in error responses (CELLO_DEBUG)")
     p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, help="log level (CELLO_LOG_LEVEL)")
     p.add_argument("--no-logs", dest="logs", action="store_false", default=None, help="only warnings and errors")
+    p.add_argument("--log-format", type=str.lower, choices=("text", "json"), help="log line format (CELLO_LOG_FORMAT)")
+    _bool_flag(p, "--health-checks", "health_checks", "serve /health/live|ready|startup (CELLO_HEALTH_CHECKS)")
     _bool_flag(p, "--access-log", "access_log", "log every request (CELLO_ACCESS_LOG)")
     p.add_argument(
         "--root-path", metavar="PATH", help="path prefix the app is mounted under behind a proxy (CELLO_ROOT_PATH)"
@@ -197,6 +201,11 @@ def options_from_args(args: argparse.Namespace, defaults: dict, environ=None) ->
         access_log=bool(access_log),
         shutdown_timeout=float(shutdown_timeout),
         log_level=log_level,
+        log_format=_first(getattr(args, "log_format", None), (environ.get("CELLO_LOG_FORMAT") or "").lower() or None)
+        or "text",
+        health_checks=_first(
+            getattr(args, "health_checks", None), _env_bool("CELLO_HEALTH_CHECKS", environ), d.get("health_checks")
+        ),
         root_path=root_path,
         forwarded_allow_ips=proxies,
         max_restarts=max_restarts,

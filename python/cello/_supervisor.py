@@ -55,6 +55,10 @@ def run_app(app: Any, opts: _cli.RunOptions, reload_argv: list[str] | None = Non
     defaults to re-running this interpreter as it was started.
     """
     _cli.configure_logging(opts.logs, opts.log_level)
+    if opts.log_format == "json" or os.environ.get("CELLO_LOG_FORMAT"):
+        from .observability import setup_logging
+
+        setup_logging(opts.log_format)
     if (opts.reload or opts.workers > 1) and threading.current_thread() is not threading.main_thread():
         # Supervising needs signal handlers, which Python only allows on the main thread.
         raise RuntimeError("workers > 1 and reload need app.run() to be called from the main thread")
@@ -73,6 +77,8 @@ def supervise(app: Any, opts: _cli.RunOptions) -> int:
 
 def apply_options(app: Any, opts: _cli.RunOptions) -> None:
     """Options that are app settings rather than server options."""
+    if opts.health_checks and getattr(app, "_health", None) is None:
+        app.enable_health_checks()
     if opts.forwarded_allow_ips is not None:
         proxies = opts.forwarded_allow_ips
         if "*" in proxies:  # uvicorn's "trust everyone"
@@ -257,6 +263,8 @@ class Supervisor:
         self.rollout: deque[int] = deque()  # pids of old workers still to replace (SIGHUP)
         self.rollout_new: int | None = None  # the replacement we are waiting for
         self.sock: socket.socket | None = None
+        self.restarts = 0
+        self._stats: tuple[int, int] | None = None
 
     # -- main loop --
 
@@ -268,16 +276,33 @@ class Supervisor:
             return EXIT_STARTUP
         self.opts.port = self.sock.getsockname()[1]
         self.signals = _Signals(self.selector)
+        # Workers snapshot their metrics here, so any one scrape returns the totals.
+        from . import observability
+
+        own_dir = not os.environ.get("CELLO_METRICS_DIR")
+        self.metrics_dir = observability.prepare_metrics_dir()
         try:
             for slot in range(self.opts.workers):
                 self.spawn(slot)
             while self.workers or (self.stopping_since is None and self.restart_at):
                 self.step()
+                self.publish_stats()
         finally:
             self.signals.restore()
             self.selector.close()
             self.sock.close()
+            if own_dir:
+                observability.cleanup_metrics_dir(self.metrics_dir)
         return self.exit_code
+
+    def publish_stats(self) -> None:
+        """``cello_workers`` and ``cello_worker_restarts_total`` for the workers' /metrics."""
+        stats = (len(self.workers), self.restarts)
+        if stats != self._stats:
+            from . import observability
+
+            observability.write_supervisor_stats(workers=stats[0], restarts=stats[1], directory=self.metrics_dir)
+            self._stats = stats
 
     def step(self) -> None:
         now = time.monotonic()
@@ -306,6 +331,7 @@ class Supervisor:
         for slot, due in list(self.restart_at.items()):
             if now >= due:
                 del self.restart_at[slot]
+                self.restarts += 1
                 self.spawn(slot)
 
     # -- forking --

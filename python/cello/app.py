@@ -242,12 +242,11 @@ class App(Routes):
         opts = _cli.resolve_run_options(
             host=host, port=port, debug=debug, env=env, workers=workers, reload=reload, logs=logs
         )
-        _cli.configure_logging(opts.logs)
-        if opts.reload or opts.workers > 1:
-            from ._supervisor import supervise
+        from ._supervisor import run_app
 
-            raise SystemExit(supervise(self, opts))
-        self._serve(opts)
+        code = run_app(self, opts)
+        if code:
+            raise SystemExit(code)
 
     def _serve(self, opts: _cli.RunOptions, on_ready: Callable[[tuple[str, int]], None] | None = None) -> None:
         """Serve in this process (one worker) until stopped; ``on_ready`` gets the bound address."""

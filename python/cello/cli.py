@@ -18,9 +18,11 @@ from typing import Any
 from . import _cli, _loader
 
 # Per-command defaults, below flags and CELLO_* variables.
-RUN_DEFAULTS = {"host": "0.0.0.0", "env": "production", "reload": False, "logs": True, "access_log": False}
+# Health probes are on by default for both (`--no-health-checks` turns them off).
+RUN_DEFAULTS = {"host": "0.0.0.0", "env": "production", "reload": False, "logs": True, "access_log": False,
+                "health_checks": True}  # fmt: skip
 DEV_DEFAULTS = {"host": "127.0.0.1", "env": "development", "debug": True, "reload": True, "logs": True,
-                "access_log": True}  # fmt: skip
+                "access_log": True, "health_checks": True}  # fmt: skip
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
