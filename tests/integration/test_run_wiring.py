@@ -7,16 +7,15 @@ import json
 import os
 import re
 import signal
-import time
-
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
-from cli_harness import ROOT, cello_procs, free_port  # noqa: E402
+from cli_harness import ROOT, cello_procs, free_port
 
 __all__ = ["cello_procs"]  # the fixture
 pytestmark = pytest.mark.timeout(60)
