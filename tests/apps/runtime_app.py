@@ -7,7 +7,6 @@ import time
 import uuid
 
 import httpx
-
 from cello import App, ThreadPoolConfig
 
 app = App()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import ROOT, free_port, wait_for_port
 
 pytestmark = pytest.mark.timeout(60)
