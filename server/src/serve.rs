@@ -98,24 +98,11 @@ impl Server {
             usize::try_from(state.config.limits.max_connections).unwrap_or(10_000),
         ));
         let live = Arc::new(Live::default());
-        loop {
-            let accepted = tokio::select! {
-                () = shutdown.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
+        let spawn_conn = |stream: TcpStream, peer: SocketAddr| {
             let _ = stream.set_nodelay(true);
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 tokio::spawn(reject_busy(stream));
-                continue;
+                return;
             };
             live.count.fetch_add(1, Ordering::AcqRel);
             let (state, builder, live, shutdown) = (state.clone(), builder.clone(), live.clone(), shutdown.clone());
@@ -126,6 +113,30 @@ impl Server {
                     live.idle.notify_waiters();
                 }
             });
+        };
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => spawn_conn(stream, peer),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        // Closing a listener resets the connections still in its accept queue: serve
+        // those first (a rolling restart must not drop what the kernel gave us).
+        let listener = listener.into_std()?;
+        while let Ok((stream, peer)) = listener.accept() {
+            if stream.set_nonblocking(true).is_ok() {
+                if let Ok(stream) = TcpStream::from_std(stream) {
+                    spawn_conn(stream, peer);
+                }
+            }
         }
         drop(listener);
         let deadline = tokio::time::Instant::now() + drain;
@@ -216,7 +227,22 @@ async fn serve_connection(
     );
     tokio::select! {
         res = conn.as_mut() => { log_conn_result(res); return; }
-        () = shutdown.cancelled() => {}
+        () = shutdown.cancelled() => {
+            // A connection accepted just before the drain gets to send its first request
+            // (bounded by `read_header`); closing it idle would fail a client that did
+            // nothing wrong.
+            if activity.served.load(Ordering::Acquire) == 0 {
+                let first_request = async {
+                    while activity.served.load(Ordering::Acquire) == 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                };
+                tokio::select! {
+                    res = conn.as_mut() => { log_conn_result(res); return; }
+                    _ = tokio::time::timeout(read_header, first_request) => {}
+                }
+            }
+        }
         end = conn_watch(&activity, epoch, idle, read_header) => {
             if end == WatchEnd::SlowHead {
                 // A client that never finishes its head gets no more of our time.
