@@ -1,0 +1,60 @@
+"""Queue bindings the operator gives an app through its environment.
+
+The naming contract (one golden table, ``tests/operator/env-contract.json``, read by the
+operator's Rust tests and by this module's tests): ``CELLO_QUEUES`` lists the binding names,
+comma-separated; a binding named ``order-events`` has the prefix
+``CELLO_QUEUE_ORDER_EVENTS_`` (upper case, ``-`` becomes ``_``) and the variables ``KIND``
+(kafka | rabbitmq | redis) plus, per kind:
+
+========  =====================================================
+kafka     ``BOOTSTRAP_SERVERS``, ``TOPIC``, ``GROUP``, ``PASSWORD``
+rabbitmq  ``URL``, ``QUEUE``
+redis     ``ADDRESS``, ``LIST``, ``PASSWORD``
+========  =====================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+KINDS = {
+    "kafka": ("bootstrap_servers", "topic", "group", "password"),
+    "rabbitmq": ("url", "queue"),
+    "redis": ("address", "list", "password"),
+}
+
+
+@dataclass(frozen=True)
+class QueueBinding:
+    """One entry of ``CellApp.spec.queues[]`` as the app sees it."""
+
+    name: str
+    kind: str
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, item: str) -> str | None:
+        # bootstrap_servers, topic, url, ... as attributes; None when not set.
+        if item in KINDS.get(self.kind, ()):
+            return self.settings.get(item)
+        raise AttributeError(item)
+
+
+def env_prefix(name: str) -> str:
+    """``order-events`` → ``CELLO_QUEUE_ORDER_EVENTS_``."""
+    return "CELLO_QUEUE_" + name.upper().replace("-", "_").replace(".", "_") + "_"
+
+
+def queue_bindings(environ: Mapping[str, str] | None = None) -> dict[str, QueueBinding]:
+    """The bindings listed in ``CELLO_QUEUES``; a binding with an unknown kind is an error."""
+    env = os.environ if environ is None else environ
+    out: dict[str, QueueBinding] = {}
+    for name in filter(None, (n.strip() for n in env.get("CELLO_QUEUES", "").split(","))):
+        prefix = env_prefix(name)
+        kind = env.get(prefix + "KIND", "").strip().lower()
+        if kind not in KINDS:
+            raise ValueError(f"queue binding {name!r}: {prefix}KIND is {kind!r}, expected one of {sorted(KINDS)}")
+        settings = {key: env[prefix + key.upper()] for key in KINDS[kind] if prefix + key.upper() in env}
+        out[name] = QueueBinding(name=name, kind=kind, settings=settings)
+    return out
