@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cello.bindings import env_prefix, queue_bindings
 
 CONTRACT = json.loads((Path(__file__).resolve().parents[1] / "operator" / "env-contract.json").read_text())
