@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import json
+import os
 import re
 import threading
 import types
@@ -16,6 +18,36 @@ from .params import compile_endpoint
 from .routing import Blueprint, Routes
 
 _PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)(?::(?:[^{}]|\{[^{}]*\})*)?\}")
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        elif key == "enabled" and isinstance(value, bool):
+            # A feature the app's code turned on stays on.
+            out[key] = bool(out.get(key)) or value
+        else:
+            out[key] = value
+    return out
+
+
+def _with_config_file(config: dict[str, Any], path: str | None) -> dict[str, Any]:
+    """Overlay ``cello.yaml`` (``CELLO_CONFIG``, mounted by the operator from ``spec.server``):
+    the deployment's file wins over the code's settings; the listener and debug flags stay as
+    the command line says."""
+    if not path:
+        return config
+    from . import _cello
+
+    file_config = json.loads(_cello.load_config_file(path))
+    merged = _merge(json.loads(_cello.normalize_config(json.dumps(config))), file_config)
+    for key in ("host", "port", "debug", "accessLog"):
+        merged[key] = config[key]
+    if config.get("rootPath"):
+        merged["rootPath"] = config["rootPath"]
+    return merged
 
 
 class App(Routes):
@@ -254,6 +286,8 @@ class App(Routes):
 
         config = self.server_config(opts.host, opts.port, opts.debug)
         config["accessLog"] = bool(opts.access_log)
+        config["rootPath"] = opts.root_path or ""
+        config = _with_config_file(config, os.environ.get("CELLO_CONFIG"))
         executor = Executor(self, config)
         with self._lock:
             self._executor = executor

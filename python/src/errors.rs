@@ -30,7 +30,28 @@ pub fn config_err(e: cello_config::Error) -> PyErr {
 /// Validate a server configuration given as JSON; raise `ConfigError` naming the field.
 #[pyfunction]
 pub fn validate_config(config_json: &str) -> PyResult<()> {
-    cello_config::ServerConfig::from_json(config_json).map(|_| ()).map_err(config_err)
+    cello_config::ServerConfig::from_json(config_json)
+        .map(|_| ())
+        .map_err(config_err)
+}
+
+/// Read and validate a `cello.yaml` (as the operator mounts it); returns the full
+/// configuration as camelCase JSON. Errors name the file and the field.
+#[pyfunction]
+pub fn load_config_file(path: std::path::PathBuf) -> PyResult<String> {
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::new_err(format!("cannot read {}: {e}", path.display())))?;
+    let config = cello_config::ServerConfig::from_yaml(&text)
+        .map_err(|e| ConfigError::new_err(format!("{}: {e}", path.display())))?;
+    serde_json::to_string(&config).map_err(|e| ConfigError::new_err(e.to_string()))
+}
+
+/// A configuration (JSON, snake_case or camelCase keys) with every field filled in,
+/// as camelCase JSON.
+#[pyfunction]
+pub fn normalize_config(config_json: &str) -> PyResult<String> {
+    let config = cello_config::ServerConfig::from_json(config_json).map_err(config_err)?;
+    serde_json::to_string(&config).map_err(|e| ConfigError::new_err(e.to_string()))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

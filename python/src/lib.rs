@@ -27,6 +27,8 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(json::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(json::loads, m)?)?;
     m.add_function(wrap_pyfunction!(errors::validate_config, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::load_config_file, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::normalize_config, m)?)?;
     errors::register(m)?;
     observability::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -51,6 +51,8 @@ pub struct RequestData {
     pub peer_trusted: bool,
     /// The trusted proxy ranges, filled only when `peer_trusted` (to walk forwarding chains).
     pub trusted: Vec<(IpAddr, u8)>,
+    /// Where the app is mounted behind a proxy (`--root-path`), if anywhere.
+    pub root_path: Option<Arc<str>>,
 }
 
 /// Parsed form body, Python side.
@@ -117,6 +119,7 @@ impl PyRequest {
             } else {
                 Vec::new()
             },
+            root_path: state.root_path.clone(),
         })
     }
 
@@ -481,6 +484,7 @@ impl PyRequest {
             tls,
             peer_trusted,
             trusted: if peer_trusted { trusted } else { Vec::new() },
+            root_path: None,
         }))
     }
 
@@ -623,7 +627,18 @@ impl PyRequest {
     #[getter]
     fn url(&self) -> String {
         let pq = self.data.uri.path_and_query().map_or("/", |p| p.as_str());
-        format!("{}://{}{}", self.scheme_str(), self.host_string(), pq)
+        // Behind a proxy that stripped the root path, the public URL still has it.
+        let root = match self.data.root_path.as_deref() {
+            Some(r) if !pq.starts_with(r) => r,
+            _ => "",
+        };
+        format!("{}://{}{}{}", self.scheme_str(), self.host_string(), root, pq)
+    }
+
+    /// The root path the app is mounted under (`--root-path`), or `""`.
+    #[getter]
+    fn root_path(&self) -> &str {
+        self.data.root_path.as_deref().unwrap_or("")
     }
 
     /// The `Content-Length` header as an int; None when absent or invalid.

@@ -53,6 +53,8 @@ pub struct AppState {
     pub trusted: Vec<(IpAddr, u8)>,
     /// Access log receiver, when `access_log` is on.
     pub access: Option<AccessSink>,
+    /// `root_path` without a trailing slash, when set (the app is mounted under it).
+    pub root_path: Option<Arc<str>>,
     /// Prometheus metrics, when `prometheus.enabled`.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Health probes, when `health.enabled`.
@@ -83,7 +85,11 @@ impl AppState {
             .telemetry
             .enabled
             .then(|| crate::telemetry::Telemetry::new(config.telemetry.clone()));
+        let root_path = Some(config.root_path.trim_end_matches('/'))
+            .filter(|p| !p.is_empty())
+            .map(Arc::from);
         Self {
+            root_path,
             router,
             endpoint,
             config,
@@ -171,6 +177,16 @@ impl ConnInfo {
             activity: Arc::default(),
             epoch: std::time::Instant::now(),
         }
+    }
+}
+
+/// `path` without the app's root path: a proxy may forward `/api/items` or, having
+/// stripped its prefix, `/items`; both reach the route `/items`.
+pub fn strip_root_path<'a>(path: &'a str, root: Option<&str>) -> &'a str {
+    match root.and_then(|r| path.strip_prefix(r)) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
     }
 }
 
@@ -310,7 +326,10 @@ where
     if req.version() == http::Version::HTTP_11 {
         let mut hosts = req.headers().get_all(header::HOST).iter();
         if hosts.next().is_none() || hosts.next().is_some() {
-            return problem(StatusCode::BAD_REQUEST, "an HTTP/1.1 request needs exactly one Host header");
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "an HTTP/1.1 request needs exactly one Host header",
+            );
         }
     }
     let path = req.uri().path();
@@ -321,7 +340,8 @@ where
         );
     }
     let method = req.method().clone();
-    let (route, params) = match state.router.lookup(&method, path) {
+    let route_path = strip_root_path(path, state.root_path.as_deref());
+    let (route, params) = match state.router.lookup(&method, route_path) {
         Lookup::Found { route, params, .. } => (route.clone(), params),
         Lookup::NotFound => return problem(StatusCode::NOT_FOUND, format!("no route for {method} {path}")),
         Lookup::BadPath => {
@@ -375,6 +395,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_path_is_stripped_only_on_a_segment_boundary() {
+        assert_eq!(strip_root_path("/api/items", Some("/api")), "/items");
+        assert_eq!(strip_root_path("/api", Some("/api")), "/");
+        assert_eq!(strip_root_path("/items", Some("/api")), "/items");
+        assert_eq!(strip_root_path("/apix/items", Some("/api")), "/apix/items");
+        assert_eq!(strip_root_path("/api/items", None), "/api/items");
+    }
 
     #[test]
     fn percent_encoding_validation() {
