@@ -47,7 +47,14 @@ impl Reply {
     pub async fn into_response(self) -> Response<ResponseBody> {
         match self {
             Self::Ready(r) => r,
-            Self::File { path, content_type, filename, range, status, headers } => {
+            Self::File {
+                path,
+                content_type,
+                filename,
+                range,
+                status,
+                headers,
+            } => {
                 let mut r = cello_server::files::file_response(
                     &path,
                     content_type.as_deref(),
@@ -72,14 +79,19 @@ impl Reply {
 fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
 enum Built {
     Ready(Response<ResponseBody>),
     File(Reply),
-    Stream { status: StatusCode, headers: HeaderMap, iterable: Py<PyAny> },
+    Stream {
+        status: StatusCode,
+        headers: HeaderMap,
+        iterable: Py<PyAny>,
+    },
     Await,
 }
 
@@ -133,7 +145,11 @@ pub fn respond(
                 Err(e) => e.print(py),
             }
         }
-        Ok(Built::Stream { status, mut headers, iterable }) => {
+        Ok(Built::Stream {
+            status,
+            mut headers,
+            iterable,
+        }) => {
             let (chan_tx, chan_rx) = mpsc::channel(16);
             let mut resp = Response::new(ResponseBody::Channel(chan_rx));
             *resp.status_mut() = status;
@@ -160,7 +176,9 @@ fn status_from(code: u16) -> PyResult<StatusCode> {
 pub fn headers_from(obj: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     let mut map = HeaderMap::new();
     let pairs: Vec<(String, String)> = if let Ok(d) = obj.cast::<PyDict>() {
-        d.iter().map(|(k, v)| Ok((k.extract()?, v.str()?.extract()?))).collect::<PyResult<_>>()?
+        d.iter()
+            .map(|(k, v)| Ok((k.extract()?, v.str()?.extract()?)))
+            .collect::<PyResult<_>>()?
     } else {
         obj.extract()?
     };
@@ -187,7 +205,11 @@ fn build(ctx: &Arc<Ctx>, result: &Bound<'_, PyAny>) -> PyResult<Built> {
         return Ok(Built::Ready(with_body(StatusCode::OK, JSON, json::to_vec(result)?)));
     }
     if let Ok(b) = result.cast::<PyBytes>() {
-        return Ok(Built::Ready(with_body(StatusCode::OK, OCTET, Bytes::copy_from_slice(b.as_bytes()))));
+        return Ok(Built::Ready(with_body(
+            StatusCode::OK,
+            OCTET,
+            Bytes::copy_from_slice(b.as_bytes()),
+        )));
     }
     if let Ok(b) = result.cast::<PyByteArray>() {
         return Ok(Built::Ready(with_body(StatusCode::OK, OCTET, b.to_vec())));
@@ -202,21 +224,33 @@ fn build(ctx: &Arc<Ctx>, result: &Bound<'_, PyAny>) -> PyResult<Built> {
         return Ok(Built::Await);
     }
     if result.hasattr("__anext__")? || result.hasattr("__next__")? {
-        return Ok(Built::Stream { status: StatusCode::OK, headers: HeaderMap::new(), iterable: result.clone().unbind() });
+        return Ok(Built::Stream {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            iterable: result.clone().unbind(),
+        });
     }
     Ok(Built::Ready(with_body(StatusCode::OK, JSON, json::to_vec(result)?)))
 }
 
 fn build_tuple(ctx: &Arc<Ctx>, t: &Bound<'_, PyTuple>) -> PyResult<Built> {
     if !(2..=3).contains(&t.len()) {
-        return Err(PyTypeError::new_err("a handler may return (body, status) or (body, status, headers)"));
+        return Err(PyTypeError::new_err(
+            "a handler may return (body, status) or (body, status, headers)",
+        ));
     }
     let body = t.get_item(0)?;
     if body.is_instance_of::<PyTuple>() {
-        return Err(PyTypeError::new_err("the body of a (body, status) tuple cannot be a tuple"));
+        return Err(PyTypeError::new_err(
+            "the body of a (body, status) tuple cannot be a tuple",
+        ));
     }
     let status = status_from(t.get_item(1)?.extract::<u16>()?)?;
-    let extra = if t.len() == 3 { headers_from(&t.get_item(2)?)? } else { HeaderMap::new() };
+    let extra = if t.len() == 3 {
+        headers_from(&t.get_item(2)?)?
+    } else {
+        HeaderMap::new()
+    };
     let mut built = build(ctx, &body)?;
     match &mut built {
         Built::Ready(r) => {
@@ -230,7 +264,9 @@ fn build_tuple(ctx: &Arc<Ctx>, t: &Bound<'_, PyTuple>) -> PyResult<Built> {
             headers.extend(extra);
         }
         Built::File(Reply::Ready(_)) | Built::Await => {
-            return Err(PyTypeError::new_err("the body of a (body, status) tuple cannot be awaitable"));
+            return Err(PyTypeError::new_err(
+                "the body of a (body, status) tuple cannot be awaitable",
+            ));
         }
     }
     Ok(built)
@@ -245,15 +281,28 @@ fn build_response(result: &Bound<'_, PyAny>) -> PyResult<Built> {
     let headers = headers_from(&headers)?;
     match kind {
         0 => {
-            let body = if payload.is_none() { Bytes::new() } else { Bytes::from(payload.extract::<Vec<u8>>()?) };
-            let mut r = Response::new(if body.is_empty() { ResponseBody::Empty } else { ResponseBody::full(body) });
+            let body = if payload.is_none() {
+                Bytes::new()
+            } else {
+                Bytes::from(payload.extract::<Vec<u8>>()?)
+            };
+            let mut r = Response::new(if body.is_empty() {
+                ResponseBody::Empty
+            } else {
+                ResponseBody::full(body)
+            });
             *r.status_mut() = status;
             *r.headers_mut() = headers;
             Ok(Built::Ready(r))
         }
         1 => {
-            let (path, content_type, filename, range, ranged): (PathBuf, Option<String>, Option<String>, Option<String>, bool) =
-                payload.extract()?;
+            let (path, content_type, filename, range, ranged): (
+                PathBuf,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                bool,
+            ) = payload.extract()?;
             Ok(Built::File(Reply::File {
                 path,
                 content_type,
@@ -263,7 +312,11 @@ fn build_response(result: &Bound<'_, PyAny>) -> PyResult<Built> {
                 headers,
             }))
         }
-        2 => Ok(Built::Stream { status, headers, iterable: payload.unbind() }),
+        2 => Ok(Built::Stream {
+            status,
+            headers,
+            iterable: payload.unbind(),
+        }),
         k => Err(PyValueError::new_err(format!("unknown response kind {k}"))),
     }
 }
@@ -271,13 +324,16 @@ fn build_response(result: &Bound<'_, PyAny>) -> PyResult<Built> {
 /// A handler raised: let Python map it (exception handlers, HTTP errors, 500 with or
 /// without traceback) and send what it says.
 pub fn fail(py: Python<'_>, ctx: &Arc<Ctx>, err: PyErr, request: &Bound<'_, PyRequest>, tx: oneshot::Sender<Reply>) {
-    let mapped = ctx.hooks.call_method1(py, "error", (err.into_value(py), request)).and_then(|v| {
-        let (status, headers, body): (u16, Bound<'_, PyAny>, Vec<u8>) = v.bind(py).extract()?;
-        let mut r = Response::new(ResponseBody::full(body));
-        *r.status_mut() = status_from(status)?;
-        *r.headers_mut() = headers_from(&headers)?;
-        Ok(r)
-    });
+    let mapped = ctx
+        .hooks
+        .call_method1(py, "error", (err.into_value(py), request))
+        .and_then(|v| {
+            let (status, headers, body): (u16, Bound<'_, PyAny>, Vec<u8>) = v.bind(py).extract()?;
+            let mut r = Response::new(ResponseBody::full(body));
+            *r.status_mut() = status_from(status)?;
+            *r.headers_mut() = headers_from(&headers)?;
+            Ok(r)
+        });
     match mapped {
         Ok(r) => {
             let _ = tx.send(Reply::Ready(r));
@@ -289,5 +345,8 @@ pub fn fail(py: Python<'_>, ctx: &Arc<Ctx>, err: PyErr, request: &Bound<'_, PyRe
 /// Last resort when even error mapping failed.
 pub fn fail_plain(py: Python<'_>, err: &PyErr, tx: oneshot::Sender<Reply>) {
     err.print(py);
-    let _ = tx.send(Reply::Ready(problem(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")));
+    let _ = tx.send(Reply::Ready(problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal server error",
+    )));
 }

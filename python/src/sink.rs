@@ -21,7 +21,10 @@ pub struct BodySink {
 
 impl BodySink {
     pub(crate) fn new(tx: mpsc::Sender<io::Result<Bytes>>, ctx: Arc<Ctx>) -> Self {
-        Self { tx: Mutex::new(Some(tx)), ctx }
+        Self {
+            tx: Mutex::new(Some(tx)),
+            ctx,
+        }
     }
 
     fn sender(&self) -> Option<mpsc::Sender<io::Result<Bytes>>> {
@@ -55,7 +58,9 @@ impl BodySink {
         if data.is_empty() {
             return Ok(true);
         }
-        let Some(tx) = self.sender() else { return Err(PyConnectionResetError::new_err("the stream is closed")) };
+        let Some(tx) = self.sender() else {
+            return Err(PyConnectionResetError::new_err("the stream is closed"));
+        };
         match tx.try_send(Ok(data)) {
             Ok(()) => Ok(true),
             Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
@@ -69,8 +74,14 @@ impl BodySink {
     fn wait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let event_loop = self.ctx.event_loop.bind(py);
         let fut = event_loop.call_method0("create_future")?.unbind();
-        let Some(tx) = self.sender() else { return Err(PyConnectionResetError::new_err("the stream is closed")) };
-        let handle = self.ctx.io.get().ok_or_else(|| PyRuntimeError::new_err("the I/O runtime is not running"))?;
+        let Some(tx) = self.sender() else {
+            return Err(PyConnectionResetError::new_err("the stream is closed"));
+        };
+        let handle = self
+            .ctx
+            .io
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("the I/O runtime is not running"))?;
         let (ctx, fut2) = (self.ctx.clone(), fut.clone_ref(py));
         handle.spawn(async move {
             let open = tx.reserve().await.is_ok(); // the permit is released at once
