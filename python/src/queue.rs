@@ -39,11 +39,23 @@ impl<T> WakeQueue<T> {
 
     /// Queue an item; wakes the consumer if it may be asleep.
     pub fn push(&self, item: T) {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(item);
-        if !self.notified.swap(true, Ordering::SeqCst) {
-            // Non-blocking; a full buffer already means a wake-up is pending.
-            let _ = (&self.wake_tx).write(&[1]);
+        if self.push_deferred(item) {
+            self.wake();
         }
+    }
+
+    /// Queue an item without waking the consumer. `true` means the consumer may be
+    /// asleep and the caller must call [`WakeQueue::wake`] (now or a little later, to
+    /// batch): every `true` must be followed by a `wake`.
+    pub fn push_deferred(&self, item: T) -> bool {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(item);
+        !self.notified.swap(true, Ordering::SeqCst)
+    }
+
+    /// Wake the consumer (write one byte; non-blocking, and a full buffer already
+    /// means a wake-up is pending).
+    pub fn wake(&self) {
+        let _ = (&self.wake_tx).write(&[1]);
     }
 
     /// Everything queued so far (consumer side).
@@ -107,6 +119,18 @@ mod tests {
         assert!(readable(&q), "the push after a drain wrote no wake-up byte");
         assert_eq!(q.take(), vec![3]);
         assert!(!readable(&q));
+    }
+
+    #[test]
+    fn deferred_pushes_share_one_wake_up() {
+        let q = WakeQueue::<u64>::new().unwrap();
+        assert!(q.push_deferred(1), "the first push must ask for a wake-up");
+        assert!(!q.push_deferred(2), "later pushes ride on the pending one");
+        assert!(!readable(&q));
+        q.wake();
+        assert!(readable(&q));
+        assert_eq!(q.take(), vec![1, 2]);
+        assert!(q.push_deferred(3), "after a drain the next push asks again");
     }
 
     #[test]

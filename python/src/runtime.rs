@@ -117,13 +117,31 @@ pub struct Stats {
 struct PyEndpoint {
     shared: Arc<Shared>,
     handler_timeout: Duration,
+    /// Asks the batching waker task (see `spawn_waker`) to wake the Python thread.
+    waker: Arc<tokio::sync::Notify>,
+}
+
+/// The Python thread is woken by a task that first yields, so every request read in
+/// the same pass of the I/O loop rides on one wake-up. Waking it from each request
+/// (as on one core the kernel then switches to it at once) cost ~1.7 context switches
+/// per request under load.
+fn spawn_waker(handle: &tokio::runtime::Handle, shared: Arc<Shared>, waker: Arc<tokio::sync::Notify>) {
+    handle.spawn(async move {
+        loop {
+            waker.notified().await;
+            tokio::task::yield_now().await;
+            shared.wake();
+        }
+    });
 }
 
 impl Endpoint for PyEndpoint {
     fn call(&self, req: RoutedRequest) -> ResponseFuture {
         let (tx, rx) = oneshot::channel();
         let slot = Arc::new(CancelSlot::default());
-        self.shared.push(Job::Request(req, tx, slot.clone()));
+        if self.shared.push_deferred(Job::Request(req, tx, slot.clone())) {
+            self.waker.notify_one();
+        }
         let limit = self.handler_timeout;
         let mut guard = CancelOnDrop {
             slot: Some(slot),
@@ -169,6 +187,7 @@ pub struct Runtime {
     rt: Mutex<Option<tokio::runtime::Runtime>>,
     listener: Mutex<Option<std::net::TcpListener>>,
     shutdown: ShutdownHandle,
+    waker: Arc<tokio::sync::Notify>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -190,6 +209,7 @@ impl Runtime {
                 .build()
                 .map_err(|e| PyRuntimeError::new_err(format!("cannot start the I/O runtime: {e}")))?;
             let _ = self.ctx.io.set(built.handle().clone());
+            spawn_waker(built.handle(), self.shared.clone(), self.waker.clone());
             *rt = Some(built);
         }
         rt.as_ref()
@@ -226,7 +246,9 @@ impl Runtime {
         }
         let router = builder.build().map_err(server_err)?;
         let shared = Arc::new(Shared::new().map_err(|e| PyRuntimeError::new_err(e.to_string()))?);
+        let waker = Arc::new(tokio::sync::Notify::new());
         let endpoint = PyEndpoint {
+            waker: waker.clone(),
             shared: shared.clone(),
             handler_timeout: Duration::from_secs_f64(config.timeouts.handler),
         };
@@ -275,6 +297,7 @@ impl Runtime {
             rt: Mutex::new(None),
             listener: Mutex::new(None),
             shutdown: ShutdownHandle::new(),
+            waker,
         })
     }
 
