@@ -10,7 +10,7 @@ PROFILE ?= fast
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv build run test test-rust test-python test-operator lint fmt generate bench clean
+.PHONY: help venv build run test test-rust test-python test-operator test-install lint fmt generate bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,7 +34,7 @@ build: venv ## build the extension into the virtualenv (maturin develop)
 run: build ## serve examples/hello on $(HOST):$(PORT)
 	$(PY) examples/hello/app.py --host $(HOST) --port $(PORT)
 
-test: build test-rust test-python test-operator ## everything: Rust, Python and operator suites
+test: build test-rust test-python test-operator test-install ## everything: Rust, Python, operator, install
 
 test-rust: ## Rust unit and integration tests
 	cargo test --workspace --locked
@@ -46,6 +46,9 @@ test-python: build ## black-box pytest suites (real servers, real sockets)
 test-operator: venv ## CRD drift, manifests against real Kubernetes schemas, helm lint/template
 	cargo run -q --locked -p cello-operator --bin crdgen -- --check
 	PYTHON=$(PY) tests/operator/run.sh
+
+test-install: ## `pip install .` into a fresh Python 3.10+ virtualenv, then serve a request
+	tests/install_check.sh
 
 generate: ## regenerate the CRD, chart schema and RBAC from the Rust types
 	cargo run -q -p cello-operator --bin crdgen -- --write
