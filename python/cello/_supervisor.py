@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import selectors
@@ -62,6 +63,14 @@ def run_app(app: Any, opts: _cli.RunOptions, reload_argv: list[str] | None = Non
     if (opts.reload or opts.workers > 1) and threading.current_thread() is not threading.main_thread():
         # Supervising needs signal handlers, which Python only allows on the main thread.
         raise RuntimeError("workers > 1 and reload need app.run() to be called from the main thread")
+    if opts.port and not os.environ.get(_cli.RELOADER_PORT_ENV):
+        # Once, in the process that owns the port (the reloader's server process is the one
+        # exception: its parent holds the port already).
+        try:
+            check_port_free(opts.host, opts.port)
+        except StartupError as exc:
+            print(f"cello: the app failed to start: {exc}", file=sys.stderr, flush=True)
+            return EXIT_STARTUP
     if opts.reload:
         return Reloader(opts, reload_argv or [sys.executable, *sys.orig_argv[1:]]).run()
     apply_options(app, opts)
@@ -140,6 +149,34 @@ def _banner(opts: _cli.RunOptions, address: tuple[str, int], workers: int, extra
     )
 
 
+def _bind_error(host: str, port: int, exc: OSError) -> StartupError:
+    reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return StartupError(f"cannot bind {host}:{port}: {reason}")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise StartupError when something already holds host:port.
+
+    Workers bind with SO_REUSEPORT, which the kernel grants next to any other SO_REUSEPORT
+    socket of the same user: a second Cello would start silently and share the traffic. A probe
+    bound *without* SO_REUSEPORT conflicts with every socket on the port, so it tells. It is
+    closed at once; rolling restarts never probe (the supervisor holds the port by then).
+    """
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        probe = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StartupError(f"cannot bind {host}:{port}: {exc}") from None
+    with probe:
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # as the Rust listener does
+            probe.bind(addr)
+        except OSError as exc:
+            raise _bind_error(host, port, exc) from None
+
+
 def reserve_port(host: str, port: int) -> socket.socket:
     """Bind (never listen) a SO_REUSEPORT socket on host:port and keep it open.
 
@@ -160,8 +197,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
         sock.bind(addr)
     except OSError as exc:
         sock.close()
-        reason = "address already in use" if exc.errno == 98 else exc.strerror or str(exc)
-        raise StartupError(f"cannot bind {host}:{port}: {reason}") from None
+        raise _bind_error(host, port, exc) from None
     sock.set_inheritable(False)
     return sock
 
