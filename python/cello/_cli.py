@@ -36,6 +36,7 @@ class RunOptions:
     root_path: str = ""
     forwarded_allow_ips: list[str] | None = None
     max_restarts: int = DEFAULT_MAX_RESTARTS
+    cpu_affinity: bool = False  # ClusterConfig.cpu_affinity: pin each worker to one CPU
     reload_dirs: list[str] = field(default_factory=list)
     app_spec: str | None = None  # "module:attr" as given to the cello command; None for app.run()
 
@@ -84,7 +85,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds to let in-flight requests finish on shutdown (CELLO_TIMEOUT_GRACEFUL_SHUTDOWN, default 30)",
     )
     p.add_argument(
-        "--max-restarts", type=int, metavar="N", help="worker crashes tolerated per minute (CELLO_MAX_RESTARTS)"
+        "--max-restarts",
+        type=int,
+        metavar="N",
+        help="quick worker restarts per minute; beyond it restarts wait the full backoff (CELLO_MAX_RESTARTS)",
     )
 
 
@@ -176,7 +180,9 @@ def options_from_args(args: argparse.Namespace, defaults: dict, environ=None) ->
     )
     if shutdown_timeout < 0:
         raise UsageError("--timeout-graceful-shutdown must not be negative")
-    max_restarts = _first(args.max_restarts, _env_num("CELLO_MAX_RESTARTS", environ, int), DEFAULT_MAX_RESTARTS)
+    max_restarts = _first(
+        args.max_restarts, _env_num("CELLO_MAX_RESTARTS", environ, int), d.get("max_restarts"), DEFAULT_MAX_RESTARTS
+    )
     if max_restarts < 0:
         raise UsageError("--max-restarts must not be negative")
     reload_dirs = list(args.reload_dirs or [])
@@ -209,12 +215,30 @@ def options_from_args(args: argparse.Namespace, defaults: dict, environ=None) ->
         root_path=root_path,
         forwarded_allow_ips=proxies,
         max_restarts=max_restarts,
+        cpu_affinity=bool(d.get("cpu_affinity", False)),
         reload_dirs=reload_dirs,
         app_spec=d.get("app_spec"),
     )
 
 
-def resolve_run_options(*, host, port, debug, env, workers, reload, logs, argv=None) -> RunOptions:
+def cluster_defaults(cluster) -> dict:
+    """``ClusterConfig`` as run defaults (flags and ``CELLO_*`` variables still win).
+
+    ``graceful_shutdown=False`` means no drain: in-flight requests are cut at once.
+    """
+    if cluster is None:
+        return {}
+    out = {
+        "max_restarts": cluster.max_restarts,
+        "shutdown_timeout": float(cluster.shutdown_timeout) if cluster.graceful_shutdown else 0.0,
+        "cpu_affinity": bool(cluster.cpu_affinity),
+    }
+    if cluster.workers is not None:
+        out["workers"] = cluster.workers
+    return out
+
+
+def resolve_run_options(*, host, port, debug, env, workers, reload, logs, argv=None, cluster=None) -> RunOptions:
     """Options for ``app.run()``: its arguments are the defaults; flags in ``argv`` and ``CELLO_*`` win.
 
     Unknown flags are left alone (the script may have its own); a bad value for a known flag or a
@@ -223,8 +247,11 @@ def resolve_run_options(*, host, port, debug, env, workers, reload, logs, argv=N
     parser = _run_parser()
     parser.prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "cello"
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    defaults = {"host": host, "port": port, "debug": debug, "env": env, "workers": workers, "reload": reload,
-                "logs": logs}  # fmt: skip
+    # Probes are on by default, as for `cello run` (`--no-health-checks` turns them off).
+    defaults = {"host": host, "port": port, "debug": debug, "env": env, "reload": reload, "logs": logs,
+                "health_checks": True, **cluster_defaults(cluster)}  # fmt: skip
+    if workers is not None:  # an explicit run(workers=...) beats ClusterConfig.workers
+        defaults["workers"] = workers
     try:
         return options_from_args(args, defaults)
     except UsageError as exc:

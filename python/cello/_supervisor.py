@@ -35,7 +35,10 @@ banner_log = logging.getLogger("cello")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_STARTUP = 0, 1, 2, 3
 BACKOFF_START, BACKOFF_MAX = 0.1, 5.0
 BACKOFF_RESET_AFTER = 30.0  # a worker that ran this long was healthy: its slot's backoff restarts
-CRASH_WINDOW = 60.0  # more than max_restarts crashes within this window ends the supervisor
+# Restart budget: up to max_restarts crashes within this window restart on the slot's own
+# backoff; beyond it every restart waits BACKOFF_MAX. Restarts never stop (an OOM killer's
+# burst must not become an outage).
+CRASH_WINDOW = 60.0
 HOOK_GRACE = 2.0  # on top of shutdown_timeout: time for shutdown hooks after the drain
 RELOAD_POLL = 0.3
 RELOAD_GRACE = 3.0  # the reloader's stop of an old server process, at most
@@ -106,6 +109,8 @@ def serve_single(app: Any, opts: _cli.RunOptions) -> int:
             _banner(opts, address, workers=1)
 
     try:
+        if opts.cpu_affinity:
+            pin_to_cpu(0)
         app._serve(opts, on_ready=on_ready)
     except Exception as exc:
         if started:
@@ -200,6 +205,14 @@ def reserve_port(host: str, port: int) -> socket.socket:
         raise _bind_error(host, port, exc) from None
     sock.set_inheritable(False)
     return sock
+
+
+def pin_to_cpu(slot: int) -> int:
+    """Pin this process (and the threads it starts later) to one of the CPUs it may use."""
+    cpus = sorted(os.sched_getaffinity(0))
+    cpu = cpus[slot % len(cpus)]
+    os.sched_setaffinity(0, {cpu})
+    return cpu
 
 
 def _signal_name(num: int) -> str:
@@ -300,6 +313,8 @@ class Supervisor:
         self.rollout_new: int | None = None  # the replacement we are waiting for
         self.sock: socket.socket | None = None
         self.restarts = 0
+        # The supervisor's own mask: a replacement worker is pinned like the one it replaces.
+        self.allowed_cpus = sorted(os.sched_getaffinity(0))
         self._stats: tuple[int, int] | None = None
 
     # -- main loop --
@@ -380,7 +395,7 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:  # the worker: never returns
             os.close(rfd)
-            self._worker_main(wfd, parent)
+            self._worker_main(wfd, parent, slot)
         os.close(wfd)
         os.set_blocking(rfd, False)
         worker = Worker(pid, slot, rfd)
@@ -389,7 +404,7 @@ class Supervisor:
         log.debug("forked worker %d (slot %d)", pid, slot)
         return worker
 
-    def _worker_main(self, ready_fd: int, parent: int) -> None:
+    def _worker_main(self, ready_fd: int, parent: int, slot: int) -> None:
         code = EXIT_FAILURE
         try:
             # Own process group: a terminal's Ctrl-C reaches only the supervisor, which then
@@ -407,6 +422,8 @@ class Supervisor:
                 if other.fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(other.fd)
+            if self.opts.cpu_affinity:
+                self._pin(slot)
             code = self._serve_worker(ready_fd)
         except BaseException:  # nothing may escape a forked child
             with contextlib.suppress(BaseException):
@@ -418,6 +435,12 @@ class Supervisor:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
+
+    def _pin(self, slot: int) -> None:
+        # Before the worker starts any thread: tokio's threads inherit the mask.
+        cpu = self.allowed_cpus[slot % len(self.allowed_cpus)]
+        os.sched_setaffinity(0, {cpu})
+        log.debug("worker %d (slot %d) pinned to CPU %d", os.getpid(), slot, cpu)
 
     def _serve_worker(self, ready_fd: int) -> int:
         ready = False
@@ -556,18 +579,18 @@ class Supervisor:
         self.crashes.append(now)
         while self.crashes and now - self.crashes[0] > CRASH_WINDOW:
             self.crashes.popleft()
-        if len(self.crashes) > self.opts.max_restarts:
-            print(f"cello: {len(self.crashes)} worker crashes within {CRASH_WINDOW:.0f} s "
-                  f"(max restarts {self.opts.max_restarts}); last: worker {worker.pid} {how}; giving up",
-                  file=sys.stderr, flush=True)  # fmt: skip
-            self.stop(EXIT_FAILURE)
-            return
         slot = worker.slot
         if worker.ready and now - worker.started >= BACKOFF_RESET_AFTER:
             self.backoff[slot] = BACKOFF_START
         delay = self.backoff[slot]
         self.backoff[slot] = min(delay * 2, BACKOFF_MAX)
+        over_budget = len(self.crashes) > self.opts.max_restarts
+        if over_budget:
+            delay = BACKOFF_MAX
         log.warning("worker %d died unexpectedly (%s); restarting in %.1f s", worker.pid, how, delay)
+        if over_budget:
+            log.warning("%d worker crashes within %.0f s (max restarts %d): restarts are slowed to one per %.0f s "
+                        "per worker", len(self.crashes), CRASH_WINDOW, self.opts.max_restarts, BACKOFF_MAX)  # fmt: skip
         self.restart_at[slot] = now + delay
 
     # -- stopping --

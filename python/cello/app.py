@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _cli
-from .config import Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
+from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
 from .errors import HTTPException
 from .params import compile_endpoint
 from .routing import Blueprint, Routes
@@ -67,6 +67,7 @@ class App(Routes):
         self._threadpool = ThreadPoolConfig()
         self._http2 = Http2Config()
         self._trusted_proxies: list[str] = []
+        self._cluster: ClusterConfig | None = None
         self._executor: Any = None
         self._lock = threading.Lock()
 
@@ -82,6 +83,15 @@ class App(Routes):
 
     def set_http2(self, config: Http2Config) -> None:
         self._http2 = config
+
+    def set_cluster(self, config: ClusterConfig) -> None:
+        """Process settings for ``run()`` and ``cello run``: ``workers``, ``max_restarts`` (quick
+        restarts per minute; beyond it restarts wait the full backoff, they never stop),
+        ``graceful_shutdown``/``shutdown_timeout`` (the drain on SIGTERM) and ``cpu_affinity`` (each
+        worker pinned to one CPU). Command-line flags and ``CELLO_*`` variables still win."""
+        if not isinstance(config, ClusterConfig):
+            raise TypeError(f"set_cluster() takes a ClusterConfig, not {type(config).__name__}")
+        self._cluster = config
 
     def set_trusted_proxies(self, proxies: list[str]) -> None:
         self._trusted_proxies = [str(p) for p in proxies]
@@ -272,7 +282,7 @@ class App(Routes):
     ) -> None:
         """Serve until stopped. Command-line flags (``--host --port ...``) override arguments."""
         opts = _cli.resolve_run_options(
-            host=host, port=port, debug=debug, env=env, workers=workers, reload=reload, logs=logs
+            host=host, port=port, debug=debug, env=env, workers=workers, reload=reload, logs=logs, cluster=self._cluster
         )
         from ._supervisor import run_app
 

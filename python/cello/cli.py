@@ -80,7 +80,37 @@ def main(argv: list[str] | None = None) -> int:
         app = _loader.load_app(spec)
     except _loader.AppLoadError as exc:
         return _startup_failure(exc)
-    return run_app(app, opts)
+    cluster = getattr(app, "_cluster", None)
+    if cluster is not None:  # the app's ClusterConfig sits between the command defaults and flags
+        try:
+            opts = _cli.options_from_args(args, {**defaults, **_cli.cluster_defaults(cluster)})
+        except _cli.UsageError as exc:
+            sub.error(str(exc))
+    code = run_app(app, opts)
+    _exit_past_stuck_handlers(code)
+    return code
+
+
+def _exit_past_stuck_handlers(code: int) -> None:
+    """After the drain, a blocking handler still running in the pool would hold the process
+    until it returns (the interpreter joins pool threads at exit): the drain's deadline is the
+    stop, so leave without them."""
+    import logging
+    import os
+    import threading
+
+    pool = [t for t in threading.enumerate() if t.name.startswith("cello-pool")]
+    for t in pool:  # idle ones are just leaving
+        t.join(0.2)
+    stuck = [t for t in pool if t.is_alive()]
+    if not stuck:
+        return
+    logging.getLogger("cello").warning("%d blocking handler(s) still running after the drain: exiting", len(stuck))
+    for handler in logging.getLogger().handlers + logging.getLogger("cello").handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _startup_failure(exc: Exception) -> int:
