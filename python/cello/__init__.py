@@ -33,7 +33,7 @@ from .config import (
     validate_session_config,
     validate_tls_config,
 )
-from .errors import CelloError, ConfigError, HTTPException
+from .errors import CelloError, ConfigError, FeatureNotAvailable, HTTPException
 from .guards import (
     And,
     Authenticated,
@@ -64,6 +64,7 @@ __all__ = [
     "CqrsConfig",
     "DatabaseConfig",
     "EventSourcingConfig",
+    "FeatureNotAvailable",
     "ForbiddenError",
     "GraphQLConfig",
     "GrpcConfig",

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import _cli
 from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
-from .errors import HTTPException
+from .errors import FeatureNotAvailable, HTTPException
 from .params import compile_endpoint
 from .routing import Blueprint, Routes
 
@@ -50,6 +50,15 @@ def _with_config_file(config: dict[str, Any], path: str | None) -> dict[str, Any
     return merged
 
 
+def _refuse_push(enabled: bool) -> None:
+    if enabled:
+        raise FeatureNotAvailable(
+            "Http2Config(enable_push=True): HTTP/2 server push",
+            hint="push is deprecated (browsers removed it) and Cello will not support it; "
+            "send `Link: <...>; rel=preload` headers instead",
+        )
+
+
 class App(Routes):
     """A Cello application."""
 
@@ -82,6 +91,7 @@ class App(Routes):
         self._threadpool = config
 
     def set_http2(self, config: Http2Config) -> None:
+        _refuse_push(config.enable_push)
         self._http2 = config
 
     def set_cluster(self, config: ClusterConfig) -> None:
@@ -101,6 +111,7 @@ class App(Routes):
 
     def server_config(self, host: str = "127.0.0.1", port: int = 8000, debug: bool = False) -> dict[str, Any]:
         """The data-plane configuration (``cello_config::ServerConfig``) as a dict."""
+        _refuse_push(self._http2.enable_push)  # also when set on the object after set_http2()
         return {
             "host": host,
             "port": int(port),
@@ -137,6 +148,13 @@ class App(Routes):
         from ._cello import validate_config
 
         fields = config.to_dict() if config is not None else {}
+        if fields.get("export_metrics") and getattr(config, "_export_metrics_explicit", False):
+            raise FeatureNotAvailable(
+                "OpenTelemetryConfig(export_metrics=True): OTLP metrics export",
+                issue=8,
+                hint="Cello's metrics are served in Prometheus format by app.enable_prometheus(); "
+                "leave export_metrics unset or pass False",
+            )
         cfg: dict[str, Any] = {"enabled": True, "propagateResponse": bool(propagate_response)}
         for key in ("service_name", "service_version", "otlp_endpoint", "sampling_rate", "excluded_paths"):
             if fields.get(key) is not None:
@@ -298,6 +316,9 @@ class App(Routes):
         config["accessLog"] = bool(opts.access_log)
         config["rootPath"] = opts.root_path or ""
         config = _with_config_file(config, os.environ.get("CELLO_CONFIG"))
+        _refuse_push(
+            bool((config.get("http2") or {}).get("enablePush") or (config.get("http2") or {}).get("enable_push"))
+        )
         executor = Executor(self, config)
         with self._lock:
             self._executor = executor

@@ -12,6 +12,7 @@ built yet only hold their values.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -732,13 +733,24 @@ class StaticFilesConfig(_Config):
 # ---- observability -----------------------------------------------------------------------------
 
 
+_DEFAULT = object()  # a default the caller did not choose
+
+
+class _Tracked(_Field):
+    """A field whose assignment after construction counts as the caller's choice."""
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        super().__set__(obj, value)
+        obj.__dict__[f"_{self.name}_explicit"] = True
+
+
 class OpenTelemetryConfig(_Config):
     service_name = _Field(_str(nonempty=True))
     service_version = _Field(_str())
     otlp_endpoint = _Field(_str(optional=True))
     sampling_rate = _Field(_num(0, max_value=1))
     export_traces = _Field(_bool)
-    export_metrics = _Field(_bool)
+    export_metrics = _Tracked(_bool)
     excluded_paths = _Field(_str_list)
 
     def __init__(
@@ -748,10 +760,23 @@ class OpenTelemetryConfig(_Config):
         otlp_endpoint=None,
         sampling_rate=1.0,
         export_traces=True,
-        export_metrics=True,
+        export_metrics=_DEFAULT,
         excluded_paths=None,
     ) -> None:
+        # OTLP metrics are not built: only an explicit export_metrics=True is refused (by
+        # App.enable_telemetry); the published default True must not make every app fail.
+        explicit = export_metrics is not _DEFAULT
+        export_metrics = True if not explicit else export_metrics
         self._set(locals())
+        self.__dict__["_export_metrics_explicit"] = explicit
+
+
+OpenTelemetryConfig.__init__.__signature__ = inspect.signature(OpenTelemetryConfig.__init__).replace(  # type: ignore[attr-defined]
+    parameters=[
+        p.replace(default=True) if p.name == "export_metrics" else p
+        for p in inspect.signature(OpenTelemetryConfig.__init__).parameters.values()
+    ]
+)
 
 
 class HealthCheckConfig(_Config):

@@ -37,4 +37,17 @@ class HTTPException(Exception):
         self.headers = dict(headers or {})
 
 
-__all__ = ["CelloError", "ConfigError", "HTTPException", "JsonDecodeError", "problem_body"]
+class FeatureNotAvailable(NotImplementedError):
+    """A setting or feature Cello announces but does not do (yet): turning it on fails loudly
+    rather than being accepted and ignored."""
+
+    def __init__(self, feature: str, *, issue: int | None = None, hint: str | None = None) -> None:
+        text = f"{feature} is not available" + (f" yet (issue {issue})" if issue is not None else "")
+        if hint:
+            text += f": {hint}"
+        super().__init__(text)
+        self.feature = feature
+        self.issue = issue
+
+
+__all__ = ["CelloError", "ConfigError", "FeatureNotAvailable", "HTTPException", "JsonDecodeError", "problem_body"]
