@@ -147,3 +147,13 @@ class Blueprint(Routes):
     def __init__(self, prefix: str = "", name: str | None = None) -> None:
         super().__init__(prefix)
         self.name = name or (prefix.strip("/") or "blueprint")
+
+    def register(self, blueprint: Blueprint) -> None:
+        """Nest ``blueprint`` under this one (the published 1.x name of ``register_blueprint``)."""
+        self.register_blueprint(blueprint)
+
+    def get_all_routes(self) -> list[tuple[str, str, Handler]]:
+        """Every route of this blueprint and its nested ones as ``(method, path, handler)``, one
+        tuple per method, in registration order (as 1.x returned them). ``path`` includes this
+        blueprint's prefix and its children's, not the prefix of whatever it is mounted on."""
+        return [(method, r.path, r.handler) for r in self._flatten() for method in r.methods]
