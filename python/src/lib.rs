@@ -1,7 +1,7 @@
 //! `cello._cello`: the PyO3 side of Cello.
 //!
-//! Modules: [`runtime`] (the Python endpoint: job queue, drain loop, tokio
-//! runtime), [`convert`] (handler results → HTTP responses), [`request`] (the
+//! Modules: [`executor`] (Rust futures <-> the asyncio loop, apart from HTTP),
+//! [`runtime`] (the Python endpoint: jobs, drain loop), [`convert`] (handler results → HTTP responses), [`request`] (the
 //! lazy `Request` view), [`sink`] (streaming bodies with back-pressure),
 //! [`json`] (the JSON codec), [`errors`] (the one error → exception map).
 
@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 pub mod convert;
 pub mod errors;
+pub mod executor;
 pub mod json;
 pub mod observability;
 pub mod queue;
@@ -19,6 +20,7 @@ pub mod sink;
 #[pymodule]
 fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Runtime>()?;
+    m.add_class::<executor::Executor>()?;
     m.add_class::<runtime::Responder>()?;
     m.add_class::<request::PyRequest>()?;
     m.add_class::<request::headers::Headers>()?;

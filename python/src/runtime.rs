@@ -2,12 +2,12 @@
 //!
 //! Execution model (see ARCHITECTURE.md): tokio serves sockets on its own
 //! thread(s) and never takes the GIL on the request path. A matched request
-//! becomes a [`Job`] pushed onto a queue; the first push after a drain writes one
-//! byte to a socketpair whose read end is registered with the asyncio loop
-//! (`loop.add_reader`). The loop's thread then drains every queued job in one
-//! GIL hold: sync handlers run inline, coroutines become asyncio tasks, and
-//! responses travel back over oneshot channels. Under load one wake-up serves a
-//! whole batch.
+//! becomes a [`Job`] pushed onto the executor's bridge (`executor.rs`); the first
+//! push after a drain writes one byte to a socketpair whose read end is registered
+//! with the asyncio loop (`loop.add_reader`). The loop's thread then drains every
+//! queued job in one GIL hold: sync handlers run inline, coroutines become asyncio
+//! tasks, and responses travel back over oneshot channels. Under load one wake-up
+//! serves a whole batch.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::convert::{self, Reply};
 use crate::errors::{config_err, server_err};
-use crate::queue::WakeQueue;
+use crate::executor::{self, Bridge, Io, Work};
 use crate::request::PyRequest;
 
 /// Work for the Python thread.
@@ -81,7 +81,7 @@ impl Drop for CancelOnDrop {
 }
 
 /// The queue between tokio and the Python thread.
-pub type Shared = WakeQueue<Job>;
+pub type Shared = Bridge<Job>;
 
 /// What converting results needs: shared by the runtime and its responders.
 pub struct Ctx {
@@ -117,31 +117,13 @@ pub struct Stats {
 struct PyEndpoint {
     shared: Arc<Shared>,
     handler_timeout: Duration,
-    /// Asks the batching waker task (see `spawn_waker`) to wake the Python thread.
-    waker: Arc<tokio::sync::Notify>,
-}
-
-/// The Python thread is woken by a task that first yields, so every request read in
-/// the same pass of the I/O loop rides on one wake-up. Waking it from each request
-/// (as on one core the kernel then switches to it at once) cost ~1.7 context switches
-/// per request under load.
-fn spawn_waker(handle: &tokio::runtime::Handle, shared: Arc<Shared>, waker: Arc<tokio::sync::Notify>) {
-    handle.spawn(async move {
-        loop {
-            waker.notified().await;
-            tokio::task::yield_now().await;
-            shared.wake();
-        }
-    });
 }
 
 impl Endpoint for PyEndpoint {
     fn call(&self, req: RoutedRequest) -> ResponseFuture {
         let (tx, rx) = oneshot::channel();
         let slot = Arc::new(CancelSlot::default());
-        if self.shared.push_deferred(Job::Request(req, tx, slot.clone())) {
-            self.waker.notify_one();
-        }
+        self.shared.push_batched(Job::Request(req, tx, slot.clone()));
         let limit = self.handler_timeout;
         let mut guard = CancelOnDrop {
             slot: Some(slot),
@@ -184,10 +166,9 @@ pub struct Runtime {
     endpoints: Vec<Py<PyAny>>,
     exec: Vec<RouteExec>,
     ctx: Arc<Ctx>,
-    rt: Mutex<Option<tokio::runtime::Runtime>>,
+    io: Io,
     listener: Mutex<Option<std::net::TcpListener>>,
     shutdown: ShutdownHandle,
-    waker: Arc<tokio::sync::Notify>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -196,25 +177,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Runtime {
     fn runtime(&self) -> PyResult<tokio::runtime::Handle> {
-        let mut rt = lock(&self.rt);
-        if rt.is_none() {
-            let threads = std::env::var("CELLO_IO_THREADS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1usize);
-            let built = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads.max(1))
-                .thread_name("cello-io")
-                .enable_all()
-                .build()
-                .map_err(|e| PyRuntimeError::new_err(format!("cannot start the I/O runtime: {e}")))?;
-            let _ = self.ctx.io.set(built.handle().clone());
-            spawn_waker(built.handle(), self.shared.clone(), self.waker.clone());
-            *rt = Some(built);
-        }
-        rt.as_ref()
-            .map(|r| r.handle().clone())
-            .ok_or_else(|| PyRuntimeError::new_err("runtime unavailable"))
+        let handle = self.io.handle(&self.shared)?;
+        let _ = self.ctx.io.set(handle.clone());
+        Ok(handle)
     }
 }
 
@@ -246,9 +211,7 @@ impl Runtime {
         }
         let router = builder.build().map_err(server_err)?;
         let shared = Arc::new(Shared::new().map_err(|e| PyRuntimeError::new_err(e.to_string()))?);
-        let waker = Arc::new(tokio::sync::Notify::new());
         let endpoint = PyEndpoint {
-            waker: waker.clone(),
             shared: shared.clone(),
             handler_timeout: Duration::from_secs_f64(config.timeouts.handler),
         };
@@ -294,10 +257,9 @@ impl Runtime {
             endpoints,
             exec,
             ctx,
-            rt: Mutex::new(None),
+            io: Io::default(),
             listener: Mutex::new(None),
             shutdown: ShutdownHandle::new(),
-            waker,
         })
     }
 
@@ -310,7 +272,14 @@ impl Runtime {
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
         let jobs = self.shared.take();
         let mut access = Vec::new();
-        for job in jobs {
+        for work in jobs {
+            let job = match work {
+                Work::Call(call) => {
+                    executor::run_call(py, call);
+                    continue;
+                }
+                Work::Job(job) => job,
+            };
             match job {
                 Job::Request(req, tx, slot) => {
                     // A client that left while queued costs no handler call.
@@ -430,15 +399,15 @@ impl Runtime {
             .body(http_body_util::Full::new(Bytes::from(body)))
             .map_err(|e| PyValueError::new_err(format!("invalid test request: {e}")))?;
         let handle = self.runtime()?;
-        let ctx = self.ctx.clone();
+        let (state, shared) = (self.ctx.state.clone(), self.shared.clone());
         handle.spawn(async move {
             let peer = SocketAddr::from(([127, 0, 0, 1], 50000));
-            let resp: Response<ResponseBody> =
-                service::handle(ctx.state.clone(), ConnInfo::new(Some(peer), false), req).await;
+            let resp: Response<ResponseBody> = service::handle(state, ConnInfo::new(Some(peer), false), req).await;
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map(http_body_util::Collected::to_bytes);
-            Python::attach(|py| {
-                let outcome = (|| -> PyResult<()> {
+            // The result is built and set on the loop thread: no GIL on this one.
+            shared.call(move |py| {
+                let outcome = (|| -> PyResult<Py<PyAny>> {
                     let body = body.map_err(|e| PyRuntimeError::new_err(format!("response body failed: {e}")))?;
                     let headers = PyList::empty(py);
                     for (k, v) in &parts.headers {
@@ -452,12 +421,9 @@ impl Runtime {
                             PyBytes::new(py, &body).into_any(),
                         ],
                     )?;
-                    ctx.hooks.call_method1(py, "resolve", (future.clone_ref(py), value))?;
-                    Ok(())
+                    Ok(value.into_any().unbind())
                 })();
-                if let Err(e) = outcome {
-                    let _ = ctx.hooks.call_method1(py, "reject", (future, e.into_value(py)));
-                }
+                executor::settle(py, &future, outcome);
             });
         });
         Ok(())
@@ -544,11 +510,8 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        // The I/O runtime (`self.io`) then shuts down without blocking.
         self.shutdown.cancel();
-        if let Some(rt) = lock(&self.rt).take() {
-            // Never block here: this runs with the GIL held and I/O threads may want it.
-            rt.shutdown_background();
-        }
     }
 }
 
