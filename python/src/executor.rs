@@ -426,3 +426,55 @@ impl Executor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(work: Vec<Work<u32>>) -> Vec<Option<u32>> {
+        work.into_iter()
+            .map(|w| match w {
+                Work::Job(j) => Some(j),
+                Work::Call(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn calls_and_jobs_keep_push_order() {
+        let bridge = Bridge::<u32>::new().unwrap();
+        bridge.push(1);
+        bridge.call(|_| {});
+        bridge.push_batched(2);
+        bridge.call(|_| {});
+        assert_eq!(kinds(bridge.take()), vec![Some(1), None, Some(2), None]);
+        assert!(bridge.take().is_empty());
+    }
+
+    #[test]
+    fn batched_pushes_share_one_wake_up_through_the_waker_task() {
+        let bridge = Arc::new(Bridge::<u32>::new().unwrap());
+        // As `Io::handle` starts it (built here: that one returns a PyResult, and this test
+        // binary does not link libpython).
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        spawn_waker(&handle, bridge.clone());
+        // Pushed from one pass of an I/O task: one wake-up byte for all of them.
+        let b = bridge.clone();
+        handle.block_on(async move {
+            for i in 0..100 {
+                b.push_batched(i);
+            }
+            b.call(|_| {});
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        assert_eq!(bridge.queue.wake_bytes(), 1, "expected exactly one wake-up byte");
+        let got = kinds(bridge.take());
+        assert_eq!(got.len(), 101);
+        assert_eq!(got[..100], (0..100).map(Some).collect::<Vec<_>>()[..]);
+    }
+}

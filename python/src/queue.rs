@@ -83,6 +83,22 @@ impl<T> WakeQueue<T> {
 }
 
 #[cfg(test)]
+impl<T> WakeQueue<T> {
+    /// Consume and count the pending wake-up bytes (tests of the batching).
+    pub(crate) fn wake_bytes(&self) -> usize {
+        let mut buf = [0u8; 64];
+        let mut total = 0;
+        while let Ok(n) = (&self.wake_rx).read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
