@@ -207,9 +207,10 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def pin_to_cpu(slot: int) -> int:
-    """Pin this process (and the threads it starts later) to one of the CPUs it may use."""
-    cpus = sorted(os.sched_getaffinity(0))
+def pin_to_cpu(slot: int, cpus: list[int] | None = None) -> int:
+    """Pin the calling thread, and the threads it starts later, to CPU number ``slot`` (modulo)
+    of ``cpus`` (default: the CPUs it may use). Call it before the runtime starts its threads."""
+    cpus = cpus or sorted(os.sched_getaffinity(0))
     cpu = cpus[slot % len(cpus)]
     os.sched_setaffinity(0, {cpu})
     return cpu
@@ -437,9 +438,7 @@ class Supervisor:
             os._exit(code)
 
     def _pin(self, slot: int) -> None:
-        # Before the worker starts any thread: tokio's threads inherit the mask.
-        cpu = self.allowed_cpus[slot % len(self.allowed_cpus)]
-        os.sched_setaffinity(0, {cpu})
+        cpu = pin_to_cpu(slot, self.allowed_cpus)
         log.debug("worker %d (slot %d) pinned to CPU %d", os.getpid(), slot, cpu)
 
     def _serve_worker(self, ready_fd: int) -> int:

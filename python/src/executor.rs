@@ -97,12 +97,17 @@ impl<J: Send + 'static> Bridge<J> {
 pub struct Io {
     rt: Mutex<Option<tokio::runtime::Runtime>>,
     handle: OnceLock<Handle>,
+    /// Shut down: no new work (a task spawned now would be dropped, its future never set).
+    stopped: AtomicBool,
 }
 
 impl Io {
     /// The runtime's handle, started on first use (`CELLO_IO_THREADS` threads, default 1)
     /// together with the bridge's waker task.
     pub fn handle<J: Send + 'static>(&self, bridge: &Arc<Bridge<J>>) -> PyResult<Handle> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(PyRuntimeError::new_err("the I/O runtime is shut down"));
+        }
         if let Some(h) = self.handle.get() {
             return Ok(h.clone());
         }
@@ -129,6 +134,7 @@ impl Io {
 
     /// Stop the runtime without blocking (its tasks are dropped).
     pub fn shutdown(&self) {
+        self.stopped.store(true, Ordering::Release);
         if let Some(rt) = self.rt.lock().unwrap_or_else(PoisonError::into_inner).take() {
             // Never block here: this may run with the GIL held while I/O threads want it.
             rt.shutdown_background();

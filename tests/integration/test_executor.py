@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-
 from cello import _cello
 
 pytestmark = pytest.mark.timeout(60)
@@ -103,6 +102,18 @@ def test_cancelling_the_python_future_leaves_the_loop_healthy():
             await fut
         assert await ex.sleep(0.01, "after") == "after"
         ex.close()
+
+    run(main)
+
+
+def test_a_closed_executor_refuses_new_work():
+    async def main(loop):
+        ex = _cello.Executor.start(loop)
+        assert await ex.echo(b"x") == b"x"
+        ex.close()
+        with pytest.raises(RuntimeError, match="shut down"):
+            ex.sleep(0.01)
+        ex.close()  # twice is fine
 
     run(main)
 
