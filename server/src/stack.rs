@@ -570,3 +570,317 @@ impl Service<Req> for RouterService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use cello_config::ServerConfig;
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::builder::{App, Server};
+    use crate::endpoint::RoutedRequest;
+    use crate::target::{RouteOptions, Target};
+
+    /// Echoes the route template, the body length and what the extensions said.
+    fn echo() -> Target {
+        Target::Endpoint(Arc::new(|req: RoutedRequest| async move {
+            let client = req.parts.extensions.get::<ClientInfo>().cloned();
+            let text = format!(
+                "{} {} {:?} {:?}",
+                req.route.template,
+                req.body.len(),
+                client.as_ref().and_then(|c| c.ip),
+                client.as_ref().and_then(|c| c.scheme),
+            );
+            Response::new(ResponseBody::full(text))
+        }))
+    }
+
+    fn app(config: ServerConfig, extra: impl FnOnce(&mut crate::builder::ServerBuilder)) -> App {
+        let mut b = Server::builder(config);
+        b.route(&[Method::GET, Method::POST], "/items/{id:int}", echo())
+            .unwrap();
+        b.route(
+            &[Method::GET],
+            "/openapi.json",
+            Target::document(r#"{"openapi":"3.1.0"}"#, "application/json"),
+        )
+        .unwrap();
+        b.route(&[Method::GET], "/ws", Target::WebSocket).unwrap();
+        extra(&mut b);
+        b.build().unwrap()
+    }
+
+    fn get(path: &str) -> Req {
+        Request::get(path)
+            .header("host", "t")
+            .body(RequestBody::empty())
+            .unwrap()
+    }
+
+    async fn call(app: &App, req: Req) -> (StatusCode, http::HeaderMap, Bytes) {
+        let resp = app.oneshot(req, Some(([10, 0, 0, 1], 4000).into())).await;
+        let (parts, body) = resp.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    }
+
+    #[test]
+    fn the_stack_has_only_enabled_layers_in_the_documented_order() {
+        let bare = app(ServerConfig::default(), |_| {});
+        assert_eq!(bare.layers(), ["connection", "protocol", "router"]);
+        let mut c = ServerConfig::default();
+        c.health.enabled = true;
+        c.prometheus.enabled = true;
+        c.access_log = true;
+        c.root_path = "/api".into();
+        c.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let full = app(c, |_| {});
+        // access_log is on but no sink was given: no access layer.
+        assert_eq!(
+            full.layers(),
+            [
+                "probes",
+                "connection",
+                "observe",
+                "trusted_proxy",
+                "root_path",
+                "protocol",
+                "router"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn misses_405_options_and_head_are_answered_by_the_router() {
+        let app = app(ServerConfig::default(), |_| {});
+        let (s, h, b) = call(&app, get("/nope")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(h["content-type"], "application/problem+json");
+        assert!(String::from_utf8_lossy(&b).contains("no route for GET /nope"));
+        // A failed constraint is a 404 too.
+        assert_eq!(call(&app, get("/items/abc")).await.0, StatusCode::NOT_FOUND);
+        let del = Request::delete("/items/1")
+            .header("host", "t")
+            .body(RequestBody::empty())
+            .unwrap();
+        let (s, h, _) = call(&app, del).await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(h["allow"], "GET, HEAD, OPTIONS, POST");
+        let opt = Request::options("/items/1")
+            .header("host", "t")
+            .body(RequestBody::empty())
+            .unwrap();
+        let (s, h, b) = call(&app, opt).await;
+        assert_eq!((s, b.len()), (StatusCode::NO_CONTENT, 0));
+        assert!(h["allow"].to_str().unwrap().contains("POST"));
+        let head = Request::head("/openapi.json")
+            .header("host", "t")
+            .body(RequestBody::empty())
+            .unwrap();
+        let (s, h, b) = call(&app, head).await;
+        assert_eq!((s, b.len()), (StatusCode::OK, 0));
+        assert_eq!(h["content-length"], "19");
+    }
+
+    #[tokio::test]
+    async fn protocol_layer_refuses_missing_host_and_bad_encoding() {
+        let app = app(ServerConfig::default(), |_| {});
+        let no_host = Request::get("/items/1").body(RequestBody::empty()).unwrap();
+        assert_eq!(call(&app, no_host).await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(call(&app, get("/items/%zz")).await.0, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn targets_endpoint_document_and_not_yet_implemented() {
+        let app = app(ServerConfig::default(), |_| {});
+        let (s, _, b) = call(&app, get("/items/7")).await;
+        assert_eq!((s, &b[..]), (StatusCode::OK, &b"/items/{id:int} 0 None None"[..]));
+        let (s, h, b) = call(&app, get("/openapi.json")).await;
+        assert_eq!((s, &b[..]), (StatusCode::OK, &br#"{"openapi":"3.1.0"}"#[..]));
+        assert_eq!(h["content-type"], "application/json");
+        let (s, h, b) = call(&app, get("/ws")).await;
+        assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(h["content-type"], "application/problem+json");
+        assert!(String::from_utf8_lossy(&b).contains("WebSocket routes are not implemented yet"));
+    }
+
+    #[tokio::test]
+    async fn probes_answer_before_routing_and_ready_turns_503_on_drain() {
+        let mut c = ServerConfig::default();
+        c.health.enabled = true;
+        c.prometheus.enabled = true;
+        let app = app(c, |_| {});
+        assert_eq!(call(&app, get("/health/live")).await.0, StatusCode::OK);
+        assert_eq!(
+            call(&app, get("/health/startup")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(call(&app, get("/health/ready")).await.0, StatusCode::OK);
+        let _ = call(&app, get("/items/1")).await;
+        let (s, _, b) = call(&app, get("/metrics")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(String::from_utf8_lossy(&b).contains("/items/{id:int}"));
+        app.drain();
+        assert_eq!(
+            call(&app, get("/health/ready")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    fn post(path: &str, body: &'static [u8], content_length: bool) -> Req {
+        let mut b = Request::post(path).header("host", "t");
+        if content_length {
+            b = b.header("content-length", body.len());
+        }
+        b.body(RequestBody::full(Bytes::from_static(body))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn body_limit_global_and_per_route() {
+        let mut c = ServerConfig::default();
+        c.limits.max_body_size = 8;
+        let app = app(c, |b| {
+            let opts = RouteOptions {
+                max_body_size: Some(2),
+                ..RouteOptions::default()
+            };
+            b.route_with(&[Method::POST], "/small", echo(), opts).unwrap();
+        });
+        assert_eq!(call(&app, post("/items/1", b"12345678", true)).await.0, StatusCode::OK);
+        // Refused from Content-Length, and while reading when there is none.
+        assert_eq!(
+            call(&app, post("/items/1", b"123456789", true)).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            call(&app, post("/items/1", b"123456789", false)).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            call(&app, post("/small", b"123", false)).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(call(&app, post("/small", b"12", false)).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn per_route_timeout_is_a_504() {
+        let app = app(ServerConfig::default(), |b| {
+            let slow = Target::Endpoint(Arc::new(|_req: RoutedRequest| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Response::new(ResponseBody::Empty)
+            }));
+            let opts = RouteOptions {
+                timeout: Some(Duration::from_millis(50)),
+                ..RouteOptions::default()
+            };
+            b.route_with(&[Method::GET], "/slow", slow, opts).unwrap();
+        });
+        assert_eq!(call(&app, get("/slow")).await.0, StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn root_path_is_skipped_by_the_router() {
+        let mut c = ServerConfig::default();
+        c.root_path = "/api/".into();
+        let app = app(c, |b| {
+            b.route(&[Method::GET], "/", Target::document("root", "text/plain"))
+                .unwrap();
+        });
+        assert_eq!(call(&app, get("/api/items/1")).await.0, StatusCode::OK);
+        assert_eq!(call(&app, get("/items/1")).await.0, StatusCode::OK);
+        assert_eq!(&call(&app, get("/api")).await.2[..], b"root");
+        assert_eq!(call(&app, get("/apix/items/1")).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn trusted_proxies_resolve_the_client_into_an_extension() {
+        let mut c = ServerConfig::default();
+        c.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let app = app(c, |_| {});
+        let req = Request::get("/items/1")
+            .header("host", "t")
+            .header("x-forwarded-for", "203.0.113.9, 10.1.1.1")
+            .header("x-forwarded-proto", "https")
+            .body(RequestBody::empty())
+            .unwrap();
+        let (_, _, b) = call(&app, req).await;
+        assert_eq!(&b[..], b"/items/{id:int} 0 Some(203.0.113.9) Some(\"https\")");
+        // An untrusted peer's headers are ignored.
+        let req = Request::get("/items/1")
+            .header("host", "t")
+            .header("x-forwarded-for", "203.0.113.9")
+            .body(RequestBody::empty())
+            .unwrap();
+        let resp = app.oneshot(req, Some(([192, 0, 2, 1], 4000).into())).await;
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&b[..], b"/items/{id:int} 0 None None");
+    }
+
+    #[tokio::test]
+    async fn a_route_can_take_its_body_as_a_stream_within_the_limit() {
+        let mut c = ServerConfig::default();
+        c.limits.max_body_size = 4;
+        let app = app(c, |b| {
+            let streaming = Target::Endpoint(Arc::new(|req: RoutedRequest| async move {
+                let Some(stream) = req.stream else {
+                    return Response::new(ResponseBody::full("buffered"));
+                };
+                match stream.collect().await {
+                    Ok(c) => Response::new(ResponseBody::full(format!("streamed {}", c.to_bytes().len()))),
+                    Err(e) => crate::problem::problem(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+                }
+            }));
+            let opts = RouteOptions {
+                stream_body: true,
+                ..RouteOptions::default()
+            };
+            b.route_with(&[Method::POST], "/upload", streaming, opts).unwrap();
+        });
+        let (s, _, b) = call(&app, post("/upload", b"1234", false)).await;
+        assert_eq!((s, &b[..]), (StatusCode::OK, &b"streamed 4"[..]));
+        let (s, _, b) = call(&app, post("/upload", b"12345", false)).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(String::from_utf8_lossy(&b).contains("exceeds the limit of 4 bytes"));
+        assert_eq!(
+            call(&app, post("/upload", b"12345", true)).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_body_can_end_with_trailers() {
+        let app = app(ServerConfig::default(), |b| {
+            let grpcish = Target::Endpoint(Arc::new(|_req: RoutedRequest| async {
+                let mut t = http::HeaderMap::new();
+                t.insert("grpc-status", HeaderValue::from_static("0"));
+                Response::new(ResponseBody::full("payload").with_trailers(t))
+            }));
+            b.route(&[Method::GET], "/t", grpcish).unwrap();
+        });
+        let resp = app.oneshot(get("/t"), None).await;
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        assert_eq!(&collected.to_bytes()[..], b"payload");
+    }
+
+    #[tokio::test]
+    async fn the_connection_layer_closes_after_the_request_cap() {
+        let mut c = ServerConfig::default();
+        c.limits.max_requests_per_connection = 2;
+        let app = app(c, |_| {});
+        let conn = ConnInfo::new(None, false);
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            let mut req = get("/items/1");
+            req.extensions_mut().insert(conn.clone());
+            let resp = app.service().run(req).await.unwrap();
+            statuses.push(resp.headers().get("connection").cloned());
+        }
+        assert_eq!(statuses, [None, Some(HeaderValue::from_static("close"))]);
+        assert_eq!(conn.activity.inflight.load(Ordering::Acquire), 0);
+    }
+}
