@@ -27,10 +27,10 @@ pub struct TraceIds(pub String, pub String);
 #[derive(Clone, Debug)]
 pub struct ClientInfo {
     /// The original client address.
-    pub ip: Option<IpAddr>,
-    /// `http` or `https` as the client used.
+    pub ip: IpAddr,
+    /// `http` or `https` as the client used, when a proxy said.
     pub scheme: Option<&'static str>,
-    /// The host the client asked for.
+    /// The host the client asked for, when a proxy said.
     pub host: Option<String>,
 }
 

@@ -592,7 +592,7 @@ mod tests {
                 "{} {} {:?} {:?}",
                 req.route.template,
                 req.body.len(),
-                client.as_ref().and_then(|c| c.ip),
+                client.as_ref().map(|c| c.ip),
                 client.as_ref().and_then(|c| c.scheme),
             );
             Response::new(ResponseBody::full(text))
@@ -784,8 +784,10 @@ mod tests {
 
     #[tokio::test]
     async fn root_path_is_skipped_by_the_router() {
-        let mut c = ServerConfig::default();
-        c.root_path = "/api/".into();
+        let c = ServerConfig {
+            root_path: "/api/".into(),
+            ..ServerConfig::default()
+        };
         let app = app(c, |b| {
             b.route(&[Method::GET], "/", Target::document("root", "text/plain"))
                 .unwrap();
@@ -798,8 +800,10 @@ mod tests {
 
     #[tokio::test]
     async fn trusted_proxies_resolve_the_client_into_an_extension() {
-        let mut c = ServerConfig::default();
-        c.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let c = ServerConfig {
+            trusted_proxies: vec!["10.0.0.0/8".into()],
+            ..ServerConfig::default()
+        };
         let app = app(c, |_| {});
         let req = Request::get("/items/1")
             .header("host", "t")
