@@ -224,10 +224,13 @@ class Executor:
         host, port = self.core.bind()
         self.address = (host, port)
         self.run_hooks("startup")
-        self.core.start(drain_timeout)
-        if threading.current_thread() is threading.main_thread():
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self._on_signal)
+        # The I/O side starts the drain on SIGTERM itself (readiness flips even while a
+        # handler holds this thread); its handler chains to the ones installed above.
+        self.core.start(drain_timeout, on_main)
         if on_ready is not None:
             on_ready((host, port))
         try:

@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use cello_server::ext::ClientInfo;
 use cello_server::{AppState, RoutedRequest};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri};
@@ -53,6 +54,8 @@ pub struct RequestData {
     pub trusted: Vec<(IpAddr, u8)>,
     /// Where the app is mounted behind a proxy (`--root-path`), if anywhere.
     pub root_path: Option<Arc<str>>,
+    /// The client as the stack's trusted-proxy layer resolved it (trusted peers only).
+    pub client: Option<ClientInfo>,
 }
 
 /// Parsed form body, Python side.
@@ -99,7 +102,8 @@ impl PyRequest {
     }
 
     /// Wrap a routed request.
-    pub fn from_routed(req: RoutedRequest, state: &AppState) -> Self {
+    pub fn from_routed(mut req: RoutedRequest, state: &AppState) -> Self {
+        let client = req.parts.extensions.remove::<ClientInfo>();
         let peer_trusted = req
             .peer
             .is_some_and(|p| !state.trusted.is_empty() && state.is_trusted(p.ip()));
@@ -120,6 +124,7 @@ impl PyRequest {
                 Vec::new()
             },
             root_path: state.root_path.clone(),
+            client,
         })
     }
 
@@ -158,15 +163,13 @@ impl PyRequest {
     }
 
     fn scheme_str(&self) -> &'static str {
-        if self.data.peer_trusted {
-            if let Some(p) = self.header("x-forwarded-proto").and_then(|v| parse::proto(&v)) {
-                return p;
+        if let Some(c) = &self.data.client {
+            if let Some(s) = c.scheme {
+                return s;
             }
-            let fwd: Vec<_> = self.header_values("forwarded").collect();
-            if let Some(p) = parse::forwarded_param(fwd.iter().map(|c| c.as_ref()), "proto").first() {
-                if let Some(p) = parse::proto(p) {
-                    return p;
-                }
+        } else if self.data.peer_trusted {
+            if let Some(p) = cello_server::forwarded::forwarded_scheme(&self.data.headers) {
+                return p;
             }
         }
         if self.data.tls || self.data.uri.scheme_str() == Some("https") {
@@ -177,18 +180,13 @@ impl PyRequest {
     }
 
     fn host_string(&self) -> String {
-        if self.data.peer_trusted {
-            if let Some(h) = self.header("x-forwarded-host") {
-                let first = h.split(',').next().unwrap_or("").trim();
-                if parse::valid_host(first) {
-                    return first.to_owned();
-                }
+        if let Some(c) = &self.data.client {
+            if let Some(h) = &c.host {
+                return h.clone();
             }
-            let fwd: Vec<_> = self.header_values("forwarded").collect();
-            if let Some(h) = parse::forwarded_param(fwd.iter().map(|c| c.as_ref()), "host").first() {
-                if parse::valid_host(h) {
-                    return (*h).to_owned();
-                }
+        } else if self.data.peer_trusted {
+            if let Some(h) = cello_server::forwarded::forwarded_host(&self.data.headers) {
+                return h;
             }
         }
         if let Some(h) = self.header("host") {
@@ -203,28 +201,14 @@ impl PyRequest {
     }
 
     fn client_ip_addr(&self) -> Option<IpAddr> {
+        if let Some(c) = &self.data.client {
+            return Some(c.ip);
+        }
         let peer = self.data.peer.map(|p| parse::canonical_ip(p.ip()));
         if !self.data.peer_trusted {
             return peer;
         }
-        let xff: Vec<_> = self.header_values("x-forwarded-for").collect();
-        if !xff.is_empty() {
-            let hops = xff.iter().flat_map(|v| v.split(',')).collect::<Vec<_>>();
-            if let Some(ip) = parse::client_from_chain(hops.into_iter(), |ip| self.is_trusted(ip)) {
-                return Some(ip);
-            }
-        }
-        let fwd: Vec<_> = self.header_values("forwarded").collect();
-        if !fwd.is_empty() {
-            let hops = parse::forwarded_param(fwd.iter().map(|c| c.as_ref()), "for");
-            if let Some(ip) = parse::client_from_chain(hops.into_iter(), |ip| self.is_trusted(ip)) {
-                return Some(ip);
-            }
-        }
-        if let Some(ip) = self.header("x-real-ip").and_then(|v| parse::parse_node(&v)) {
-            return Some(ip);
-        }
-        peer
+        peer.map(|p| cello_server::forwarded::client_ip(p, &self.data.headers, |ip| self.is_trusted(ip)))
     }
 
     fn form_data(&self, py: Python<'_>) -> PyResult<&FormData> {
@@ -485,6 +469,7 @@ impl PyRequest {
             peer_trusted,
             trusted: if peer_trusted { trusted } else { Vec::new() },
             root_path: None,
+            client: None,
         }))
     }
 
@@ -599,9 +584,21 @@ impl PyRequest {
     }
 
     /// A dict for guards, middleware and handlers to share (the same dict on every access).
+    /// It starts with what the data plane's layers found out: `route` (the matched
+    /// template), `client_ip` (behind trusted proxies, the original client) and `scheme`.
     #[getter(context)]
     fn context_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        cached(py, &self.context, || Ok(PyDict::new(py)))
+        cached(py, &self.context, || {
+            let d = PyDict::new(py);
+            if let Some(route) = &self.data.route {
+                d.set_item("route", &**route)?;
+            }
+            if let Some(ip) = self.client_ip_addr() {
+                d.set_item("client_ip", ip.to_string())?;
+            }
+            d.set_item("scheme", self.scheme_str())?;
+            Ok(d)
+        })
     }
 
     #[pyo3(signature = (key, default=None))]

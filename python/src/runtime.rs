@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
 use cello_config::ServerConfig;
 use cello_server::endpoint::ResponseFuture;
 use cello_server::problem::problem;
-use cello_server::router::RouterBuilder;
-use cello_server::service::{self, AccessRecord, ConnInfo};
-use cello_server::{AppState, Endpoint, ResponseBody, RoutedRequest, Server, ShutdownHandle};
+use cello_server::service::AccessRecord;
+use cello_server::{
+    App, AppState, Endpoint, Listener, RequestBody, ResponseBody, RoutedRequest, ServeOptions, Server, Target,
+};
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -167,8 +167,8 @@ pub struct Runtime {
     exec: Vec<RouteExec>,
     ctx: Arc<Ctx>,
     io: Io,
-    listener: Mutex<Option<std::net::TcpListener>>,
-    shutdown: ShutdownHandle,
+    listener: Mutex<Option<Listener>>,
+    app: App,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -200,28 +200,30 @@ impl Runtime {
             return Err(PyValueError::new_err("routes and endpoints differ in length"));
         }
         let config = ServerConfig::from_json(config_json).map_err(config_err)?;
-        let mut builder = RouterBuilder::new();
+        let shared = Arc::new(Shared::new().map_err(|e| PyRuntimeError::new_err(e.to_string()))?);
+        let endpoint: Arc<dyn Endpoint> = Arc::new(PyEndpoint {
+            shared: shared.clone(),
+            handler_timeout: Duration::from_secs_f64(config.timeouts.handler),
+        });
+        let mut builder = Server::builder(config);
         for (i, (methods, path, _)) in routes.iter().enumerate() {
             let methods = methods
                 .iter()
                 .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| PyValueError::new_err(format!("bad method for {path}: {e}")))?;
-            builder.add(&methods, path, i).map_err(server_err)?;
+            // Route index `i` is the handler index `run_one` looks up.
+            let index = builder
+                .route(&methods, path, Target::Endpoint(endpoint.clone()))
+                .map_err(server_err)?;
+            debug_assert_eq!(index, i);
         }
-        let router = builder.build().map_err(server_err)?;
-        let shared = Arc::new(Shared::new().map_err(|e| PyRuntimeError::new_err(e.to_string()))?);
-        let endpoint = PyEndpoint {
-            shared: shared.clone(),
-            handler_timeout: Duration::from_secs_f64(config.timeouts.handler),
-        };
-        let access_log = config.access_log;
-        let mut state = AppState::new(router, Arc::new(endpoint), config);
-        if access_log {
-            let shared = shared.clone();
-            state = state.with_access_log(Arc::new(move |rec| shared.push(Job::Access(rec))));
-        }
-        let state = Arc::new(state);
+        let access = shared.clone();
+        let app = builder
+            .access_log(Arc::new(move |rec| access.push(Job::Access(rec))))
+            .build()
+            .map_err(server_err)?;
+        let state = app.state().clone();
         crate::observability::install(py, &state, &hooks, &event_loop);
         let coroutine_type = py.import("types")?.getattr("CoroutineType")?.unbind();
         let task_type = py.import("asyncio")?.getattr("Task")?.unbind();
@@ -259,7 +261,7 @@ impl Runtime {
             ctx,
             io: Io::default(),
             listener: Mutex::new(None),
-            shutdown: ShutdownHandle::new(),
+            app,
         })
     }
 
@@ -306,31 +308,29 @@ impl Runtime {
 
     /// Bind the listener now (so bind errors surface before hooks run); returns (host, port).
     fn bind(&self) -> PyResult<(String, u16)> {
-        let server = Server::bind(self.ctx.state.clone()).map_err(server_err)?;
-        let addr = server.local_addr().map_err(server_err)?;
-        drop(server);
-        // Re-bind through the same path so the socket keeps SO_REUSEPORT; port 0 resolved.
-        let listener = cello_server::serve::bind_reuseport(addr).map_err(server_err)?;
+        let listener = self.app.bind().map_err(server_err)?;
+        let addr = listener.local_addr().map_err(server_err)?;
         *lock(&self.listener) = Some(listener);
         Ok((addr.ip().to_string(), addr.port()))
     }
 
     /// Serve on the bound listener in the background; `drain` is the shutdown timeout.
-    fn start(&self, drain: f64) -> PyResult<()> {
+    /// With `handle_signals`, SIGTERM/SIGINT start the drain on the I/O thread at once
+    /// (readiness flips even while a handler holds the Python thread); Python's own
+    /// handlers, installed before, still run.
+    #[pyo3(signature = (drain, handle_signals = false))]
+    fn start(&self, drain: f64, handle_signals: bool) -> PyResult<()> {
         let listener = lock(&self.listener)
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("bind() must be called before start()"))?;
         let handle = self.runtime()?;
-        let server = Server::from_listener(self.ctx.state.clone(), listener).map_err(server_err)?;
-        let (shutdown, shared) = (self.shutdown.clone(), self.shared.clone());
-        let drain = Duration::from_secs_f64(drain.max(0.0));
-        let state = self.ctx.state.clone();
+        let (app, shared) = (self.app.clone(), self.shared.clone());
+        let opts = ServeOptions {
+            drain_timeout: Duration::from_secs_f64(drain.max(0.0)),
+            signals: handle_signals,
+        };
         handle.spawn(async move {
-            cello_server::health::on_start(&state);
-            let res = server.run(shutdown, drain).await;
-            // Final metrics snapshot and span flush (bounded) before the loop is told.
-            let _ = tokio::task::spawn_blocking(move || cello_server::health::on_stop(&state, Duration::from_secs(3)))
-                .await;
+            let res = app.serve(listener, opts).await;
             shared.push(Job::Stopped(res.err().map(|e| e.to_string())));
         });
         Ok(())
@@ -340,17 +340,7 @@ impl Runtime {
     fn stop(&self) {
         // `/health/ready` answers 503 from now on; with a drain delay the listener stays
         // open that long so load balancers notice before connections are refused.
-        let delay = cello_server::health::begin_drain(&self.ctx.state);
-        match self.ctx.io.get() {
-            Some(io) if !delay.is_zero() => {
-                let shutdown = self.shutdown.clone();
-                io.spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    shutdown.cancel();
-                });
-            }
-            _ => self.shutdown.cancel(),
-        }
+        self.app.drain();
     }
 
     /// Execution counters: `{"eager": n, "tasks": n}`.
@@ -372,8 +362,8 @@ impl Runtime {
 
     /// Registered routes as (methods, template), for `cello routes`.
     fn routes(&self) -> Vec<(Vec<String>, String)> {
-        self.ctx
-            .state
+        self.app
+            .state()
             .router
             .routes()
             .into_iter()
@@ -396,13 +386,13 @@ impl Runtime {
             builder = builder.header(k, v);
         }
         let req = builder
-            .body(http_body_util::Full::new(Bytes::from(body)))
+            .body(RequestBody::full(body))
             .map_err(|e| PyValueError::new_err(format!("invalid test request: {e}")))?;
         let handle = self.runtime()?;
-        let (state, shared) = (self.ctx.state.clone(), self.shared.clone());
+        let (app, shared) = (self.app.clone(), self.shared.clone());
         handle.spawn(async move {
             let peer = SocketAddr::from(([127, 0, 0, 1], 50000));
-            let resp: Response<ResponseBody> = service::handle(state, ConnInfo::new(Some(peer), false), req).await;
+            let resp: Response<ResponseBody> = app.oneshot(req, Some(peer)).await;
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map(http_body_util::Collected::to_bytes);
             // The result is built and set on the loop thread: no GIL on this one.
@@ -511,7 +501,7 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         // The I/O runtime (`self.io`) then shuts down without blocking.
-        self.shutdown.cancel();
+        self.app.stop();
     }
 }
 

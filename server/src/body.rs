@@ -1,5 +1,6 @@
 //! Response bodies: one enum so the common cases (empty, one buffer) need no box.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -68,5 +69,146 @@ impl Body for ResponseBody {
             Self::Channel(_) => SizeHint::default(),
             Self::Boxed(b) => b.size_hint(),
         }
+    }
+}
+
+/// Boxed error of a request body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every request the stack sees: hyper's for sockets, one buffer for
+/// in-process requests (the TestClient, `oneshot` tests).
+pub enum RequestBody {
+    /// Straight from the connection.
+    Incoming(hyper::body::Incoming),
+    /// Already in memory.
+    Full(Option<Bytes>),
+}
+
+impl RequestBody {
+    /// A body of one buffer.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        Self::Full(Some(b.into()))
+    }
+    /// No body.
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl From<hyper::body::Incoming> for RequestBody {
+    fn from(b: hyper::body::Incoming) -> Self {
+        Self::Incoming(b)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Full(b) => Poll::Ready(b.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Incoming(b) => b.is_end_stream(),
+            Self::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Incoming(b) => b.size_hint(),
+            Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// Why a streamed request body ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// More than `max_body_size` bytes arrived.
+    #[error("the request body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    /// The body did not arrive within `timeouts.read_body`.
+    #[error("the request body was not received in time")]
+    Timeout,
+    /// The connection failed.
+    #[error("could not read the request body: {0}")]
+    Read(BoxError),
+}
+
+pin_project_lite::pin_project! {
+    /// A request body handed to an endpoint as a stream, for routes that take it
+    /// unbuffered: the size limit and the read deadline still hold frame by frame.
+    pub struct RequestStream {
+        #[pin]
+        inner: RequestBody,
+        #[pin]
+        deadline: tokio::time::Sleep,
+        remaining: u64,
+        limit: u64,
+    }
+}
+
+impl RequestStream {
+    /// Stream `inner`, at most `limit` bytes, finished within `timeout`.
+    pub fn new(inner: RequestBody, limit: u64, timeout: std::time::Duration) -> Self {
+        Self {
+            inner,
+            deadline: tokio::time::sleep(timeout),
+            remaining: limit,
+            limit,
+        }
+    }
+}
+
+impl Body for RequestStream {
+    type Data = Bytes;
+    type Error = StreamError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        let this = self.project();
+        if this.deadline.poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(StreamError::Timeout)));
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > *this.remaining {
+                        *this.remaining = 0;
+                        return Poll::Ready(Some(Err(StreamError::TooLarge(*this.limit))));
+                    }
+                    *this.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(StreamError::Read(e)))),
+            other => other.map(|_| None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl ResponseBody {
+    /// This body followed by a trailers frame (gRPC status, checksums). hyper sends
+    /// trailers on HTTP/2, and on chunked HTTP/1.1 when the request said `TE: trailers`.
+    #[must_use]
+    pub fn with_trailers(self, trailers: http::HeaderMap) -> Self {
+        let fut = std::future::ready(Some(Ok(trailers)));
+        Self::Boxed(http_body_util::BodyExt::boxed(http_body_util::BodyExt::with_trailers(
+            self, fut,
+        )))
     }
 }

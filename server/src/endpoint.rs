@@ -15,8 +15,10 @@ use crate::router::Route;
 pub struct RoutedRequest {
     /// Method, URI, version, headers and extensions.
     pub parts: http::request::Parts,
-    /// The whole body (at most `limits.max_body_size` bytes).
+    /// The whole body (at most `limits.max_body_size` bytes); empty when `stream` is set.
     pub body: Bytes,
+    /// The body as a stream, for routes declared with `stream_body` (limits still hold).
+    pub stream: Option<Box<crate::body::RequestStream>>,
     /// Path parameters, percent-decoded, in path order.
     pub params: Vec<(Arc<str>, String)>,
     /// The route that matched.

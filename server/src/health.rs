@@ -201,6 +201,19 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes, head: bo
     r
 }
 
+/// Whether `req` is for `/metrics` or a health probe (a cheap check before [`builtin`]).
+pub fn is_builtin<B>(state: &AppState, req: &Request<B>) -> bool {
+    if !(req.method() == Method::GET || req.method() == Method::HEAD) {
+        return false;
+    }
+    let path = req.uri().path();
+    state.metrics.as_ref().is_some_and(|m| m.endpoint == path)
+        || state
+            .health
+            .as_ref()
+            .is_some_and(|h| path == h.live || path == h.ready || path == h.startup)
+}
+
 /// Answer `/metrics` and the health probes; `None` for every other request.
 pub async fn builtin<B>(state: &AppState, req: &Request<B>) -> Option<Response<ResponseBody>> {
     let head = req.method() == Method::HEAD;

@@ -5,15 +5,20 @@
 //! which `cello-py` implements for Python callables and `cello-dataplane` implements
 //! as a reverse proxy.
 //!
-//! Modules: [`router`] (route table), [`service`] (per-request pipeline),
-//! [`serve`] (listener, connections, shutdown), [`body`] (response bodies),
+//! Modules: [`builder`] (`Server::builder`: assembly and lifecycle), [`stack`] (the
+//! request path as a tower layer stack), [`target`] (what routes lead to), [`ext`]
+//! (request extensions), [`router`] (route table), [`service`] (shared state),
+//! [`serve`] (listener, connections, shutdown), [`body`] (request/response bodies),
 //! [`files`] (file and range responses), [`problem`] (RFC 7807 responses),
 //! [`metrics`] (Prometheus), [`telemetry`] (OpenTelemetry traces), [`health`] (probes).
 
 pub mod body;
+pub mod builder;
 pub mod endpoint;
 pub mod error;
+pub mod ext;
 pub mod files;
+pub mod forwarded;
 pub mod health;
 pub mod metrics;
 pub mod problem;
@@ -21,11 +26,15 @@ pub mod proxy;
 pub mod router;
 pub mod serve;
 pub mod service;
+pub mod stack;
+pub mod target;
 pub mod telemetry;
 
-pub use body::ResponseBody;
+pub use body::{RequestBody, RequestStream, ResponseBody};
+pub use builder::{App, ServeOptions, Server, ServerBuilder, ShutdownHandle};
 pub use endpoint::{Endpoint, RoutedRequest};
 pub use error::{Error, Result};
 pub use router::{Router, RouterBuilder};
-pub use serve::{Server, ShutdownHandle};
+pub use serve::Listener;
 pub use service::AppState;
+pub use target::{RouteOptions, Target};

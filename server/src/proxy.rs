@@ -2,7 +2,8 @@
 //! localhost, after the data plane's own limits, timeouts and middleware ran.
 
 use std::io;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -15,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::body::ResponseBody;
 use crate::endpoint::{Endpoint, ResponseFuture, RoutedRequest};
 use crate::error::{Error, Result};
+use crate::health::{CheckResult, ChecksFuture, HealthChecker};
 use crate::problem::problem;
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1).
@@ -79,6 +81,23 @@ impl ProxyEndpoint {
         })
     }
 
+    /// The upstream's socket address (for the readiness check).
+    pub fn upstream_addr(&self) -> Result<std::net::SocketAddr> {
+        let auth = self.upstream.authority().map_or("", |a| a.as_str());
+        let with_port = if self.upstream.port().is_some() {
+            auth.to_owned()
+        } else {
+            format!("{auth}:80")
+        };
+        std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| Error::Route {
+                path: auth.to_owned(),
+                reason: "the upstream address does not resolve".into(),
+            })
+    }
+
     fn upstream_request(&self, req: RoutedRequest) -> std::result::Result<Request<Full<Bytes>>, http::Error> {
         let path = req.parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = Uri::builder()
@@ -137,6 +156,59 @@ impl Endpoint for ProxyEndpoint {
                 }
                 Err(_) => problem(StatusCode::GATEWAY_TIMEOUT, "the application did not answer in time"),
             }
+        })
+    }
+}
+
+/// `/health/ready` of the sidecar follows its app: a TCP connect to the upstream,
+/// bounded by the probe timeout and reused for a second (probes come often).
+pub struct UpstreamCheck {
+    addr: std::net::SocketAddr,
+    last: Arc<Mutex<Option<(Instant, CheckResult)>>>,
+}
+
+impl UpstreamCheck {
+    /// Check `addr`.
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        Self {
+            addr,
+            last: Arc::default(),
+        }
+    }
+}
+
+/// How long one connect check answers for.
+const UPSTREAM_CACHE: Duration = Duration::from_secs(1);
+
+impl HealthChecker for UpstreamCheck {
+    fn check(&self, timeout: Duration) -> ChecksFuture {
+        let cached = self
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < UPSTREAM_CACHE)
+            .map(|(_, r)| r.clone());
+        if let Some(r) = cached {
+            return Box::pin(std::future::ready(vec![r]));
+        }
+        let (addr, last) = (self.addr, self.last.clone());
+        let timeout = timeout.min(UPSTREAM_CACHE);
+        Box::pin(async move {
+            let start = Instant::now();
+            let detail = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(format!("the application at {addr} refused the connection: {e}")),
+                Err(_) => Some(format!("the application at {addr} did not accept a connection in time")),
+            };
+            let r = CheckResult {
+                name: "upstream".into(),
+                healthy: detail.is_none(),
+                detail,
+                duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+            };
+            *last.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), r.clone()));
+            vec![r]
         })
     }
 }

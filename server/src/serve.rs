@@ -21,9 +21,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 pub use tokio_util::sync::CancellationToken as ShutdownHandle;
 
+use crate::body::RequestBody;
 use crate::error::{Error, Result};
 use crate::problem::{problem_body, PROBLEM_JSON};
-use crate::service::{handle, AppState, ConnActivity, ConnInfo};
+use crate::service::{AppState, ConnActivity, ConnInfo};
+use crate::stack::HttpService;
 
 /// Bind a TCP listener with SO_REUSEPORT (so worker processes share the port).
 pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
@@ -49,10 +51,59 @@ pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
-/// A bound server, ready to run.
-pub struct Server {
-    state: Arc<AppState>,
-    listener: std::net::TcpListener,
+/// Fail with `AddrInUse` when another socket holds `addr`: a bind without SO_REUSEPORT
+/// conflicts even with SO_REUSEPORT listeners of this user, which a normal bind would
+/// silently share the port with.
+pub fn probe_port_free(addr: SocketAddr) -> Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| Error::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// `config.host:config.port` as a socket address (`localhost` is 127.0.0.1).
+pub fn config_addr(config: &cello_config::ServerConfig) -> Result<SocketAddr> {
+    let host = config.host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = match host {
+        "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        h => h.parse().map_err(|_| Error::Bind {
+            addr: config.host.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not an IP address"),
+        })?,
+    };
+    Ok(SocketAddr::new(ip, config.port))
+}
+
+/// A bound listener. Only TCP today; TLS and QUIC listeners become variants here (the
+/// accept loop hands each connection's stream to the same stack).
+pub enum Listener {
+    /// Plain TCP (HTTP/1.1 and HTTP/2 prior knowledge).
+    Tcp(std::net::TcpListener),
+}
+
+impl Listener {
+    /// Bind TCP with SO_REUSEPORT.
+    pub fn bind_tcp(addr: SocketAddr) -> Result<Self> {
+        Ok(Self::Tcp(bind_reuseport(addr)?))
+    }
+
+    /// An already bound listener (inherited from a supervisor, or a test's port 0).
+    pub fn from_std(listener: std::net::TcpListener) -> Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(Self::Tcp(listener))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        match self {
+            Self::Tcp(l) => Ok(l.local_addr()?),
+        }
+    }
 }
 
 /// Counts live connections so a drain can wait for them.
@@ -62,96 +113,81 @@ struct Live {
     idle: tokio::sync::Notify,
 }
 
-impl Server {
-    /// Bind to `config.host:config.port`.
-    pub fn bind(state: Arc<AppState>) -> Result<Self> {
-        let host = state.config.host.trim_start_matches('[').trim_end_matches(']');
-        let ip: std::net::IpAddr = match host {
-            "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
-            h => h.parse().map_err(|_| Error::Bind {
-                addr: state.config.host.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not an IP address"),
-            })?,
+/// Serve until `shutdown` is cancelled; then stop accepting, let in-flight requests
+/// finish (at most `drain` long) and return.
+pub(crate) async fn run(
+    state: Arc<AppState>,
+    service: HttpService,
+    listener: Listener,
+    shutdown: ShutdownHandle,
+    drain: Duration,
+) -> Result<()> {
+    let Listener::Tcp(listener) = listener;
+    let listener = TcpListener::from_std(listener)?;
+    let builder = Arc::new(conn_builder(&state));
+    let permits = Arc::new(Semaphore::new(
+        usize::try_from(state.config.limits.max_connections).unwrap_or(10_000),
+    ));
+    let live = Arc::new(Live::default());
+    let spawn_conn = |stream: TcpStream, peer: SocketAddr| {
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tokio::spawn(reject_busy(stream));
+            return;
         };
-        let listener = bind_reuseport(SocketAddr::new(ip, state.config.port))?;
-        Ok(Self { state, listener })
-    }
-
-    /// Use an already bound listener (inherited from a supervisor, or a test's port 0).
-    pub fn from_listener(state: Arc<AppState>, listener: std::net::TcpListener) -> Result<Self> {
-        listener.set_nonblocking(true)?;
-        Ok(Self { state, listener })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
-    }
-
-    /// Serve until `shutdown` is cancelled; then stop accepting, let in-flight
-    /// requests finish (at most `drain` long) and return.
-    pub async fn run(self, shutdown: ShutdownHandle, drain: Duration) -> Result<()> {
-        let listener = TcpListener::from_std(self.listener)?;
-        let state = self.state;
-        let builder = Arc::new(conn_builder(&state));
-        let permits = Arc::new(Semaphore::new(
-            usize::try_from(state.config.limits.max_connections).unwrap_or(10_000),
-        ));
-        let live = Arc::new(Live::default());
-        let spawn_conn = |stream: TcpStream, peer: SocketAddr| {
-            let _ = stream.set_nodelay(true);
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tokio::spawn(reject_busy(stream));
-                return;
-            };
-            live.count.fetch_add(1, Ordering::AcqRel);
-            let (state, builder, live, shutdown) = (state.clone(), builder.clone(), live.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                serve_connection(state, &builder, stream, peer, shutdown).await;
-                drop(permit);
-                if live.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    live.idle.notify_waiters();
-                }
-            });
+        live.count.fetch_add(1, Ordering::AcqRel);
+        let (state, service, builder, live, shutdown) = (
+            state.clone(),
+            service.clone(),
+            builder.clone(),
+            live.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            serve_connection(&state, service, &builder, stream, peer, shutdown).await;
+            drop(permit);
+            if live.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                live.idle.notify_waiters();
+            }
+        });
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            a = listener.accept() => a,
         };
-        loop {
-            let accepted = tokio::select! {
-                () = shutdown.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            match accepted {
-                Ok((stream, peer)) => spawn_conn(stream, peer),
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+        match accepted {
+            Ok((stream, peer)) => spawn_conn(stream, peer),
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        // Closing a listener resets the connections still in its accept queue: serve
-        // those first (a rolling restart must not drop what the kernel gave us).
-        let listener = listener.into_std()?;
-        while let Ok((stream, peer)) = listener.accept() {
-            if stream.set_nonblocking(true).is_ok() {
-                if let Ok(stream) = TcpStream::from_std(stream) {
-                    spawn_conn(stream, peer);
-                }
-            }
-        }
-        drop(listener);
-        let deadline = tokio::time::Instant::now() + drain;
-        while live.count.load(Ordering::Acquire) > 0 {
-            let notified = live.idle.notified();
-            if live.count.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                tracing::warn!(open = live.count.load(Ordering::Acquire), "drain timed out");
-                break;
-            }
-        }
-        Ok(())
     }
+    // Closing a listener resets the connections still in its accept queue: serve
+    // those first (a rolling restart must not drop what the kernel gave us).
+    let listener = listener.into_std()?;
+    while let Ok((stream, peer)) = listener.accept() {
+        if stream.set_nonblocking(true).is_ok() {
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                spawn_conn(stream, peer);
+            }
+        }
+    }
+    drop(listener);
+    let deadline = tokio::time::Instant::now() + drain;
+    while live.count.load(Ordering::Acquire) > 0 {
+        let notified = live.idle.notified();
+        if live.count.load(Ordering::Acquire) == 0 {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            tracing::warn!(open = live.count.load(Ordering::Acquire), "drain timed out");
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn conn_builder(state: &AppState) -> auto::Builder<TokioExecutor> {
@@ -198,7 +234,8 @@ async fn reject_busy(mut stream: TcpStream) {
 }
 
 async fn serve_connection(
-    state: Arc<AppState>,
+    state: &AppState,
+    service: HttpService,
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     peer: SocketAddr,
@@ -211,12 +248,14 @@ async fn serve_connection(
         epoch: info.epoch,
         first_read: true,
         pending: None,
+        write_timeout: Duration::from_secs_f64(state.config.timeouts.write),
+        write_stall: None,
     });
     let (activity, epoch) = (info.activity.clone(), info.epoch);
-    let svc_state = state.clone();
-    let service = service_fn(move |req| {
-        let (state, info) = (svc_state.clone(), info.clone());
-        async move { Ok::<_, std::convert::Infallible>(handle(state, info, req).await) }
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let mut req = req.map(RequestBody::Incoming);
+        req.extensions_mut().insert(info.clone());
+        service.run(req)
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
@@ -307,6 +346,10 @@ pin_project! {
         first_read: bool,
         // A rewritten error response still being written, and how much of it is out.
         pending: Option<(Vec<u8>, usize)>,
+        // `timeouts.write`: how long a write may make no progress.
+        write_timeout: Duration,
+        // Armed while the socket refuses our bytes (boxed: only stalled writes pay).
+        write_stall: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
@@ -351,6 +394,29 @@ fn rewrite_parse_error(buf: &[u8]) -> Option<Vec<u8>> {
     .into_bytes();
     out.extend_from_slice(&body);
     Some(out)
+}
+
+impl<S> ConnIo<S> {
+    /// `timeouts.write`: a write that stays blocked that long (the client stopped
+    /// reading) fails, which closes the connection.
+    fn watch_write<T>(self: Pin<&mut Self>, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        let this = self.project();
+        if r.is_ready() {
+            *this.write_stall = None;
+            return r;
+        }
+        let timeout = *this.write_timeout;
+        let stall = this
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if std::future::Future::poll(stall.as_mut(), cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read the response in time",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl<S: AsyncWrite> ConnIo<S> {
@@ -416,11 +482,15 @@ impl<S: AsyncWrite> AsyncWrite for ConnIo<S> {
                 return Poll::Ready(Ok(buf.len()));
             }
         }
-        self.project().inner.poll_write(cx, buf)
+        let r = self.as_mut().project().inner.poll_write(cx, buf);
+        self.watch_write(cx, r)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.as_mut().poll_pending(cx) {
-            Poll::Ready(Ok(())) => self.project().inner.poll_flush(cx),
+            Poll::Ready(Ok(())) => {
+                let r = self.as_mut().project().inner.poll_flush(cx);
+                self.watch_write(cx, r)
+            }
             other => other,
         }
     }

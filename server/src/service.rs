@@ -1,21 +1,14 @@
-//! The per-request pipeline: path checks, routing, automatic HEAD/OPTIONS/405,
-//! body limits and timeouts, then the endpoint.
+//! State shared by the stack's layers, connection facts and the helpers they use
+//! (the request path itself is [`crate::stack`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
 use cello_config::ServerConfig;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body::Body;
-use http_body_util::{BodyExt, Limited};
 
-use crate::body::ResponseBody;
-use crate::endpoint::{Endpoint, RoutedRequest};
-use crate::problem::problem;
-use crate::router::{Lookup, Router};
+use crate::router::Router;
+use crate::target::RouteEntry;
 
 /// One finished request, for the access log.
 #[derive(Debug, Clone)]
@@ -42,11 +35,12 @@ pub struct AccessRecord {
 pub type AccessSink = Arc<dyn Fn(AccessRecord) + Send + Sync>;
 
 /// Everything shared by all connections of one server: immutable after start.
+/// Built by [`crate::builder::ServerBuilder`].
 pub struct AppState {
-    /// The compiled route table (targets are handler indices).
+    /// The compiled route table (targets are indices into `targets`).
     pub router: Router<usize>,
-    /// Runs matched requests.
-    pub endpoint: Arc<dyn Endpoint>,
+    /// What each route leads to.
+    pub(crate) targets: Vec<RouteEntry>,
     /// Validated configuration.
     pub config: ServerConfig,
     /// Parsed `trusted_proxies`.
@@ -61,11 +55,13 @@ pub struct AppState {
     pub health: Option<Arc<crate::health::Health>>,
     /// Tracing, when `telemetry.enabled`.
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// An outer layer needs the matched route on the response (metrics, tracing).
+    pub(crate) observed: bool,
 }
 
 impl AppState {
     /// Build from parts; `config` must already be validated.
-    pub fn new(router: Router<usize>, endpoint: Arc<dyn Endpoint>, config: ServerConfig) -> Self {
+    pub(crate) fn new(router: Router<usize>, config: ServerConfig, access: Option<AccessSink>) -> Self {
         let trusted = config
             .trusted_proxies
             .iter()
@@ -91,21 +87,15 @@ impl AppState {
         Self {
             root_path,
             router,
-            endpoint,
+            targets: Vec::new(),
+            observed: metrics.is_some() || telemetry.is_some(),
             config,
             trusted,
-            access: None,
+            access,
             metrics,
             health,
             telemetry,
         }
-    }
-
-    /// Send access records to `sink`.
-    #[must_use]
-    pub fn with_access_log(mut self, sink: AccessSink) -> Self {
-        self.access = Some(sink);
-        self
     }
 
     /// Whether `peer` is a configured trusted proxy.
@@ -191,7 +181,7 @@ pub fn strip_root_path<'a>(path: &'a str, root: Option<&str>) -> &'a str {
 }
 
 /// `true` when `path` is valid percent-encoding of UTF-8.
-fn path_is_valid(path: &str) -> bool {
+pub(crate) fn path_is_valid(path: &str) -> bool {
     let b = path.as_bytes();
     if !b.contains(&b'%') {
         return true; // http::Uri already guarantees visible ASCII
@@ -209,187 +199,6 @@ fn path_is_valid(path: &str) -> bool {
         }
     }
     percent_encoding::percent_decode_str(path).decode_utf8().is_ok()
-}
-
-fn allow_header(allow: &[String]) -> HeaderValue {
-    HeaderValue::from_str(&allow.join(", ")).unwrap_or_else(|_| HeaderValue::from_static("GET"))
-}
-
-/// Read the body within the size limit and the read timeout.
-async fn read_body<B>(
-    config: &ServerConfig,
-    parts: &http::request::Parts,
-    body: B,
-) -> Result<Bytes, Response<ResponseBody>>
-where
-    B: Body<Data = Bytes> + Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let max = config.limits.max_body_size;
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
-        let len = len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
-        match len {
-            Some(n) if n > max => {
-                return Err(problem(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body of {n} bytes exceeds the limit of {max} bytes"),
-                ));
-            }
-            Some(_) => {}
-            None => return Err(problem(StatusCode::BAD_REQUEST, "invalid Content-Length")),
-        }
-    }
-    if body.is_end_stream() {
-        return Ok(Bytes::new());
-    }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let timeout = Duration::from_secs_f64(config.timeouts.read_body);
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body exceeds the limit of {max} bytes"),
-        )),
-        Ok(Err(e)) => Err(problem(
-            StatusCode::BAD_REQUEST,
-            format!("could not read the request body: {e}"),
-        )),
-        Err(_) => Err(problem(
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body was not received in time",
-        )),
-    }
-}
-
-/// Run one request through the pipeline. Never fails: errors are responses.
-pub async fn handle<B>(state: Arc<AppState>, conn: ConnInfo, req: Request<B>) -> Response<ResponseBody>
-where
-    B: Body<Data = Bytes> + Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    if state.metrics.is_some() || state.health.is_some() {
-        if let Some(resp) = crate::health::builtin(&state, &req).await {
-            return resp;
-        }
-    }
-    let act = &conn.activity;
-    act.inflight.fetch_add(1, Ordering::AcqRel);
-    act.head_since_ms.store(0, Ordering::Release);
-    let n = act.served.fetch_add(1, Ordering::Relaxed) + 1;
-    let record = state.access.as_ref().map(|_| {
-        let target = req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-        (req.method().clone(), target, req.version(), std::time::Instant::now())
-    });
-    let mut obs = crate::metrics::observe::Observation::begin(&state, &req);
-    let mut resp = dispatch(&state, &conn, req, &mut obs).await;
-    let trace = obs.finish(&state, &conn, &mut resp);
-    if let (Some(sink), Some((method, target, version, start))) = (&state.access, record) {
-        let size = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
-            resp.headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-        });
-        sink(AccessRecord {
-            method,
-            target,
-            version,
-            status: resp.status().as_u16(),
-            size,
-            duration: start.elapsed(),
-            peer: conn.peer,
-            trace,
-        });
-    }
-    let max = state.config.limits.max_requests_per_connection;
-    if max > 0 && n >= max {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    act.inflight.fetch_sub(1, Ordering::AcqRel);
-    resp
-}
-
-async fn dispatch<B>(
-    state: &AppState,
-    conn: &ConnInfo,
-    req: Request<B>,
-    obs: &mut crate::metrics::observe::Observation,
-) -> Response<ResponseBody>
-where
-    B: Body<Data = Bytes> + Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    // RFC 9112 §3.2: an HTTP/1.1 request with no Host, or more than one, is a 400.
-    if req.version() == http::Version::HTTP_11 {
-        let mut hosts = req.headers().get_all(header::HOST).iter();
-        if hosts.next().is_none() || hosts.next().is_some() {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "an HTTP/1.1 request needs exactly one Host header",
-            );
-        }
-    }
-    let path = req.uri().path();
-    if !path_is_valid(path) {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "the request path is not valid percent-encoded UTF-8",
-        );
-    }
-    let method = req.method().clone();
-    let route_path = strip_root_path(path, state.root_path.as_deref());
-    let (route, params) = match state.router.lookup(&method, route_path) {
-        Lookup::Found { route, params, .. } => (route.clone(), params),
-        Lookup::NotFound => return problem(StatusCode::NOT_FOUND, format!("no route for {method} {path}")),
-        Lookup::BadPath => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "the request path is not valid percent-encoded UTF-8",
-            );
-        }
-        Lookup::MethodNotAllowed { allow } => {
-            let mut r = problem(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} is not allowed on {path}; allowed: {}", allow.join(", ")),
-            );
-            r.headers_mut().insert(header::ALLOW, allow_header(&allow));
-            return r;
-        }
-        Lookup::Options { allow } => {
-            let mut r = Response::new(ResponseBody::Empty);
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            r.headers_mut().insert(header::ALLOW, allow_header(&allow));
-            return r;
-        }
-    };
-    obs.matched(&route);
-    let (mut parts, body) = req.into_parts();
-    let body = match read_body(&state.config, &parts, body).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
-    };
-    obs.routed(state, &mut parts, body.len(), conn);
-    let routed = RoutedRequest {
-        parts,
-        body,
-        params,
-        route,
-        peer: conn.peer,
-        tls: conn.tls,
-    };
-    let mut resp = state.endpoint.call(routed).await;
-    if method == Method::HEAD {
-        // Keep the headers (Content-Length included) and drop the body.
-        if let ResponseBody::Full(Some(b)) = resp.body() {
-            let len = HeaderValue::from(b.len());
-            resp.headers_mut().entry(header::CONTENT_LENGTH).or_insert(len);
-        }
-        *resp.body_mut() = ResponseBody::Empty;
-    }
-    resp
 }
 
 #[cfg(test)]

@@ -93,6 +93,13 @@ def blocking(request):
     return {"ok": True}
 
 
+@app.get("/hold")
+def hold(request):
+    # Holds the Python thread (a sync handler run inline).
+    time.sleep(float(request.query.get("s", "1")))
+    return {"held": True}
+
+
 @app.get("/boom")
 def boom(request):
     raise RuntimeError("boom")

@@ -68,6 +68,11 @@ def inspect(request):
     return describe(request)
 
 
+@app.get("/context-facts/{name}")
+def context_facts(request):
+    return {k: request.context.get(k) for k in ("route", "client_ip", "scheme")}
+
+
 @app.get("/inspect-async/{name}")
 async def inspect_async(request):
     return describe(request)

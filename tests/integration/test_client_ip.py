@@ -101,3 +101,12 @@ def test_untrusted_forwarded_proto_is_ignored(other_proxy):
     seen = inspect(other_proxy, {"X-Forwarded-Proto": "https", "Forwarded": "proto=https"})
     assert seen["scheme"] == "http"
     assert seen["is_secure"] is False
+
+
+def test_the_resolved_client_reaches_request_context(trusted, untrusted):
+    """Issue 8: the trusted-proxy layer's answer travels in request extensions to `request.context`."""
+    headers = {"X-Forwarded-For": "198.51.100.1, 203.0.113.7", "X-Forwarded-Proto": "https"}
+    doc = httpx.get(trusted.url("/context-facts/x"), headers=headers, timeout=5).json()
+    assert doc == {"route": "/context-facts/{name}", "client_ip": "203.0.113.7", "scheme": "https"}
+    doc = httpx.get(untrusted.url("/context-facts/x"), headers=headers, timeout=5).json()
+    assert doc == {"route": "/context-facts/{name}", "client_ip": "127.0.0.1", "scheme": "http"}

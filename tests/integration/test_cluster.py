@@ -111,13 +111,7 @@ def test_cluster_workers_and_cpu_affinity(cello_procs, tmp_path, script):
     victim = workers[0]
     before = cpus_allowed(victim)
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        now = proc.workers()
-        if len(now) == 2 and victim not in now:
-            break
-        time.sleep(0.05)
-    new = (set(proc.workers()) - set(workers)).pop()
+    new = wait_replaced(proc, victim, timeout=10)  # serving, so pinned long ago
     assert cpus_allowed(new) == before
 
 

@@ -325,6 +325,8 @@ def test_context(client):
     assert got["via_set_direct"] == {"nested": True}
     assert got["missing"] is None
     assert {"direct", "via_set"} <= set(got["keys"])
+    # The data plane's facts are there from the start (issue 8).
+    assert {"route", "client_ip", "scheme"} <= set(got["keys"])
 
 
 def test_context_is_per_request(client):

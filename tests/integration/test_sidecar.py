@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -118,3 +119,77 @@ def test_bad_config_is_refused_at_start(tmp_path, upstream):
     )
     assert r.returncode != 0
     assert b"maxBodySize" in r.stderr or b"invalid" in r.stderr
+
+
+# Issue 8: the sidecar runs through the server builder's lifecycle.
+
+
+def _probe(port: int, path: str) -> int:
+    return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5, headers={"connection": "close"}).status_code
+
+
+def _wait_status(port: int, path: str, want: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    status = _probe(port, path)
+    while status != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = _probe(port, path)
+    return status
+
+
+def test_startup_turns_200_and_ready_503_on_sigterm(tmp_path, upstream):
+    proc, port = start_dataplane(tmp_path, upstream, "health:\n  drainDelaySecs: 2\n")
+    try:
+        assert _probe(port, "/health/startup") == 200
+        assert _probe(port, "/health/ready") == 200
+        proc.send_signal(signal.SIGTERM)
+        assert _wait_status(port, "/health/ready", 503, 1) == 503
+        assert _probe(port, "/health/live") == 200
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+
+
+def test_ready_follows_the_upstream(tmp_path):
+    app_port = free_port()
+    proc, port = start_dataplane(tmp_path, app_port)
+    app = None
+    try:
+        assert _probe(port, "/health/ready") == 503  # nothing listens on app_port yet
+        app = subprocess.Popen([sys.executable, str(ROOT / "tests/apps/plain_upstream.py"), str(app_port)])
+        wait_for_port("127.0.0.1", app_port, 10, app)
+        assert _wait_status(port, "/health/ready", 200, 3) == 200
+        app.kill()
+        app.wait()
+        assert _wait_status(port, "/health/ready", 503, 3) == 503
+    finally:
+        if app is not None:
+            app.kill()
+            app.wait()
+        proc.kill()
+        proc.wait()
+
+
+def test_a_port_in_use_is_exit_code_3(tmp_path, upstream):
+    proc, port = start_dataplane(tmp_path, upstream)
+    try:
+        cfg = tmp_path / "cello.yaml"
+        r = subprocess.run(
+            [
+                str(dataplane_bin()),
+                "--upstream",
+                f"http://127.0.0.1:{upstream}",
+                "--config",
+                str(cfg),
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            timeout=10,
+        )
+        assert r.returncode == 3, r.stderr
+        assert b"already in use" in r.stderr
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cello_config::ServerConfig;
-use cello_server::proxy::ProxyEndpoint;
-use cello_server::router::RouterBuilder;
-use cello_server::{AppState, Server, ShutdownHandle};
+use cello_server::proxy::{ProxyEndpoint, UpstreamCheck};
+use cello_server::{ServeOptions, Server, Target};
 use clap::Parser;
 use http::Method;
 
@@ -67,6 +66,9 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     Ok(config)
 }
 
+/// Exit code for a port another process holds.
+const EXIT_PORT_IN_USE: i32 = 3;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -74,9 +76,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CELLO_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let config = load_config(&args)?;
-    let endpoint = ProxyEndpoint::new(&args.upstream, Duration::from_secs_f64(config.timeouts.handler))?;
+    let proxy = ProxyEndpoint::new(&args.upstream, Duration::from_secs_f64(config.timeouts.handler))?;
+    let ready = UpstreamCheck::new(proxy.upstream_addr()?);
     // Everything is forwarded: one catch-all route for every method.
-    let mut router = RouterBuilder::new();
     let all = [
         Method::GET,
         Method::HEAD,
@@ -86,36 +88,28 @@ fn main() -> anyhow::Result<()> {
         Method::PATCH,
         Method::OPTIONS,
     ];
-    router.add(&all, "/", 0)?;
-    router.add(&all, "/{*path}", 0)?;
-    let state = Arc::new(AppState::new(router.build()?, Arc::new(endpoint), config));
+    let mut builder = Server::builder(config);
+    let index = builder.route(&all, "/", Target::Proxy(Arc::new(proxy)))?;
+    builder.alias(&all, "/{*path}", index)?;
+    let app = builder.health_checker(Arc::new(ready)).build()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let server = Server::bind(state.clone())?;
-        let addr = server.local_addr()?;
+        let listener = match app.bind_exclusive() {
+            Ok(l) => l,
+            Err(cello_server::Error::Bind { addr, source }) if source.kind() == std::io::ErrorKind::AddrInUse => {
+                eprintln!("cello-dataplane: cannot listen on {addr}: the port is already in use");
+                std::process::exit(EXIT_PORT_IN_USE);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let addr = listener.local_addr()?;
         tracing::info!(%addr, upstream = %args.upstream, "cello-dataplane serving");
-        let shutdown = ShutdownHandle::new();
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("draining");
-            signals.cancel();
-        });
-        server
-            .run(shutdown, Duration::from_secs_f64(args.shutdown_timeout.max(0.0)))
-            .await?;
+        let opts = ServeOptions {
+            drain_timeout: Duration::from_secs_f64(args.shutdown_timeout.max(0.0)),
+            signals: true,
+        };
+        app.serve(listener, opts).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

@@ -451,7 +451,9 @@ fn nanos(d: Duration) -> u64 {
 #[derive(Debug)]
 pub struct QueueClock {
     created: Instant,
+    enqueued_ns: AtomicU64,
     queued_ns: AtomicU64,
+    request_size: AtomicU64,
 }
 
 impl QueueClock {
@@ -459,8 +461,21 @@ impl QueueClock {
     pub fn start() -> Arc<Self> {
         Arc::new(Self {
             created: Instant::now(),
+            enqueued_ns: AtomicU64::new(0),
             queued_ns: AtomicU64::new(0),
+            request_size: AtomicU64::new(0),
         })
+    }
+
+    /// The body (`size` bytes) was read; the request goes to its endpoint now.
+    pub fn enqueued(&self, size: u64) {
+        self.request_size.store(size, Ordering::Relaxed);
+        self.enqueued_ns.store(nanos(self.created.elapsed()), Ordering::Release);
+    }
+
+    /// Request body bytes read (0 before [`QueueClock::enqueued`]).
+    pub fn request_size(&self) -> u64 {
+        self.request_size.load(Ordering::Relaxed)
     }
 
     /// The request left the queue now.
@@ -473,8 +488,9 @@ impl QueueClock {
     pub fn split(&self) -> Option<(Duration, Duration)> {
         let q = self.queued_ns.load(Ordering::Acquire);
         (q > 0).then(|| {
+            let from = Duration::from_nanos(self.enqueued_ns.load(Ordering::Acquire));
             let q = Duration::from_nanos(q);
-            (q, self.created.elapsed().saturating_sub(q))
+            (q.saturating_sub(from), self.created.elapsed().saturating_sub(q))
         })
     }
 }

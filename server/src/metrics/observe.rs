@@ -1,103 +1,72 @@
-//! The per-request observer: metrics, the server span and trace ids for the access log.
+//! The per-request observer behind the stack's `observe` layer: metrics, the server
+//! span and trace ids for the access log.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::{HeaderValue, Method, Response, Uri};
+use http::{Method, Response};
 use http_body::Body as _;
 
 use super::{QueueClock, RouteKey, Sample};
 use crate::body::ResponseBody;
-use crate::router::Route;
-use crate::service::{AppState, ConnInfo};
+use crate::ext::{ConnInfo, MatchedRoute, TraceIds};
+use crate::service::AppState;
 use crate::telemetry::ServerSpan;
 
-/// Follows one request from its head to its response head. Costs a branch when
-/// metrics and tracing are both off.
+/// Follows one request from its head to its response head.
 pub struct Observation {
-    on: bool,
     start: Instant,
-    wall: Option<SystemTime>,
     method: Method,
-    uri: Uri,
-    trace_headers: [Option<HeaderValue>; 2],
-    route: Option<Arc<Route<usize>>>,
-    request_size: u64,
     clock: Option<Arc<QueueClock>>,
     span: Option<ServerSpan>,
 }
 
-/// Trace ids of a finished request, for the access log.
-pub type TraceIds = Option<(String, String)>;
-
 impl Observation {
-    /// A request head arrived.
-    pub fn begin<B>(state: &AppState, req: &http::Request<B>) -> Self {
-        let traced = state.telemetry.as_ref().is_some_and(|t| !t.excluded(req.uri().path()));
-        let on = traced || state.metrics.is_some();
-        if let (true, Some(m)) = (on, &state.metrics) {
-            m.request_started(req.method());
+    /// A request head arrived: count it, start the queue clock (metrics) and the server
+    /// span (tracing; its context replaces the request's `traceparent`, so the handler's
+    /// spans are its children).
+    pub fn begin<B>(state: &AppState, req: http::Request<B>) -> (Self, http::Request<B>) {
+        let (mut parts, body) = req.into_parts();
+        let mut clock = None;
+        if let Some(m) = &state.metrics {
+            m.request_started(&parts.method);
+            let c = QueueClock::start();
+            parts.extensions.insert(c.clone());
+            clock = Some(c);
         }
-        Self {
-            on,
+        let span = state
+            .telemetry
+            .as_ref()
+            .filter(|t| !t.excluded(parts.uri.path()))
+            .map(|t| {
+                let (peer, tls) = parts
+                    .extensions
+                    .get::<ConnInfo>()
+                    .map_or((None, false), |c| (c.peer, c.tls));
+                t.start_span(&mut parts, None, SystemTime::now(), peer, tls)
+            });
+        let obs = Self {
             start: Instant::now(),
-            wall: traced.then(SystemTime::now),
-            method: if on { req.method().clone() } else { Method::GET },
-            uri: if traced { req.uri().clone() } else { Uri::default() },
-            trace_headers: if traced {
-                [
-                    req.headers().get("traceparent").cloned(),
-                    req.headers().get("tracestate").cloned(),
-                ]
-            } else {
-                [None, None]
-            },
-            route: None,
-            request_size: 0,
-            clock: None,
-            span: None,
-        }
-    }
-
-    /// Routing found `route`.
-    pub fn matched(&mut self, route: &Arc<Route<usize>>) {
-        if self.on {
-            self.route = Some(route.clone());
-        }
-    }
-
-    /// The body was read and the request goes to the endpoint: start the server span
-    /// (its context replaces the request's `traceparent`) and the queue clock.
-    pub fn routed(&mut self, state: &AppState, parts: &mut http::request::Parts, body_len: usize, conn: &ConnInfo) {
-        if !self.on {
-            return;
-        }
-        self.request_size = body_len as u64;
-        if state.metrics.is_some() {
-            let clock = QueueClock::start();
-            parts.extensions.insert(clock.clone());
-            self.clock = Some(clock);
-        }
-        if let (Some(t), Some(wall)) = (&state.telemetry, self.wall) {
-            let route = self.route.as_ref().map(|r| &*r.template);
-            self.span = Some(t.start_span(parts, route, wall, conn.peer, conn.tls));
-        }
+            method: parts.method.clone(),
+            clock,
+            span,
+        };
+        (obs, http::Request::from_parts(parts, body))
     }
 
     /// The response head is ready: record metrics, end the span, add `traceparent` to
-    /// the response when configured. Returns the trace ids for the access log.
-    pub fn finish(mut self, state: &AppState, conn: &ConnInfo, resp: &mut Response<ResponseBody>) -> TraceIds {
-        if !self.on {
-            return None;
-        }
+    /// the response when configured, leave the trace ids on the response for the access
+    /// layer.
+    pub fn finish(self, state: &AppState, resp: &mut Response<ResponseBody>) {
         let status = resp.status().as_u16();
+        let route = resp.extensions().get::<MatchedRoute>().map(|m| m.0.clone());
         if let Some(m) = &state.metrics {
             let response_size = resp.body().size_hint().exact().or_else(|| {
                 resp.headers()
                     .get(http::header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok()?.parse().ok())
             });
-            let route = match &self.route {
+            let key = match &route {
                 Some(r) => RouteKey::Matched {
                     index: r.target,
                     template: &r.template,
@@ -105,11 +74,11 @@ impl Observation {
                 None => RouteKey::Unmatched,
             };
             m.request_finished(&Sample {
-                route,
+                route: key,
                 method: &self.method,
                 status,
                 duration: self.start.elapsed(),
-                request_size: self.request_size,
+                request_size: self.clock.as_ref().map_or(0, |c| c.request_size()),
                 response_size,
             });
             if let Some((queue, handler)) = self.clock.as_ref().and_then(|c| c.split()) {
@@ -117,28 +86,15 @@ impl Observation {
                 m.observe_handler(handler);
             }
         }
-        let t = state.telemetry.as_ref()?;
-        let span = match self.span.take() {
-            Some(s) => s,
-            // No route (404, 405, OPTIONS, bad path): a span named by the method alone.
-            None => {
-                let wall = self.wall?;
-                let mut req = http::Request::new(());
-                *req.method_mut() = self.method.clone();
-                *req.uri_mut() = std::mem::take(&mut self.uri);
-                let [tp, ts] = std::mem::take(&mut self.trace_headers);
-                if let Some(v) = tp {
-                    req.headers_mut().insert("traceparent", v);
-                }
-                if let Some(v) = ts {
-                    req.headers_mut().insert("tracestate", v);
-                }
-                let (mut parts, ()) = req.into_parts();
-                t.start_span(&mut parts, None, wall, conn.peer, conn.tls)
+        if let (Some(t), Some(mut span)) = (&state.telemetry, self.span) {
+            if let Some(r) = &route {
+                span.set_route(&self.method, &r.template);
             }
-        };
-        let ids = span.ids();
-        span.finish(status, resp.headers_mut(), t.propagate_response(), Some(t));
-        Some(ids)
+            let (trace, id) = span.ids();
+            span.finish(status, resp.headers_mut(), t.propagate_response(), Some(t));
+            if state.access.is_some() {
+                resp.extensions_mut().insert(TraceIds(trace, id));
+            }
+        }
     }
 }

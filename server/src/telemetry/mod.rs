@@ -358,6 +358,18 @@ pub struct ServerSpan {
 }
 
 impl ServerSpan {
+    /// Routing found `template`: name the span after it and set `http.route`.
+    pub fn set_route(&mut self, method: &http::Method, template: &str) {
+        let m = if crate::metrics::known_method(method) {
+            method.as_str()
+        } else {
+            "HTTP"
+        };
+        self.span.update_name(format!("{m} {template}"));
+        self.span
+            .set_attribute(KeyValue::new("http.route", template.to_owned()));
+    }
+
     /// (trace id, span id) in lowercase hex, for logs.
     pub fn ids(&self) -> (String, String) {
         (self.cx.trace_id().to_string(), self.cx.span_id().to_string())

@@ -1,0 +1,890 @@
+//! The request path as one tower stack, built once from the config by [`build`].
+//!
+//! Order, outermost first (only enabled layers are present; [`describe`] lists them):
+//!
+//! 1. `probes`      — `/health/*` and `/metrics`, answered before anything is counted
+//!    (`health.enabled` / `prometheus.enabled`).
+//! 2. `connection`  — in-flight accounting for the connection watchdog and the
+//!    per-connection request cap (`Connection: close` on the last one). Always on.
+//! 3. `access`      — one [`AccessRecord`] per request (`access_log`).
+//! 4. `observe`     — request metrics and the server span (`prometheus` / `telemetry`).
+//!    The access layer wraps it because it logs the span's ids.
+//! 5. *(slot for the Rust middleware of DESIGN.md §2b, in its order: request-id →
+//!    CORS → security headers → compression → rate limit → auth → session → CSRF →
+//!    cache → circuit breaker; each an `option_layer` here.)*
+//! 6. `trusted_proxy` — client address, scheme and host from forwarding headers, when
+//!    the peer is a `trusted_proxies` entry ([`ClientInfo`]).
+//! 7. `root_path`   — the part of the path the router ignores (`root_path`).
+//! 8. `protocol`    — one Host header on HTTP/1.1, valid percent-encoding. Always on.
+//! 9. router (the service itself) — 404, 405, OPTIONS, HEAD, then the route's own stack
+//!    (per-route body limit, timeout, ...) and its [`Target`](crate::target::Target):
+//!    body limit and read timeout, Python middleware and the handler live behind it.
+//!
+//! The whole stack is one concrete type, boxed once into [`HttpService`]; layer futures
+//! are concrete too, so a request costs one box for the stack plus the router's.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::{Either, Ready};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service, ServiceBuilder};
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::ext::{ClientInfo, ConnInfo, MatchedRoute, RootPrefix, TraceIds};
+use crate::metrics::observe::Observation;
+use crate::problem::problem;
+use crate::router::Lookup;
+use crate::service::{AccessRecord, AppState};
+use crate::target::{BoxFuture, RouteCall};
+
+/// A request as the stack takes it.
+pub type Req = Request<RequestBody>;
+/// A response as the stack gives it.
+pub type Resp = Response<ResponseBody>;
+
+trait Erased: Send + Sync {
+    fn run(&self, req: Req) -> BoxFuture;
+}
+
+impl<S> Erased for S
+where
+    S: Service<Req, Response = Resp, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    fn run(&self, req: Req) -> BoxFuture {
+        // Cloning the concrete stack copies a few `Arc`s; the future is the one box.
+        Box::pin(Service::call(&mut self.clone(), req))
+    }
+}
+
+/// The assembled stack: cheap to clone, `Sync`, never fails (errors are responses).
+#[derive(Clone)]
+pub struct HttpService(Arc<dyn Erased>);
+
+impl HttpService {
+    /// Run one request (no `poll_ready` needed: the stack is always ready).
+    pub fn run(&self, req: Req) -> BoxFuture {
+        self.0.run(req)
+    }
+}
+
+impl Service<Req> for HttpService {
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = BoxFuture;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: Req) -> BoxFuture {
+        self.0.run(req)
+    }
+}
+
+/// The layer names of the stack `state` gets, outermost first.
+pub fn describe(state: &AppState) -> Vec<&'static str> {
+    let c = &state.config;
+    let mut out = Vec::new();
+    if state.metrics.is_some() || state.health.is_some() {
+        out.push("probes");
+    }
+    out.push("connection");
+    if state.access.is_some() {
+        out.push("access");
+    }
+    if state.metrics.is_some() || state.telemetry.is_some() {
+        out.push("observe");
+    }
+    if !c.trusted_proxies.is_empty() {
+        out.push("trusted_proxy");
+    }
+    if state.root_path.is_some() {
+        out.push("root_path");
+    }
+    out.push("protocol");
+    out.push("router");
+    out
+}
+
+/// Build the stack for `state` (see the module docs for the order).
+pub fn build(state: &Arc<AppState>) -> HttpService {
+    let st = |on: bool| on.then(|| state.clone());
+    let svc = ServiceBuilder::new()
+        .option_layer(st(state.metrics.is_some() || state.health.is_some()).map(ProbesLayer))
+        .layer(ConnLayer(state.clone()))
+        .option_layer(st(state.access.is_some()).map(AccessLayer))
+        .option_layer(st(state.metrics.is_some() || state.telemetry.is_some()).map(ObserveLayer))
+        // DESIGN.md §2b middleware goes here, each as `.option_layer(...)`.
+        .option_layer(st(!state.trusted.is_empty()).map(TrustedProxyLayer))
+        .option_layer(st(state.root_path.is_some()).map(RootPathLayer))
+        .layer(ProtocolLayer)
+        .service(RouterService(state.clone()));
+    HttpService(Arc::new(svc))
+}
+
+// ---- shared plumbing -------------------------------------------------------------
+
+/// Work a layer does on the response after its inner service answered.
+pub trait Post: Send {
+    /// Finish the response.
+    fn post(self, resp: Resp) -> Resp;
+}
+
+pin_project! {
+    /// The inner service's future, then [`Post::post`].
+    pub struct Then<F, P> {
+        #[pin]
+        inner: F,
+        post: Option<P>,
+    }
+}
+
+impl<F, P> Future for Then<F, P>
+where
+    F: Future<Output = Result<Resp, Infallible>>,
+    P: Post,
+{
+    type Output = Result<Resp, Infallible>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Ready(Ok(resp)) => Poll::Ready(Ok(match this.post.take() {
+                Some(p) => p.post(resp),
+                None => resp,
+            })),
+            Poll::Ready(Err(e)) => match e {},
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+macro_rules! layer {
+    ($layer:ident => $svc:ident) => {
+        impl<S> Layer<S> for $layer {
+            type Service = $svc<S>;
+            fn layer(&self, inner: S) -> $svc<S> {
+                $svc {
+                    inner,
+                    state: self.0.clone(),
+                }
+            }
+        }
+        #[doc = concat!("The service of [`", stringify!($layer), "`].")]
+        #[derive(Clone)]
+        pub struct $svc<S> {
+            inner: S,
+            state: Arc<AppState>,
+        }
+    };
+}
+
+fn ready(resp: Resp) -> Ready<Result<Resp, Infallible>> {
+    futures_util::future::ready(Ok(resp))
+}
+
+// ---- probes ----------------------------------------------------------------------
+
+/// `/health/*` and `/metrics` before anything else.
+pub struct ProbesLayer(Arc<AppState>);
+layer!(ProbesLayer => Probes);
+
+impl<S> Service<Req> for Probes<S>
+where
+    S: Service<Req, Response = Resp, Error = Infallible>,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Either<BoxFuture, S::Future>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: Req) -> Self::Future {
+        if !crate::health::is_builtin(&self.state, &req) {
+            return Either::Right(self.inner.call(req));
+        }
+        let state = self.state.clone();
+        Either::Left(Box::pin(async move {
+            Ok(crate::health::builtin(&state, &req)
+                .await
+                .unwrap_or_else(|| problem(StatusCode::NOT_FOUND, "no such probe")))
+        }))
+    }
+}
+
+// ---- connection ------------------------------------------------------------------
+
+/// In-flight accounting and the per-connection request cap.
+pub struct ConnLayer(Arc<AppState>);
+layer!(ConnLayer => Conn);
+
+/// See [`ConnLayer`].
+pub struct ConnPost {
+    conn: Option<ConnInfo>,
+    close: bool,
+}
+
+impl Post for ConnPost {
+    fn post(self, mut resp: Resp) -> Resp {
+        if self.close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(c) = self.conn {
+            c.activity.inflight.fetch_sub(1, Ordering::AcqRel);
+        }
+        resp
+    }
+}
+
+impl<S> Service<Req> for Conn<S>
+where
+    S: Service<Req, Response = Resp, Error = Infallible>,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Then<S::Future, ConnPost>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: Req) -> Self::Future {
+        let conn = req.extensions().get::<ConnInfo>().cloned();
+        let mut close = false;
+        if let Some(c) = &conn {
+            let act = &c.activity;
+            act.inflight.fetch_add(1, Ordering::AcqRel);
+            act.head_since_ms.store(0, Ordering::Release);
+            let n = act.served.fetch_add(1, Ordering::Relaxed) + 1;
+            let max = self.state.config.limits.max_requests_per_connection;
+            close = max > 0 && n >= max;
+        }
+        Then {
+            inner: self.inner.call(req),
+            post: Some(ConnPost { conn, close }),
+        }
+    }
+}
+
+// ---- access ----------------------------------------------------------------------
+
+/// One access record per request.
+pub struct AccessLayer(Arc<AppState>);
+layer!(AccessLayer => Access);
+
+/// See [`AccessLayer`].
+pub struct AccessPost {
+    state: Arc<AppState>,
+    method: Method,
+    target: String,
+    version: http::Version,
+    start: std::time::Instant,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl Post for AccessPost {
+    fn post(self, mut resp: Resp) -> Resp {
+        let Some(sink) = &self.state.access else { return resp };
+        let size = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
+            resp.headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        });
+        let trace = resp.extensions_mut().remove::<TraceIds>().map(|t| (t.0, t.1));
+        sink(AccessRecord {
+            method: self.method,
+            target: self.target,
+            version: self.version,
+            status: resp.status().as_u16(),
+            size,
+            duration: self.start.elapsed(),
+            peer: self.peer,
+            trace,
+        });
+        resp
+    }
+}
+
+impl<S> Service<Req> for Access<S>
+where
+    S: Service<Req, Response = Resp, Error = Infallible>,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Then<S::Future, AccessPost>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: Req) -> Self::Future {
+        let post = AccessPost {
+            state: self.state.clone(),
+            method: req.method().clone(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned()),
+            version: req.version(),
+            start: std::time::Instant::now(),
+            peer: req.extensions().get::<ConnInfo>().and_then(|c| c.peer),
+        };
+        Then {
+            inner: self.inner.call(req),
+            post: Some(post),
+        }
+    }
+}
+
+// ---- observe ---------------------------------------------------------------------
+
+/// Request metrics and the server span.
+pub struct ObserveLayer(Arc<AppState>);
+layer!(ObserveLayer => Observe);
+
+/// See [`ObserveLayer`].
+pub struct ObservePost(Arc<AppState>, Observation);
+
+impl Post for ObservePost {
+    fn post(self, mut resp: Resp) -> Resp {
+        self.1.finish(&self.0, &mut resp);
+        resp
+    }
+}
+
+impl<S> Service<Req> for Observe<S>
+where
+    S: Service<Req, Response = Resp, Error = Infallible>,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Then<S::Future, ObservePost>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: Req) -> Self::Future {
+        let (obs, req) = Observation::begin(&self.state, req);
+        Then {
+            inner: self.inner.call(req),
+            post: Some(ObservePost(self.state.clone(), obs)),
+        }
+    }
+}
+
+// ---- trusted proxies -------------------------------------------------------------
+
+/// Resolves the client behind a trusted proxy into [`ClientInfo`].
+pub struct TrustedProxyLayer(Arc<AppState>);
+layer!(TrustedProxyLayer => TrustedProxy);
+
+impl<S: Service<Req>> Service<Req> for TrustedProxy<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, mut req: Req) -> S::Future {
+        let peer = req.extensions().get::<ConnInfo>().and_then(|c| c.peer);
+        if let Some(peer) = peer.filter(|p| self.state.is_trusted(p.ip())) {
+            let info = crate::forwarded::resolve(&self.state, peer.ip(), req.headers());
+            req.extensions_mut().insert::<ClientInfo>(info);
+        }
+        self.inner.call(req)
+    }
+}
+
+// ---- root path -------------------------------------------------------------------
+
+/// Marks the `root_path` prefix the router skips.
+pub struct RootPathLayer(Arc<AppState>);
+layer!(RootPathLayer => RootPath);
+
+impl<S: Service<Req>> Service<Req> for RootPath<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, mut req: Req) -> S::Future {
+        let path = req.uri().path();
+        let rest = self.state.root_path.as_deref().and_then(|r| path.strip_prefix(r));
+        let n = match rest {
+            Some("") => Some(path.len()),
+            Some(rest) if rest.starts_with('/') => Some(path.len() - rest.len()),
+            _ => None,
+        };
+        if let Some(n) = n {
+            req.extensions_mut().insert(RootPrefix(n));
+        }
+        self.inner.call(req)
+    }
+}
+
+// ---- protocol --------------------------------------------------------------------
+
+/// RFC 9112 Host rules and percent-encoding of the path.
+#[derive(Clone, Copy)]
+pub struct ProtocolLayer;
+
+impl<S> Layer<S> for ProtocolLayer {
+    type Service = Protocol<S>;
+    fn layer(&self, inner: S) -> Protocol<S> {
+        Protocol { inner }
+    }
+}
+
+/// See [`ProtocolLayer`].
+#[derive(Clone)]
+pub struct Protocol<S> {
+    inner: S,
+}
+
+impl<S> Service<Req> for Protocol<S>
+where
+    S: Service<Req, Response = Resp, Error = Infallible>,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Resp, Infallible>>, S::Future>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: Req) -> Self::Future {
+        // RFC 9112 §3.2: an HTTP/1.1 request with no Host, or more than one, is a 400.
+        if req.version() == http::Version::HTTP_11 {
+            let mut hosts = req.headers().get_all(header::HOST).iter();
+            if hosts.next().is_none() || hosts.next().is_some() {
+                return Either::Left(ready(problem(
+                    StatusCode::BAD_REQUEST,
+                    "an HTTP/1.1 request needs exactly one Host header",
+                )));
+            }
+        }
+        if !crate::service::path_is_valid(req.uri().path()) {
+            return Either::Left(ready(problem(
+                StatusCode::BAD_REQUEST,
+                "the request path is not valid percent-encoded UTF-8",
+            )));
+        }
+        Either::Right(self.inner.call(req))
+    }
+}
+
+// ---- router ----------------------------------------------------------------------
+
+/// Routing and the automatic answers (404, 405, OPTIONS, HEAD), then the target.
+#[derive(Clone)]
+pub struct RouterService(Arc<AppState>);
+
+fn allow_header(allow: &[String]) -> HeaderValue {
+    HeaderValue::from_str(&allow.join(", ")).unwrap_or_else(|_| HeaderValue::from_static("GET"))
+}
+
+impl RouterService {
+    /// Route `req`: an immediate answer, or the call for the matched route.
+    // Both arms are moved once, straight into a future: boxing would cost an allocation.
+    #[allow(clippy::result_large_err)]
+    fn route(&self, req: Req) -> Result<RouteCall, Resp> {
+        let path = req.uri().path();
+        let route_path = match req.extensions().get::<RootPrefix>() {
+            Some(RootPrefix(n)) => match path.get(*n..) {
+                Some("") | None => "/",
+                Some(rest) => rest,
+            },
+            None => path,
+        };
+        let method = req.method();
+        match self.0.router.lookup(method, route_path) {
+            Lookup::Found { route, params, .. } => {
+                let route = route.clone();
+                let conn = req.extensions().get::<ConnInfo>().cloned();
+                Ok(RouteCall {
+                    req,
+                    params,
+                    route,
+                    conn,
+                })
+            }
+            Lookup::NotFound => Err(problem(StatusCode::NOT_FOUND, format!("no route for {method} {path}"))),
+            Lookup::BadPath => Err(problem(
+                StatusCode::BAD_REQUEST,
+                "the request path is not valid percent-encoded UTF-8",
+            )),
+            Lookup::MethodNotAllowed { allow } => {
+                let mut r = problem(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{method} is not allowed on {path}; allowed: {}", allow.join(", ")),
+                );
+                r.headers_mut().insert(header::ALLOW, allow_header(&allow));
+                Err(r)
+            }
+            Lookup::Options { allow } => {
+                let mut r = Response::new(ResponseBody::Empty);
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r.headers_mut().insert(header::ALLOW, allow_header(&allow));
+                Err(r)
+            }
+        }
+    }
+}
+
+impl Service<Req> for RouterService {
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Resp, Infallible>>, BoxFuture>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: Req) -> Self::Future {
+        let head = req.method() == Method::HEAD;
+        let call = match self.route(req) {
+            Ok(call) => call,
+            Err(resp) => return Either::Left(ready(resp)),
+        };
+        let state = self.0.clone();
+        Either::Right(Box::pin(async move {
+            let route = state.observed.then(|| call.route.clone());
+            let entry = &state.targets[call.route.target];
+            let mut resp = match &entry.stack {
+                Some(stack) => match tower::ServiceExt::oneshot(stack.clone(), call).await {
+                    Ok(r) => r,
+                    Err(e) => match e {},
+                },
+                None => crate::target::dispatch(&state.config, &entry.target, &entry.options, call).await,
+            };
+            if head {
+                // Keep the headers (Content-Length included) and drop the body.
+                if let ResponseBody::Full(Some(b)) = resp.body() {
+                    let len = HeaderValue::from(b.len());
+                    resp.headers_mut().entry(header::CONTENT_LENGTH).or_insert(len);
+                }
+                *resp.body_mut() = ResponseBody::Empty;
+            }
+            if let Some(route) = route {
+                resp.extensions_mut().insert(MatchedRoute(route));
+            }
+            Ok(resp)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use cello_config::ServerConfig;
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::builder::{App, Server};
+    use crate::endpoint::RoutedRequest;
+    use crate::target::{RouteOptions, Target};
+
+    /// Echoes the route template, the body length and what the extensions said.
+    fn echo() -> Target {
+        Target::Endpoint(Arc::new(|req: RoutedRequest| async move {
+            let client = req.parts.extensions.get::<ClientInfo>().cloned();
+            let text = format!(
+                "{} {} {:?} {:?}",
+                req.route.template,
+                req.body.len(),
+                client.as_ref().map(|c| c.ip),
+                client.as_ref().and_then(|c| c.scheme),
+            );
+            Response::new(ResponseBody::full(text))
+        }))
+    }
+
+    fn app(config: ServerConfig, extra: impl FnOnce(&mut crate::builder::ServerBuilder)) -> App {
+        let mut b = Server::builder(config);
+        b.route(&[Method::GET, Method::POST], "/items/{id:int}", echo())
+            .unwrap();
+        b.route(
+            &[Method::GET],
+            "/openapi.json",
+            Target::document(r#"{"openapi":"3.1.0"}"#, "application/json"),
+        )
+        .unwrap();
+        b.route(&[Method::GET], "/ws", Target::WebSocket).unwrap();
+        extra(&mut b);
+        b.build().unwrap()
+    }
+
+    fn get(path: &str) -> Req {
+        Request::get(path)
+            .header("host", "t")
+            .body(RequestBody::empty())
+            .unwrap()
+    }
+
+    async fn call(app: &App, req: Req) -> (StatusCode, http::HeaderMap, Bytes) {
+        let resp = app.oneshot(req, Some(([10, 0, 0, 1], 4000).into())).await;
+        let (parts, body) = resp.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    }
+
+    #[test]
+    fn the_stack_has_only_enabled_layers_in_the_documented_order() {
+        let bare = app(ServerConfig::default(), |_| {});
+        assert_eq!(bare.layers(), ["connection", "protocol", "router"]);
+        let mut c = ServerConfig::default();
+        c.health.enabled = true;
+        c.prometheus.enabled = true;
+        c.access_log = true;
+        c.root_path = "/api".into();
+        c.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let full = app(c, |_| {});
+        // access_log is on but no sink was given: no access layer.
+        assert_eq!(
+            full.layers(),
+            [
+                "probes",
+                "connection",
+                "observe",
+                "trusted_proxy",
+                "root_path",
+                "protocol",
+                "router"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn misses_405_options_and_head_are_answered_by_the_router() {
+        let app = app(ServerConfig::default(), |_| {});
+        let (s, h, b) = call(&app, get("/nope")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(h["content-type"], "application/problem+json");
+        assert!(String::from_utf8_lossy(&b).contains("no route for GET /nope"));
+        // A failed constraint is a 404 too.
+        assert_eq!(call(&app, get("/items/abc")).await.0, StatusCode::NOT_FOUND);
+        let del = Request::delete("/items/1")
+            .header("host", "t")
+            .body(RequestBody::empty())
+            .unwrap();
+        let (s, h, _) = call(&app, del).await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(h["allow"], "GET, HEAD, OPTIONS, POST");
+        let opt = Request::options("/items/1")
+            .header("host", "t")
+            .body(RequestBody::empty())
+            .unwrap();
+        let (s, h, b) = call(&app, opt).await;
+        assert_eq!((s, b.len()), (StatusCode::NO_CONTENT, 0));
+        assert!(h["allow"].to_str().unwrap().contains("POST"));
+        let head = Request::head("/openapi.json")
+            .header("host", "t")
+            .body(RequestBody::empty())
+            .unwrap();
+        let (s, h, b) = call(&app, head).await;
+        assert_eq!((s, b.len()), (StatusCode::OK, 0));
+        assert_eq!(h["content-length"], "19");
+    }
+
+    #[tokio::test]
+    async fn protocol_layer_refuses_missing_host_and_bad_encoding() {
+        let app = app(ServerConfig::default(), |_| {});
+        let no_host = Request::get("/items/1").body(RequestBody::empty()).unwrap();
+        assert_eq!(call(&app, no_host).await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(call(&app, get("/items/%zz")).await.0, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn targets_endpoint_document_and_not_yet_implemented() {
+        let app = app(ServerConfig::default(), |_| {});
+        let (s, _, b) = call(&app, get("/items/7")).await;
+        assert_eq!((s, &b[..]), (StatusCode::OK, &b"/items/{id:int} 0 None None"[..]));
+        let (s, h, b) = call(&app, get("/openapi.json")).await;
+        assert_eq!((s, &b[..]), (StatusCode::OK, &br#"{"openapi":"3.1.0"}"#[..]));
+        assert_eq!(h["content-type"], "application/json");
+        let (s, h, b) = call(&app, get("/ws")).await;
+        assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(h["content-type"], "application/problem+json");
+        assert!(String::from_utf8_lossy(&b).contains("WebSocket routes are not implemented yet"));
+    }
+
+    #[tokio::test]
+    async fn probes_answer_before_routing_and_ready_turns_503_on_drain() {
+        let mut c = ServerConfig::default();
+        c.health.enabled = true;
+        c.prometheus.enabled = true;
+        let app = app(c, |_| {});
+        assert_eq!(call(&app, get("/health/live")).await.0, StatusCode::OK);
+        assert_eq!(
+            call(&app, get("/health/startup")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(call(&app, get("/health/ready")).await.0, StatusCode::OK);
+        let _ = call(&app, get("/items/1")).await;
+        let (s, _, b) = call(&app, get("/metrics")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(String::from_utf8_lossy(&b).contains("/items/{id:int}"));
+        app.drain();
+        assert_eq!(
+            call(&app, get("/health/ready")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    fn post(path: &str, body: &'static [u8], content_length: bool) -> Req {
+        let mut b = Request::post(path).header("host", "t");
+        if content_length {
+            b = b.header("content-length", body.len());
+        }
+        b.body(RequestBody::full(Bytes::from_static(body))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn body_limit_global_and_per_route() {
+        let mut c = ServerConfig::default();
+        c.limits.max_body_size = 8;
+        let app = app(c, |b| {
+            let opts = RouteOptions {
+                max_body_size: Some(2),
+                ..RouteOptions::default()
+            };
+            b.route_with(&[Method::POST], "/small", echo(), opts).unwrap();
+        });
+        assert_eq!(call(&app, post("/items/1", b"12345678", true)).await.0, StatusCode::OK);
+        // Refused from Content-Length, and while reading when there is none.
+        assert_eq!(
+            call(&app, post("/items/1", b"123456789", true)).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            call(&app, post("/items/1", b"123456789", false)).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            call(&app, post("/small", b"123", false)).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(call(&app, post("/small", b"12", false)).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn per_route_timeout_is_a_504() {
+        let app = app(ServerConfig::default(), |b| {
+            let slow = Target::Endpoint(Arc::new(|_req: RoutedRequest| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Response::new(ResponseBody::Empty)
+            }));
+            let opts = RouteOptions {
+                timeout: Some(Duration::from_millis(50)),
+                ..RouteOptions::default()
+            };
+            b.route_with(&[Method::GET], "/slow", slow, opts).unwrap();
+        });
+        assert_eq!(call(&app, get("/slow")).await.0, StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn root_path_is_skipped_by_the_router() {
+        let c = ServerConfig {
+            root_path: "/api/".into(),
+            ..ServerConfig::default()
+        };
+        let app = app(c, |b| {
+            b.route(&[Method::GET], "/", Target::document("root", "text/plain"))
+                .unwrap();
+        });
+        assert_eq!(call(&app, get("/api/items/1")).await.0, StatusCode::OK);
+        assert_eq!(call(&app, get("/items/1")).await.0, StatusCode::OK);
+        assert_eq!(&call(&app, get("/api")).await.2[..], b"root");
+        assert_eq!(call(&app, get("/apix/items/1")).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn trusted_proxies_resolve_the_client_into_an_extension() {
+        let c = ServerConfig {
+            trusted_proxies: vec!["10.0.0.0/8".into()],
+            ..ServerConfig::default()
+        };
+        let app = app(c, |_| {});
+        let req = Request::get("/items/1")
+            .header("host", "t")
+            .header("x-forwarded-for", "203.0.113.9, 10.1.1.1")
+            .header("x-forwarded-proto", "https")
+            .body(RequestBody::empty())
+            .unwrap();
+        let (_, _, b) = call(&app, req).await;
+        assert_eq!(&b[..], b"/items/{id:int} 0 Some(203.0.113.9) Some(\"https\")");
+        // An untrusted peer's headers are ignored.
+        let req = Request::get("/items/1")
+            .header("host", "t")
+            .header("x-forwarded-for", "203.0.113.9")
+            .body(RequestBody::empty())
+            .unwrap();
+        let resp = app.oneshot(req, Some(([192, 0, 2, 1], 4000).into())).await;
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&b[..], b"/items/{id:int} 0 None None");
+    }
+
+    #[tokio::test]
+    async fn a_route_can_take_its_body_as_a_stream_within_the_limit() {
+        let mut c = ServerConfig::default();
+        c.limits.max_body_size = 4;
+        let app = app(c, |b| {
+            let streaming = Target::Endpoint(Arc::new(|req: RoutedRequest| async move {
+                let Some(stream) = req.stream else {
+                    return Response::new(ResponseBody::full("buffered"));
+                };
+                match stream.collect().await {
+                    Ok(c) => Response::new(ResponseBody::full(format!("streamed {}", c.to_bytes().len()))),
+                    Err(e) => crate::problem::problem(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+                }
+            }));
+            let opts = RouteOptions {
+                stream_body: true,
+                ..RouteOptions::default()
+            };
+            b.route_with(&[Method::POST], "/upload", streaming, opts).unwrap();
+        });
+        let (s, _, b) = call(&app, post("/upload", b"1234", false)).await;
+        assert_eq!((s, &b[..]), (StatusCode::OK, &b"streamed 4"[..]));
+        let (s, _, b) = call(&app, post("/upload", b"12345", false)).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(String::from_utf8_lossy(&b).contains("exceeds the limit of 4 bytes"));
+        assert_eq!(
+            call(&app, post("/upload", b"12345", true)).await.0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_body_can_end_with_trailers() {
+        let app = app(ServerConfig::default(), |b| {
+            let grpcish = Target::Endpoint(Arc::new(|_req: RoutedRequest| async {
+                let mut t = http::HeaderMap::new();
+                t.insert("grpc-status", HeaderValue::from_static("0"));
+                Response::new(ResponseBody::full("payload").with_trailers(t))
+            }));
+            b.route(&[Method::GET], "/t", grpcish).unwrap();
+        });
+        let resp = app.oneshot(get("/t"), None).await;
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        assert_eq!(&collected.to_bytes()[..], b"payload");
+    }
+
+    #[tokio::test]
+    async fn the_connection_layer_closes_after_the_request_cap() {
+        let mut c = ServerConfig::default();
+        c.limits.max_requests_per_connection = 2;
+        let app = app(c, |_| {});
+        let conn = ConnInfo::new(None, false);
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            let mut req = get("/items/1");
+            req.extensions_mut().insert(conn.clone());
+            let resp = app.service().run(req).await.unwrap();
+            statuses.push(resp.headers().get("connection").cloned());
+        }
+        assert_eq!(statuses, [None, Some(HeaderValue::from_static("close"))]);
+        assert_eq!(conn.activity.inflight.load(Ordering::Acquire), 0);
+    }
+}

@@ -1,0 +1,319 @@
+//! What a route leads to. Python handlers are one kind of [`Target`]; the others are
+//! answered in Rust without the GIL.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+
+use crate::body::{RequestBody, RequestStream, ResponseBody};
+use crate::endpoint::{Endpoint, RoutedRequest};
+use crate::ext::BodyLimit;
+use crate::problem::problem;
+use crate::router::Route;
+use crate::service::ConnInfo;
+use cello_config::ServerConfig;
+
+/// A route's destination.
+pub enum Target {
+    /// Code behind the [`Endpoint`] trait (a Python handler via `cello-py`).
+    Endpoint(Arc<dyn Endpoint>),
+    /// A fixed document, e.g. `/openapi.json`.
+    Document {
+        /// The bytes served.
+        body: Bytes,
+        /// Its `Content-Type`.
+        content_type: HeaderValue,
+    },
+    /// A proxied upstream (the sidecar).
+    Proxy(Arc<crate::proxy::ProxyEndpoint>),
+    /// A directory of static files (not reachable from config yet).
+    Static(std::path::PathBuf),
+    /// A WebSocket upgrade (not reachable from config yet).
+    WebSocket,
+    /// A gRPC service (not reachable from config yet).
+    Grpc,
+}
+
+impl Target {
+    /// A fixed document served as-is.
+    pub fn document(body: impl Into<Bytes>, content_type: &'static str) -> Self {
+        Self::Document {
+            body: body.into(),
+            content_type: HeaderValue::from_static(content_type),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Endpoint(_) => "endpoint",
+            Self::Document { .. } => "document",
+            Self::Proxy(_) => "proxy",
+            Self::Static(_) => "static files",
+            Self::WebSocket => "WebSocket",
+            Self::Grpc => "gRPC",
+        }
+    }
+}
+
+/// Per-route settings; each one that is set adds a layer to the route's own stack.
+#[derive(Clone, Debug, Default)]
+pub struct RouteOptions {
+    /// Body limit for this route (overrides `limits.max_body_size`).
+    pub max_body_size: Option<u64>,
+    /// Time limit for this route's whole answer (504 when exceeded).
+    pub timeout: Option<Duration>,
+    /// Hand the endpoint the body as a [`RequestStream`] instead of buffered bytes.
+    pub stream_body: bool,
+}
+
+/// A matched request on its way to a target.
+pub struct RouteCall {
+    /// The request (its body not read yet).
+    pub req: Request<RequestBody>,
+    /// Path parameters.
+    pub params: Vec<(Arc<str>, String)>,
+    /// The matched route.
+    pub route: Arc<Route<usize>>,
+    /// Connection facts.
+    pub conn: Option<ConnInfo>,
+}
+
+/// A boxed response future of the stack.
+pub type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+/// A route's own stack (built when the route has [`RouteOptions`] layers).
+pub type RouteStack = tower::util::BoxCloneSyncService<RouteCall, Response<ResponseBody>, Infallible>;
+
+/// One entry of the route table.
+pub(crate) struct RouteEntry {
+    pub target: Arc<Target>,
+    pub options: RouteOptions,
+    /// `Some` when the route has layers of its own.
+    pub stack: Option<RouteStack>,
+}
+
+/// Read the body within `max` bytes and the read timeout.
+pub(crate) async fn read_body(
+    config: &ServerConfig,
+    parts: &http::request::Parts,
+    body: RequestBody,
+    max: u64,
+) -> Result<Bytes, Response<ResponseBody>> {
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
+        let len = len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
+        match len {
+            Some(n) if n > max => {
+                return Err(problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body of {n} bytes exceeds the limit of {max} bytes"),
+                ));
+            }
+            Some(_) => {}
+            None => return Err(problem(StatusCode::BAD_REQUEST, "invalid Content-Length")),
+        }
+    }
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let timeout = Duration::from_secs_f64(config.timeouts.read_body);
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body exceeds the limit of {max} bytes"),
+        )),
+        Ok(Err(e)) => Err(problem(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {e}"),
+        )),
+        Err(_) => Err(problem(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body was not received in time",
+        )),
+    }
+}
+
+/// Answer `call` with `target`.
+pub(crate) async fn dispatch(
+    config: &ServerConfig,
+    target: &Target,
+    options: &RouteOptions,
+    call: RouteCall,
+) -> Response<ResponseBody> {
+    let endpoint: &dyn Endpoint = match target {
+        Target::Endpoint(e) => &**e,
+        Target::Proxy(p) => &**p,
+        Target::Document { body, content_type } => {
+            let mut r = Response::new(ResponseBody::Full(Some(body.clone())));
+            r.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            return r;
+        }
+        other => {
+            return problem(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("{} routes are not implemented yet", other.kind()),
+            )
+        }
+    };
+    let RouteCall {
+        req,
+        params,
+        route,
+        conn,
+    } = call;
+    let (parts, body) = req.into_parts();
+    let max = parts
+        .extensions
+        .get::<BodyLimit>()
+        .map_or(config.limits.max_body_size, |l| l.0);
+    let (body, stream) = if options.stream_body {
+        if let Err(resp) = read_body(config, &parts, RequestBody::empty(), max).await {
+            return resp; // Content-Length over the limit: refused before reading
+        }
+        let timeout = Duration::from_secs_f64(config.timeouts.read_body);
+        (Bytes::new(), Some(Box::new(RequestStream::new(body, max, timeout))))
+    } else {
+        match read_body(config, &parts, body, max).await {
+            Ok(b) => (b, None),
+            Err(resp) => return resp,
+        }
+    };
+    if let Some(clock) = parts.extensions.get::<Arc<crate::metrics::QueueClock>>() {
+        clock.enqueued(body.len() as u64);
+    }
+    let (peer, tls) = conn.as_ref().map_or((None, false), |c| (c.peer, c.tls));
+    let routed = RoutedRequest {
+        parts,
+        body,
+        stream,
+        params,
+        route,
+        peer,
+        tls,
+    };
+    endpoint.call(routed).await
+}
+
+/// The innermost service of a route's own stack: the target itself.
+#[derive(Clone)]
+pub(crate) struct TargetService {
+    pub config: Arc<ServerConfig>,
+    pub target: Arc<Target>,
+    pub options: RouteOptions,
+}
+
+impl tower::Service<RouteCall> for TargetService {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: RouteCall) -> BoxFuture {
+        let this = self.clone();
+        Box::pin(async move { Ok(dispatch(&this.config, &this.target, &this.options, call).await) })
+    }
+}
+
+/// Per-route layer: a body limit of its own.
+#[derive(Clone, Copy)]
+pub struct RouteBodyLimitLayer(pub u64);
+
+impl<S> tower::Layer<S> for RouteBodyLimitLayer {
+    type Service = RouteBodyLimit<S>;
+    fn layer(&self, inner: S) -> RouteBodyLimit<S> {
+        RouteBodyLimit { inner, limit: self.0 }
+    }
+}
+
+/// See [`RouteBodyLimitLayer`].
+#[derive(Clone)]
+pub struct RouteBodyLimit<S> {
+    inner: S,
+    limit: u64,
+}
+
+impl<S: tower::Service<RouteCall>> tower::Service<RouteCall> for RouteBodyLimit<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, mut call: RouteCall) -> S::Future {
+        call.req.extensions_mut().insert(BodyLimit(self.limit));
+        self.inner.call(call)
+    }
+}
+
+/// Per-route layer: answer 504 when the route takes longer than this.
+#[derive(Clone, Copy)]
+pub struct RouteTimeoutLayer(pub Duration);
+
+impl<S> tower::Layer<S> for RouteTimeoutLayer {
+    type Service = RouteTimeout<S>;
+    fn layer(&self, inner: S) -> RouteTimeout<S> {
+        RouteTimeout { inner, limit: self.0 }
+    }
+}
+
+/// See [`RouteTimeoutLayer`].
+#[derive(Clone)]
+pub struct RouteTimeout<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S> tower::Service<RouteCall> for RouteTimeout<S>
+where
+    S: tower::Service<RouteCall, Response = Response<ResponseBody>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, call: RouteCall) -> BoxFuture {
+        let (fut, limit) = (self.inner.call(call), self.limit);
+        Box::pin(async move {
+            tokio::time::timeout(limit, fut)
+                .await
+                .unwrap_or_else(|_| Ok(problem(StatusCode::GATEWAY_TIMEOUT, "the route did not answer in time")))
+        })
+    }
+}
+
+/// Build the route's own stack, or `None` when it has no layers of its own.
+pub(crate) fn route_stack(
+    config: &Arc<ServerConfig>,
+    target: &Arc<Target>,
+    options: &RouteOptions,
+) -> Option<RouteStack> {
+    if options.max_body_size.is_none() && options.timeout.is_none() {
+        return None;
+    }
+    let svc = tower::ServiceBuilder::new()
+        .option_layer(options.timeout.map(RouteTimeoutLayer))
+        .option_layer(options.max_body_size.map(RouteBodyLimitLayer))
+        .service(TargetService {
+            config: config.clone(),
+            target: target.clone(),
+            options: options.clone(),
+        });
+    Some(tower::util::BoxCloneSyncService::new(svc))
+}
