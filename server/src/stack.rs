@@ -531,10 +531,61 @@ impl RouterService {
     }
 }
 
+/// HEAD bodies go; the matched route rides on the response for the outer layers.
+fn finish_route(mut resp: Resp, head: bool, route: Option<Arc<crate::router::Route<usize>>>) -> Resp {
+    if head {
+        // Keep the headers (Content-Length included) and drop the body.
+        if let ResponseBody::Full(Some(b)) = resp.body() {
+            let len = HeaderValue::from(b.len());
+            resp.headers_mut().entry(header::CONTENT_LENGTH).or_insert(len);
+        }
+        *resp.body_mut() = ResponseBody::Empty;
+    }
+    if let Some(route) = route {
+        resp.extensions_mut().insert(MatchedRoute(route));
+    }
+    resp
+}
+
+/// The router's future: an immediate answer, the endpoint's own future (body-less
+/// requests: no extra box), or the boxed body-reading path.
+pub enum RouterFuture {
+    /// 404, 405, OPTIONS, ...
+    Ready(Option<Resp>),
+    /// Straight to the endpoint.
+    Direct {
+        /// The endpoint's future.
+        fut: crate::endpoint::ResponseFuture,
+        /// A HEAD request.
+        head: bool,
+        /// The matched route, when an outer layer wants it.
+        route: Option<Arc<crate::router::Route<usize>>>,
+    },
+    /// Body reading, per-route stacks, Rust targets.
+    Boxed(BoxFuture),
+}
+
+impl Future for RouterFuture {
+    type Output = Result<Resp, Infallible>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Ready(r) => match r.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                None => Poll::Pending,
+            },
+            Self::Direct { fut, head, route } => match fut.as_mut().poll(cx) {
+                Poll::Ready(resp) => Poll::Ready(Ok(finish_route(resp, *head, route.take()))),
+                Poll::Pending => Poll::Pending,
+            },
+            Self::Boxed(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
 impl Service<Req> for RouterService {
     type Response = Resp;
     type Error = Infallible;
-    type Future = Either<Ready<Result<Resp, Infallible>>, BoxFuture>;
+    type Future = RouterFuture;
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
@@ -542,31 +593,29 @@ impl Service<Req> for RouterService {
         let head = req.method() == Method::HEAD;
         let call = match self.route(req) {
             Ok(call) => call,
-            Err(resp) => return Either::Left(ready(resp)),
+            Err(resp) => return RouterFuture::Ready(Some(resp)),
+        };
+        let route = self.0.observed.then(|| call.route.clone());
+        let entry = &self.0.targets[call.route.target];
+        let call = if entry.stack.is_none() {
+            match crate::target::try_direct(&entry.target, &entry.options, call) {
+                Ok(fut) => return RouterFuture::Direct { fut, head, route },
+                Err(call) => call,
+            }
+        } else {
+            call
         };
         let state = self.0.clone();
-        Either::Right(Box::pin(async move {
-            let route = state.observed.then(|| call.route.clone());
+        RouterFuture::Boxed(Box::pin(async move {
             let entry = &state.targets[call.route.target];
-            let mut resp = match &entry.stack {
+            let resp = match &entry.stack {
                 Some(stack) => match tower::ServiceExt::oneshot(stack.clone(), call).await {
                     Ok(r) => r,
                     Err(e) => match e {},
                 },
                 None => crate::target::dispatch(&state.config, &entry.target, &entry.options, call).await,
             };
-            if head {
-                // Keep the headers (Content-Length included) and drop the body.
-                if let ResponseBody::Full(Some(b)) = resp.body() {
-                    let len = HeaderValue::from(b.len());
-                    resp.headers_mut().entry(header::CONTENT_LENGTH).or_insert(len);
-                }
-                *resp.body_mut() = ResponseBody::Empty;
-            }
-            if let Some(route) = route {
-                resp.extensions_mut().insert(MatchedRoute(route));
-            }
-            Ok(resp)
+            Ok(finish_route(resp, head, route))
         }))
     }
 }

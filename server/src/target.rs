@@ -14,7 +14,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 
 use crate::body::{RequestBody, RequestStream, ResponseBody};
-use crate::endpoint::{Endpoint, RoutedRequest};
+use crate::endpoint::{Endpoint, ResponseFuture, RoutedRequest};
 use crate::ext::BodyLimit;
 use crate::problem::problem;
 use crate::router::Route;
@@ -203,6 +203,48 @@ pub(crate) async fn dispatch(
         tls,
     };
     endpoint.call(routed).await
+}
+
+/// The fast path: a body-less request to an endpoint needs no async step before it, so
+/// the endpoint's own future is the route's (no extra box). `Err` gives the call back.
+// The call moves straight back to the caller: boxing it would cost the allocation saved here.
+#[allow(clippy::result_large_err)]
+pub(crate) fn try_direct(
+    target: &Target,
+    options: &RouteOptions,
+    call: RouteCall,
+) -> Result<ResponseFuture, RouteCall> {
+    let endpoint: &dyn Endpoint = match target {
+        Target::Endpoint(e) => &**e,
+        Target::Proxy(p) => &**p,
+        _ => return Err(call),
+    };
+    if options.stream_body
+        || !call.req.body().is_end_stream()
+        || call.req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(call);
+    }
+    let RouteCall {
+        req,
+        params,
+        route,
+        conn,
+    } = call;
+    let (parts, _) = req.into_parts();
+    if let Some(clock) = parts.extensions.get::<Arc<crate::metrics::QueueClock>>() {
+        clock.enqueued(0);
+    }
+    let (peer, tls) = conn.as_ref().map_or((None, false), |c| (c.peer, c.tls));
+    Ok(endpoint.call(RoutedRequest {
+        parts,
+        body: Bytes::new(),
+        stream: None,
+        params,
+        route,
+        peer,
+        tls,
+    }))
 }
 
 /// The innermost service of a route's own stack: the target itself.
