@@ -25,9 +25,17 @@ fn csp_build(json: &str) -> PyResult<String> {
     Ok(csp.build())
 }
 
+/// One CSP source, quoted when it is a keyword (`self` → `'self'`, `nonce-…`); `ValueError`
+/// when it could break out of its directive.
+#[pyfunction]
+fn csp_source(source: &str) -> PyResult<String> {
+    cello_config::CspConfig::source(source).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(validate_config_kind, m)?)?;
     m.add_function(wrap_pyfunction!(csp_build, m)?)?;
+    m.add_function(wrap_pyfunction!(csp_source, m)?)?;
     Ok(())
 }
