@@ -1,4 +1,4 @@
-//! Field checks read from a type's own JSON Schema (`minimum`, `maximum`, `exclusiveMinimum`,
+//! Field checks read from a type's own JSON Schema (`minimum` (with `exclusiveMinimum: true`), `maximum`,
 //! `minLength`, `pattern`, `enum`), so a range is declared once — as a `#[schemars(...)]`
 //! attribute — and enforced the same way here and by the Python views (`cello/config.py`).
 
@@ -39,7 +39,12 @@ fn check_value(field: &str, prop: &Value, v: &Value) -> Result<()> {
         }
     }
     if let Some(n) = v.as_f64() {
+        // `exclusiveMinimum: true` beside `minimum` (the OpenAPI 3.0 form Kubernetes accepts).
+        let exclusive = prop.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
         if let Some(min) = prop.get("minimum").and_then(Value::as_f64) {
+            if exclusive && n <= min {
+                return Err(invalid(field, format!("must be greater than {min}, got {v}")));
+            }
             if n < min {
                 return Err(invalid(field, format!("must be at least {min}, got {v}")));
             }
@@ -47,11 +52,6 @@ fn check_value(field: &str, prop: &Value, v: &Value) -> Result<()> {
         if let Some(max) = prop.get("maximum").and_then(Value::as_f64) {
             if n > max {
                 return Err(invalid(field, format!("must be at most {max}, got {v}")));
-            }
-        }
-        if let Some(min) = prop.get("exclusiveMinimum").and_then(Value::as_f64) {
-            if n <= min {
-                return Err(invalid(field, format!("must be greater than {min}, got {v}")));
             }
         }
     }

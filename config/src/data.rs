@@ -22,7 +22,7 @@ pub struct DatabaseConfig {
     #[schemars(range(min = 0))]
     pub max_lifetime_secs: f64,
     /// Seconds to wait for a connection.
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub connection_timeout_secs: f64,
     /// Seconds an idle connection is kept.
     #[schemars(range(min = 0))]
@@ -65,7 +65,7 @@ pub struct RedisConfig {
     /// Idle connections kept open.
     pub min_idle: u32,
     /// Seconds to wait for a connection.
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub connection_timeout_secs: f64,
     /// Seconds an idle connection is kept.
     #[schemars(range(min = 0))]

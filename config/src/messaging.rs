@@ -61,7 +61,7 @@ pub struct RabbitMQConfig {
     /// Heartbeat interval in seconds (0: off).
     pub heartbeat: u32,
     /// Seconds to wait for a connection.
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub connection_timeout_secs: f64,
 }
 

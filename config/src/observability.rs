@@ -269,7 +269,7 @@ pub struct HealthCheckConfig {
     /// Application version reported in the bodies.
     pub version: Option<String>,
     /// Seconds each readiness check may take.
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub timeout_secs: f64,
     /// Reuse readiness results for this long (unset: run the checks on every probe).
     #[schemars(range(min = 0))]

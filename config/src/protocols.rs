@@ -12,7 +12,7 @@ use crate::error::Result;
 pub struct Http3Config {
     /// Seconds a connection may be idle before it is closed.
     #[serde(alias = "max_idle_timeout")]
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub max_idle_timeout: f64,
     /// Largest UDP payload in bytes.
     #[serde(alias = "max_udp_payload_size")]

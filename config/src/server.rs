@@ -218,20 +218,20 @@ impl LimitsConfig {
 pub struct TimeoutConfig {
     /// Time allowed to receive a complete request head; slower clients are cut off.
     #[serde(alias = "read_header")]
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub read_header: f64,
     /// Time allowed to receive the whole request body → 408.
     #[serde(alias = "read_body")]
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub read_body: f64,
     /// Time allowed for writing a response.
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub write: f64,
     /// Keep-alive connections idle this long are closed.
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub idle: f64,
     /// A handler running longer than this gets a 504 for its request.
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub handler: f64,
 }
 

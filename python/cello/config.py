@@ -106,7 +106,7 @@ def _schema_check(schema: dict[str, Any]) -> Check:
     fmt = schema.get("format")
     enum = schema.get("enum")
     minimum, maximum = schema.get("minimum"), schema.get("maximum", _FORMAT_MAX.get(fmt))
-    exclusive_min = schema.get("exclusiveMinimum")
+    exclusive = schema.get("exclusiveMinimum") is True  # OpenAPI 3.0 form, beside `minimum`
     min_length = schema.get("minLength")
     pattern = _anchored(schema["pattern"]) if "pattern" in schema else None
     what = {"integer": "an int", "number": "a number", "boolean": "a bool", "string": "a str"}.get(base, "a value")
@@ -147,12 +147,12 @@ def _schema_check(schema: dict[str, Any]) -> Check:
             allowed = ", ".join(repr(c) for c in enum if c is not None)
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if isinstance(value, (int, float)):
+            if minimum is not None and exclusive and value <= minimum:
+                raise ValueError(f"{name} must be greater than {minimum}, got {value}")
             if minimum is not None and value < minimum:
                 raise ValueError(f"{name} must be at least {minimum}, got {value}")
             if maximum is not None and value > maximum:
                 raise ValueError(f"{name} must be at most {maximum}, got {value}")
-            if exclusive_min is not None and value <= exclusive_min:
-                raise ValueError(f"{name} must be greater than {exclusive_min}, got {value}")
         if isinstance(value, str):
             if min_length and len(value) < min_length:
                 raise ValueError(f"{name} cannot be empty")
