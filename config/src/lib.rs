@@ -34,3 +34,6 @@ pub use secret::Secret;
 pub use server::*;
 pub use tls::*;
 pub use web::*;
+
+pub mod docs;
+pub mod env;

@@ -37,5 +37,12 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_config_kind, m)?)?;
     m.add_function(wrap_pyfunction!(csp_build, m)?)?;
     m.add_function(wrap_pyfunction!(csp_source, m)?)?;
+    m.add_function(wrap_pyfunction!(env_vars, m)?)?;
     Ok(())
+}
+
+/// Every `CELLO_*` variable (`cello_config::env::VARS`) as JSON, for `cello._env`.
+#[pyfunction]
+fn env_vars() -> PyResult<String> {
+    serde_json::to_string(cello_config::env::VARS).map_err(|e| PyValueError::new_err(e.to_string()))
 }
