@@ -21,6 +21,8 @@ pub struct EnvVar {
     pub read_by: &'static str,
     /// Who sets it for the process, if not the user (the operator's pod spec).
     pub set_by: &'static str,
+    /// The Rust constant naming it (`cello_config::env::HOST`).
+    pub rust: &'static str,
 }
 
 macro_rules! table {
@@ -37,6 +39,7 @@ macro_rules! table {
             description: $desc,
             read_by: $read,
             set_by: $set,
+            rust: stringify!($const),
         }),*];
     };
 }
@@ -82,8 +85,8 @@ table! {
         "A `cello.yaml` (ServerConfig) overlaid on the code's configuration.";
     METRICS_DIR = "CELLO_METRICS_DIR", "path", "", "workers, cello-server metrics", "the supervisor",
         "Directory where workers share metric snapshots (one `/metrics` for all workers).";
-    IO_THREADS = "CELLO_IO_THREADS", "int", "", "the embedded server (_cello)", "",
-        "tokio I/O threads per worker (default: chosen from the CPU count).";
+    IO_THREADS = "CELLO_IO_THREADS", "int", "1", "the embedded server (_cello)", "",
+        "tokio I/O threads per worker.";
     UPSTREAM = "CELLO_UPSTREAM", "url", "", "cello-dataplane", "operator",
         "The app the sidecar proxies to.";
     OPERATOR_PORT = "CELLO_OPERATOR_PORT", "int", "8080", "operator", "",

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import _cello
 
-__all__ = ["VARS", "declared", "get", "get_bool", "get_float", "get_int"]
+__all__ = ["VARS", "declared", "get", "get_bool", "get_float", "get_int", "lookup"]
 
 #: name → {name, kind, default, description, read_by, set_by}
 VARS: dict[str, dict[str, Any]] = {v["name"]: v for v in json.loads(_cello.env_vars())}
@@ -30,12 +30,16 @@ def declared(name: str) -> bool:
     return name in VARS or any(name.startswith(p) and len(name) > len(p) for p in _FAMILIES)
 
 
-def get(name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The value of a declared variable, ``None`` when unset or empty."""
+def lookup(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The raw value of a declared variable (``os.environ.get`` semantics: ``""`` stays ``""``)."""
     if not declared(name):
         raise KeyError(f"{name} is not declared in cello_config::env (config/src/env.rs)")
-    value = (os.environ if environ is None else environ).get(name)
-    return value if value else None
+    return (os.environ if environ is None else environ).get(name)
+
+
+def get(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of a declared variable, ``None`` when unset or empty."""
+    return lookup(name, environ) or None
 
 
 def get_bool(name: str, environ: Mapping[str, str] | None = None, *, strict: bool = True) -> bool | None:

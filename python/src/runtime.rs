@@ -198,8 +198,7 @@ impl Runtime {
     fn runtime(&self) -> PyResult<tokio::runtime::Handle> {
         let mut rt = lock(&self.rt);
         if rt.is_none() {
-            let threads = std::env::var("CELLO_IO_THREADS")
-                .ok()
+            let threads = cello_config::env::var(cello_config::env::IO_THREADS)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1usize);
             let built = tokio::runtime::Builder::new_multi_thread()
