@@ -284,13 +284,15 @@ impl RateLimitConfig {
                 format!("capacity must be greater than 0, got {}", self.capacity),
             ));
         }
-        if matches!(alg, "token_bucket" | "adaptive") && !(self.refill_rate > 0.0) {
+        if matches!(alg, "token_bucket" | "adaptive")
+            && self.refill_rate.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
             return Err(invalid(
                 "refill_rate",
                 format!("refill_rate must be greater than 0, got {}", self.refill_rate),
             ));
         }
-        if alg == "sliding_window" && !(self.window_secs > 0.0) {
+        if alg == "sliding_window" && self.window_secs.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(invalid(
                 "window_secs",
                 format!("window_secs must be greater than 0, got {}", self.window_secs),

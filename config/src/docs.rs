@@ -16,6 +16,17 @@ pub fn config_markdown() -> String {
          `securityHeaders` and `staticFiles` are accepted by the schema but refused by\n\
          `validate()` until their feature is built. snake_case names are accepted everywhere.\n",
     );
+    out.push_str("\n## ServerConfig (cello.yaml, `CellApp.spec.server`)\n\n| key | meaning |\n|---|---|\n");
+    let server = schemars::schema_for!(crate::ServerConfig);
+    for (key, prop) in server
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let desc = prop["description"].as_str().unwrap_or("").replace('\n', " ");
+        out.push_str(&format!("| `{key}` | {desc} |\n"));
+    }
     for kind in crate::kinds::KINDS {
         let k = &kinds[kind.name];
         out.push_str(&format!("\n## {}\n\n", kind.name));

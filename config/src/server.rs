@@ -393,6 +393,38 @@ mod tests {
     }
 
     #[test]
+    fn existing_documents_still_parse() {
+        // the shape cello.yaml and CellApp specs had before the new sections
+        let yaml = "host: 0.0.0.0\nport: 8080\nlimits:\n  max_body_size: 1024\ntimeouts:\n  readHeader: 2\n\
+                    trustedProxies: [10.0.0.0/8]\nhealth:\n  enabled: true\n";
+        let cfg = ServerConfig::from_yaml(yaml).unwrap();
+        assert_eq!(cfg.limits.max_body_size, 1024);
+        assert!(cfg.tls.is_none() && cfg.jwt.is_none());
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert!(!text.contains("rateLimit"), "absent sections are not written: {text}");
+    }
+
+    #[test]
+    fn sections_not_built_yet_are_refused() {
+        for (doc, what) in [
+            (
+                r#"{"tls":{"certPath":"c","keyPath":"k"}}"#,
+                "TLS is not implemented yet",
+            ),
+            (r#"{"rate_limit":{}}"#, "rate limiting is not implemented yet"),
+            (
+                r#"{"staticFiles":{"root":"public"}}"#,
+                "static files is not implemented yet",
+            ),
+        ] {
+            let err = ServerConfig::from_json(doc).unwrap_err();
+            assert!(err.to_string().contains(what), "{err}");
+        }
+        let err = ServerConfig::from_json(r#"{"jwt":{"secrett":"x"}}"#).unwrap_err();
+        assert!(err.to_string().contains("secrett"), "{err}");
+    }
+
+    #[test]
     fn schema_is_generated() {
         let schema = schemars::schema_for!(ServerConfig);
         let text = serde_json::to_string(&schema).unwrap();
