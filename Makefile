@@ -50,7 +50,7 @@ test-operator: venv ## CRD drift, manifests against real Kubernetes schemas, hel
 test-install: ## `pip install .` into a fresh Python 3.10+ virtualenv, then serve a request
 	tests/install_check.sh
 
-generate: ## regenerate the CRD, chart schema and RBAC from the Rust types
+generate: ## regenerate the CRD, chart schema, RBAC, docs/config.md and docs/env.md from the Rust types
 	cargo run -q -p cello-operator --bin crdgen -- --write
 
 lint: venv ## formatting and lints (what CI checks)

@@ -210,6 +210,93 @@ impl TelemetryConfig {
     }
 }
 
+/// `OpenTelemetryConfig` of the Python API: what `app.enable_telemetry()` takes. It becomes the
+/// `telemetry` section of [`crate::ServerConfig`] ([`TelemetryConfig`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenTelemetryConfig {
+    /// `service.name`.
+    #[schemars(length(min = 1))]
+    pub service_name: String,
+    /// `service.version`.
+    pub service_version: String,
+    /// Collector URL (else the `OTEL_*` variables).
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces recorded.
+    #[schemars(range(min = 0, max = 1))]
+    pub sampling_rate: f64,
+    /// Export spans (off: propagate context only).
+    pub export_traces: bool,
+    /// Export metrics over OTLP.
+    pub export_metrics: bool,
+    /// Paths (exact, or prefixes ending in `*`) that get no span.
+    pub excluded_paths: Vec<String>,
+}
+
+impl Default for OpenTelemetryConfig {
+    fn default() -> Self {
+        Self {
+            service_name: String::new(),
+            service_version: "0.1.0".into(),
+            otlp_endpoint: None,
+            sampling_rate: 1.0,
+            export_traces: true,
+            export_metrics: true,
+            excluded_paths: Vec::new(),
+        }
+    }
+}
+
+impl OpenTelemetryConfig {
+    /// Field ranges.
+    pub fn validate(&self) -> Result<()> {
+        crate::check::check_fields("", self)
+    }
+}
+
+/// `HealthCheckConfig` of the Python API: what `app.enable_health_checks()` takes. It becomes
+/// the `health` section of [`crate::ServerConfig`] ([`HealthConfig`], whose defaults it shares).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Prefix of the probe paths.
+    #[schemars(regex(pattern = r"^/"))]
+    pub base_path: String,
+    /// Per-check status in the JSON bodies.
+    pub include_details: bool,
+    /// Process id, uptime and version in the JSON bodies.
+    pub include_system_info: bool,
+    /// Application version reported in the bodies.
+    pub version: Option<String>,
+    /// Seconds each readiness check may take.
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
+    pub timeout_secs: f64,
+    /// Reuse readiness results for this long (unset: run the checks on every probe).
+    #[schemars(range(min = 0))]
+    pub cache_secs: Option<f64>,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        let server = HealthConfig::default();
+        Self {
+            base_path: server.base_path,
+            include_details: server.include_details,
+            include_system_info: server.include_system_info,
+            version: server.version,
+            timeout_secs: server.timeout_secs,
+            cache_secs: None,
+        }
+    }
+}
+
+impl HealthCheckConfig {
+    /// Field ranges.
+    pub fn validate(&self) -> Result<()> {
+        crate::check::check_fields("", self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::ServerConfig;

@@ -36,6 +36,27 @@ pub struct ServerConfig {
     pub health: crate::HealthConfig,
     /// OpenTelemetry tracing.
     pub telemetry: crate::TelemetryConfig,
+    /// TLS termination (not implemented yet: a present section is rejected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::TlsConfig>,
+    /// HTTP/3 over QUIC (not implemented yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http3: Option<crate::Http3Config>,
+    /// JWT verification (not implemented yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<crate::JwtConfig>,
+    /// Rate limiting (not implemented yet).
+    #[serde(alias = "rate_limit", skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::RateLimitConfig>,
+    /// Sessions (not implemented yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<crate::SessionConfig>,
+    /// Security response headers (not implemented yet).
+    #[serde(alias = "security_headers", skip_serializing_if = "Option::is_none")]
+    pub security_headers: Option<crate::SecurityHeadersConfig>,
+    /// A static directory served by Rust (not implemented yet).
+    #[serde(alias = "static_files", skip_serializing_if = "Option::is_none")]
+    pub static_files: Option<crate::StaticFilesConfig>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +75,13 @@ impl Default for ServerConfig {
             prometheus: crate::PrometheusConfig::default(),
             health: crate::HealthConfig::default(),
             telemetry: crate::TelemetryConfig::default(),
+            tls: None,
+            http3: None,
+            jwt: None,
+            rate_limit: None,
+            session: None,
+            security_headers: None,
+            static_files: None,
         }
     }
 }
@@ -93,7 +121,28 @@ impl ServerConfig {
         if !self.root_path.is_empty() && !self.root_path.starts_with('/') {
             return Err(invalid("rootPath", "must start with `/`"));
         }
-        Ok(())
+        self.reject_unbuilt_sections()
+    }
+
+    /// Sections whose feature is not built yet are refused, never silently ignored; each
+    /// feature issue removes its line here when the layer exists.
+    fn reject_unbuilt_sections(&self) -> Result<()> {
+        let present = [
+            ("tls", "TLS", self.tls.is_some()),
+            ("http3", "HTTP/3", self.http3.is_some()),
+            ("jwt", "JWT authentication", self.jwt.is_some()),
+            ("rateLimit", "rate limiting", self.rate_limit.is_some()),
+            ("session", "sessions", self.session.is_some()),
+            ("securityHeaders", "security headers", self.security_headers.is_some()),
+            ("staticFiles", "static files", self.static_files.is_some()),
+        ];
+        match present.iter().find(|(_, _, on)| *on) {
+            Some((field, what, _)) => Err(invalid(
+                field,
+                format!("{what} is not implemented yet; remove the `{field}` section"),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -118,18 +167,21 @@ pub fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u8)> {
 pub struct LimitsConfig {
     /// Largest request head (request line + headers) in bytes; larger → 431.
     #[serde(alias = "max_header_size")]
+    #[schemars(range(min = 1024))]
     pub max_header_size: u64,
     /// Largest request body in bytes; larger → 413, checked while reading.
     #[serde(alias = "max_body_size")]
     pub max_body_size: u64,
     /// Open connections per worker; further connections get 503 and are closed.
     #[serde(alias = "max_connections")]
+    #[schemars(range(min = 1))]
     pub max_connections: u64,
     /// Requests served on one keep-alive connection before it is closed (0: unlimited).
     #[serde(alias = "max_requests_per_connection")]
     pub max_requests_per_connection: u64,
     /// Most header fields in one request; more → 431.
     #[serde(alias = "max_headers")]
+    #[schemars(range(min = 1))]
     pub max_headers: u64,
 }
 
@@ -146,7 +198,7 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
-    fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if self.max_header_size < 1024 {
             return Err(invalid("limits.maxHeaderSize", "must be at least 1024 bytes"));
         }
@@ -166,15 +218,20 @@ impl LimitsConfig {
 pub struct TimeoutConfig {
     /// Time allowed to receive a complete request head; slower clients are cut off.
     #[serde(alias = "read_header")]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub read_header: f64,
     /// Time allowed to receive the whole request body → 408.
     #[serde(alias = "read_body")]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub read_body: f64,
     /// Time allowed for writing a response.
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub write: f64,
     /// Keep-alive connections idle this long are closed.
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub idle: f64,
     /// A handler running longer than this gets a 504 for its request.
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub handler: f64,
 }
 
@@ -191,7 +248,7 @@ impl Default for TimeoutConfig {
 }
 
 impl TimeoutConfig {
-    fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         for (name, v) in [
             ("timeouts.readHeader", self.read_header),
             ("timeouts.readBody", self.read_body),
@@ -213,12 +270,15 @@ impl TimeoutConfig {
 pub struct Http2Config {
     /// Concurrent streams per connection.
     #[serde(alias = "max_concurrent_streams")]
+    #[schemars(range(min = 1))]
     pub max_concurrent_streams: u32,
     /// Initial stream flow-control window in bytes.
     #[serde(alias = "initial_window_size")]
+    #[schemars(range(max = 2_147_483_647))]
     pub initial_window_size: u32,
     /// Largest frame payload in bytes (16 KiB to 16 MiB).
     #[serde(alias = "max_frame_size")]
+    #[schemars(range(min = 16_384, max = 16_777_215))]
     pub max_frame_size: u32,
     /// Server push; accepted for compatibility, browsers removed push so it is never used.
     #[serde(alias = "enable_push")]
@@ -237,7 +297,7 @@ impl Default for Http2Config {
 }
 
 impl Http2Config {
-    fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if !(16_384..=16_777_215).contains(&self.max_frame_size) {
             return Err(invalid("http2.maxFrameSize", "must be between 16384 and 16777215"));
         }
@@ -256,6 +316,7 @@ impl Http2Config {
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ThreadPoolConfig {
     /// Threads in the pool.
+    #[schemars(range(min = 1, max = 4096))]
     pub size: u32,
     /// With `adaptive`, a sync handler observed to run longer than this moves to the pool.
     #[serde(alias = "offload_threshold_ms")]
@@ -275,7 +336,7 @@ impl Default for ThreadPoolConfig {
 }
 
 impl ThreadPoolConfig {
-    fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if self.size == 0 || self.size > 4096 {
             return Err(invalid("threadpool.size", "must be between 1 and 4096"));
         }
@@ -329,6 +390,38 @@ mod tests {
         let cfg = ServerConfig::default();
         let text = serde_yaml::to_string(&cfg).unwrap();
         assert_eq!(ServerConfig::from_yaml(&text).unwrap(), cfg);
+    }
+
+    #[test]
+    fn existing_documents_still_parse() {
+        // the shape cello.yaml and CellApp specs had before the new sections
+        let yaml = "host: 0.0.0.0\nport: 8080\nlimits:\n  max_body_size: 1024\ntimeouts:\n  readHeader: 2\n\
+                    trustedProxies: [10.0.0.0/8]\nhealth:\n  enabled: true\n";
+        let cfg = ServerConfig::from_yaml(yaml).unwrap();
+        assert_eq!(cfg.limits.max_body_size, 1024);
+        assert!(cfg.tls.is_none() && cfg.jwt.is_none());
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert!(!text.contains("rateLimit"), "absent sections are not written: {text}");
+    }
+
+    #[test]
+    fn sections_not_built_yet_are_refused() {
+        for (doc, what) in [
+            (
+                r#"{"tls":{"certPath":"c","keyPath":"k"}}"#,
+                "TLS is not implemented yet",
+            ),
+            (r#"{"rate_limit":{}}"#, "rate limiting is not implemented yet"),
+            (
+                r#"{"staticFiles":{"root":"public"}}"#,
+                "static files is not implemented yet",
+            ),
+        ] {
+            let err = ServerConfig::from_json(doc).unwrap_err();
+            assert!(err.to_string().contains(what), "{err}");
+        }
+        let err = ServerConfig::from_json(r#"{"jwt":{"secrett":"x"}}"#).unwrap_err();
+        assert!(err.to_string().contains("secrett"), "{err}");
     }
 
     #[test]

@@ -197,5 +197,7 @@ pub fn generated_files() -> Result<Vec<(&'static str, String)>> {
             "charts/cello-operator/files/leader-rules.yaml",
             rbac_rules_yaml(crate::rbac::LEADER_RULES)?,
         ),
+        ("docs/config.md", cello_config::docs::config_markdown()),
+        ("docs/env.md", cello_config::docs::env_markdown()),
     ])
 }

@@ -1,5 +1,6 @@
 //! Generated files of the operator: the CellApp CRD (`crds/` and the chart's `crds/`), the
-//! chart's `values.schema.json` and its RBAC rules.
+//! chart's `values.schema.json`, its RBAC rules, and the reference docs `docs/config.md` and
+//! `docs/env.md` (from `cello-config`).
 //!
 //! - `crdgen`: print the CRD YAML to stdout.
 //! - `crdgen --write`: write every generated file.

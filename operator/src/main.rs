@@ -24,9 +24,9 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn")))
         .init();
 
-    let port: u16 = match std::env::var("CELLO_OPERATOR_PORT") {
-        Ok(p) => p.parse().context("CELLO_OPERATOR_PORT must be a port number")?,
-        Err(_) => 8080,
+    let port: u16 = match cello_config::env::var(cello_config::env::OPERATOR_PORT) {
+        Some(p) => p.parse().context("CELLO_OPERATOR_PORT must be a port number")?,
+        None => 8080,
     };
     let settings = Settings {
         namespace: std::env::var("WATCH_NAMESPACE").ok().filter(|n| !n.is_empty()),
@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(port, namespace = ?settings.namespace, "starting cello-operator");
     let http = tokio::spawn(controller::serve_http(listener, metrics.clone(), stopped(rx.clone())));
 
-    if std::env::var("CELLO_LEADER_ELECTION").is_ok_and(|v| v == "true") {
+    if cello_config::env::var(cello_config::env::LEADER_ELECTION).is_some_and(|v| v == "true") {
         let lease = LeaseSettings {
             namespace: std::env::var("POD_NAMESPACE").context("leader election needs POD_NAMESPACE")?,
             name: "cello-operator".into(),

@@ -13,6 +13,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from . import _env
+
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 DEFAULT_MAX_RESTARTS = 5  # ClusterConfig.max_restarts
 # Set by the reloader in the server process it spawns: serve on this port, never reload again.
@@ -105,7 +107,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 def _env_bool(name: str, environ) -> bool | None:
-    raw = environ.get(name)
+    raw = _env.lookup(name, environ)
     if raw is None:
         return None
     value = raw.strip().lower()
@@ -117,7 +119,7 @@ def _env_bool(name: str, environ) -> bool | None:
 
 
 def _env_num(name: str, environ, kind):
-    raw = environ.get(name)
+    raw = _env.lookup(name, environ) if name.startswith("CELLO_") else environ.get(name)
     if raw is None or raw.strip() == "":
         return None
     try:
@@ -150,15 +152,17 @@ def options_from_args(args: argparse.Namespace, defaults: dict, environ=None) ->
     """Merge parsed flags, ``CELLO_*`` variables and ``defaults`` (``run()`` arguments or command defaults)."""
     environ = os.environ if environ is None else environ
     d = defaults
-    host = _first(args.host, environ.get("CELLO_HOST") or None, d.get("host"), "127.0.0.1")
+    host = _first(args.host, _env.lookup("CELLO_HOST", environ) or None, d.get("host"), "127.0.0.1")
     port = _first(args.port, _env_num("CELLO_PORT", environ, int), _env_num("PORT", environ, int), d.get("port"), 8000)
-    env = _first(args.env, environ.get("CELLO_ENV") or None, d.get("env"), "development")
+    env = _first(args.env, _env.lookup("CELLO_ENV", environ) or None, d.get("env"), "development")
     debug = _first(args.debug, _env_bool("CELLO_DEBUG", environ), d.get("debug"))
     if debug is None:
         debug = env == "development"
-    workers = parse_workers(_first(args.workers, environ.get("CELLO_WORKERS") or None, d.get("workers"), 1))
+    workers = parse_workers(_first(args.workers, _env.lookup("CELLO_WORKERS", environ) or None, d.get("workers"), 1))
     reload = bool(_first(args.reload, _env_bool("CELLO_RELOAD", environ), d.get("reload"), False))
-    log_level = _first(args.log_level, (environ.get("CELLO_LOG_LEVEL") or "").lower() or None, d.get("log_level"))
+    log_level = _first(
+        args.log_level, (_env.lookup("CELLO_LOG_LEVEL", environ) or "").lower() or None, d.get("log_level")
+    )
     if log_level is not None and log_level not in LOG_LEVELS:
         raise UsageError(f"log level {log_level!r}: choose from {', '.join(LOG_LEVELS)}")
     logs = _first(args.logs, d.get("logs"))
@@ -167,10 +171,10 @@ def options_from_args(args: argparse.Namespace, defaults: dict, environ=None) ->
     access_log = _first(args.access_log, _env_bool("CELLO_ACCESS_LOG", environ), d.get("access_log"))
     if access_log is None:
         access_log = bool(logs)
-    root_path = _first(args.root_path, environ.get("CELLO_ROOT_PATH"), d.get("root_path"), "")
+    root_path = _first(args.root_path, _env.lookup("CELLO_ROOT_PATH", environ), d.get("root_path"), "")
     if root_path and not root_path.startswith("/"):
         raise UsageError(f"--root-path must start with '/', got {root_path!r}")
-    proxies_raw = _first(args.forwarded_allow_ips, environ.get("CELLO_FORWARDED_ALLOW_IPS"))
+    proxies_raw = _first(args.forwarded_allow_ips, _env.lookup("CELLO_FORWARDED_ALLOW_IPS", environ))
     proxies = [p.strip() for p in proxies_raw.split(",") if p.strip()] if proxies_raw is not None else None
     shutdown_timeout = _first(
         args.shutdown_timeout,
@@ -188,7 +192,7 @@ def options_from_args(args: argparse.Namespace, defaults: dict, environ=None) ->
     reload_dirs = list(args.reload_dirs or [])
 
     # The server process started by the reloader: fixed port, no second reloader.
-    reloader_port = environ.get(RELOADER_PORT_ENV)
+    reloader_port = _env.lookup(RELOADER_PORT_ENV, environ)
     if reloader_port:
         port, reload = int(reloader_port), False
 
@@ -207,7 +211,9 @@ def options_from_args(args: argparse.Namespace, defaults: dict, environ=None) ->
         access_log=bool(access_log),
         shutdown_timeout=float(shutdown_timeout),
         log_level=log_level,
-        log_format=_first(getattr(args, "log_format", None), (environ.get("CELLO_LOG_FORMAT") or "").lower() or None)
+        log_format=_first(
+            getattr(args, "log_format", None), (_env.lookup("CELLO_LOG_FORMAT", environ) or "").lower() or None
+        )
         or "text",
         health_checks=_first(
             getattr(args, "health_checks", None), _env_bool("CELLO_HEALTH_CHECKS", environ), d.get("health_checks")
@@ -277,7 +283,7 @@ def cgroup_cpu_limit(root: str | None = None) -> float | None:
     (-1 = unlimited) over ``cpu.cfs_period_us``. Inside a container the process's cgroup is
     mounted at the root; on a host it is the path named in /proc/self/cgroup.
     """
-    root = root or os.environ.get("CELLO_CGROUP_ROOT") or "/sys/fs/cgroup"
+    root = root or _env.lookup("CELLO_CGROUP_ROOT") or "/sys/fs/cgroup"
     v2_dirs = [root]
     v1_dirs = [os.path.join(root, "cpu"), os.path.join(root, "cpu,cpuacct"), root]
     for line in (_read("/proc/self/cgroup") or "").splitlines():

@@ -27,7 +27,7 @@ import time
 from collections import deque
 from typing import Any
 
-from . import _cli
+from . import _cli, _env
 
 log = logging.getLogger("cello.supervisor")
 banner_log = logging.getLogger("cello")
@@ -59,7 +59,7 @@ def run_app(app: Any, opts: _cli.RunOptions, reload_argv: list[str] | None = Non
     defaults to re-running this interpreter as it was started.
     """
     _cli.configure_logging(opts.logs, opts.log_level)
-    if opts.log_format == "json" or os.environ.get("CELLO_LOG_FORMAT"):
+    if opts.log_format == "json" or _env.lookup("CELLO_LOG_FORMAT"):
         from .observability import setup_logging
 
         setup_logging(opts.log_format)
@@ -105,7 +105,7 @@ def serve_single(app: Any, opts: _cli.RunOptions) -> int:
     def on_ready(address: tuple[str, int]) -> None:
         nonlocal started
         started = True
-        if not os.environ.get(_cli.RELOADER_PORT_ENV):  # the reloader printed the banner already
+        if not _env.lookup(_cli.RELOADER_PORT_ENV):  # the reloader printed the banner already
             _banner(opts, address, workers=1)
 
     try:
@@ -331,7 +331,7 @@ class Supervisor:
         # Workers snapshot their metrics here, so any one scrape returns the totals.
         from . import observability
 
-        own_dir = not os.environ.get("CELLO_METRICS_DIR")
+        own_dir = not _env.lookup("CELLO_METRICS_DIR")
         self.metrics_dir = observability.prepare_metrics_dir()
         try:
             for slot in range(self.opts.workers):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 import threading
 import types
 from collections.abc import Callable
 from typing import Any
 
-from . import _cli
+from . import _cli, _env
 from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
 from .errors import FeatureNotAvailable, HTTPException
 from .params import compile_endpoint
@@ -148,7 +147,7 @@ class App(Routes):
         from ._cello import validate_config
 
         fields = config.to_dict() if config is not None else {}
-        if fields.get("export_metrics") and getattr(config, "_export_metrics_explicit", False):
+        if fields.get("export_metrics") and "export_metrics" in getattr(config, "_explicit", ()):
             raise FeatureNotAvailable(
                 "OpenTelemetryConfig(export_metrics=True): OTLP metrics export",
                 issue=8,
@@ -194,7 +193,6 @@ class App(Routes):
         return decorator
 
     def _observability_config(self) -> dict[str, Any]:
-        import os
 
         out: dict[str, Any] = {}
         if getattr(self, "_prometheus", None):
@@ -202,7 +200,7 @@ class App(Routes):
         if getattr(self, "_telemetry", None):
             out["telemetry"] = dict(self._telemetry)
         health = getattr(self, "_health", None)
-        env = os.environ.get("CELLO_HEALTH_CHECKS", "").strip().lower()
+        env = (_env.lookup("CELLO_HEALTH_CHECKS") or "").strip().lower()
         if env in ("1", "true", "yes", "on") and not health:
             health = {"enabled": True}
         if health and env not in ("0", "false", "no", "off"):
@@ -315,7 +313,7 @@ class App(Routes):
         config = self.server_config(opts.host, opts.port, opts.debug)
         config["accessLog"] = bool(opts.access_log)
         config["rootPath"] = opts.root_path or ""
-        config = _with_config_file(config, os.environ.get("CELLO_CONFIG"))
+        config = _with_config_file(config, _env.lookup("CELLO_CONFIG"))
         _refuse_push(
             bool((config.get("http2") or {}).get("enablePush") or (config.get("http2") or {}).get("enable_push"))
         )

@@ -19,6 +19,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from . import _env
+
 KINDS = {
     "kafka": ("bootstrap_servers", "topic", "group", "password"),
     "rabbitmq": ("url", "queue"),
@@ -50,9 +52,9 @@ def queue_bindings(environ: Mapping[str, str] | None = None) -> dict[str, QueueB
     """The bindings listed in ``CELLO_QUEUES``; a binding with an unknown kind is an error."""
     env = os.environ if environ is None else environ
     out: dict[str, QueueBinding] = {}
-    for name in filter(None, (n.strip() for n in env.get("CELLO_QUEUES", "").split(","))):
+    for name in filter(None, (n.strip() for n in (_env.lookup("CELLO_QUEUES", env) or "").split(","))):
         prefix = env_prefix(name)
-        kind = env.get(prefix + "KIND", "").strip().lower()
+        kind = (_env.lookup(prefix + "KIND", env) or "").strip().lower()
         if kind not in KINDS:
             raise ValueError(f"queue binding {name!r}: {prefix}KIND is {kind!r}, expected one of {sorted(KINDS)}")
         settings = {key: env[prefix + key.upper()] for key in KINDS[kind] if prefix + key.upper() in env}

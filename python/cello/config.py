@@ -1,24 +1,27 @@
-"""Configuration classes.
+"""Configuration classes: views over the Rust types of ``cello-config``.
 
-Every class takes the constructor arguments of API.md; every field is a property
-that checks its type (and obvious ranges) when set, so a typo fails where it is
-made. Checks across fields (a secret long enough for its algorithm, SameSite=None
-without Secure, TLS files that exist, ...) are done by the ``validate_*``
-functions. ``TimeoutConfig``, ``LimitsConfig``, ``ThreadPoolConfig`` and
-``Http2Config`` are sent to the Rust data plane through ``_to_config()``, which
-validates them again when the app starts. The classes for features that are not
-built yet only hold their values.
+Nothing here declares a field, a default or a range. At import, ``_cello.config_kinds()``
+describes every kind (fields in constructor order, defaults, the JSON Schema of each field);
+each class below gets its constructor, its checked read/write properties, ``repr``/``==`` and
+``_to_config()`` from that description. A field is type- and range-checked when it is set
+(``TypeError`` / ``ValueError``), from the same schema the Rust ``validate()`` enforces.
+Cross-field checks are the Rust ``validate()``, reached through the ``validate_*`` functions.
+What stays in Python is behaviour: presets (``secure()``, ``postgres(...)``), aliases
+(``*_timeout``, ``max_requests``), ``to_headers()`` and the ``CSP`` builder.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from . import _cello
 
 __all__ = [
     "CSP",
@@ -54,109 +57,28 @@ __all__ = [
 
 Check = Callable[[str, Any], Any]
 
+#: ``cello_config::kinds::describe()``: {class name: {doc, fields: [{name, wire, required, default, schema}]}}.
+KINDS: dict[str, Any] = json.loads(_cello.config_kinds())
 
-# ---- field checks ----------------------------------------------------------------------------
+# Integer formats schemars writes for Rust's integer types → their largest value.
+_FORMAT_MAX = {
+    "uint8": 2**8 - 1,
+    "uint16": 2**16 - 1,
+    "uint32": 2**32 - 1,
+    "uint64": 2**64 - 1,
+    "int32": 2**31 - 1,
+    "int64": 2**63 - 1,
+}
+
+
+# ---- field checks, read from the schema ---------------------------------------------------------
 
 
 def _type_error(name: str, what: str, value: Any) -> TypeError:
     return TypeError(f"{name} must be {what}, not {type(value).__name__}")
 
 
-def _int(min_value: int | None = 0, max_value: int | None = None, optional: bool = False) -> Check:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _type_error(name, "an int" + (" or None" if optional else ""), value)
-        if min_value is not None and value < min_value:
-            raise ValueError(f"{name} must be at least {min_value}, got {value}")
-        if max_value is not None and value > max_value:
-            raise ValueError(f"{name} must be at most {max_value}, got {value}")
-        return value
-
-    return check
-
-
-def _num(
-    min_value: float | None = 0, positive: bool = False, max_value: float | None = None, optional: bool = False
-) -> Check:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _type_error(name, "a number" + (" or None" if optional else ""), value)
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value}")
-        if positive and value <= 0:
-            raise ValueError(f"{name} must be greater than 0, got {value}")
-        if min_value is not None and value < min_value:
-            raise ValueError(f"{name} must be at least {min_value}, got {value}")
-        if max_value is not None and value > max_value:
-            raise ValueError(f"{name} must be at most {max_value}, got {value}")
-        return value
-
-    return check
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _type_error(name, "a bool", value)
-    return value
-
-
-def _str(optional: bool = False, nonempty: bool = False) -> Check:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if not isinstance(value, str):
-            raise _type_error(name, "a str" + (" or None" if optional else ""), value)
-        if nonempty and not value:
-            raise ValueError(f"{name} cannot be empty")
-        return value
-
-    return check
-
-
-def _secret(name: str, value: Any) -> Any:
-    if not isinstance(value, (str, bytes)):
-        raise _type_error(name, "a str or bytes", value)
-    return value
-
-
-def _path(optional: bool = False) -> Check:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if not isinstance(value, (str, os.PathLike)):
-            raise _type_error(name, "a path" + (" or None" if optional else ""), value)
-        return os.fspath(value)
-
-    return check
-
-
-def _url_path(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise _type_error(name, "a str", value)
-    if not value.startswith("/"):
-        raise ValueError(f"{name} must start with '/', got {value!r}")
-    return value
-
-
-def _choice(*choices: Any, optional: bool = False) -> Check:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if value not in choices:
-            allowed = ", ".join(repr(c) for c in choices)
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        return value
-
-    return check
-
-
 def _str_list(name: str, value: Any) -> list[str]:
-    if value is None:
-        return []
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, Iterable):
@@ -168,19 +90,87 @@ def _str_list(name: str, value: Any) -> list[str]:
     return items
 
 
-def _any(name: str, value: Any) -> Any:
-    return value
+def _anchored(pattern: str) -> re.Pattern[str]:
+    # JSON Schema patterns are ECMA-262: `$` is the very end (Python's also matches before a final \n).
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _schema_check(schema: dict[str, Any]) -> Check:
+    """The assignment-time check of one field, from its JSON Schema."""
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else list(types)
+    nullable = "null" in types
+    base = next((t for t in types if t != "null"), None)
+    fmt = schema.get("format")
+    enum = schema.get("enum")
+    minimum, maximum = schema.get("minimum"), schema.get("maximum", _FORMAT_MAX.get(fmt))
+    exclusive = schema.get("exclusiveMinimum") is True  # OpenAPI 3.0 form, beside `minimum`
+    min_length = schema.get("minLength")
+    pattern = _anchored(schema["pattern"]) if "pattern" in schema else None
+    what = {"integer": "an int", "number": "a number", "boolean": "a bool", "string": "a str"}.get(base, "a value")
+    if fmt == "path":
+        what = "a path"
+    elif fmt == "password":
+        what = "a str or bytes"
+    what += " or None" if nullable else ""
+
+    def check(name: str, value: Any) -> Any:
+        if value is None:
+            if base == "array":
+                return []
+            if nullable:
+                return None
+            raise _type_error(name, what, value)
+        if base == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _type_error(name, what, value)
+        elif base == "number":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _type_error(name, what, value)
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
+        elif base == "boolean":
+            if not isinstance(value, bool):
+                raise _type_error(name, what, value)
+        elif base == "string":
+            if fmt == "path" and isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            if fmt == "password" and isinstance(value, (bytes, bytearray)):
+                return bytes(value)
+            if not isinstance(value, str):
+                raise _type_error(name, what, value)
+        elif base == "array":
+            return _str_list(name, value)
+        if enum is not None and value not in enum:
+            allowed = ", ".join(repr(c) for c in enum if c is not None)
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if isinstance(value, (int, float)):
+            if minimum is not None and exclusive and value <= minimum:
+                raise ValueError(f"{name} must be greater than {minimum}, got {value}")
+            if minimum is not None and value < minimum:
+                raise ValueError(f"{name} must be at least {minimum}, got {value}")
+            if maximum is not None and value > maximum:
+                raise ValueError(f"{name} must be at most {maximum}, got {value}")
+        if isinstance(value, str):
+            if min_length and len(value) < min_length:
+                raise ValueError(f"{name} cannot be empty")
+            if pattern is not None and not pattern.search(value):
+                raise ValueError(f"{name} has an invalid value {value!r} (must match {pattern.pattern})")
+        return value
+
+    return check
 
 
 class _Field:
-    """A checked, readable and writable configuration field."""
+    """A checked, readable and writable configuration field (one Rust field)."""
 
-    def __init__(self, check: Check = _any) -> None:
-        self.check = check
-        self.name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.name = spec["name"]
+        self.check = _schema_check(spec["schema"])
+        self.__doc__ = spec["schema"].get("description")
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:
@@ -189,6 +179,20 @@ class _Field:
 
     def __set__(self, obj: Any, value: Any) -> None:
         obj.__dict__[self.name] = self.check(self.name, value)
+        # Which fields the caller chose (an assignment after construction is a choice), so a
+        # default can be told from an explicit value (e.g. export_metrics, see App.enable_telemetry).
+        obj.__dict__.setdefault("_explicit", set()).add(self.name)
+
+
+def _python_default(spec: dict[str, Any]) -> Any:
+    """The constructor default of a field: the Rust default, with lists shown as ``None``
+    (meaning empty, as API.md writes them) and whole-number floats as ints (``5``, not ``5.0``)."""
+    value = spec["default"]
+    if isinstance(value, list) and not value:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _mask_url(url: str | None) -> str | None:
@@ -202,19 +206,46 @@ def _mask_url(url: str | None) -> str | None:
 
 
 class _Config:
-    """Fields in constructor order; ``_to_config`` gives them under their snake_case names."""
+    """A view over the Rust kind of the same name (``kind=`` to name another)."""
 
+    _kind: str = ""
     _fields: tuple[str, ...] = ()
-    _secrets: tuple[str, ...] = ()  # shown as '***' by repr
-    _urls: tuple[str, ...] = ()  # passwords in these URLs are masked by repr
+    _secrets: tuple[str, ...] = ()  # format "password": shown as '***' by repr
+    _urls: tuple[str, ...] = ()  # format "uri": passwords in these URLs are masked by repr
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._fields = tuple(k for k, v in cls.__dict__.items() if isinstance(v, _Field))
+        cls._kind = kind or cls.__name__
+        spec = KINDS[cls._kind]
+        fields = [_Field(f) for f in spec["fields"]]
+        for f in fields:
+            setattr(cls, f.name, f)
+        cls._fields = tuple(f.name for f in fields)
+        cls._secrets = tuple(f.name for f in fields if f.spec["schema"].get("format") == "password")
+        cls._urls = tuple(f.name for f in fields if f.spec["schema"].get("format") == "uri")
+        if cls.__doc__ is None and spec.get("doc"):
+            cls.__doc__ = spec["doc"]
+        params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        for f in fields:
+            default = inspect.Parameter.empty if f.spec["required"] else _python_default(f.spec)
+            params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+        signature = inspect.Signature(params)
 
-    def _set(self, values: dict[str, Any]) -> None:
-        for f in self._fields:
-            setattr(self, f, values[f])
+        def __init__(self: _Config, *args: Any, **kwargs: Any) -> None:
+            bound = signature.bind(self, *args, **kwargs)
+            explicit = set(list(bound.arguments)[1:])
+            bound.apply_defaults()
+            for name, value in list(bound.arguments.items())[1:]:
+                setattr(self, name, value)
+            self.__dict__["_explicit"] = explicit
+            self._post_init()
+
+        __init__.__signature__ = signature  # type: ignore[attr-defined]
+        __init__.__qualname__ = f"{cls.__name__}.__init__"
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+    def _post_init(self) -> None:
+        """Extra attributes that are not constructor parameters."""
 
     def __repr__(self) -> str:
         def show(f: str) -> str:
@@ -239,23 +270,23 @@ class _Config:
         return {f: getattr(self, f) for f in self._fields}
 
     def _to_config(self) -> dict[str, Any]:
+        """The fields under their snake_case names, as the Rust type accepts them."""
         return self.to_dict()
 
+    def _wire(self) -> dict[str, Any]:
+        # bytes secrets travel as arrays of byte values (cello_config::Secret)
+        return {k: list(v) if isinstance(v, bytes) else v for k, v in self._to_config().items()}
 
-# ---- server (sent to Rust) ---------------------------------------------------------------------
+    def _validate(self) -> None:
+        """Run the Rust ``validate()`` of this kind; ``ValueError`` with its message."""
+        _cello.validate_config_kind(self._kind, json.dumps(self._wire()))
+
+
+# ---- server (sections of cello_config::ServerConfig) -------------------------------------------
 
 
 class TimeoutConfig(_Config):
     """Timeouts in seconds: request head, request body, response write, idle keep-alive, handler."""
-
-    read_header = _Field(_num(positive=True))
-    read_body = _Field(_num(positive=True))
-    write = _Field(_num(positive=True))
-    idle = _Field(_num(positive=True))
-    handler = _Field(_num(positive=True))
-
-    def __init__(self, read_header=5, read_body=30, write=30, idle=60, handler=30) -> None:
-        self._set(locals())
 
     read_header_timeout = property(lambda s: s.read_header, lambda s, v: setattr(s, "read_header", v))
     read_body_timeout = property(lambda s: s.read_body, lambda s, v: setattr(s, "read_body", v))
@@ -267,39 +298,22 @@ class TimeoutConfig(_Config):
 class LimitsConfig(_Config):
     """Request size and connection limits (bytes; ``max_requests_per_connection=0``: unlimited)."""
 
-    max_header_size = _Field(_int(1024))
-    max_body_size = _Field(_int(0))
-    max_connections = _Field(_int(1))
-    max_requests_per_connection = _Field(_int(0))
-
-    def __init__(
-        self, max_header_size=8192, max_body_size=10485760, max_connections=10000, max_requests_per_connection=1000
-    ) -> None:
-        self._set(locals())
-
 
 class ThreadPoolConfig(_Config):
     """The bounded pool for blocking sync handlers; with ``adaptive``, a sync handler seen to
     run longer than ``offload_threshold_ms`` moves to the pool from then on."""
 
-    size = _Field(_int(1, 4096))
-    offload_threshold_ms = _Field(_int(0))
-    adaptive = _Field(_bool)
-
-    def __init__(self, size=64, offload_threshold_ms=1, adaptive=True) -> None:
-        self._set(locals())
-
 
 class Http2Config(_Config):
-    max_concurrent_streams = _Field(_int(1, 2**32 - 1))
-    initial_window_size = _Field(_int(0, 2**31 - 1))
-    max_frame_size = _Field(_int(16384, 16777215))
-    enable_push = _Field(_bool)
+    pass
 
-    def __init__(
-        self, max_concurrent_streams=100, initial_window_size=1048576, max_frame_size=16384, enable_push=False
-    ) -> None:
-        self._set(locals())
+
+class TlsConfig(_Config):
+    pass
+
+
+class Http3Config(_Config):
+    pass
 
 
 # ---- deployment --------------------------------------------------------------------------------
@@ -313,123 +327,27 @@ def _cpu_count() -> int:
 
 
 class ClusterConfig(_Config):
-    workers = _Field(_int(1, optional=True))
-    cpu_affinity = _Field(_bool)
-    max_restarts = _Field(_int(0))
-    graceful_shutdown = _Field(_bool)
-    shutdown_timeout = _Field(_num(0))
-
-    def __init__(self, workers=None, cpu_affinity=False, max_restarts=5, graceful_shutdown=True, shutdown_timeout=30):
-        self._set(locals())
-
     @classmethod
     def auto(cls) -> ClusterConfig:
         """One worker per CPU this process may run on."""
         return cls(workers=_cpu_count())
 
 
-_TLS_VERSIONS = ("1.2", "1.3")
-
-
-class TlsConfig(_Config):
-    cert_path = _Field(_path())
-    key_path = _Field(_path())
-    ca_path = _Field(_path(optional=True))
-    min_version = _Field(_str())
-    max_version = _Field(_str())
-    require_client_cert = _Field(_bool)
-
-    def __init__(
-        self, cert_path, key_path, ca_path=None, min_version="1.2", max_version="1.3", require_client_cert=False
-    ) -> None:
-        self._set(locals())
-
-
-class Http3Config(_Config):
-    max_idle_timeout = _Field(_num(positive=True))
-    max_udp_payload_size = _Field(_int(1200, 65527))
-    initial_max_streams_bidi = _Field(_int(0))
-    enable_0rtt = _Field(_bool)
-
-    def __init__(self, max_idle_timeout=30, max_udp_payload_size=1350, initial_max_streams_bidi=100, enable_0rtt=False):
-        self._set(locals())
-
-
 # ---- security ----------------------------------------------------------------------------------
-
-_JWT_HMAC = {"HS256": 32, "HS384": 48, "HS512": 64}
-_JWT_ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-
-
-def _header_name(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise _type_error(name, "a str", value)
-    if not _HEADER_NAME.match(value):
-        raise ValueError(f"{name} is not a valid header name: {value!r}")
-    return value
-
-
-def _cookie_name(optional: bool = False) -> Check:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if not isinstance(value, str):
-            raise _type_error(name, "a str", value)
-        if not _HEADER_NAME.match(value):
-            raise ValueError(f"{name} is not a valid cookie name: {value!r}")
-        return value
-
-    return check
 
 
 class JwtConfig(_Config):
-    """JWT verification: ``secret`` is the HMAC key (HS*) or the PEM public key (RS/PS/ES/EdDSA);
-    tokens come from ``header_name`` (``Bearer <token>``) or the cookie ``cookie_name``;
-    ``leeway`` is the clock skew allowed on ``exp``/``nbf``, in seconds."""
-
-    _secrets = ("secret",)
-
-    secret = _Field(_secret)
-    algorithm = _Field(_str())
-    header_name = _Field(_header_name)
-    cookie_name = _Field(_cookie_name(optional=True))
-    leeway = _Field(_num(0))
-
-    def __init__(self, secret, algorithm="HS256", header_name="Authorization", cookie_name=None, leeway=0) -> None:
-        self._set(locals())
-
-
-_RATE_ALGORITHMS = ("token_bucket", "sliding_window", "adaptive")
-_RATE_KEYS = ("ip", "user", "api_key", "global")
+    """JWT verification: ``secret`` is the HMAC key (HS*) or, without ``public_key``, the PEM
+    public key (RS/PS/ES/EdDSA); tokens come from ``header_name`` (``Bearer <token>``) or the
+    cookie ``cookie_name``; ``leeway`` is the clock skew allowed on ``exp``/``nbf``, in seconds."""
 
 
 class RateLimitConfig(_Config):
-    """Rate limiting per ``key_by`` (``"ip"``, ``"user"``, ``"api_key"``, ``"global"`` or
-    ``"header:<name>"``). ``token_bucket``: ``capacity`` tokens refilled at ``refill_rate`` per
-    second. ``sliding_window``: ``capacity`` requests per ``window_secs``. ``adaptive``: a token
-    bucket that shrinks towards ``min_capacity`` while the error rate is above
-    ``error_threshold`` (a fraction, 0-1)."""
-
-    algorithm = _Field(_str())
-    capacity = _Field(_int(None))
-    refill_rate = _Field(_num(None))
-    window_secs = _Field(_num(None))
-    key_by = _Field(_str())
-    min_capacity = _Field(_int(None, optional=True))
-    error_threshold = _Field(_num(None, optional=True))
-
-    def __init__(
-        self,
-        algorithm="token_bucket",
-        capacity=100,
-        refill_rate=10,
-        window_secs=60,
-        key_by="ip",
-        min_capacity=None,
-        error_threshold=None,
-    ) -> None:
-        self._set(locals())
+    """Rate limiting per ``key_by`` (``"ip"``, ``"user"``, ``"api_key"``, ``"global"``,
+    ``"route"`` or ``"header:<name>"``). ``token_bucket``: ``capacity`` tokens refilled at
+    ``refill_rate`` per second. ``sliding_window``: ``capacity`` requests per ``window_secs``.
+    ``adaptive``: a token bucket that shrinks towards ``min_capacity`` while the error rate is
+    above ``error_threshold`` (a fraction, 0-1). ``backend``: ``"memory"`` or ``"redis"``."""
 
     max_requests = property(lambda s: s.capacity, lambda s, v: setattr(s, "capacity", v))
 
@@ -453,76 +371,15 @@ class RateLimitConfig(_Config):
 
 
 class SessionConfig(_Config):
-    cookie_name = _Field(_cookie_name())
-    cookie_path = _Field(_str())
-    cookie_domain = _Field(_str(optional=True))
-    cookie_secure = _Field(_bool)
-    cookie_http_only = _Field(_bool)
-    cookie_same_site = _Field(_str(optional=True))
-    max_age = _Field(_int(None, optional=True))
-
-    def __init__(
-        self,
-        cookie_name="session_id",
-        cookie_path="/",
-        cookie_domain=None,
-        cookie_secure=True,
-        cookie_http_only=True,
-        cookie_same_site="Lax",
-        max_age=86400,
-    ) -> None:
-        self._set(locals())
-
-
-_REFERRER_POLICIES = (
-    "no-referrer",
-    "no-referrer-when-downgrade",
-    "origin",
-    "origin-when-cross-origin",
-    "same-origin",
-    "strict-origin",
-    "strict-origin-when-cross-origin",
-    "unsafe-url",
-)
-
-
-def _header_value(optional: bool = True) -> Check:
-    def check(name: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if not isinstance(value, str):
-            raise _type_error(name, "a str or None", value)
-        if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
-            raise ValueError(f"{name} cannot contain CR, LF, NUL or other control characters")
-        return value
-
-    return check
+    pass
 
 
 class SecurityHeadersConfig(_Config):
     """Security response headers. ``None`` (or ``False`` for ``x_content_type_options``)
     leaves a header out; HSTS is sent when ``hsts_max_age`` is set."""
 
-    x_frame_options = _Field(_choice("DENY", "SAMEORIGIN", optional=True))
-    x_content_type_options = _Field(_bool)
-    x_xss_protection = _Field(_header_value())
-    referrer_policy = _Field(_choice(*_REFERRER_POLICIES, optional=True))
-    hsts_max_age = _Field(_int(0, optional=True))
-    hsts_include_subdomains = _Field(_bool)
-    hsts_preload = _Field(_bool)
-
-    def __init__(
-        self,
-        x_frame_options="DENY",
-        x_content_type_options=True,
-        x_xss_protection="1; mode=block",
-        referrer_policy="strict-origin-when-cross-origin",
-        hsts_max_age=None,
-        hsts_include_subdomains=False,
-        hsts_preload=False,
-    ) -> None:
-        self._set(locals())
-        self.csp: CSP | str | None = None  # **new**: a Content-Security-Policy to send as well
+    def _post_init(self) -> None:
+        self.csp: CSP | str | None = None  # a Content-Security-Policy to send as well
 
     @classmethod
     def secure(cls) -> SecurityHeadersConfig:
@@ -562,68 +419,19 @@ class SecurityHeadersConfig(_Config):
             out.append(("Content-Security-Policy", self.csp.build() if isinstance(self.csp, CSP) else str(self.csp)))
         return out
 
-
-# Directives in the order ``build`` writes them (CSP Level 3 order), so output is stable.
-_CSP_DIRECTIVES = (
-    "default-src",
-    "script-src",
-    "script-src-elem",
-    "script-src-attr",
-    "style-src",
-    "style-src-elem",
-    "style-src-attr",
-    "img-src",
-    "font-src",
-    "connect-src",
-    "media-src",
-    "object-src",
-    "frame-src",
-    "child-src",
-    "worker-src",
-    "manifest-src",
-    "prefetch-src",
-    "base-uri",
-    "form-action",
-    "frame-ancestors",
-    "sandbox",
-    "upgrade-insecure-requests",
-    "block-all-mixed-content",
-    "require-trusted-types-for",
-    "trusted-types",
-    "report-uri",
-    "report-to",
-)
-_CSP_KEYWORDS = frozenset(
-    {
-        "self",
-        "none",
-        "unsafe-inline",
-        "unsafe-eval",
-        "unsafe-hashes",
-        "strict-dynamic",
-        "report-sample",
-        "wasm-unsafe-eval",
-        "inline-speculation-rules",
-    }
-)
-_CSP_QUOTED_PREFIXES = ("nonce-", "sha256-", "sha384-", "sha512-")
-
-
-def _csp_source(source: str) -> str:
-    if not isinstance(source, str) or not source:
-        raise ValueError(f"a CSP source must be a non-empty str, got {source!r}")
-    if re.search(r"[\s;,]", source) or re.search(r"[\x00-\x1f\x7f]", source):
-        raise ValueError(f"a CSP source cannot contain whitespace, ';' or ',': {source!r}")
-    if source.lower() in _CSP_KEYWORDS or source.startswith(_CSP_QUOTED_PREFIXES):
-        return f"'{source}'"  # "self" → "'self'"
-    return source
+    def _to_config(self) -> dict[str, Any]:
+        out = self.to_dict()
+        if isinstance(self.csp, CSP):
+            out["csp"] = {"directives": self.csp.directives()}
+        return out
 
 
 class CSP:
-    """A Content-Security-Policy builder. Each directive method takes a list of sources
-    (or one str), replaces that directive and returns the builder; keywords such as
-    ``self``, ``none``, ``unsafe-inline`` and ``nonce-…``/``sha256-…`` values are quoted
-    for you. ``build()`` writes directives in a fixed order whatever the call order."""
+    """A Content-Security-Policy builder over ``cello_config::CspConfig``. Each directive
+    method takes a list of sources (or one str), replaces that directive and returns the
+    builder; keywords such as ``self``, ``none``, ``unsafe-inline`` and ``nonce-…``/``sha256-…``
+    values are quoted for you. ``build()`` writes directives in a fixed order (Rust's
+    ``CSP_DIRECTIVES``) whatever the call order."""
 
     def __init__(self) -> None:
         self._directives: dict[str, list[str]] = {}
@@ -689,10 +497,12 @@ class CSP:
         self._directives["block-all-mixed-content"] = []
         return self
 
+    def directives(self) -> dict[str, list[str]]:
+        """Directive → sources, as ``CspConfig.directives``."""
+        return {k: list(v) for k, v in self._directives.items()}
+
     def build(self) -> str:
-        known = [d for d in _CSP_DIRECTIVES if d in self._directives]
-        extra = sorted(d for d in self._directives if d not in _CSP_DIRECTIVES)
-        return "; ".join(" ".join([d, *self._directives[d]]) for d in [*known, *extra])
+        return _cello.csp_build(json.dumps({"directives": self._directives}))
 
     def __str__(self) -> str:
         return self.build()
@@ -708,96 +518,24 @@ class CSP:
     __hash__ = None  # type: ignore[assignment]
 
 
-class StaticFilesConfig(_Config):
-    root = _Field(_path())
-    prefix = _Field(_url_path)
-    index_file = _Field(_str(optional=True))
-    enable_etag = _Field(_bool)
-    enable_last_modified = _Field(_bool)
-    cache_control = _Field(_header_value())
-    directory_listing = _Field(_bool)
+def _csp_source(source: Any) -> str:
+    if not isinstance(source, str):
+        raise ValueError(f"a CSP source must be a non-empty str, got {source!r}")
+    return _cello.csp_source(source)
 
-    def __init__(
-        self,
-        root,
-        prefix="/static",
-        index_file="index.html",
-        enable_etag=True,
-        enable_last_modified=True,
-        cache_control=None,
-        directory_listing=False,
-    ) -> None:
-        self._set(locals())
+
+class StaticFilesConfig(_Config):
+    pass
 
 
 # ---- observability -----------------------------------------------------------------------------
 
 
-_DEFAULT = object()  # a default the caller did not choose
-
-
-class _Tracked(_Field):
-    """A field whose assignment after construction counts as the caller's choice."""
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        super().__set__(obj, value)
-        obj.__dict__[f"_{self.name}_explicit"] = True
-
-
 class OpenTelemetryConfig(_Config):
-    service_name = _Field(_str(nonempty=True))
-    service_version = _Field(_str())
-    otlp_endpoint = _Field(_str(optional=True))
-    sampling_rate = _Field(_num(0, max_value=1))
-    export_traces = _Field(_bool)
-    export_metrics = _Tracked(_bool)
-    excluded_paths = _Field(_str_list)
-
-    def __init__(
-        self,
-        service_name,
-        service_version="0.1.0",
-        otlp_endpoint=None,
-        sampling_rate=1.0,
-        export_traces=True,
-        export_metrics=_DEFAULT,
-        excluded_paths=None,
-    ) -> None:
-        # OTLP metrics are not built: only an explicit export_metrics=True is refused (by
-        # App.enable_telemetry); the published default True must not make every app fail.
-        explicit = export_metrics is not _DEFAULT
-        export_metrics = True if not explicit else export_metrics
-        self._set(locals())
-        self.__dict__["_export_metrics_explicit"] = explicit
-
-
-OpenTelemetryConfig.__init__.__signature__ = inspect.signature(OpenTelemetryConfig.__init__).replace(  # type: ignore[attr-defined]
-    parameters=[
-        p.replace(default=True) if p.name == "export_metrics" else p
-        for p in inspect.signature(OpenTelemetryConfig.__init__).parameters.values()
-    ]
-)
+    pass
 
 
 class HealthCheckConfig(_Config):
-    base_path = _Field(_url_path)
-    include_details = _Field(_bool)
-    include_system_info = _Field(_bool)
-    version = _Field(_str(optional=True))
-    timeout_secs = _Field(_num(positive=True))
-    cache_secs = _Field(_num(0, optional=True))
-
-    def __init__(
-        self,
-        base_path="/health",
-        include_details=True,
-        include_system_info=False,
-        version=None,
-        timeout_secs=5,
-        cache_secs=None,
-    ) -> None:
-        self._set(locals())
-
     @classmethod
     def kubernetes(cls) -> HealthCheckConfig:
         """For liveness/readiness probes: terse answers, a short timeout, no caching."""
@@ -813,28 +551,6 @@ class HealthCheckConfig(_Config):
 
 
 class DatabaseConfig(_Config):
-    _urls = ("url",)
-
-    url = _Field(_str(nonempty=True))
-    pool_size = _Field(_int(1))
-    min_idle = _Field(_int(0))
-    max_lifetime_secs = _Field(_num(0))
-    connection_timeout_secs = _Field(_num(positive=True))
-    idle_timeout_secs = _Field(_num(0))
-    application_name = _Field(_str(optional=True))
-
-    def __init__(
-        self,
-        url,
-        pool_size=10,
-        min_idle=1,
-        max_lifetime_secs=1800,
-        connection_timeout_secs=5,
-        idle_timeout_secs=300,
-        application_name=None,
-    ) -> None:
-        self._set(locals())
-
     @classmethod
     def postgres(
         cls,
@@ -854,37 +570,6 @@ class DatabaseConfig(_Config):
 
 
 class RedisConfig(_Config):
-    _secrets = ("password",)
-    _urls = ("url",)
-
-    url = _Field(_str(nonempty=True))
-    pool_size = _Field(_int(1))
-    min_idle = _Field(_int(0))
-    connection_timeout_secs = _Field(_num(positive=True))
-    idle_timeout_secs = _Field(_num(0))
-    cluster_mode = _Field(_bool)
-    default_ttl = _Field(_int(1, optional=True))
-    database = _Field(_int(0))
-    password = _Field(_str(optional=True))
-    tls = _Field(_bool)
-    key_prefix = _Field(_str(optional=True))
-
-    def __init__(
-        self,
-        url="redis://127.0.0.1:6379",
-        pool_size=10,
-        min_idle=1,
-        connection_timeout_secs=5,
-        idle_timeout_secs=300,
-        cluster_mode=False,
-        default_ttl=None,
-        database=0,
-        password=None,
-        tls=False,
-        key_prefix=None,
-    ) -> None:
-        self._set(locals())
-
     @classmethod
     def local(cls) -> RedisConfig:
         return cls()
@@ -898,26 +583,6 @@ class RedisConfig(_Config):
 
 
 class GraphQLConfig(_Config):
-    path = _Field(_url_path)
-    playground = _Field(_bool)
-    introspection = _Field(_bool)
-    max_depth = _Field(_int(1, optional=True))
-    max_complexity = _Field(_int(1, optional=True))
-    batching = _Field(_bool)
-    tracing = _Field(_bool)
-
-    def __init__(
-        self,
-        path="/graphql",
-        playground=True,
-        introspection=True,
-        max_depth=None,
-        max_complexity=None,
-        batching=False,
-        tracing=False,
-    ) -> None:
-        self._set(locals())
-
     @classmethod
     def production(cls) -> GraphQLConfig:
         """No playground or introspection; queries limited to depth 15 and complexity 1000."""
@@ -930,24 +595,6 @@ class GraphQLConfig(_Config):
 
 
 class GrpcConfig(_Config):
-    address = _Field(_str(nonempty=True))
-    reflection = _Field(_bool)
-    max_message_size = _Field(_int(1))
-    enable_web = _Field(_bool)
-    keepalive_secs = _Field(_num(0))
-    concurrency_limit = _Field(_int(1))
-
-    def __init__(
-        self,
-        address="[::]:50051",
-        reflection=True,
-        max_message_size=4194304,
-        enable_web=False,
-        keepalive_secs=60,
-        concurrency_limit=100,
-    ) -> None:
-        self._set(locals())
-
     @classmethod
     def local(cls) -> GrpcConfig:
         """Loopback only, reflection on."""
@@ -970,68 +617,18 @@ class GrpcConfig(_Config):
 
 
 class KafkaConfig(_Config):
-    brokers = _Field(_str_list)
-    group_id = _Field(_str(optional=True))
-    client_id = _Field(_str(optional=True))
-    auto_commit = _Field(_bool)
-    session_timeout_ms = _Field(_int(1))
-    max_poll_records = _Field(_int(1))
-
-    def __init__(
-        self,
-        brokers=None,
-        group_id=None,
-        client_id=None,
-        auto_commit=True,
-        session_timeout_ms=30000,
-        max_poll_records=500,
-    ) -> None:
-        self._set(locals())
-
     @classmethod
     def local(cls) -> KafkaConfig:
         return cls(brokers=["localhost:9092"])
 
 
 class RabbitMQConfig(_Config):
-    _urls = ("url",)
-
-    url = _Field(_str(nonempty=True))
-    vhost = _Field(_str())
-    prefetch_count = _Field(_int(0, 65535))
-    heartbeat = _Field(_int(0))
-    connection_timeout_secs = _Field(_num(positive=True))
-
-    def __init__(self, url="amqp://localhost", vhost="/", prefetch_count=10, heartbeat=60, connection_timeout_secs=5):
-        self._set(locals())
-
     @classmethod
     def local(cls) -> RabbitMQConfig:
         return cls("amqp://localhost:5672")
 
 
 class SqsConfig(_Config):
-    """Amazon SQS; the ranges are SQS's own (at most 10 messages per receive, long polling up
-    to 20 s, visibility timeout up to 12 h)."""
-
-    region = _Field(_str(nonempty=True))
-    queue_url = _Field(_str())
-    endpoint_url = _Field(_str(optional=True))
-    max_messages = _Field(_int(1, 10))
-    wait_time_secs = _Field(_int(0, 20))
-    visibility_timeout_secs = _Field(_int(0, 43200))
-
-    def __init__(
-        self,
-        region="us-east-1",
-        queue_url="",
-        endpoint_url=None,
-        max_messages=10,
-        wait_time_secs=20,
-        visibility_timeout_secs=30,
-    ) -> None:
-        self._set(locals())
-
     @classmethod
     def local(cls, queue_url: str) -> SqsConfig:
         """Against LocalStack on its default port."""
@@ -1042,26 +639,6 @@ class SqsConfig(_Config):
 
 
 class EventSourcingConfig(_Config):
-    _urls = ("connection_url",)
-
-    store_type = _Field(_choice("memory", "sqlite", "postgresql"))
-    snapshot_interval = _Field(_int(1))
-    enable_snapshots = _Field(_bool)
-    max_events_per_aggregate = _Field(_int(1))
-    event_ttl_secs = _Field(_int(0))  # 0: keep events forever
-    connection_url = _Field(_str(optional=True))
-
-    def __init__(
-        self,
-        store_type="memory",
-        snapshot_interval=100,
-        enable_snapshots=True,
-        max_events_per_aggregate=10000,
-        event_ttl_secs=0,
-        connection_url=None,
-    ) -> None:
-        self._set(locals())
-
     @classmethod
     def memory(cls) -> EventSourcingConfig:
         return cls()
@@ -1072,34 +649,18 @@ class EventSourcingConfig(_Config):
 
 
 class CqrsConfig(_Config):
-    enable_event_sync = _Field(_bool)
-    command_timeout_ms = _Field(_int(1))
-    query_timeout_ms = _Field(_int(1))
-    max_retries = _Field(_int(0))
-
-    def __init__(self, enable_event_sync=True, command_timeout_ms=5000, query_timeout_ms=3000, max_retries=3) -> None:
-        self._set(locals())
-
     @classmethod
     def default(cls) -> CqrsConfig:
         return cls()
 
 
 class SagaConfig(_Config):
-    max_retries = _Field(_int(0))
-    retry_delay_ms = _Field(_int(0))
-    timeout_ms = _Field(_int(1))
-    enable_logging = _Field(_bool)
-
-    def __init__(self, max_retries=3, retry_delay_ms=1000, timeout_ms=30000, enable_logging=True) -> None:
-        self._set(locals())
-
     @classmethod
     def default(cls) -> SagaConfig:
         return cls()
 
 
-# ---- validators --------------------------------------------------------------------------------
+# ---- validators (the Rust validate() of each kind) ----------------------------------------------
 
 
 def _require(config: Any, cls: type, fn: str) -> None:
@@ -1109,25 +670,10 @@ def _require(config: Any, cls: type, fn: str) -> None:
 
 def validate_jwt_config(config: JwtConfig) -> JwtConfig:
     """Check the algorithm and that the key suits it: an HMAC secret at least as long as the
-    hash (RFC 7518 §3.2: 32 bytes for HS256, 48 for HS384, 64 for HS512), a PEM key for the
-    asymmetric algorithms. ``none`` is refused."""
+    hash (RFC 7518 §3.2: 32 bytes for HS256, 48 for HS384, 64 for HS512), a PEM key (or a
+    JWKS file) for the asymmetric algorithms. ``none`` is refused."""
     _require(config, JwtConfig, "validate_jwt_config")
-    alg = config.algorithm
-    secret = config.secret.encode() if isinstance(config.secret, str) else bytes(config.secret)
-    if alg in _JWT_HMAC:
-        need = _JWT_HMAC[alg]
-        if len(secret) < need:
-            raise ValueError(f"the {alg} secret must be at least {need} bytes long (got {len(secret)})")
-    elif alg in _JWT_ASYMMETRIC:
-        if b"-----BEGIN" not in secret:
-            raise ValueError(f"{alg} needs a PEM-encoded key as the secret")
-    elif alg.lower() == "none":
-        raise ValueError("the 'none' JWT algorithm is refused: tokens would not be verified")
-    else:
-        known = ", ".join([*_JWT_HMAC, *_JWT_ASYMMETRIC])
-        raise ValueError(f"unknown JWT algorithm {alg!r}; use one of {known}")
-    if config.leeway > 300:
-        raise ValueError(f"leeway must be at most 300 seconds (got {config.leeway})")
+    config._validate()
     return config
 
 
@@ -1135,47 +681,14 @@ def validate_session_config(config: SessionConfig) -> SessionConfig:
     """Check SameSite (Strict, Lax or None; None requires a Secure cookie), the path, max_age
     and the ``__Secure-``/``__Host-`` cookie name prefixes."""
     _require(config, SessionConfig, "validate_session_config")
-    same_site = config.cookie_same_site
-    if same_site is not None:
-        if same_site.lower() not in ("strict", "lax", "none"):
-            raise ValueError(f"cookie_same_site must be 'Strict', 'Lax' or 'None', got {same_site!r}")
-        if same_site.lower() == "none" and not config.cookie_secure:
-            raise ValueError("cookie_same_site='None' requires cookie_secure=True (browsers reject it otherwise)")
-    if not config.cookie_path.startswith("/"):
-        raise ValueError(f"cookie_path must start with '/', got {config.cookie_path!r}")
-    if config.max_age is not None and config.max_age <= 0:
-        raise ValueError(f"max_age must be positive (or None for a browser-session cookie), got {config.max_age}")
-    if config.cookie_domain is not None and (not config.cookie_domain or re.search(r"[\s;,]", config.cookie_domain)):
-        raise ValueError(f"invalid cookie_domain {config.cookie_domain!r}")
-    name = config.cookie_name
-    if name.startswith(("__Secure-", "__Host-")) and not config.cookie_secure:
-        raise ValueError(f"a cookie named {name} requires cookie_secure=True")
-    if name.startswith("__Host-") and (config.cookie_domain is not None or config.cookie_path != "/"):
-        raise ValueError(f"a cookie named {name} requires cookie_path='/' and no cookie_domain")
+    config._validate()
     return config
 
 
 def validate_rate_limit_config(config: RateLimitConfig) -> RateLimitConfig:
+    """Check the algorithm, the parameters it needs and ``key_by``."""
     _require(config, RateLimitConfig, "validate_rate_limit_config")
-    alg = config.algorithm
-    if alg not in _RATE_ALGORITHMS:
-        raise ValueError(f"unknown rate limit algorithm {alg!r}; use one of {', '.join(_RATE_ALGORITHMS)}")
-    if config.capacity <= 0:
-        raise ValueError(f"capacity must be greater than 0, got {config.capacity}")
-    if alg in ("token_bucket", "adaptive") and config.refill_rate <= 0:
-        raise ValueError(f"refill_rate must be greater than 0, got {config.refill_rate}")
-    if alg == "sliding_window" and config.window_secs <= 0:
-        raise ValueError(f"window_secs must be greater than 0, got {config.window_secs}")
-    if alg == "adaptive":
-        if config.min_capacity is None or not 0 < config.min_capacity <= config.capacity:
-            raise ValueError(
-                f"the adaptive algorithm needs 0 < min_capacity <= capacity, got min_capacity={config.min_capacity}"
-            )
-        if config.error_threshold is None or not 0 < config.error_threshold <= 1:
-            raise ValueError(f"the adaptive algorithm needs an error_threshold in (0, 1], got {config.error_threshold}")
-    key = config.key_by
-    if key not in _RATE_KEYS and not (key.startswith("header:") and _HEADER_NAME.match(key[len("header:") :])):
-        raise ValueError(f"key_by must be one of {', '.join(_RATE_KEYS)} or 'header:<name>', got {key!r}")
+    config._validate()
     return config
 
 
@@ -1192,19 +705,12 @@ def _check_readable(label: str, path: str, marker: bytes | None) -> None:
 
 
 def validate_tls_config(config: TlsConfig) -> TlsConfig:
-    """Check the versions (1.2 or 1.3, min <= max) and that the PEM files exist, are readable
-    and hold a certificate / private key; client certificates need a CA."""
+    """Check the versions (1.2 or 1.3, min <= max) and that client certificates have a CA
+    (Rust), then that the PEM files exist, are readable and hold a certificate / private key."""
     _require(config, TlsConfig, "validate_tls_config")
-    for field in ("min_version", "max_version"):
-        value = getattr(config, field)
-        if value not in _TLS_VERSIONS:
-            raise ValueError(f"{field} must be '1.2' or '1.3', got {value!r}")
-    if _TLS_VERSIONS.index(config.min_version) > _TLS_VERSIONS.index(config.max_version):
-        raise ValueError(f"min_version {config.min_version} is greater than max_version {config.max_version}")
+    config._validate()
     _check_readable("cert_path", config.cert_path, b"-----BEGIN CERTIFICATE-----")
     _check_readable("key_path", config.key_path, b"PRIVATE KEY-----")
     if config.ca_path is not None:
         _check_readable("ca_path", config.ca_path, b"-----BEGIN CERTIFICATE-----")
-    elif config.require_client_cert:
-        raise ValueError("require_client_cert=True needs ca_path (the CA that signs client certificates)")
     return config

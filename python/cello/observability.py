@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import _env
+
 METRICS_DIR_ENV = "CELLO_METRICS_DIR"
 LOG_FORMAT_ENV = "CELLO_LOG_FORMAT"
 
@@ -40,7 +42,7 @@ def prepare_metrics_dir() -> str:
     created if missing), otherwise a fresh temporary directory is made; remove it with
     ``cleanup_metrics_dir`` when the server exits.
     """
-    existing = os.environ.get(METRICS_DIR_ENV)
+    existing = _env.lookup(METRICS_DIR_ENV)
     if existing:
         os.makedirs(existing, exist_ok=True)
         return existing
@@ -51,7 +53,7 @@ def prepare_metrics_dir() -> str:
 
 def write_supervisor_stats(workers: int, restarts: int, directory: str | None = None) -> None:
     """Publish ``cello_workers`` and ``cello_worker_restarts_total`` (atomically replaced)."""
-    directory = directory or os.environ.get(METRICS_DIR_ENV)
+    directory = directory or _env.lookup(METRICS_DIR_ENV)
     if not directory:
         return
     tmp = os.path.join(directory, ".supervisor.json.tmp")
@@ -63,7 +65,7 @@ def write_supervisor_stats(workers: int, restarts: int, directory: str | None = 
 def cleanup_metrics_dir(path: str) -> None:
     """Remove a directory made by ``prepare_metrics_dir`` (and unset the variable)."""
     shutil.rmtree(path, ignore_errors=True)
-    if os.environ.get(METRICS_DIR_ENV) == path:
+    if _env.lookup(METRICS_DIR_ENV) == path:
         del os.environ[METRICS_DIR_ENV]
 
 
@@ -257,7 +259,7 @@ def setup_logging(fmt: str | None = None, level: int | None = None) -> None:
     Rust log events are forwarded to ``cello``/``cello.error``."""
     import sys
 
-    fmt = (fmt or os.environ.get(LOG_FORMAT_ENV) or "text").strip().lower()
+    fmt = (fmt or _env.lookup(LOG_FORMAT_ENV) or "text").strip().lower()
     if fmt not in ("json", "text"):
         raise ValueError(f"log format {fmt!r}: use 'json' or 'text'")
     root = logging.getLogger()

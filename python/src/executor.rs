@@ -115,8 +115,7 @@ impl Io {
         if let Some(h) = self.handle.get() {
             return Ok(h.clone());
         }
-        let threads = std::env::var("CELLO_IO_THREADS")
-            .ok()
+        let threads = cello_config::env::var(cello_config::env::IO_THREADS)
             .and_then(|v| v.parse().ok())
             .unwrap_or(1usize);
         let built = tokio::runtime::Builder::new_multi_thread()

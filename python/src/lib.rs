@@ -7,6 +7,7 @@
 
 use pyo3::prelude::*;
 
+pub mod config;
 pub mod convert;
 pub mod errors;
 pub mod executor;
@@ -33,6 +34,7 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(errors::normalize_config, m)?)?;
     errors::register(m)?;
     observability::register(m)?;
+    config::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -221,11 +221,14 @@ def crd_schema() -> dict:
 
 
 def to_json_schema(node):
-    """OpenAPI v3 `nullable` → JSON Schema type unions; Kubernetes extensions are ignored."""
+    """OpenAPI v3 `nullable` → JSON Schema type unions, `exclusiveMinimum: true` → a number;
+    Kubernetes extensions are ignored."""
     if isinstance(node, dict):
         out = {k: to_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
         if out.pop("nullable", False) and "type" in out:
             out["type"] = [out["type"], "null"]
+        if out.get("exclusiveMinimum") is True and "minimum" in out:
+            out["exclusiveMinimum"] = out.pop("minimum")
         if node.get("x-kubernetes-int-or-string"):
             out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
         if out.get("format") in {"int32", "int64", "uint8", "uint16", "uint32", "uint64", "double", "float"}:

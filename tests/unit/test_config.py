@@ -40,7 +40,7 @@ from cello.config import (
 
 REQ = inspect.Parameter.empty
 
-# API.md's table, verbatim: (class name, [(parameter, default)]).
+# API.md's table, verbatim, plus the fields issue 11 adds: (class name, [(parameter, default)]).
 SIGNATURES = {
     "TimeoutConfig": [("read_header", 5), ("read_body", 30), ("write", 30), ("idle", 60), ("handler", 30)],
     "LimitsConfig": [
@@ -83,6 +83,12 @@ SIGNATURES = {
         ("header_name", "Authorization"),
         ("cookie_name", None),
         ("leeway", 0),
+        # issue 11's new fields, after API.md's
+        ("public_key", None),
+        ("jwks_path", None),
+        ("issuer", None),
+        ("audience", None),
+        ("required", True),
     ],
     "RateLimitConfig": [
         ("algorithm", "token_bucket"),
@@ -92,6 +98,7 @@ SIGNATURES = {
         ("key_by", "ip"),
         ("min_capacity", None),
         ("error_threshold", None),
+        ("backend", "memory"),  # issue 11
     ],
     "SessionConfig": [
         ("cookie_name", "session_id"),
@@ -101,6 +108,8 @@ SIGNATURES = {
         ("cookie_http_only", True),
         ("cookie_same_site", "Lax"),
         ("max_age", 86400),
+        ("secret", None),  # issue 11
+        ("store", "cookie"),
     ],
     "SecurityHeadersConfig": [
         ("x_frame_options", "DENY"),
@@ -580,3 +589,107 @@ def test_validate_tls_unreadable(tls_files, monkeypatch):
     monkeypatch.setattr(cfg, "open", denied, raising=False)
     with pytest.raises(ValueError, match="cannot be read: Permission denied"):
         validate_tls_config(TlsConfig(cert, key))
+
+
+# ---- one source: the views are derived from the Rust kinds ---------------------------------------
+
+
+def _rust_kinds():
+    import json
+
+    from cello import _cello
+
+    return json.loads(_cello.config_kinds())
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_python_defaults_equal_rust_defaults(name):
+    """Every constructor default is the Rust `Default` of the same field (lists shown as None)."""
+    fields = _rust_kinds()[name]["fields"]
+    params = list(inspect.signature(getattr(cfg, name)).parameters.values())
+    assert [p.name for p in params] == [f["name"] for f in fields]
+    for p, f in zip(params, fields, strict=True):
+        if f["required"]:
+            assert p.default is REQ, p.name
+        elif f["default"] == []:
+            assert p.default is None, p.name
+        else:
+            assert p.default == f["default"], p.name
+            assert isinstance(p.default, bool) == isinstance(f["default"], bool), p.name
+
+
+def test_every_api_class_is_a_rust_kind():
+    kinds = _rust_kinds()
+    assert set(SIGNATURES) | {"CSP"} == set(kinds)
+    for name in SIGNATURES:
+        assert issubclass(getattr(cfg, name), cfg._Config)
+
+
+def test_field_checks_follow_the_rust_schema():
+    # ranges declared once on the Rust field (#[schemars(range(...))]) reach Python
+    with pytest.raises(ValueError, match="at most 4096"):
+        ThreadPoolConfig(size=4097)
+    with pytest.raises(ValueError, match="at most 65527"):
+        cfg.Http3Config(max_udp_payload_size=70000)
+    with pytest.raises(ValueError, match="greater than 0"):
+        cfg.Http3Config(max_idle_timeout=0)
+    with pytest.raises(ValueError, match="one of 'cookie', 'memory', 'redis'"):
+        SessionConfig(store="disk")
+    with pytest.raises(ValueError, match="one of 'memory', 'redis'"):
+        RateLimitConfig(backend="etcd")
+    with pytest.raises(ValueError, match="cannot be empty"):
+        DatabaseConfig("")
+    with pytest.raises(ValueError):
+        SecurityHeadersConfig(x_xss_protection="1\r\nSet-Cookie: x=1")
+    with pytest.raises(TypeError):
+        JwtConfig(123)
+    with pytest.raises(TypeError, match="missing a required argument"):
+        TlsConfig()
+
+
+def test_new_fields_of_issue_11():
+    pem = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    j = JwtConfig("", algorithm="RS256", public_key=pem, issuer="https://id", audience="api", required=False)
+    assert validate_jwt_config(j) is j and not j.required
+    assert validate_jwt_config(JwtConfig("", algorithm="ES256", jwks_path="/keys.json"))
+    with pytest.raises(ValueError, match="PEM"):
+        validate_jwt_config(JwtConfig("", algorithm="ES256"))
+    assert validate_rate_limit_config(RateLimitConfig(key_by="route", backend="redis"))
+    s = SessionConfig(secret=b"\x01" * 32, store="redis")
+    assert validate_session_config(s) is s and "\\x01" not in repr(s)
+
+
+def test_validators_run_rust_validate():
+    # the messages come from cello_config (the same check the server and operator run)
+    with pytest.raises(ValueError, match="invalid value for `secret`"):
+        validate_jwt_config(JwtConfig("short"))
+    with pytest.raises(ValueError, match="leeway must be at most 300"):
+        validate_jwt_config(JwtConfig("k" * 32, leeway=301))
+
+
+def test_server_sections_not_built_yet_are_refused():
+    import json
+
+    from cello import _cello
+
+    for section, what in [
+        ("tls", "TLS"),
+        ("http3", "HTTP/3"),
+        ("jwt", "JWT authentication"),
+        ("rateLimit", "rate limiting"),
+        ("rate_limit", "rate limiting"),
+        ("session", "sessions"),
+        ("securityHeaders", "security headers"),
+        ("staticFiles", "static files"),
+    ]:
+        with pytest.raises(_cello.ConfigError, match=f"{what} is not implemented yet"):
+            _cello.validate_config(json.dumps({section: {}}))
+    _cello.validate_config(json.dumps({"limits": LimitsConfig()._to_config()}))
+
+
+def test_csp_order_is_rusts():
+    c = CSP().report_to("grp").default_src("self").directive("x-custom", ["a"])
+    assert c.build() == "default-src 'self'; report-to grp; x-custom a"
+    s = SecurityHeadersConfig()
+    s.csp = c
+    assert s._to_config()["csp"] == {"directives": c.directives()}

@@ -106,13 +106,13 @@ fn base_env(ctx: &Ctx) -> Vec<EnvVar> {
     };
     let drain = (grace(ctx) - PRE_STOP_SLEEP_SECONDS - 1).max(1);
     let mut out = vec![
-        plain("CELLO_CONFIG", format!("{CONFIG_DIR}/cello.yaml")),
-        plain("CELLO_ENV", env),
-        plain("CELLO_SHUTDOWN_TIMEOUT", drain.to_string()),
+        plain(cello_config::env::CONFIG, format!("{CONFIG_DIR}/cello.yaml")),
+        plain(cello_config::env::ENV, env),
+        plain(cello_config::env::SHUTDOWN_TIMEOUT, drain.to_string()),
     ];
     if pod_tls(ctx).is_some() {
-        out.push(plain("CELLO_TLS_CERT_FILE", format!("{TLS_DIR}/tls.crt")));
-        out.push(plain("CELLO_TLS_KEY_FILE", format!("{TLS_DIR}/tls.key")));
+        out.push(plain(cello_config::env::TLS_CERT_FILE, format!("{TLS_DIR}/tls.crt")));
+        out.push(plain(cello_config::env::TLS_KEY_FILE, format!("{TLS_DIR}/tls.key")));
     }
     out
 }
@@ -314,7 +314,7 @@ fn containers(ctx: &Ctx) -> Vec<Container> {
             let image = sc.image.clone().unwrap_or_else(|| DEFAULT_DATAPLANE_IMAGE.into());
             let mut dp = serving_container(ctx, "cello-dataplane", image, vec!["cello-dataplane".into()], args);
             let mut env = base_env(ctx);
-            env.push(plain("CELLO_UPSTREAM", upstream));
+            env.push(plain(cello_config::env::UPSTREAM, upstream));
             dp.env = Some(env);
             dp.resources = sc.resources.clone();
             // The data plane fronts the app: it comes first so `kubectl logs` and exec default to it.
@@ -450,7 +450,7 @@ pub(crate) fn consumer_deployment(ctx: &Ctx, c: &ConsumerSpec) -> Result<Value> 
         Some(c.replicas)
     };
     let mut env = base_env(ctx);
-    env.push(plain("CELLO_CONSUMER", c.name.clone()));
+    env.push(plain(cello_config::env::CONSUMER, c.name.clone()));
     env.extend(queue_env(&ctx.name, queue));
     let container = Container {
         name: "consumer".into(),

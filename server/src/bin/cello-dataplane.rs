@@ -23,16 +23,16 @@ use http::Method;
 )]
 struct Args {
     /// The app to forward to, e.g. http://127.0.0.1:8080.
-    #[arg(long, env = "CELLO_UPSTREAM")]
+    #[arg(long, env = cello_config::env::UPSTREAM)]
     upstream: String,
     /// Server configuration (cello.yaml).
-    #[arg(long, env = "CELLO_CONFIG")]
+    #[arg(long, env = cello_config::env::CONFIG)]
     config: Option<std::path::PathBuf>,
     /// Address to listen on (overrides the file).
-    #[arg(long, env = "CELLO_HOST")]
+    #[arg(long, env = cello_config::env::HOST)]
     host: Option<String>,
     /// Port to listen on (overrides the file).
-    #[arg(long, env = "CELLO_PORT")]
+    #[arg(long, env = cello_config::env::PORT)]
     port: Option<u16>,
     /// Do not answer /health/* here.
     #[arg(long)]
@@ -41,7 +41,7 @@ struct Args {
     #[arg(long)]
     no_metrics: bool,
     /// Seconds to let in-flight requests finish on SIGTERM.
-    #[arg(long, env = "CELLO_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
+    #[arg(long, env = cello_config::env::SHUTDOWN_TIMEOUT, default_value_t = 30.0)]
     shutdown_timeout: f64,
 }
 
@@ -73,7 +73,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CELLO_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env(cello_config::env::LOG).unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let config = load_config(&args)?;
     let proxy = ProxyEndpoint::new(&args.upstream, Duration::from_secs_f64(config.timeouts.handler))?;

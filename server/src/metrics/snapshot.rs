@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::histogram::HistogramValue;
 
 /// Environment variable naming the directory shared by the workers of one server.
-pub const METRICS_DIR_ENV: &str = "CELLO_METRICS_DIR";
+pub const METRICS_DIR_ENV: &str = cello_config::env::METRICS_DIR;
 
 /// Metric kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
