@@ -136,6 +136,23 @@ struct Observed {
     deployment: Option<Value>,
     consumers: BTreeMap<String, i32>,
     certificate_ready: Option<bool>,
+    failures: Vec<Failure>,
+}
+
+/// A child (or the orphan cleanup) the API server refused.
+#[derive(Debug)]
+struct Failure {
+    /// `Service shop`, `orphan cleanup`.
+    what: String,
+    /// The condition that reports it.
+    condition: &'static str,
+    error: Error,
+}
+
+impl Failure {
+    fn message(&self) -> String {
+        format!("{}: {}", self.what, self.error)
+    }
 }
 
 async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
@@ -162,9 +179,11 @@ async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    // Children are applied independently: one the API server refuses must not stop the repair
+    // of the others. Each failure is reported on its own condition.
     let mut observed = Observed::default();
     for child in &plan.children {
-        match apply(&ctx.client, &ns, child).await {
+        match apply(ctx, &ns, child).await {
             Ok(applied) => observe(&mut observed, child, &name, applied),
             Err(e) => {
                 // The CRD went away since discovery: stop using the kind now rather than at the
@@ -174,12 +193,22 @@ async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
                         *c = c.without(child.kind);
                     }
                 }
-                return fail(app, ctx, &ns, &name, &plan, e, Some(child.kind)).await;
+                tracing::warn!(app = %key(app), kind = child.kind.name(), name = %child.name, error = %e, "apply failed");
+                observed.failures.push(Failure {
+                    what: format!("{} {}", child.kind.name(), child.name),
+                    condition: child.kind.condition(),
+                    error: e,
+                });
             }
         }
     }
     if let Err(e) = delete_orphans(app, ctx, &ns, &name, &plan, &caps).await {
-        return fail(app, ctx, &ns, &name, &plan, e, None).await;
+        tracing::warn!(app = %key(app), error = %e, "orphan cleanup failed");
+        observed.failures.push(Failure {
+            what: "orphan cleanup".into(),
+            condition: "Degraded",
+            error: e,
+        });
     }
 
     let status = status_for(app, ctx, &plan, &observed);
@@ -189,31 +218,20 @@ async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
         .any(|c| c.type_ == "Ready" && c.status == "True");
     patch_status(app, ctx, &ns, &name, status).await?;
     ctx.metrics.set_ready(&key(app), ready);
+    // A failure goes to the error policy (counted, backed off per object).
+    if let Some(f) = observed.failures.into_iter().next() {
+        return Err(f.error);
+    }
     Ok(Action::requeue(Duration::from_secs(if ready { 300 } else { 15 })))
 }
 
-async fn fail(
-    app: &CellApp,
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-    plan: &Desired,
-    err: Error,
-    kind: Option<Kind>,
-) -> Result<Action> {
-    let reason = match err.api_code() {
+/// The stable condition reason for an API error on a child: `Forbidden` for 403, else
+/// `ApplyFailed` (a server rejection of a child is not a bad spec).
+fn failure_reason(err: &Error) -> &'static str {
+    match err.api_code() {
         Some(403) => reason::FORBIDDEN,
-        Some(422) => reason::INVALID_SPEC,
         _ => reason::APPLY_FAILED,
-    };
-    let what = kind.map_or("orphan cleanup".to_string(), |k| k.name().to_string());
-    let message = format!("{what}: {err}");
-    let status = status_for_error(app, ctx, reason, &message, Some(plan));
-    // Best effort: the apply error is the one worth returning.
-    if let Err(e) = patch_status(app, ctx, ns, name, status).await {
-        tracing::warn!(app = %key(app), error = %e, "could not write status after a failure");
     }
-    Err(err)
 }
 
 /// Digests of referenced Secrets/ConfigMaps; a missing one counts as "missing" (the pod
@@ -247,10 +265,25 @@ fn dynamic_api(client: &Client, ns: &str, kind: Kind) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &kind.api_resource())
 }
 
-async fn apply(client: &Client, ns: &str, child: &resources::Child) -> Result<DynamicObject> {
-    let api = dynamic_api(client, ns, child.kind);
+async fn apply(ctx: &Context, ns: &str, child: &resources::Child) -> Result<DynamicObject> {
+    let api = dynamic_api(&ctx.client, ns, child.kind);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api.patch(&child.name, &pp, &Patch::Apply(&child.object)).await?)
+    match api.patch(&child.name, &pp, &Patch::Apply(&child.object)).await {
+        // A hand-edited Service port merges with ours into a duplicate name or port (422):
+        // replace the whole `ports` list the operator owns (a JSON merge patch replaces lists),
+        // then apply again.
+        Err(kube::Error::Api(s)) if s.code == 422 && child.kind == Kind::Service => {
+            tracing::info!(name = %child.name, "Service ports conflict; replacing the port list");
+            let ports = json!({"spec": {"ports": child.object["spec"]["ports"]}});
+            let mp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            api.patch(&child.name, &mp, &Patch::Merge(&ports)).await?;
+            Ok(api.patch(&child.name, &pp, &Patch::Apply(&child.object)).await?)
+        }
+        other => Ok(other?),
+    }
 }
 
 fn observe(obs: &mut Observed, child: &resources::Child, app_name: &str, applied: DynamicObject) {
@@ -478,6 +511,29 @@ fn status_for(app: &CellApp, ctx: &Context, plan: &Desired, obs: &Observed) -> C
         )
     };
     conds.insert(0, condition(ctx, app, "Ready", available, ready_reason, ready_msg));
+    // Failed children: each on its own condition (first failure wins per condition); the first
+    // one also on Ready and Degraded.
+    let mut seen = Vec::new();
+    for f in &obs.failures {
+        if seen.contains(&f.condition) {
+            continue;
+        }
+        seen.push(f.condition);
+        let c = condition(ctx, app, f.condition, f.condition == "Degraded", failure_reason(&f.error), f.message());
+        match conds.iter_mut().find(|x| x.type_ == f.condition) {
+            Some(slot) => *slot = c,
+            None => conds.push(c),
+        }
+    }
+    if let Some(f) = obs.failures.first() {
+        let (r, m) = (failure_reason(&f.error), f.message());
+        for (type_, ok) in [("Ready", false), ("Degraded", true)] {
+            let c = condition(ctx, app, type_, ok, r, m.clone());
+            if let Some(slot) = conds.iter_mut().find(|x| x.type_ == type_) {
+                *slot = c;
+            }
+        }
+    }
     st.conditions = conds;
     st
 }
@@ -524,8 +580,10 @@ async fn patch_status(app: &CellApp, ctx: &Context, ns: &str, name: &str, status
     // Events only on transitions of the Ready status or reason, so a steady state is silent.
     if changed {
         if let Some((ok, reason, message)) = new_ready {
+            // A rollout in progress (the normal first reconcile) or a pause is not a warning.
+            let warning = !ok && ![reason::ROLLOUT_IN_PROGRESS, reason::PAUSED].contains(&reason.as_str());
             let ev = Event {
-                type_: if ok { EventType::Normal } else { EventType::Warning },
+                type_: if warning { EventType::Warning } else { EventType::Normal },
                 reason,
                 note: Some(message),
                 action: "Reconcile".into(),

@@ -120,6 +120,8 @@ fn minimal_app_has_configmap_service_deployment_and_a_monitor() {
         let owner = &obj["metadata"]["ownerReferences"][0];
         assert_eq!(owner["uid"], common::UID);
         assert_eq!(owner["controller"], true);
+        // Foreground deletion of the CellApp waits for the children only with this.
+        assert_eq!(owner["blockOwnerDeletion"], true);
         assert_eq!(owner["kind"], "CellApp");
         assert_eq!(
             obj["metadata"]["labels"]["app.kubernetes.io/managed-by"],

@@ -25,6 +25,8 @@ struct Call {
     uri: String,
     content_type: String,
     body: Value,
+    /// HTTP status the mock answered with.
+    status: u16,
 }
 
 impl Call {
@@ -70,8 +72,11 @@ async fn run(
                 } else {
                     serde_json::from_slice(&bytes).expect("JSON body")
                 },
+                status: 0,
             };
             let (status, reply) = respond(&call);
+            let mut call = call;
+            call.status = status;
             recorded.lock().expect("calls").push(call);
             let resp = Response::builder()
                 .status(status)
@@ -87,17 +92,20 @@ async fn run(
     let result = reconcile(Arc::new(app), ctx.clone())
         .await
         .map_err(|e| e.metric_label().to_string());
-    // Every call must be one the chart's ClusterRole allows.
+    // Every call must be one the chart's ClusterRole allows, with the verbs the API server
+    // checks: an apply that creates the object (201) needs `create` as well as `patch`.
     let calls = calls.lock().expect("calls").clone();
     for c in &calls {
         let (path, query) = c.uri.split_once('?').unwrap_or((&c.uri, ""));
-        let (g, r, v) =
-            rbac::classify(&c.method, path, query).unwrap_or_else(|| panic!("unclassified call {}", c.line()));
-        assert!(
-            rbac::allows(&g, &r, v),
-            "call {} needs {v} on {g}/{r}, which the RBAC table lacks",
-            c.line()
-        );
+        let (g, r, verbs) = rbac::required_verbs(&c.method, path, query, c.status == 201)
+            .unwrap_or_else(|| panic!("unclassified call {}", c.line()));
+        for v in verbs {
+            assert!(
+                rbac::allows(&g, &r, v),
+                "call {} needs {v} on {g}/{r}, which the RBAC table lacks",
+                c.line()
+            );
+        }
     }
     server.abort();
     (result, calls, ctx)
@@ -111,11 +119,18 @@ fn status_error(code: u16, reason: &str) -> (u16, Value) {
     )
 }
 
-/// A healthy cluster: applies echo the object (Deployments report all replicas ready), lists
-/// return `existing` for the matching plural, deletes succeed.
+/// A healthy cluster: applies echo the object (Deployments report all replicas ready) and answer
+/// 201 Created when the object is not in `existing` (as the API server does), lists return
+/// `existing` for the matching plural, deletes succeed.
 fn healthy(existing: Vec<(&'static str, Value)>) -> Responder {
     Box::new(move |c: &Call| match c.method.as_str() {
         "PATCH" => {
+            let mut segments = c.path().rsplit('/');
+            let (name, plural) = (segments.next().unwrap_or_default(), segments.next().unwrap_or_default());
+            let exists = c.path().ends_with("/status")
+                || existing
+                    .iter()
+                    .any(|(p, v)| *p == plural && v["metadata"]["name"] == name);
             let mut obj = c.body.clone();
             obj["metadata"]["generation"] = json!(1);
             obj["metadata"]["resourceVersion"] = json!("1");
@@ -130,7 +145,7 @@ fn healthy(existing: Vec<(&'static str, Value)>) -> Responder {
                 obj["metadata"]["namespace"] = json!("prod");
                 obj["spec"] = json!({"image": "x", "app": "a:b"});
             }
-            (200, obj)
+            (if exists { 200 } else { 201 }, obj)
         }
         "GET" if c.uri.contains("labelSelector") => {
             let plural = c.path().rsplit('/').next().unwrap_or_default();
@@ -397,44 +412,49 @@ async fn failing(code: u16, api_reason: &'static str) -> (kube::Result<Action, S
             ok(c)
         }
     });
-    run(common::app(json!({})), Capabilities::default(), respond).await
+    // Replicas 2 and an ingress: a PDB and an Ingress come after the failing Deployment.
+    let app = common::app(json!({"replicas": 2, "ingress": {"host": "shop.example.com"}}));
+    run(app, Capabilities::default(), respond).await
 }
 
 #[tokio::test]
-async fn api_errors_set_degraded_with_a_stable_reason_and_back_off() {
+async fn a_refused_child_does_not_stop_the_others_and_reports_on_its_own_condition() {
     for (code, api_reason, label, condition_reason) in [
         (403, "Forbidden", "forbidden", "Forbidden"),
         (409, "Conflict", "conflict", "ApplyFailed"),
-        (422, "Invalid", "invalid", "InvalidSpec"),
+        // A server rejection of a child is not a bad spec.
+        (422, "Invalid", "invalid", "ApplyFailed"),
     ] {
         let (result, calls, ctx) = failing(code, api_reason).await;
         assert_eq!(result, Err(label.to_string()), "{code}");
-        assert_eq!(
-            lines(&calls),
-            [
-                apply_line("/api/v1/namespaces/prod/configmaps/shop-config"),
-                apply_line("/api/v1/namespaces/prod/services/shop"),
-                apply_line("/apis/apps/v1/namespaces/prod/deployments/shop"),
-                apply_line(STATUS_PATH),
-                EVENTS.to_string(),
-            ],
-            "{code}: stop at the failing child, no orphan deletion"
-        );
+        let mut want = vec![
+            apply_line("/api/v1/namespaces/prod/configmaps/shop-config"),
+            apply_line("/api/v1/namespaces/prod/services/shop"),
+            apply_line("/apis/apps/v1/namespaces/prod/deployments/shop"),
+            apply_line("/apis/policy/v1/namespaces/prod/poddisruptionbudgets/shop"),
+            apply_line("/apis/networking.k8s.io/v1/namespaces/prod/ingresses/shop"),
+        ];
+        want.extend(list_lines(Capabilities::default()));
+        want.push(apply_line(STATUS_PATH));
+        want.push(EVENTS.to_string());
+        assert_eq!(lines(&calls), want, "{code}: later children and orphan cleanup still run");
         let st = status_call(&calls);
-        for t in ["Ready", "Degraded"] {
+        for t in ["Ready", "Degraded", "DeploymentAvailable"] {
             let c = condition(&st.body, t);
             assert_eq!(c["reason"], condition_reason, "{code} {t}");
         }
+        assert_eq!(condition(&st.body, "DeploymentAvailable")["status"], "False");
         assert_eq!(condition(&st.body, "Degraded")["status"], "True");
-        assert!(condition(&st.body, "Degraded")["message"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("Deployment: "));
-        assert_eq!(calls.last().map(|c| c.body["type"].clone()), Some(json!("Warning")));
-        assert_eq!(
-            calls.last().map(|c| c.body["reason"].clone()),
-            Some(json!(condition_reason))
-        );
+        // The Service was applied: its condition is unaffected.
+        assert_eq!(condition(&st.body, "ServiceReady")["reason"], "Reconciled");
+        // A short human message: the API server's text, no Rust debug dump.
+        let msg = condition(&st.body, "Degraded")["message"].as_str().unwrap_or_default().to_string();
+        assert_eq!(msg, format!("Deployment shop: mock {api_reason} (HTTP {code})"));
+        let ev = calls.last().expect("event");
+        assert_eq!(ev.body["type"], "Warning");
+        assert_eq!(ev.body["reason"], condition_reason);
+        assert_eq!(ev.body["note"], msg.as_str());
+        assert!(!msg.contains("Status {") && !msg.contains("Some("), "{msg}");
 
         // The error policy backs off per object: 5 s, then 10 s.
         let app = Arc::new(common::app(json!({})));
@@ -452,6 +472,45 @@ async fn api_errors_set_degraded_with_a_stable_reason_and_back_off() {
     assert_eq!(backoff(1).as_secs(), 5);
     assert_eq!(backoff(2).as_secs(), 10);
     assert_eq!(backoff(30).as_secs(), 300);
+}
+
+#[tokio::test]
+async fn a_hand_edited_service_port_is_repaired_by_replacing_the_port_list() {
+    // The live Service has a port someone edited by hand: the apply merges it with ours into a
+    // duplicate port name (422) until the operator replaces the whole list.
+    let replaced = Arc::new(Mutex::new(false));
+    let seen = replaced.clone();
+    let ok = healthy(vec![]);
+    let respond: Responder = Box::new(move |c: &Call| {
+        let svc = c.path().ends_with("/services/shop");
+        if svc && c.content_type == "application/merge-patch+json" {
+            *seen.lock().expect("flag") = true;
+            return ok(c);
+        }
+        if svc && c.method == "PATCH" && !*seen.lock().expect("flag") {
+            return status_error(422, "Invalid");
+        }
+        ok(c)
+    });
+    let (result, calls, _) = run(common::app(json!({})), Capabilities::default(), respond).await;
+    assert!(result.is_ok(), "{result:?}");
+    let svc: Vec<&Call> = calls.iter().filter(|c| c.path().ends_with("/services/shop")).collect();
+    assert_eq!(
+        svc.iter().map(|c| c.line()).collect::<Vec<_>>(),
+        [
+            apply_line("/api/v1/namespaces/prod/services/shop"),
+            "PATCH /api/v1/namespaces/prod/services/shop?&fieldManager=cello-operator application/merge-patch+json"
+                .to_string(),
+            apply_line("/api/v1/namespaces/prod/services/shop"),
+        ]
+    );
+    assert_eq!(
+        svc[1].body,
+        json!({"spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]}})
+    );
+    let st = status_call(&calls);
+    assert_eq!(condition(&st.body, "ServiceReady")["reason"], "Reconciled");
+    assert_eq!(condition(&st.body, "Degraded")["status"], "False");
 }
 
 #[tokio::test]

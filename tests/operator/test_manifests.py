@@ -329,7 +329,7 @@ def rules_from(doc: dict) -> list[tuple[str, str, tuple[str, ...]]]:
 def test_rendered_rbac_equals_the_code_table(helm):
     table = yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
     want = rules_from({"rules": table})
-    assert ("apps", "deployments", ("list", "watch", "patch", "delete")) in want
+    assert ("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete")) in want
     for name, kind, binding in [
         ("default", "ClusterRole", "ClusterRoleBinding"),
         ("namespaced", "Role", "RoleBinding"),
@@ -346,6 +346,20 @@ def test_rendered_rbac_equals_the_code_table(helm):
             assert roles[0]["metadata"]["namespace"] == "shop"
             env = {e["name"]: e.get("value") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
             assert env["WATCH_NAMESPACE"] == "shop"
+
+
+def test_rendered_roles_can_create_what_they_server_side_apply(helm):
+    """The API server authorizes a server-side apply of an object that does not exist yet as
+    `create`: every resource the role may `patch` (other than subresources such as
+    cellapps/status, which exist with their parent) must also allow `create` and `get`."""
+    for name in ("default", "namespaced"):
+        docs = load_docs(render(helm, VALUES_MATRIX[name]))
+        role = next(d for d in docs if d["kind"] in ("ClusterRole", "Role"))
+        for group, resource, verbs in rules_from(role):
+            if "patch" in verbs and "/" not in resource and resource != "events":
+                assert {"get", "create"} <= set(verbs), (name, group, resource, verbs)
+            if "delete" in verbs:
+                assert "list" in verbs, (name, group, resource, verbs)
 
 
 def test_leader_election_gets_a_namespaced_lease_role_only(helm):

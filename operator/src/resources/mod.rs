@@ -336,7 +336,9 @@ fn to_value<T: Serialize>(kind: &'static str, obj: &T) -> Result<Value> {
 pub fn desired(app: &CellApp, caps: &Capabilities, refs: &ReferencedData) -> Result<Desired> {
     let name = app.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
-    let owner = app.controller_owner_ref(&()).ok_or(Error::MissingMetadata("uid"))?;
+    let mut owner = app.controller_owner_ref(&()).ok_or(Error::MissingMetadata("uid"))?;
+    // Foreground deletion of the CellApp waits for its children only with this set.
+    owner.block_owner_deletion = Some(true);
     let server = workload::server_config(app)?;
     let cello_yaml = serde_yaml::to_string(&server).map_err(|e| Error::InvalidSpec(format!("spec.server: {e}")))?;
     let restart_on_change = app.spec.rollout.as_ref().is_none_or(|r| r.restart_on_config_change);
