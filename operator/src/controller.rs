@@ -52,9 +52,29 @@ async fn group_has(client: &Client, api_version: &str, plurals: &[&str], previou
     }
 }
 
-/// Find the optional CRDs (KEDA, prometheus-operator, cert-manager).
+/// Whether the server has `preStop.sleep`, from `/version`; a failed call keeps `previous`.
+async fn sleep_action(client: &Client, previous: bool) -> bool {
+    match client.apiserver_version().await {
+        Ok(v) => match Capabilities::sleep_action_for(&v.major, &v.minor) {
+            Some(b) => b,
+            None => {
+                tracing::warn!(major = %v.major, minor = %v.minor, git = %v.git_version, "unparsable server version; assuming no preStop.sleep");
+                false
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "/version failed; keeping previous answer");
+            previous
+        }
+    }
+}
+
+/// Find the server version's features and the optional CRDs (KEDA, prometheus-operator,
+/// cert-manager). Run at start and every `capability_refresh`, so an upgraded API server or a
+/// reconnect to another one is picked up.
 pub async fn discover(client: &Client, previous: Capabilities) -> Capabilities {
     Capabilities {
+        sleep_action: sleep_action(client, previous.sleep_action).await,
         keda: group_has(
             client,
             "keda.sh/v1alpha1",
@@ -111,6 +131,21 @@ where
     match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+/// Address of `/metrics` and `/health`: `CELLO_OPERATOR_HOST` when set, else the pod IP
+/// (`POD_IP`, set by the chart), else loopback — so a binary run outside a cluster does not
+/// listen on every interface.
+pub fn metrics_host(host: Option<&str>, pod_ip: Option<&str>) -> Result<std::net::IpAddr, String> {
+    fn pick(v: Option<&str>) -> Option<&str> {
+        v.map(str::trim).filter(|v| !v.is_empty())
+    }
+    match pick(host).or(pick(pod_ip)) {
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("CELLO_OPERATOR_HOST/POD_IP `{v}` is not an IP address")),
+        None => Ok(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
     }
 }
 
@@ -231,6 +266,35 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    #[test]
+    fn metrics_listen_on_the_pod_ip_or_loopback_never_everywhere_by_default() {
+        assert_eq!(metrics_host(None, None), Ok("127.0.0.1".parse().expect("ip")));
+        assert_eq!(
+            metrics_host(None, Some("10.1.2.3")),
+            Ok("10.1.2.3".parse().expect("ip"))
+        );
+        assert_eq!(
+            metrics_host(Some(""), Some("10.1.2.3")),
+            Ok("10.1.2.3".parse().expect("ip"))
+        );
+        assert_eq!(
+            metrics_host(Some("0.0.0.0"), Some("10.1.2.3")),
+            Ok("0.0.0.0".parse().expect("ip"))
+        );
+        assert!(metrics_host(Some("localhost"), None).is_err());
+    }
+
+    #[test]
+    fn pre_stop_sleep_exists_from_kubernetes_1_30() {
+        let f = Capabilities::sleep_action_for;
+        assert_eq!(f("1", "28"), Some(false));
+        assert_eq!(f("1", "29+"), Some(false), "1.29: behind a feature gate");
+        assert_eq!(f("1", "30"), Some(true));
+        assert_eq!(f("1", "31+"), Some(true));
+        assert_eq!(f("2", "0"), Some(true));
+        assert_eq!(f("", ""), None);
+    }
+
     async fn get(addr: std::net::SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
         s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
@@ -321,6 +385,11 @@ mod tests {
                             "resources": [{"name": "servicemonitors", "singularName": "servicemonitor", "namespaced": true,
                                            "kind": "ServiceMonitor", "verbs": ["list"]}]}),
                     ),
+                    "/version" => (
+                        200,
+                        serde_json::json!({"major": "1", "minor": "29+", "gitVersion": "v1.29.4-gke.1", "gitCommit": "",
+                            "gitTreeState": "", "buildDate": "", "goVersion": "", "compiler": "", "platform": ""}),
+                    ),
                     "/apis/cert-manager.io/v1" => (
                         503,
                         serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -354,11 +423,16 @@ mod tests {
                 keda: false,
                 service_monitor: true,
                 pod_monitor: false,
-                certificate: true
+                certificate: true,
+                sleep_action: false,
             },
-            "503 keeps the previous answer, 404 means absent"
+            "503 keeps the previous answer, 404 means absent, 1.29 has no preStop.sleep"
         );
         let seen = server.await.expect("server");
-        assert!(seen.iter().all(|p| p.starts_with("/apis/")), "{seen:?}");
+        assert!(
+            seen.iter().all(|p| p.starts_with("/apis/") || p == "/version"),
+            "{seen:?}"
+        );
+        assert!(seen.iter().any(|p| p == "/version"), "{seen:?}");
     }
 }

@@ -180,7 +180,12 @@ pub fn allowed_by<'a>(rules: impl IntoIterator<Item = &'a Rule>, group: &str, re
 
 /// The verbs the API server checks for one call: `classify`'s verb, plus `create` for a
 /// server-side apply that created the object (the server answers such an apply with 201).
-pub fn required_verbs(method: &str, path: &str, query: &str, created: bool) -> Option<(String, String, Vec<&'static str>)> {
+pub fn required_verbs(
+    method: &str,
+    path: &str,
+    query: &str,
+    created: bool,
+) -> Option<(String, String, Vec<&'static str>)> {
     let (group, resource, verb) = classify(method, path, query)?;
     let mut verbs = vec![verb];
     if method == "PATCH" && created {

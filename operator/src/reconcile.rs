@@ -183,6 +183,9 @@ async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
     // of the others. Each failure is reported on its own condition.
     let mut observed = Observed::default();
     for child in &plan.children {
+        if let Err(e) = hand_over_replicas(ctx, &ns, child).await {
+            tracing::warn!(app = %key(app), name = %child.name, error = %e, "replicas hand-over failed");
+        }
         match apply(ctx, &ns, child).await {
             Ok(applied) => observe(&mut observed, child, &name, applied),
             Err(e) => {
@@ -284,6 +287,43 @@ async fn apply(ctx: &Context, ns: &str, child: &resources::Child) -> Result<Dyna
         }
         other => Ok(other?),
     }
+}
+
+/// Field manager that keeps a Deployment's current `replicas` while an autoscaler takes over.
+pub const HANDOVER_MANAGER: &str = "cello-operator-handover";
+
+/// Switching to an autoscaler drops `spec.replicas` from our apply. If we owned the field alone,
+/// the API server would remove it and reset the Deployment to 1 replica. So first apply the
+/// live count under a second field manager: the field stays, at its current value, until the
+/// autoscaler's first scale takes it over (the documented SSA hand-over).
+async fn hand_over_replicas(ctx: &Context, ns: &str, child: &resources::Child) -> Result<()> {
+    if child.kind != Kind::Deployment || child.object["spec"].get("replicas").is_some() {
+        return Ok(());
+    }
+    let api = dynamic_api(&ctx.client, ns, child.kind);
+    let Some(live) = api.get_opt(&child.name).await? else {
+        return Ok(());
+    };
+    let ours = live.managed_fields().iter().any(|m| {
+        m.manager.as_deref() == Some(FIELD_MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:replicas")).is_some())
+    });
+    let Some(replicas) = live.data["spec"]["replicas"].as_i64().filter(|_| ours) else {
+        return Ok(());
+    };
+    let body = json!({
+        "apiVersion": child.object["apiVersion"],
+        "kind": child.object["kind"],
+        "metadata": {"name": child.name, "namespace": ns},
+        "spec": {"replicas": replicas},
+    });
+    tracing::info!(name = %child.name, replicas, "handing replicas over to the autoscaler");
+    api.patch(&child.name, &PatchParams::apply(HANDOVER_MANAGER), &Patch::Apply(&body))
+        .await?;
+    Ok(())
 }
 
 fn observe(obs: &mut Observed, child: &resources::Child, app_name: &str, applied: DynamicObject) {
@@ -519,7 +559,14 @@ fn status_for(app: &CellApp, ctx: &Context, plan: &Desired, obs: &Observed) -> C
             continue;
         }
         seen.push(f.condition);
-        let c = condition(ctx, app, f.condition, f.condition == "Degraded", failure_reason(&f.error), f.message());
+        let c = condition(
+            ctx,
+            app,
+            f.condition,
+            f.condition == "Degraded",
+            failure_reason(&f.error),
+            f.message(),
+        );
         match conds.iter_mut().find(|x| x.type_ == f.condition) {
             Some(slot) => *slot = c,
             None => conds.push(c),

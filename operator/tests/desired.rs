@@ -255,3 +255,38 @@ fn env_contract_matches_the_golden_table() {
         .collect();
     assert_eq!(names, want);
 }
+
+#[test]
+fn pre_stop_hook_fits_the_server_version() {
+    let sleep = |caps: Capabilities, spec: serde_json::Value| {
+        let d = desired(&common::app(spec), &caps, &ReferencedData::new()).expect("desired");
+        let dep = child(&d, Kind::Deployment, "shop");
+        let cm = child(&d, Kind::ConfigMap, "shop-config");
+        (
+            dep["spec"]["template"]["spec"]["containers"].clone(),
+            cm["data"]["cello.yaml"].clone(),
+        )
+    };
+    let new = Capabilities::all();
+    let old = Capabilities {
+        sleep_action: false,
+        ..new
+    };
+    let (c, _) = sleep(new, json!({}));
+    assert_eq!(c[0]["lifecycle"]["preStop"], json!({"sleep": {"seconds": 5}}));
+    // 1.28/1.29 reject `sleep` ("field not declared in schema"): an exec sleep instead.
+    let (c, _) = sleep(old, json!({}));
+    assert_eq!(
+        c[0]["lifecycle"]["preStop"],
+        json!({"exec": {"command": ["sleep", "5"]}})
+    );
+    // Sidecar on an old server: the data plane image has no `sleep`; its drain delay does it.
+    let (c, yaml) = sleep(old, json!({"mode": "sidecar"}));
+    assert_eq!(c[0]["name"], "cello-dataplane");
+    assert!(c[0].get("lifecycle").is_none(), "{}", c[0]);
+    let cfg: serde_json::Value = serde_yaml::from_str(yaml.as_str().expect("yaml")).expect("cello.yaml");
+    assert_eq!(cfg["health"]["drainDelaySecs"], 5.0);
+    let (_, yaml) = sleep(new, json!({"mode": "sidecar"}));
+    let cfg: serde_json::Value = serde_yaml::from_str(yaml.as_str().expect("yaml")).expect("cello.yaml");
+    assert_eq!(cfg["health"]["drainDelaySecs"], 0.0);
+}

@@ -164,6 +164,18 @@ fn healthy(existing: Vec<(&'static str, Value)>) -> Responder {
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "prod"},
                    "data": {"password": "aHVudGVyMg=="}}),
         ),
+        "GET" => {
+            // A named read: the object from `existing`, else 404.
+            let mut segments = c.path().rsplit('/');
+            let (name, plural) = (segments.next().unwrap_or_default(), segments.next().unwrap_or_default());
+            match existing
+                .iter()
+                .find(|(p, v)| *p == plural && v["metadata"]["name"] == name)
+            {
+                Some((_, v)) => (200, v.clone()),
+                None => status_error(404, "NotFound"),
+            }
+        }
         "DELETE" => (
             200,
             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200}),
@@ -403,6 +415,72 @@ async fn autoscaling_switch_drops_replicas_and_removes_the_old_autoscaler() {
     );
 }
 
+#[tokio::test]
+async fn switching_to_hpa_keeps_the_current_replicas_until_the_autoscaler_owns_them() {
+    let mut live = owned("Deployment", "apps/v1", "shop", common::UID);
+    live["spec"] = json!({"replicas": 3});
+    live["metadata"]["managedFields"] = json!([{"manager": "cello-operator", "operation": "Apply",
+        "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}}]);
+    let app = common::app(json!({"autoscaling": {"mode": "hpa", "minReplicas": 2, "maxReplicas": 6}}));
+    let (result, calls, _) = run(app, Capabilities::default(), healthy(vec![("deployments", live)])).await;
+    assert!(result.is_ok(), "{result:?}");
+    let dep: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.path().ends_with("/deployments/shop"))
+        .collect();
+    assert_eq!(
+        dep.iter().map(|c| c.line()).collect::<Vec<_>>(),
+        [
+            "GET /apis/apps/v1/namespaces/prod/deployments/shop ".to_string(),
+            format!(
+                "PATCH /apis/apps/v1/namespaces/prod/deployments/shop?&fieldManager=cello-operator-handover {APPLY_CT}"
+            ),
+            apply_line("/apis/apps/v1/namespaces/prod/deployments/shop"),
+        ]
+    );
+    // The hand-over holds the live count (3), not 1 and not minReplicas.
+    assert_eq!(
+        dep[1].body,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "shop", "namespace": "prod"}, "spec": {"replicas": 3}})
+    );
+    assert!(dep[2].body["spec"].get("replicas").is_none());
+
+    // Once the autoscaler owns `replicas` (ours no longer lists it), no hand-over is made.
+    let mut live = owned("Deployment", "apps/v1", "shop", common::UID);
+    live["spec"] = json!({"replicas": 5});
+    live["metadata"]["managedFields"] = json!([{"manager": "cello-operator", "operation": "Apply",
+        "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}}]);
+    let app = common::app(json!({"autoscaling": {"mode": "hpa", "maxReplicas": 6}}));
+    let (_, calls, _) = run(app, Capabilities::default(), healthy(vec![("deployments", live)])).await;
+    assert!(
+        !calls.iter().any(|c| c.uri.contains("cello-operator-handover")),
+        "{:?}",
+        lines(&calls)
+    );
+}
+
+#[tokio::test]
+async fn the_first_rollout_is_a_normal_event_not_a_warning() {
+    let ok = healthy(vec![]);
+    let respond: Responder = Box::new(move |c: &Call| {
+        let (code, mut obj) = ok(c);
+        if c.path().ends_with("/deployments/shop") {
+            obj["status"] = json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 0, "updatedReplicas": 1});
+        }
+        (code, obj)
+    });
+    let (result, calls, _) = run(common::app(json!({})), Capabilities::default(), respond).await;
+    assert!(result.is_ok(), "{result:?}");
+    let ready = condition(&status_call(&calls).body, "Ready").clone();
+    assert_eq!(ready["reason"], "RolloutInProgress");
+    let ev = calls.last().expect("event");
+    assert_eq!(
+        (ev.body["type"].as_str(), ev.body["reason"].as_str()),
+        (Some("Normal"), Some("RolloutInProgress"))
+    );
+}
+
 async fn failing(code: u16, api_reason: &'static str) -> (kube::Result<Action, String>, Vec<Call>, Arc<Context>) {
     let ok = healthy(vec![]);
     let respond: Responder = Box::new(move |c: &Call| {
@@ -437,7 +515,11 @@ async fn a_refused_child_does_not_stop_the_others_and_reports_on_its_own_conditi
         want.extend(list_lines(Capabilities::default()));
         want.push(apply_line(STATUS_PATH));
         want.push(EVENTS.to_string());
-        assert_eq!(lines(&calls), want, "{code}: later children and orphan cleanup still run");
+        assert_eq!(
+            lines(&calls),
+            want,
+            "{code}: later children and orphan cleanup still run"
+        );
         let st = status_call(&calls);
         for t in ["Ready", "Degraded", "DeploymentAvailable"] {
             let c = condition(&st.body, t);
@@ -448,7 +530,10 @@ async fn a_refused_child_does_not_stop_the_others_and_reports_on_its_own_conditi
         // The Service was applied: its condition is unaffected.
         assert_eq!(condition(&st.body, "ServiceReady")["reason"], "Reconciled");
         // A short human message: the API server's text, no Rust debug dump.
-        let msg = condition(&st.body, "Degraded")["message"].as_str().unwrap_or_default().to_string();
+        let msg = condition(&st.body, "Degraded")["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert_eq!(msg, format!("Deployment shop: mock {api_reason} (HTTP {code})"));
         let ev = calls.last().expect("event");
         assert_eq!(ev.body["type"], "Warning");

@@ -6,8 +6,8 @@ use cello_config::ServerConfig;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities as LinuxCaps, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretVolumeSource, SecurityContext, SleepAction, Volume, VolumeMount,
+    EnvVar, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, SeccompProfile, SecretVolumeSource, SecurityContext, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -24,8 +24,13 @@ const TLS_DIR: &str = "/etc/cello/tls";
 
 /// `spec.server` as the pod reads it: listening on all interfaces on `spec.port`, debug in
 /// development, and validated with the data plane's own `validate()`.
-pub(crate) fn server_config(app: &CellApp) -> Result<ServerConfig> {
+pub(crate) fn server_config(app: &CellApp, caps: &super::Capabilities) -> Result<ServerConfig> {
     let mut cfg = app.spec.server.clone();
+    if app.spec.mode == Mode::Sidecar && !caps.sleep_action {
+        // No preStop sleep before Kubernetes 1.30 and no `sleep` binary in the data plane image:
+        // the data plane keeps serving (with /ready failing) for as long after SIGTERM instead.
+        cfg.health.drain_delay_secs = cfg.health.drain_delay_secs.max(PRE_STOP_SLEEP_SECONDS as f64);
+    }
     cfg.host = "0.0.0.0".into();
     cfg.port = u16::try_from(app.spec.port).map_err(|_| Error::InvalidSpec(format!("port {}", app.spec.port)))?;
     cfg.debug |= app.spec.env == AppEnv::Development;
@@ -207,6 +212,33 @@ fn metrics_port(ctx: &Ctx) -> Option<i32> {
     ctx.metrics().and_then(|m| m.port).filter(|p| *p != ctx.app.spec.port)
 }
 
+/// Endpoints are removed asynchronously: keep serving briefly before the drain starts. The
+/// `sleep` action needs Kubernetes 1.30+; before, an exec `sleep` (the app image has one), and
+/// the data plane (no shell tools in its image) uses its drain delay instead (`server_config`).
+fn pre_stop(ctx: &Ctx, container: &str) -> Option<Lifecycle> {
+    let handler = if ctx.caps.sleep_action {
+        LifecycleHandler {
+            sleep: Some(SleepAction {
+                seconds: PRE_STOP_SLEEP_SECONDS,
+            }),
+            ..LifecycleHandler::default()
+        }
+    } else if container == "cello-dataplane" {
+        return None;
+    } else {
+        LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec!["sleep".into(), PRE_STOP_SLEEP_SECONDS.to_string()]),
+            }),
+            ..LifecycleHandler::default()
+        }
+    };
+    Some(Lifecycle {
+        pre_stop: Some(handler),
+        ..Lifecycle::default()
+    })
+}
+
 /// The serving container: `cello run` (embedded) or `cello-dataplane` (sidecar).
 fn serving_container(ctx: &Ctx, name: &str, image: String, command: Vec<String>, args: Vec<String>) -> Container {
     let spec = &ctx.app.spec;
@@ -233,16 +265,7 @@ fn serving_container(ctx: &Ctx, name: &str, image: String, command: Vec<String>,
         liveness_probe: probe(ctx, probes.liveness.as_ref(), "/health/live", false),
         readiness_probe: probe(ctx, probes.readiness.as_ref(), "/health/ready", false),
         startup_probe: probe(ctx, probes.startup.as_ref(), "/health/startup", true),
-        // Endpoints are removed asynchronously: keep serving briefly before the drain starts.
-        lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction {
-                    seconds: PRE_STOP_SLEEP_SECONDS,
-                }),
-                ..LifecycleHandler::default()
-            }),
-            ..Lifecycle::default()
-        }),
+        lifecycle: pre_stop(ctx, name),
         volume_mounts: Some(mounts(ctx)),
         security_context: Some(restricted_container()),
         ..Container::default()

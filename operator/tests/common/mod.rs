@@ -51,6 +51,11 @@ fn redis() -> Value {
 pub fn matrix() -> Vec<(&'static str, Value, Capabilities)> {
     let all = Capabilities::all();
     let none = Capabilities::default();
+    // Kubernetes 1.28/1.29: no preStop.sleep; everything else installed.
+    let old = Capabilities {
+        sleep_action: false,
+        ..all
+    };
     vec![
         ("minimal", json!({}), all),
         (
@@ -177,6 +182,12 @@ pub fn matrix() -> Vec<(&'static str, Value, Capabilities)> {
             json!({"mode": "sidecar", "sidecar": {"appPort": 8080, "command": ["gunicorn", "-b", "127.0.0.1:8080", "legacy:app"],
                    "resources": {"requests": {"cpu": "50m"}}}, "args": ["--log-level", "info"]}),
             all,
+        ),
+        ("kube-1-28", json!({}), old),
+        (
+            "sidecar-kube-1-29",
+            json!({"mode": "sidecar", "sidecar": {"appPort": 8080}}),
+            old,
         ),
         (
             "development",
