@@ -58,6 +58,7 @@ def versions_for(doc: dict) -> list[str]:
     """Every supported version, except that a preStop.sleep object is made for 1.30+ only."""
     return [v for v in K8S_VERSIONS if v != OLDEST or not has_sleep_action(doc)]
 
+
 THIRD_PARTY_GROUPS = {"keda.sh", "monitoring.coreos.com", "cert-manager.io"}
 VALUES_MATRIX = {
     "default": [],

@@ -79,7 +79,7 @@ pub fn matrix() -> Vec<(&'static str, Value, Capabilities)> {
                 "ingress": {"host": "shop.example.com", "path": "/api", "className": "nginx",
                             "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "1m"}},
                 "tls": {"secretName": "shop-cert"},
-                "metrics": {"port": 9090, "interval": "15s", "monitor": "serviceMonitor", "labels": {"release": "prom"}},
+                "metrics": {"path": "/internal/metrics", "interval": "15s", "monitor": "serviceMonitor", "labels": {"release": "prom"}},
                 "rollout": {"maxSurge": "25%", "maxUnavailable": 0, "terminationGracePeriodSeconds": 60},
                 "disruption": {"minAvailable": 2},
                 "podTemplate": {
@@ -159,7 +159,7 @@ pub fn matrix() -> Vec<(&'static str, Value, Capabilities)> {
         ),
         (
             "metrics-annotations",
-            json!({"metrics": {"monitor": "none", "port": 9100}}),
+            json!({"metrics": {"monitor": "none", "path": "/prom"}}),
             all,
         ),
         (
