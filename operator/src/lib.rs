@@ -7,6 +7,7 @@
 //! - [`rbac`]: the one table of API calls the code makes (checked against the Helm chart).
 //! - [`metrics`] and [`controller`]: the runtime pieces of the `cello-operator` binary.
 
+pub mod cache;
 pub mod chart;
 pub mod controller;
 pub mod crd;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -14,6 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{json, Value};
 
+use crate::cache::Caches;
 use crate::crd::{AutoscalingMode, CellApp, CellAppStatus, ConsumerStatus};
 use crate::metrics::Metrics;
 use crate::resources::{self, children_selector, desired, Capabilities, Desired, Kind, ReferencedData};
@@ -49,6 +51,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// The clock for condition timestamps (fixed in tests).
     pub clock: Box<dyn Fn() -> Time + Send + Sync>,
+    /// Reflector caches of the owned kinds (set by the controller); without them, children are
+    /// listed from the API server.
+    pub caches: Option<Caches>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -80,8 +85,15 @@ impl Context {
             capabilities: RwLock::new(capabilities),
             metrics,
             clock,
+            caches: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// This context reading owned children from `caches` instead of listing them.
+    pub fn with_caches(mut self, caches: Caches) -> Self {
+        self.caches = Some(caches);
+        self
     }
 
     fn caps(&self) -> Capabilities {
@@ -300,18 +312,23 @@ async fn hand_over_replicas(ctx: &Context, ns: &str, child: &resources::Child) -
     if child.kind != Kind::Deployment || child.object["spec"].get("replicas").is_some() {
         return Ok(());
     }
-    let api = dynamic_api(&ctx.client, ns, child.kind);
-    let Some(live) = api.get_opt(&child.name).await? else {
-        return Ok(());
+    let live = match &ctx.caches {
+        Some(c) => c.deployment(ns, &child.name),
+        None => {
+            Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+                .get_opt(&child.name)
+                .await?
+        }
     };
-    let ours = live.managed_fields().iter().any(|m| {
+    let Some(live) = live else { return Ok(()) };
+    let ours = live.metadata.managed_fields.iter().flatten().any(|m| {
         m.manager.as_deref() == Some(FIELD_MANAGER)
             && m.operation.as_deref() == Some("Apply")
             && m.fields_v1
                 .as_ref()
                 .is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:replicas")).is_some())
     });
-    let Some(replicas) = live.data["spec"]["replicas"].as_i64().filter(|_| ours) else {
+    let Some(replicas) = live.spec.replicas.filter(|_| ours) else {
         return Ok(());
     };
     let body = json!({
@@ -321,7 +338,8 @@ async fn hand_over_replicas(ctx: &Context, ns: &str, child: &resources::Child) -
         "spec": {"replicas": replicas},
     });
     tracing::info!(name = %child.name, replicas, "handing replicas over to the autoscaler");
-    api.patch(&child.name, &PatchParams::apply(HANDOVER_MANAGER), &Patch::Apply(&body))
+    dynamic_api(&ctx.client, ns, child.kind)
+        .patch(&child.name, &PatchParams::apply(HANDOVER_MANAGER), &Patch::Apply(&body))
         .await?;
     Ok(())
 }
@@ -363,16 +381,33 @@ async fn delete_orphans(
     let lp = ListParams::default().labels(&children_selector(name));
     for kind in Kind::ALL.into_iter().filter(|k| caps.has(*k)) {
         let api = dynamic_api(&ctx.client, ns, kind);
-        let list = api.list(&lp).await?;
-        for obj in list.items {
-            let obj_name = obj.name_any();
-            let owned = obj
-                .owner_references()
+        // Owned core kinds come from the reflector caches; optional kinds are listed by label.
+        let found = match ctx.caches.as_ref().and_then(|c| c.children(kind, ns, name)) {
+            Some(metas) => metas,
+            None => api
+                .list_metadata(&lp)
+                .await?
+                .items
+                .into_iter()
+                .map(|o| o.metadata)
+                .collect(),
+        };
+        for meta in found {
+            let obj_name = meta.name.clone().unwrap_or_default();
+            let owned = meta
+                .owner_references
                 .iter()
+                .flatten()
                 .any(|o| o.uid == uid && o.controller == Some(true));
             if owned && !plan.names(kind).any(|n| n == obj_name) {
                 tracing::info!(app = %key(app), kind = kind.name(), name = %obj_name, "deleting orphan");
-                api.delete(&obj_name, &DeleteParams::background()).await?;
+                match api.delete(&obj_name, &DeleteParams::background()).await {
+                    // A cache can lag behind a deletion: already gone is done.
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
         }
     }

@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
+use cello_operator::cache::Caches;
 use cello_operator::crd::CellApp;
 use cello_operator::metrics::Metrics;
 use cello_operator::rbac;
@@ -51,6 +52,16 @@ async fn run(
     caps: Capabilities,
     respond: Responder,
 ) -> (kube::Result<Action, String>, Vec<Call>, Arc<Context>) {
+    run_with(app, caps, respond, None).await
+}
+
+/// [`run`], with the controller's reflector caches when `caches` is set.
+async fn run_with(
+    app: CellApp,
+    caps: Capabilities,
+    respond: Responder,
+    caches: Option<Caches>,
+) -> (kube::Result<Action, String>, Vec<Call>, Arc<Context>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let recorded = calls.clone();
@@ -88,7 +99,11 @@ async fn run(
     });
     let client = Client::new(service, "default");
     let clock: Box<dyn Fn() -> Time + Send + Sync> = Box::new(|| Time("2026-11-25T10:00:00Z".parse().expect("time")));
-    let ctx = Arc::new(Context::with_clock(client, caps, Arc::new(Metrics::default()), clock));
+    let mut ctx = Context::with_clock(client, caps, Arc::new(Metrics::default()), clock);
+    if let Some(c) = caches {
+        ctx = ctx.with_caches(c);
+    }
+    let ctx = Arc::new(ctx);
     let result = reconcile(Arc::new(app), ctx.clone())
         .await
         .map_err(|e| e.metric_label().to_string());
@@ -208,7 +223,10 @@ fn list_lines(caps: Capabilities) -> Vec<String> {
     if caps.pod_monitor {
         v.push("/apis/monitoring.coreos.com/v1/namespaces/prod/podmonitors");
     }
-    v.into_iter().map(|p| format!("GET {p}{LIST_Q} ")).collect()
+    // Metadata-only lists (the orphan check needs names, labels and owners only).
+    v.into_iter()
+        .map(|p| format!("GET {p}{LIST_Q} application/json"))
+        .collect()
 }
 
 fn apply_line(path: &str) -> String {
@@ -707,4 +725,81 @@ async fn a_crd_removed_after_discovery_is_dropped_and_the_retry_reports_it() {
             ..Capabilities::all()
         }
     );
+}
+
+/// Reflector caches holding `objects` (as the controller's label-selected watches would).
+fn caches(objects: &[Value]) -> Caches {
+    use kube::runtime::{reflector, watcher};
+    fn fill<K>(objects: &[Value], kind: &str) -> kube::runtime::reflector::Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+    {
+        let (store, mut writer) = reflector::store::<K>();
+        for o in objects.iter().filter(|o| o["kind"] == kind) {
+            writer.apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(o.clone()).expect(kind)));
+        }
+        store
+    }
+    Caches {
+        deployments: fill(objects, "Deployment"),
+        services: fill(objects, "Service"),
+        config_maps: fill(objects, "ConfigMap"),
+        hpas: fill(objects, "HorizontalPodAutoscaler"),
+        ingresses: fill(objects, "Ingress"),
+        pdbs: fill(objects, "PodDisruptionBudget"),
+    }
+}
+
+#[tokio::test]
+async fn api_calls_per_reconcile_on_a_100_app_fixture_with_and_without_reflector_caches() {
+    let caps = Capabilities::default();
+    let apps: Vec<CellApp> = (0..100)
+        .map(|i| common::app_named(&format!("app{i}"), json!({})))
+        .collect();
+    // Every app's children exist, plus one orphan of app0 (a removed consumer).
+    let mut objects: Vec<Value> = apps
+        .iter()
+        .flat_map(|a| desired(a, &caps, &ReferencedData::new()).expect("plan").children)
+        .map(|c| c.object)
+        .collect();
+    let mut orphan = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .cloned()
+        .expect("deployment");
+    orphan["metadata"]["name"] = json!("app0-mailer");
+    objects.push(orphan);
+
+    let mut figures = Vec::new();
+    for cached in [false, true] {
+        let mut total: Vec<Call> = Vec::new();
+        for app in &apps {
+            let (result, calls, _) =
+                run_with(app.clone(), caps, healthy(vec![]), cached.then(|| caches(&objects))).await;
+            assert!(result.is_ok(), "{result:?}");
+            total.extend(calls);
+        }
+        let lists = total
+            .iter()
+            .filter(|c| c.method == "GET" && c.uri.contains("labelSelector"))
+            .count();
+        let deletes: Vec<String> = total.iter().filter(|c| c.method == "DELETE").map(Call::line).collect();
+        figures.push((cached, total.len(), lists));
+        eprintln!(
+            "100 CellApps, caches {}: {} API calls ({:.1} per reconcile), {lists} LISTs",
+            if cached { "on" } else { "off" },
+            total.len(),
+            total.len() as f64 / 100.0
+        );
+        if cached {
+            // The orphan is found in the cache and deleted without any LIST.
+            assert_eq!(
+                deletes,
+                ["DELETE /apis/apps/v1/namespaces/prod/deployments/app0-mailer? application/json"]
+            );
+        }
+    }
+    // Before: 3 applies + 6 LISTs + status + Event = 11 per reconcile; after: no LIST.
+    assert_eq!(figures[0], (false, 1100, 600));
+    assert_eq!(figures[1], (true, 501, 0));
 }
