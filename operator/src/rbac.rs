@@ -288,4 +288,27 @@ mod tests {
         };
         assert!(!allowed_by([&patch_only], "", "configmaps", "create"));
     }
+
+    #[test]
+    fn the_docs_rbac_table_lists_every_rule() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operator.md");
+        let docs = std::fs::read_to_string(path).expect("docs/operator.md");
+        let rows: Vec<Vec<String>> = docs
+            .lines()
+            .filter(|l| l.starts_with("| "))
+            .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
+            .collect();
+        for r in RULES.iter().chain(LEADER_RULES) {
+            let group = if r.group.is_empty() { "\"\"" } else { r.group };
+            let verbs = r.verbs().join(", ");
+            assert!(
+                rows.iter().any(|c| c.len() >= 3
+                    && c[0] == group
+                    && c[1].split(", ").any(|x| x == r.resource)
+                    && c[2] == verbs),
+                "docs/operator.md has no RBAC row `{group} | {} | {verbs}`",
+                r.resource
+            );
+        }
+    }
 }
