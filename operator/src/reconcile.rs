@@ -208,6 +208,14 @@ async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
                         *c = c.without(child.kind);
                     }
                 }
+                // An API server without `preStop.sleep` (mid-upgrade HA control plane, or a
+                // version answer that was wrong): use the exec fallback from the retry on.
+                if rejects_sleep_action(child, &e) {
+                    tracing::warn!(name = %child.name, "the API server rejects preStop.sleep; using exec sleep");
+                    if let Ok(mut c) = ctx.capabilities.write() {
+                        c.sleep_action = false;
+                    }
+                }
                 tracing::warn!(app = %key(app), kind = child.kind.name(), name = %child.name, error = %e, "apply failed");
                 observed.failures.push(Failure {
                     what: format!("{} {}", child.kind.name(), child.name),
@@ -238,6 +246,16 @@ async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
         return Err(f.error);
     }
     Ok(Action::requeue(Duration::from_secs(if ready { 300 } else { 15 })))
+}
+
+fn rejects_sleep_action(child: &resources::Child, err: &Error) -> bool {
+    let Error::Kube(kube::Error::Api(s)) = err else {
+        return false;
+    };
+    child.kind == Kind::Deployment
+        && matches!(s.code, 400 | 422 | 500)
+        && s.message.contains("sleep")
+        && child.object.to_string().contains("\"sleep\":{")
 }
 
 /// The stable condition reason for an API error on a child: `Forbidden` for 403, else

@@ -499,6 +499,39 @@ async fn the_first_rollout_is_a_normal_event_not_a_warning() {
     );
 }
 
+#[tokio::test]
+async fn a_server_that_rejects_pre_stop_sleep_switches_to_the_exec_fallback() {
+    // What a 1.28 API server answers for an apply with `preStop.sleep`.
+    let ok = healthy(vec![]);
+    let respond: Responder = Box::new(move |c: &Call| {
+        if c.path().ends_with("/deployments/shop") && c.body.to_string().contains("\"sleep\":{") {
+            return (
+                500,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 500,
+                       "message": ".spec.template.spec.containers[0].lifecycle.preStop.sleep: field not declared in schema"}),
+            );
+        }
+        ok(c)
+    });
+    let (result, calls, ctx) = run(common::app(json!({})), Capabilities::all(), respond).await;
+    assert_eq!(result, Err("server_error".to_string()));
+    let msg = condition(&status_call(&calls).body, "DeploymentAvailable")["message"].clone();
+    assert_eq!(
+        msg,
+        "Deployment shop: .spec.template.spec.containers[0].lifecycle.preStop.sleep: field not declared in schema (HTTP 500)"
+    );
+    let caps = *ctx.capabilities.read().expect("caps");
+    assert!(!caps.sleep_action, "the retry must not send preStop.sleep again");
+    // The retry's Deployment carries the exec hook and is accepted.
+    let plan = desired(&common::app(json!({})), &caps, &ReferencedData::new()).expect("plan");
+    let dep = plan
+        .children
+        .iter()
+        .find(|c| c.name == "shop" && c.kind == cello_operator::resources::Kind::Deployment);
+    let hook = &dep.expect("deployment").object["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"];
+    assert_eq!(hook, &json!({"exec": {"command": ["sleep", "5"]}}));
+}
+
 async fn failing(code: u16, api_reason: &'static str) -> (kube::Result<Action, String>, Vec<Call>, Arc<Context>) {
     let ok = healthy(vec![]);
     let respond: Responder = Box::new(move |c: &Call| {
