@@ -73,12 +73,12 @@ table! {
         "Path prefix the app is mounted under behind a proxy (ASGI `root_path`).";
     FORWARDED_ALLOW_IPS = "CELLO_FORWARDED_ALLOW_IPS", "list", "", "cello run, app.run()", "",
         "Proxy IPs/CIDRs whose `Forwarded`/`X-Forwarded-*` headers are trusted, or `*`.";
-    TIMEOUT_GRACEFUL_SHUTDOWN = "CELLO_TIMEOUT_GRACEFUL_SHUTDOWN", "float", "30", "cello run, app.run()", "",
+    TIMEOUT_GRACEFUL_SHUTDOWN = "CELLO_TIMEOUT_GRACEFUL_SHUTDOWN", "float", "30", "cello run, app.run()", "operator",
         "Seconds in-flight requests may take to finish on shutdown.";
     SHUTDOWN_TIMEOUT = "CELLO_SHUTDOWN_TIMEOUT", "float", "30", "cello-dataplane", "operator",
         "Seconds the sidecar drains on shutdown (the operator sets it from the pod's drain budget).";
     MAX_RESTARTS = "CELLO_MAX_RESTARTS", "int", "5", "cello run, app.run()", "",
-        "Worker crashes tolerated per minute before the supervisor gives up.";
+        "Worker crashes per minute after which every restart waits the full backoff (restarts never stop).";
     CGROUP_ROOT = "CELLO_CGROUP_ROOT", "path", "/sys/fs/cgroup", "cello run (workers=auto)", "",
         "Where the cgroup CPU quota is read from.";
     CONFIG = "CELLO_CONFIG", "path", "", "app.run(), cello run, cello-dataplane", "operator",
@@ -91,6 +91,8 @@ table! {
         "The app the sidecar proxies to.";
     OPERATOR_PORT = "CELLO_OPERATOR_PORT", "int", "8080", "operator", "",
         "Port of the operator's `/metrics` and `/health`.";
+    OPERATOR_HOST = "CELLO_OPERATOR_HOST", "str", "", "operator", "",
+        "Address of the operator's `/metrics` and `/health` (default: `POD_IP`, else 127.0.0.1).";
     LEADER_ELECTION = "CELLO_LEADER_ELECTION", "bool", "false", "operator", "chart",
         "`true`: elect a leader through a Lease (needs `POD_NAME` and `POD_NAMESPACE`).";
     TLS_CERT_FILE = "CELLO_TLS_CERT_FILE", "path", "", "(nothing yet: TLS is not implemented)", "operator",

@@ -174,7 +174,7 @@ pub fn values_schema() -> Result<String> {
 pub fn rbac_rules_yaml(rules: &[crate::rbac::Rule]) -> Result<String> {
     let rules: Vec<serde_json::Value> = rules
         .iter()
-        .map(|r| serde_json::json!({"apiGroups": [r.group], "resources": [r.resource], "verbs": r.verbs}))
+        .map(|r| serde_json::json!({"apiGroups": [r.group], "resources": [r.resource], "verbs": r.verbs()}))
         .collect();
     let body = serde_yaml::to_string(&rules).map_err(|e| Error::InvalidSpec(format!("rules to YAML: {e}")))?;
     Ok(format!(

@@ -404,7 +404,8 @@ pub struct MetricsSpec {
     #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("metrics path must start with /"))]
     pub path: String,
-    /// Metrics port (default: the app port).
+    /// Metrics port: the app port (the default); another port is refused (`InvalidSpec`) until
+    /// the data plane can serve metrics on a listener of their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,

@@ -59,8 +59,10 @@ pub async fn try_acquire_or_renew(client: &Client, s: &LeaseSettings, now: Times
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let ours = spec.holder_identity.as_deref() == Some(s.identity.as_str());
+    // A released Lease (no holder) is free at once: that is what makes failover fast.
+    let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
     let valid_for = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(secs(s.duration))));
-    let expired = spec.renew_time.as_ref().is_none_or(|t| t.0 + valid_for < now);
+    let expired = free || spec.renew_time.as_ref().is_none_or(|t| t.0 + valid_for < now);
     if !ours && !expired {
         return Ok(false);
     }
@@ -76,6 +78,27 @@ pub async fn try_acquire_or_renew(client: &Client, s: &LeaseSettings, now: Times
         Ok(_) => Ok(true),
         Err(e) if is_conflict(&e) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Give the Lease up (on SIGTERM), so another replica takes over at once instead of waiting
+/// for it to expire. Does nothing when another replica holds it.
+pub async fn release(client: &Client, s: &LeaseSettings, now: Timestamp) -> Result<()> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &s.namespace);
+    let Some(mut lease) = api.get_opt(&s.name).await? else {
+        return Ok(());
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    if spec.holder_identity.as_deref() != Some(s.identity.as_str()) {
+        return Ok(());
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(MicroTime(now));
+    match api.replace(&s.name, &PostParams::default(), &lease).await {
+        // Someone else wrote it meanwhile: it is not ours to release any more.
+        Err(e) if !is_conflict(&e) => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -135,8 +158,17 @@ mod tests {
                         "acquireTime": renew, "leaseTransitions": 2}})
     }
 
-    /// Runs one round against a mock API server; returns (held, [(method, path, body)]).
+    enum Action {
+        Acquire,
+        Release,
+    }
+
     async fn round(existing: Option<Value>, write_code: u16) -> (bool, Vec<(String, String, Value)>) {
+        call(existing, write_code, Action::Acquire).await
+    }
+
+    /// Runs one round against a mock API server; returns (held, [(method, path, body)]).
+    async fn call(existing: Option<Value>, write_code: u16, action: Action) -> (bool, Vec<(String, String, Value)>) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let seen = calls.clone();
@@ -175,14 +207,18 @@ mod tests {
         });
         let client = Client::new(service, "default");
         let now: Timestamp = "2026-11-25T10:00:00Z".parse().expect("now");
-        let held = try_acquire_or_renew(&client, &settings(), now).await.expect("round");
+        let held = match action {
+            Action::Acquire => try_acquire_or_renew(&client, &settings(), now).await.expect("round"),
+            Action::Release => {
+                release(&client, &settings(), now).await.expect("release");
+                false
+            }
+        };
         server.abort();
         let calls = calls.lock().expect("calls").clone();
         for (m, p, _) in &calls {
             let (g, r, v) = crate::rbac::classify(m, p, "").expect("classify");
-            assert!(crate::rbac::LEADER_RULES
-                .iter()
-                .any(|x| x.group == g && x.resource == r && x.verbs.contains(&v)));
+            assert!(crate::rbac::allowed_by(crate::rbac::LEADER_RULES, &g, &r, v));
         }
         (held, calls)
     }
@@ -232,5 +268,37 @@ mod tests {
             "a renewal is not a transition"
         );
         assert_eq!(calls[1].2["spec"]["renewTime"], "2026-11-25T10:00:00.000000Z");
+    }
+
+    #[tokio::test]
+    async fn releases_its_lease_on_shutdown_so_a_follower_takes_over_at_once() {
+        let (_, calls) = call(
+            Some(lease("pod-a", "2026-11-25T09:59:58.000000Z")),
+            200,
+            Action::Release,
+        )
+        .await;
+        let (m, p, body) = &calls[1];
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            ("PUT", format!("{PATH}/cello-operator").as_str())
+        );
+        assert!(body["spec"].get("holderIdentity").is_none(), "{body}");
+        assert_eq!(body["metadata"]["resourceVersion"], "41");
+        // Another replica's Lease is left alone.
+        let (_, calls) = call(
+            Some(lease("pod-b", "2026-11-25T09:59:58.000000Z")),
+            200,
+            Action::Release,
+        )
+        .await;
+        assert_eq!(calls.len(), 1, "only the GET");
+        // A released Lease renewed a second ago is free for the next replica now, not in 15 s.
+        let mut released = lease("pod-a", "2026-11-25T09:59:59.000000Z");
+        released["spec"].as_object_mut().expect("spec").remove("holderIdentity");
+        released["spec"]["leaseDurationSeconds"] = json!(1);
+        let (held, calls) = call(Some(released), 200, Action::Acquire).await;
+        assert!(held, "{calls:?}");
+        assert_eq!(calls[1].2["spec"]["holderIdentity"], "pod-a");
     }
 }

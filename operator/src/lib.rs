@@ -7,6 +7,7 @@
 //! - [`rbac`]: the one table of API calls the code makes (checked against the Helm chart).
 //! - [`metrics`] and [`controller`]: the runtime pieces of the `cello-operator` binary.
 
+pub mod cache;
 pub mod chart;
 pub mod controller;
 pub mod crd;
@@ -25,7 +26,7 @@ pub const FIELD_MANAGER: &str = "cello-operator";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A call to the Kubernetes API failed.
-    #[error("kubernetes API call failed: {0}")]
+    #[error("{}", kube_message(.0))]
     Kube(#[source] kube::Error),
     /// The spec cannot be turned into child objects.
     #[error("invalid spec: {0}")]
@@ -48,6 +49,16 @@ pub enum Error {
     /// The CellApp has no name or uid (not read from the API server).
     #[error("CellApp has no {0}")]
     MissingMetadata(&'static str),
+}
+
+/// A one-line message for a kube error: the API server's own message and status code, never
+/// the `Debug` dump that kube's `Display` appends.
+fn kube_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.message.is_empty() => format!("HTTP {} {}", s.code, s.reason),
+        kube::Error::Api(s) => format!("{} (HTTP {})", s.message, s.code),
+        other => format!("kubernetes API call failed: {other}"),
+    }
 }
 
 impl From<kube::Error> for Error {

@@ -2,7 +2,8 @@
 //!
 //! Kubeconfig resolution is kube's standard one: in-cluster service account, else `KUBECONFIG`
 //! or `~/.kube/config`. Environment: `WATCH_NAMESPACE` (default: all namespaces),
-//! `CELLO_OPERATOR_PORT` (default 8080, serves `/metrics` and `/health`), `RUST_LOG`,
+//! `CELLO_OPERATOR_PORT` (default 8080, serves `/metrics` and `/health`), `CELLO_OPERATOR_HOST`
+//! (default: `POD_IP`, else 127.0.0.1), `RUST_LOG`,
 //! `CELLO_LEADER_ELECTION=true` (with `POD_NAME` and `POD_NAMESPACE`) for Lease-based election.
 
 use std::sync::Arc;
@@ -49,10 +50,15 @@ async fn main() -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+    let host = controller::metrics_host(
+        cello_config::env::var(cello_config::env::OPERATOR_HOST).as_deref(),
+        std::env::var("POD_IP").ok().as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind((host, port))
         .await
         .context("bind metrics port")?;
-    tracing::info!(port, namespace = ?settings.namespace, "starting cello-operator");
+    tracing::info!(%host, port, namespace = ?settings.namespace, "starting cello-operator");
     let http = tokio::spawn(controller::serve_http(listener, metrics.clone(), stopped(rx.clone())));
 
     if cello_config::env::var(cello_config::env::LEADER_ELECTION).is_some_and(|v| v == "true") {
@@ -72,17 +78,24 @@ async fn main() -> anyhow::Result<()> {
         // Losing the Lease stops the controller; the non-zero exit restarts the pod as a follower.
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (hold_client, hold_lost) = (client.clone(), lost.clone());
+        let release = lease.clone();
         tokio::spawn(async move {
             leader::hold(&hold_client, &lease).await;
             tracing::error!("lost the leader Lease; stopping");
             hold_lost.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = tx_shutdown.send(true);
         });
-        controller::run(client, settings, metrics, stopped(rx)).await;
-        let _ = http.await;
+        controller::run(client.clone(), settings, metrics, stopped(rx)).await;
         if lost.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = http.await;
             anyhow::bail!("lost leadership");
         }
+        // Stopped by a signal: hand the Lease over now rather than after it expires.
+        match leader::release(&client, &release, k8s_openapi::jiff::Timestamp::now()).await {
+            Ok(()) => tracing::info!("released the leader Lease"),
+            Err(e) => tracing::warn!(error = %e, "could not release the leader Lease"),
+        }
+        let _ = http.await;
         return Ok(());
     }
     controller::run(client, settings, metrics, stopped(rx)).await;

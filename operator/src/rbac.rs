@@ -1,97 +1,161 @@
-//! The one table of API calls the operator makes. The mock-API-server tests check every call
-//! against it, and `tests/operator/check_chart.py` checks the Helm chart's ClusterRole equals it.
+//! The one table of API calls the operator makes. Each resource lists what the code does with
+//! it ([`Use`]); the verbs follow from that, the way the API server authorizes the calls. The
+//! mock-API-server tests check every call against it, and `tests/operator/test_manifests.py`
+//! checks the Helm chart's (Cluster)Role equals it.
 
-/// One RBAC rule: API group, resource, verbs.
+/// What the operator does with a resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// Server-side apply. The API server authorizes an apply of an object that does not exist
+    /// yet as `create`, and of an existing one as `patch`; `get` lets the field manager read it.
+    Apply,
+    /// Server-side apply of a subresource of an existing object (`/status`): `patch` only.
+    ApplySubresource,
+    /// Find children by label and delete the unwanted ones: `list` + `delete`.
+    DeleteOrphans,
+    /// Watched (reflector cache): `list` + `watch`.
+    Watch,
+    /// Read one object by name: `get`.
+    Read,
+    /// Events: `create`, and `patch` to bump the count of a repeated one.
+    Record,
+    /// The Lease of leader election: `get`, `create`, `update`.
+    Lease,
+    /// Owner references with `blockOwnerDeletion: true`: where the
+    /// OwnerReferencesPermissionEnforcement admission plugin runs (e.g. OpenShift), setting
+    /// one needs `update` on the owner's `finalizers` subresource.
+    BlockOwnerDeletion,
+}
+
+impl Use {
+    /// The verbs this use needs.
+    pub fn verbs(self) -> &'static [&'static str] {
+        match self {
+            Use::Apply => &["get", "create", "patch"],
+            Use::ApplySubresource => &["patch"],
+            Use::DeleteOrphans => &["list", "delete"],
+            Use::Watch => &["list", "watch"],
+            Use::Read => &["get"],
+            Use::Record => &["create", "patch"],
+            Use::Lease => &["get", "create", "update"],
+            Use::BlockOwnerDeletion => &["update"],
+        }
+    }
+}
+
+/// One RBAC rule: API group, resource, and what the code does with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rule {
     /// API group (`""` for core).
     pub group: &'static str,
     /// Resource (plural, with `/subresource` when needed).
     pub resource: &'static str,
-    /// Verbs.
-    pub verbs: &'static [&'static str],
+    /// What the operator does with it.
+    pub uses: &'static [Use],
 }
 
-const CHILD: &[&str] = &["list", "watch", "patch", "delete"];
+/// Verbs in the order the API server documents them, so rendered rules are stable.
+const VERB_ORDER: [&str; 7] = ["get", "list", "watch", "create", "update", "patch", "delete"];
+
+impl Rule {
+    /// The union of the verbs of [`Rule::uses`], in a fixed order.
+    pub fn verbs(&self) -> Vec<&'static str> {
+        VERB_ORDER
+            .into_iter()
+            .filter(|v| self.uses.iter().any(|u| u.verbs().contains(v)))
+            .collect()
+    }
+}
+
+/// A managed child kind: applied, watched, and deleted when no longer wanted.
+const CHILD: &[Use] = &[Use::Apply, Use::Watch, Use::DeleteOrphans];
+/// A managed child kind whose CRD is optional: not watched (the CRD may be absent), so orphans
+/// are found with a label-selected list.
+const OPTIONAL_CHILD: &[Use] = &[Use::Apply, Use::DeleteOrphans];
 
 /// Everything the operator's service account needs, and nothing more.
 pub const RULES: &[Rule] = &[
     Rule {
         group: "cello.dev",
         resource: "cellapps",
-        verbs: &["get", "list", "watch"],
+        uses: &[Use::Watch, Use::Read],
     },
     Rule {
         group: "cello.dev",
         resource: "cellapps/status",
-        verbs: &["patch"],
+        uses: &[Use::ApplySubresource],
     },
-    // Children; `configmaps` also gets `get` because apps reference ConfigMaps (config hash).
+    Rule {
+        group: "cello.dev",
+        resource: "cellapps/finalizers",
+        uses: &[Use::BlockOwnerDeletion],
+    },
+    // Children; ConfigMaps are also referenced by apps (read for the config hash).
     Rule {
         group: "",
         resource: "configmaps",
-        verbs: &["get", "list", "watch", "patch", "delete"],
+        uses: &[Use::Apply, Use::Watch, Use::DeleteOrphans, Use::Read],
     },
     Rule {
         group: "",
         resource: "services",
-        verbs: CHILD,
+        uses: CHILD,
     },
     Rule {
         group: "apps",
         resource: "deployments",
-        verbs: CHILD,
+        uses: CHILD,
     },
     Rule {
         group: "autoscaling",
         resource: "horizontalpodautoscalers",
-        verbs: CHILD,
+        uses: CHILD,
     },
     Rule {
         group: "policy",
         resource: "poddisruptionbudgets",
-        verbs: CHILD,
+        uses: CHILD,
     },
     Rule {
         group: "networking.k8s.io",
         resource: "ingresses",
-        verbs: CHILD,
+        uses: CHILD,
     },
     Rule {
         group: "keda.sh",
         resource: "scaledobjects",
-        verbs: CHILD,
+        uses: OPTIONAL_CHILD,
     },
     Rule {
         group: "keda.sh",
         resource: "triggerauthentications",
-        verbs: CHILD,
+        uses: OPTIONAL_CHILD,
     },
     Rule {
         group: "cert-manager.io",
         resource: "certificates",
-        verbs: CHILD,
+        uses: OPTIONAL_CHILD,
     },
     Rule {
         group: "monitoring.coreos.com",
         resource: "servicemonitors",
-        verbs: CHILD,
+        uses: OPTIONAL_CHILD,
     },
     Rule {
         group: "monitoring.coreos.com",
         resource: "podmonitors",
-        verbs: CHILD,
+        uses: OPTIONAL_CHILD,
     },
     // Referenced Secrets: read for the config hash, watched to restart pods on change.
     Rule {
         group: "",
         resource: "secrets",
-        verbs: &["get", "list", "watch"],
+        uses: &[Use::Read, Use::Watch],
     },
     Rule {
         group: "events.k8s.io",
         resource: "events",
-        verbs: &["create", "patch"],
+        uses: &[Use::Record],
     },
 ];
 
@@ -99,15 +163,35 @@ pub const RULES: &[Rule] = &[
 pub const LEADER_RULES: &[Rule] = &[Rule {
     group: "coordination.k8s.io",
     resource: "leases",
-    verbs: &["get", "create", "update"],
+    uses: &[Use::Lease],
 }];
 
 /// Whether `verb` on `group`/`resource` is in [`RULES`] or [`LEADER_RULES`].
 pub fn allows(group: &str, resource: &str, verb: &str) -> bool {
-    RULES
-        .iter()
-        .chain(LEADER_RULES)
-        .any(|r| r.group == group && r.resource == resource && r.verbs.contains(&verb))
+    allowed_by(RULES.iter().chain(LEADER_RULES), group, resource, verb)
+}
+
+/// Whether `verb` on `group`/`resource` is granted by `rules`.
+pub fn allowed_by<'a>(rules: impl IntoIterator<Item = &'a Rule>, group: &str, resource: &str, verb: &str) -> bool {
+    rules
+        .into_iter()
+        .any(|r| r.group == group && r.resource == resource && r.verbs().contains(&verb))
+}
+
+/// The verbs the API server checks for one call: `classify`'s verb, plus `create` for a
+/// server-side apply that created the object (the server answers such an apply with 201).
+pub fn required_verbs(
+    method: &str,
+    path: &str,
+    query: &str,
+    created: bool,
+) -> Option<(String, String, Vec<&'static str>)> {
+    let (group, resource, verb) = classify(method, path, query)?;
+    let mut verbs = vec![verb];
+    if method == "PATCH" && created {
+        verbs.push("create");
+    }
+    Some((group, resource, verbs))
 }
 
 /// Map an HTTP request to (group, resource, verb), the way the API server's authorizer does.
@@ -176,5 +260,55 @@ mod tests {
         assert!(allows("apps", "deployments", "patch"));
         assert!(!allows("apps", "deployments", "update"));
         assert!(!allows("", "secrets", "patch"));
+    }
+
+    #[test]
+    fn server_side_apply_of_a_new_object_needs_create() {
+        let path = "/api/v1/namespaces/prod/configmaps/shop-config";
+        let q = "force=true&fieldManager=cello-operator";
+        let (_, _, verbs) = required_verbs("PATCH", path, q, true).expect("classified");
+        assert_eq!(verbs, ["patch", "create"]);
+        let (_, _, verbs) = required_verbs("PATCH", path, q, false).expect("classified");
+        assert_eq!(verbs, ["patch"]);
+        // Every applied kind can be created, and every orphan-deleted kind listed and deleted.
+        for r in RULES {
+            let v = r.verbs();
+            if r.uses.contains(&Use::Apply) {
+                assert!(["get", "create", "patch"].iter().all(|x| v.contains(x)), "{r:?}");
+            }
+            if r.uses.contains(&Use::DeleteOrphans) {
+                assert!(["list", "delete"].iter().all(|x| v.contains(x)), "{r:?}");
+            }
+        }
+        // A patch-only grant (the chart before this table derived verbs) is refused.
+        let patch_only = Rule {
+            group: "",
+            resource: "configmaps",
+            uses: &[Use::ApplySubresource],
+        };
+        assert!(!allowed_by([&patch_only], "", "configmaps", "create"));
+    }
+
+    #[test]
+    fn the_docs_rbac_table_lists_every_rule() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operator.md");
+        let docs = std::fs::read_to_string(path).expect("docs/operator.md");
+        let rows: Vec<Vec<String>> = docs
+            .lines()
+            .filter(|l| l.starts_with("| "))
+            .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
+            .collect();
+        for r in RULES.iter().chain(LEADER_RULES) {
+            let group = if r.group.is_empty() { "\"\"" } else { r.group };
+            let verbs = r.verbs().join(", ");
+            assert!(
+                rows.iter().any(|c| c.len() >= 3
+                    && c[0] == group
+                    && c[1].split(", ").any(|x| x == r.resource)
+                    && c[2] == verbs),
+                "docs/operator.md has no RBAC row `{group} | {} | {verbs}`",
+                r.resource
+            );
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -14,6 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{json, Value};
 
+use crate::cache::Caches;
 use crate::crd::{AutoscalingMode, CellApp, CellAppStatus, ConsumerStatus};
 use crate::metrics::Metrics;
 use crate::resources::{self, children_selector, desired, Capabilities, Desired, Kind, ReferencedData};
@@ -49,6 +51,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// The clock for condition timestamps (fixed in tests).
     pub clock: Box<dyn Fn() -> Time + Send + Sync>,
+    /// Reflector caches of the owned kinds (set by the controller); without them, children are
+    /// listed from the API server.
+    pub caches: Option<Caches>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -80,8 +85,15 @@ impl Context {
             capabilities: RwLock::new(capabilities),
             metrics,
             clock,
+            caches: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// This context reading owned children from `caches` instead of listing them.
+    pub fn with_caches(mut self, caches: Caches) -> Self {
+        self.caches = Some(caches);
+        self
     }
 
     fn caps(&self) -> Capabilities {
@@ -136,6 +148,23 @@ struct Observed {
     deployment: Option<Value>,
     consumers: BTreeMap<String, i32>,
     certificate_ready: Option<bool>,
+    failures: Vec<Failure>,
+}
+
+/// A child (or the orphan cleanup) the API server refused.
+#[derive(Debug)]
+struct Failure {
+    /// `Service shop`, `orphan cleanup`.
+    what: String,
+    /// The condition that reports it.
+    condition: &'static str,
+    error: Error,
+}
+
+impl Failure {
+    fn message(&self) -> String {
+        format!("{}: {}", self.what, self.error)
+    }
 }
 
 async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
@@ -162,9 +191,14 @@ async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    // Children are applied independently: one the API server refuses must not stop the repair
+    // of the others. Each failure is reported on its own condition.
     let mut observed = Observed::default();
     for child in &plan.children {
-        match apply(&ctx.client, &ns, child).await {
+        if let Err(e) = hand_over_replicas(ctx, &ns, child).await {
+            tracing::warn!(app = %key(app), name = %child.name, error = %e, "replicas hand-over failed");
+        }
+        match apply(ctx, &ns, child).await {
             Ok(applied) => observe(&mut observed, child, &name, applied),
             Err(e) => {
                 // The CRD went away since discovery: stop using the kind now rather than at the
@@ -174,12 +208,30 @@ async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
                         *c = c.without(child.kind);
                     }
                 }
-                return fail(app, ctx, &ns, &name, &plan, e, Some(child.kind)).await;
+                // An API server without `preStop.sleep` (mid-upgrade HA control plane, or a
+                // version answer that was wrong): use the exec fallback from the retry on.
+                if rejects_sleep_action(child, &e) {
+                    tracing::warn!(name = %child.name, "the API server rejects preStop.sleep; using exec sleep");
+                    if let Ok(mut c) = ctx.capabilities.write() {
+                        c.sleep_action = false;
+                    }
+                }
+                tracing::warn!(app = %key(app), kind = child.kind.name(), name = %child.name, error = %e, "apply failed");
+                observed.failures.push(Failure {
+                    what: format!("{} {}", child.kind.name(), child.name),
+                    condition: child.kind.condition(),
+                    error: e,
+                });
             }
         }
     }
     if let Err(e) = delete_orphans(app, ctx, &ns, &name, &plan, &caps).await {
-        return fail(app, ctx, &ns, &name, &plan, e, None).await;
+        tracing::warn!(app = %key(app), error = %e, "orphan cleanup failed");
+        observed.failures.push(Failure {
+            what: "orphan cleanup".into(),
+            condition: "Degraded",
+            error: e,
+        });
     }
 
     let status = status_for(app, ctx, &plan, &observed);
@@ -189,31 +241,30 @@ async fn reconcile_inner(app: &CellApp, ctx: &Context) -> Result<Action> {
         .any(|c| c.type_ == "Ready" && c.status == "True");
     patch_status(app, ctx, &ns, &name, status).await?;
     ctx.metrics.set_ready(&key(app), ready);
+    // A failure goes to the error policy (counted, backed off per object).
+    if let Some(f) = observed.failures.into_iter().next() {
+        return Err(f.error);
+    }
     Ok(Action::requeue(Duration::from_secs(if ready { 300 } else { 15 })))
 }
 
-async fn fail(
-    app: &CellApp,
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-    plan: &Desired,
-    err: Error,
-    kind: Option<Kind>,
-) -> Result<Action> {
-    let reason = match err.api_code() {
-        Some(403) => reason::FORBIDDEN,
-        Some(422) => reason::INVALID_SPEC,
-        _ => reason::APPLY_FAILED,
+fn rejects_sleep_action(child: &resources::Child, err: &Error) -> bool {
+    let Error::Kube(kube::Error::Api(s)) = err else {
+        return false;
     };
-    let what = kind.map_or("orphan cleanup".to_string(), |k| k.name().to_string());
-    let message = format!("{what}: {err}");
-    let status = status_for_error(app, ctx, reason, &message, Some(plan));
-    // Best effort: the apply error is the one worth returning.
-    if let Err(e) = patch_status(app, ctx, ns, name, status).await {
-        tracing::warn!(app = %key(app), error = %e, "could not write status after a failure");
+    child.kind == Kind::Deployment
+        && matches!(s.code, 400 | 422 | 500)
+        && s.message.contains("sleep")
+        && child.object.to_string().contains("\"sleep\":{")
+}
+
+/// The stable condition reason for an API error on a child: `Forbidden` for 403, else
+/// `ApplyFailed` (a server rejection of a child is not a bad spec).
+fn failure_reason(err: &Error) -> &'static str {
+    match err.api_code() {
+        Some(403) => reason::FORBIDDEN,
+        _ => reason::APPLY_FAILED,
     }
-    Err(err)
 }
 
 /// Digests of referenced Secrets/ConfigMaps; a missing one counts as "missing" (the pod
@@ -247,10 +298,68 @@ fn dynamic_api(client: &Client, ns: &str, kind: Kind) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &kind.api_resource())
 }
 
-async fn apply(client: &Client, ns: &str, child: &resources::Child) -> Result<DynamicObject> {
-    let api = dynamic_api(client, ns, child.kind);
+async fn apply(ctx: &Context, ns: &str, child: &resources::Child) -> Result<DynamicObject> {
+    let api = dynamic_api(&ctx.client, ns, child.kind);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api.patch(&child.name, &pp, &Patch::Apply(&child.object)).await?)
+    match api.patch(&child.name, &pp, &Patch::Apply(&child.object)).await {
+        // A hand-edited Service port merges with ours into a duplicate name or port (422):
+        // replace the whole `ports` list the operator owns (a JSON merge patch replaces lists),
+        // then apply again.
+        Err(kube::Error::Api(s)) if s.code == 422 && child.kind == Kind::Service => {
+            tracing::info!(name = %child.name, "Service ports conflict; replacing the port list");
+            let ports = json!({"spec": {"ports": child.object["spec"]["ports"]}});
+            let mp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            api.patch(&child.name, &mp, &Patch::Merge(&ports)).await?;
+            Ok(api.patch(&child.name, &pp, &Patch::Apply(&child.object)).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Field manager that keeps a Deployment's current `replicas` while an autoscaler takes over.
+pub const HANDOVER_MANAGER: &str = "cello-operator-handover";
+
+/// Switching to an autoscaler drops `spec.replicas` from our apply. If we owned the field alone,
+/// the API server would remove it and reset the Deployment to 1 replica. So first apply the
+/// live count under a second field manager: the field stays, at its current value, until the
+/// autoscaler's first scale takes it over (the documented SSA hand-over).
+async fn hand_over_replicas(ctx: &Context, ns: &str, child: &resources::Child) -> Result<()> {
+    if child.kind != Kind::Deployment || child.object["spec"].get("replicas").is_some() {
+        return Ok(());
+    }
+    let live = match &ctx.caches {
+        Some(c) => c.deployment(ns, &child.name),
+        None => {
+            Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+                .get_opt(&child.name)
+                .await?
+        }
+    };
+    let Some(live) = live else { return Ok(()) };
+    let ours = live.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(FIELD_MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:replicas")).is_some())
+    });
+    let Some(replicas) = live.spec.replicas.filter(|_| ours) else {
+        return Ok(());
+    };
+    let body = json!({
+        "apiVersion": child.object["apiVersion"],
+        "kind": child.object["kind"],
+        "metadata": {"name": child.name, "namespace": ns},
+        "spec": {"replicas": replicas},
+    });
+    tracing::info!(name = %child.name, replicas, "handing replicas over to the autoscaler");
+    dynamic_api(&ctx.client, ns, child.kind)
+        .patch(&child.name, &PatchParams::apply(HANDOVER_MANAGER), &Patch::Apply(&body))
+        .await?;
+    Ok(())
 }
 
 fn observe(obs: &mut Observed, child: &resources::Child, app_name: &str, applied: DynamicObject) {
@@ -290,16 +399,33 @@ async fn delete_orphans(
     let lp = ListParams::default().labels(&children_selector(name));
     for kind in Kind::ALL.into_iter().filter(|k| caps.has(*k)) {
         let api = dynamic_api(&ctx.client, ns, kind);
-        let list = api.list(&lp).await?;
-        for obj in list.items {
-            let obj_name = obj.name_any();
-            let owned = obj
-                .owner_references()
+        // Owned core kinds come from the reflector caches; optional kinds are listed by label.
+        let found = match ctx.caches.as_ref().and_then(|c| c.children(kind, ns, name)) {
+            Some(metas) => metas,
+            None => api
+                .list_metadata(&lp)
+                .await?
+                .items
+                .into_iter()
+                .map(|o| o.metadata)
+                .collect(),
+        };
+        for meta in found {
+            let obj_name = meta.name.clone().unwrap_or_default();
+            let owned = meta
+                .owner_references
                 .iter()
+                .flatten()
                 .any(|o| o.uid == uid && o.controller == Some(true));
             if owned && !plan.names(kind).any(|n| n == obj_name) {
                 tracing::info!(app = %key(app), kind = kind.name(), name = %obj_name, "deleting orphan");
-                api.delete(&obj_name, &DeleteParams::background()).await?;
+                match api.delete(&obj_name, &DeleteParams::background()).await {
+                    // A cache can lag behind a deletion: already gone is done.
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
         }
     }
@@ -478,6 +604,36 @@ fn status_for(app: &CellApp, ctx: &Context, plan: &Desired, obs: &Observed) -> C
         )
     };
     conds.insert(0, condition(ctx, app, "Ready", available, ready_reason, ready_msg));
+    // Failed children: each on its own condition (first failure wins per condition); the first
+    // one also on Ready and Degraded.
+    let mut seen = Vec::new();
+    for f in &obs.failures {
+        if seen.contains(&f.condition) {
+            continue;
+        }
+        seen.push(f.condition);
+        let c = condition(
+            ctx,
+            app,
+            f.condition,
+            f.condition == "Degraded",
+            failure_reason(&f.error),
+            f.message(),
+        );
+        match conds.iter_mut().find(|x| x.type_ == f.condition) {
+            Some(slot) => *slot = c,
+            None => conds.push(c),
+        }
+    }
+    if let Some(f) = obs.failures.first() {
+        let (r, m) = (failure_reason(&f.error), f.message());
+        for (type_, ok) in [("Ready", false), ("Degraded", true)] {
+            let c = condition(ctx, app, type_, ok, r, m.clone());
+            if let Some(slot) = conds.iter_mut().find(|x| x.type_ == type_) {
+                *slot = c;
+            }
+        }
+    }
     st.conditions = conds;
     st
 }
@@ -524,8 +680,10 @@ async fn patch_status(app: &CellApp, ctx: &Context, ns: &str, name: &str, status
     // Events only on transitions of the Ready status or reason, so a steady state is silent.
     if changed {
         if let Some((ok, reason, message)) = new_ready {
+            // A rollout in progress (the normal first reconcile) or a pause is not a warning.
+            let warning = !ok && ![reason::ROLLOUT_IN_PROGRESS, reason::PAUSED].contains(&reason.as_str());
             let ev = Event {
-                type_: if ok { EventType::Normal } else { EventType::Warning },
+                type_: if warning { EventType::Warning } else { EventType::Normal },
                 reason,
                 note: Some(message),
                 action: "Reconcile".into(),

@@ -104,7 +104,20 @@ fn minimal_app_has_configmap_service_deployment_and_a_monitor() {
     assert!(pod["metadata"]["annotations"].get("prometheus.io/scrape").is_none());
     let c = &pod["spec"]["containers"][0];
     assert_eq!(c["command"], json!(["cello"]));
-    assert_eq!(c["args"], json!(["run", "shop.main:app", "--workers", "1"]));
+    // The listener is explicit: `cello run` would otherwise bind 127.0.0.1:8000.
+    assert_eq!(
+        c["args"],
+        json!([
+            "run",
+            "shop.main:app",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8000",
+            "--workers",
+            "1"
+        ])
+    );
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
     assert_eq!(c["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
@@ -120,6 +133,8 @@ fn minimal_app_has_configmap_service_deployment_and_a_monitor() {
         let owner = &obj["metadata"]["ownerReferences"][0];
         assert_eq!(owner["uid"], common::UID);
         assert_eq!(owner["controller"], true);
+        // Foreground deletion of the CellApp waits for the children only with this.
+        assert_eq!(owner["blockOwnerDeletion"], true);
         assert_eq!(owner["kind"], "CellApp");
         assert_eq!(
             obj["metadata"]["labels"]["app.kubernetes.io/managed-by"],
@@ -252,4 +267,76 @@ fn env_contract_matches_the_golden_table() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(names, want);
+}
+
+#[test]
+fn pre_stop_hook_fits_the_server_version() {
+    let sleep = |caps: Capabilities, spec: serde_json::Value| {
+        let d = desired(&common::app(spec), &caps, &ReferencedData::new()).expect("desired");
+        let dep = child(&d, Kind::Deployment, "shop");
+        let cm = child(&d, Kind::ConfigMap, "shop-config");
+        (
+            dep["spec"]["template"]["spec"]["containers"].clone(),
+            cm["data"]["cello.yaml"].clone(),
+        )
+    };
+    let new = Capabilities::all();
+    let old = Capabilities {
+        sleep_action: false,
+        ..new
+    };
+    let (c, _) = sleep(new, json!({}));
+    assert_eq!(c[0]["lifecycle"]["preStop"], json!({"sleep": {"seconds": 5}}));
+    // 1.28/1.29 reject `sleep` ("field not declared in schema"): an exec sleep instead.
+    let (c, _) = sleep(old, json!({}));
+    assert_eq!(
+        c[0]["lifecycle"]["preStop"],
+        json!({"exec": {"command": ["sleep", "5"]}})
+    );
+    // Sidecar on an old server: the data plane image has no `sleep`; its drain delay does it.
+    let (c, yaml) = sleep(old, json!({"mode": "sidecar"}));
+    assert_eq!(c[0]["name"], "cello-dataplane");
+    assert!(c[0].get("lifecycle").is_none(), "{}", c[0]);
+    let cfg: serde_json::Value = serde_yaml::from_str(yaml.as_str().expect("yaml")).expect("cello.yaml");
+    assert_eq!(cfg["health"]["drainDelaySecs"], 5.0);
+    let (_, yaml) = sleep(new, json!({"mode": "sidecar"}));
+    let cfg: serde_json::Value = serde_yaml::from_str(yaml.as_str().expect("yaml")).expect("cello.yaml");
+    assert_eq!(cfg["health"]["drainDelaySecs"], 0.0);
+}
+
+#[test]
+fn the_rendered_config_serves_what_the_pod_is_probed_and_scraped_on() {
+    let cfg = |spec: serde_json::Value| -> Value {
+        let d = plan(spec, Capabilities::all());
+        let cm = child(&d, Kind::ConfigMap, "shop-config");
+        serde_yaml::from_str(cm["data"]["cello.yaml"].as_str().expect("yaml")).expect("cello.yaml")
+    };
+    let c = cfg(json!({}));
+    assert_eq!(c["prometheus"]["enabled"], true, "metrics are on by default");
+    assert_eq!(c["prometheus"]["endpoint"], "/metrics");
+    assert_eq!(c["health"]["enabled"], true, "default probes need the health endpoints");
+    let c = cfg(json!({"metrics": {"path": "/internal/metrics"}}));
+    assert_eq!(c["prometheus"]["endpoint"], "/internal/metrics");
+    let c = cfg(json!({"metrics": {"enabled": false},
+                       "probes": {"liveness": {"disabled": true}, "readiness": {"path": "/ok"}, "startup": {"disabled": true}}}));
+    assert_eq!(c["prometheus"]["enabled"], false);
+    assert_eq!(c["health"]["enabled"], false, "no probe uses the health endpoints");
+    // Probes follow the configured health base path.
+    let d = plan(json!({"server": {"health": {"basePath": "/hc"}}}), Capabilities::all());
+    let c0 = &child(&d, Kind::Deployment, "shop")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c0["readinessProbe"]["httpGet"]["path"], "/hc/ready");
+    // A separate metrics port would be advertised but never served: refused.
+    let err = desired(
+        &common::app(json!({"metrics": {"port": 9090}})),
+        &Capabilities::all(),
+        &ReferencedData::new(),
+    )
+    .expect_err("separate metrics port");
+    assert!(err.to_string().contains("metrics.port 9090"), "{err}");
+    assert!(desired(
+        &common::app(json!({"metrics": {"port": 8000}})),
+        &Capabilities::all(),
+        &ReferencedData::new()
+    )
+    .is_ok());
 }

@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
+use cello_operator::cache::Caches;
 use cello_operator::crd::CellApp;
 use cello_operator::metrics::Metrics;
 use cello_operator::rbac;
@@ -25,6 +26,8 @@ struct Call {
     uri: String,
     content_type: String,
     body: Value,
+    /// HTTP status the mock answered with.
+    status: u16,
 }
 
 impl Call {
@@ -49,6 +52,16 @@ async fn run(
     caps: Capabilities,
     respond: Responder,
 ) -> (kube::Result<Action, String>, Vec<Call>, Arc<Context>) {
+    run_with(app, caps, respond, None).await
+}
+
+/// [`run`], with the controller's reflector caches when `caches` is set.
+async fn run_with(
+    app: CellApp,
+    caps: Capabilities,
+    respond: Responder,
+    caches: Option<Caches>,
+) -> (kube::Result<Action, String>, Vec<Call>, Arc<Context>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let recorded = calls.clone();
@@ -70,8 +83,11 @@ async fn run(
                 } else {
                     serde_json::from_slice(&bytes).expect("JSON body")
                 },
+                status: 0,
             };
             let (status, reply) = respond(&call);
+            let mut call = call;
+            call.status = status;
             recorded.lock().expect("calls").push(call);
             let resp = Response::builder()
                 .status(status)
@@ -83,21 +99,28 @@ async fn run(
     });
     let client = Client::new(service, "default");
     let clock: Box<dyn Fn() -> Time + Send + Sync> = Box::new(|| Time("2026-11-25T10:00:00Z".parse().expect("time")));
-    let ctx = Arc::new(Context::with_clock(client, caps, Arc::new(Metrics::default()), clock));
+    let mut ctx = Context::with_clock(client, caps, Arc::new(Metrics::default()), clock);
+    if let Some(c) = caches {
+        ctx = ctx.with_caches(c);
+    }
+    let ctx = Arc::new(ctx);
     let result = reconcile(Arc::new(app), ctx.clone())
         .await
         .map_err(|e| e.metric_label().to_string());
-    // Every call must be one the chart's ClusterRole allows.
+    // Every call must be one the chart's ClusterRole allows, with the verbs the API server
+    // checks: an apply that creates the object (201) needs `create` as well as `patch`.
     let calls = calls.lock().expect("calls").clone();
     for c in &calls {
         let (path, query) = c.uri.split_once('?').unwrap_or((&c.uri, ""));
-        let (g, r, v) =
-            rbac::classify(&c.method, path, query).unwrap_or_else(|| panic!("unclassified call {}", c.line()));
-        assert!(
-            rbac::allows(&g, &r, v),
-            "call {} needs {v} on {g}/{r}, which the RBAC table lacks",
-            c.line()
-        );
+        let (g, r, verbs) = rbac::required_verbs(&c.method, path, query, c.status == 201)
+            .unwrap_or_else(|| panic!("unclassified call {}", c.line()));
+        for v in verbs {
+            assert!(
+                rbac::allows(&g, &r, v),
+                "call {} needs {v} on {g}/{r}, which the RBAC table lacks",
+                c.line()
+            );
+        }
     }
     server.abort();
     (result, calls, ctx)
@@ -111,11 +134,18 @@ fn status_error(code: u16, reason: &str) -> (u16, Value) {
     )
 }
 
-/// A healthy cluster: applies echo the object (Deployments report all replicas ready), lists
-/// return `existing` for the matching plural, deletes succeed.
+/// A healthy cluster: applies echo the object (Deployments report all replicas ready) and answer
+/// 201 Created when the object is not in `existing` (as the API server does), lists return
+/// `existing` for the matching plural, deletes succeed.
 fn healthy(existing: Vec<(&'static str, Value)>) -> Responder {
     Box::new(move |c: &Call| match c.method.as_str() {
         "PATCH" => {
+            let mut segments = c.path().rsplit('/');
+            let (name, plural) = (segments.next().unwrap_or_default(), segments.next().unwrap_or_default());
+            let exists = c.path().ends_with("/status")
+                || existing
+                    .iter()
+                    .any(|(p, v)| *p == plural && v["metadata"]["name"] == name);
             let mut obj = c.body.clone();
             obj["metadata"]["generation"] = json!(1);
             obj["metadata"]["resourceVersion"] = json!("1");
@@ -130,7 +160,7 @@ fn healthy(existing: Vec<(&'static str, Value)>) -> Responder {
                 obj["metadata"]["namespace"] = json!("prod");
                 obj["spec"] = json!({"image": "x", "app": "a:b"});
             }
-            (200, obj)
+            (if exists { 200 } else { 201 }, obj)
         }
         "GET" if c.uri.contains("labelSelector") => {
             let plural = c.path().rsplit('/').next().unwrap_or_default();
@@ -149,6 +179,18 @@ fn healthy(existing: Vec<(&'static str, Value)>) -> Responder {
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "prod"},
                    "data": {"password": "aHVudGVyMg=="}}),
         ),
+        "GET" => {
+            // A named read: the object from `existing`, else 404.
+            let mut segments = c.path().rsplit('/');
+            let (name, plural) = (segments.next().unwrap_or_default(), segments.next().unwrap_or_default());
+            match existing
+                .iter()
+                .find(|(p, v)| *p == plural && v["metadata"]["name"] == name)
+            {
+                Some((_, v)) => (200, v.clone()),
+                None => status_error(404, "NotFound"),
+            }
+        }
         "DELETE" => (
             200,
             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200}),
@@ -181,7 +223,10 @@ fn list_lines(caps: Capabilities) -> Vec<String> {
     if caps.pod_monitor {
         v.push("/apis/monitoring.coreos.com/v1/namespaces/prod/podmonitors");
     }
-    v.into_iter().map(|p| format!("GET {p}{LIST_Q} ")).collect()
+    // Metadata-only lists (the orphan check needs names, labels and owners only).
+    v.into_iter()
+        .map(|p| format!("GET {p}{LIST_Q} application/json"))
+        .collect()
 }
 
 fn apply_line(path: &str) -> String {
@@ -388,6 +433,105 @@ async fn autoscaling_switch_drops_replicas_and_removes_the_old_autoscaler() {
     );
 }
 
+#[tokio::test]
+async fn switching_to_hpa_keeps_the_current_replicas_until_the_autoscaler_owns_them() {
+    let mut live = owned("Deployment", "apps/v1", "shop", common::UID);
+    live["spec"] = json!({"replicas": 3});
+    live["metadata"]["managedFields"] = json!([{"manager": "cello-operator", "operation": "Apply",
+        "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}}]);
+    let app = common::app(json!({"autoscaling": {"mode": "hpa", "minReplicas": 2, "maxReplicas": 6}}));
+    let (result, calls, _) = run(app, Capabilities::default(), healthy(vec![("deployments", live)])).await;
+    assert!(result.is_ok(), "{result:?}");
+    let dep: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.path().ends_with("/deployments/shop"))
+        .collect();
+    assert_eq!(
+        dep.iter().map(|c| c.line()).collect::<Vec<_>>(),
+        [
+            "GET /apis/apps/v1/namespaces/prod/deployments/shop ".to_string(),
+            format!(
+                "PATCH /apis/apps/v1/namespaces/prod/deployments/shop?&fieldManager=cello-operator-handover {APPLY_CT}"
+            ),
+            apply_line("/apis/apps/v1/namespaces/prod/deployments/shop"),
+        ]
+    );
+    // The hand-over holds the live count (3), not 1 and not minReplicas.
+    assert_eq!(
+        dep[1].body,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "shop", "namespace": "prod"}, "spec": {"replicas": 3}})
+    );
+    assert!(dep[2].body["spec"].get("replicas").is_none());
+
+    // Once the autoscaler owns `replicas` (ours no longer lists it), no hand-over is made.
+    let mut live = owned("Deployment", "apps/v1", "shop", common::UID);
+    live["spec"] = json!({"replicas": 5});
+    live["metadata"]["managedFields"] = json!([{"manager": "cello-operator", "operation": "Apply",
+        "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}}]);
+    let app = common::app(json!({"autoscaling": {"mode": "hpa", "maxReplicas": 6}}));
+    let (_, calls, _) = run(app, Capabilities::default(), healthy(vec![("deployments", live)])).await;
+    assert!(
+        !calls.iter().any(|c| c.uri.contains("cello-operator-handover")),
+        "{:?}",
+        lines(&calls)
+    );
+}
+
+#[tokio::test]
+async fn the_first_rollout_is_a_normal_event_not_a_warning() {
+    let ok = healthy(vec![]);
+    let respond: Responder = Box::new(move |c: &Call| {
+        let (code, mut obj) = ok(c);
+        if c.path().ends_with("/deployments/shop") {
+            obj["status"] = json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 0, "updatedReplicas": 1});
+        }
+        (code, obj)
+    });
+    let (result, calls, _) = run(common::app(json!({})), Capabilities::default(), respond).await;
+    assert!(result.is_ok(), "{result:?}");
+    let ready = condition(&status_call(&calls).body, "Ready").clone();
+    assert_eq!(ready["reason"], "RolloutInProgress");
+    let ev = calls.last().expect("event");
+    assert_eq!(
+        (ev.body["type"].as_str(), ev.body["reason"].as_str()),
+        (Some("Normal"), Some("RolloutInProgress"))
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_rejects_pre_stop_sleep_switches_to_the_exec_fallback() {
+    // What a 1.28 API server answers for an apply with `preStop.sleep`.
+    let ok = healthy(vec![]);
+    let respond: Responder = Box::new(move |c: &Call| {
+        if c.path().ends_with("/deployments/shop") && c.body.to_string().contains("\"sleep\":{") {
+            return (
+                500,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 500,
+                       "message": ".spec.template.spec.containers[0].lifecycle.preStop.sleep: field not declared in schema"}),
+            );
+        }
+        ok(c)
+    });
+    let (result, calls, ctx) = run(common::app(json!({})), Capabilities::all(), respond).await;
+    assert_eq!(result, Err("server_error".to_string()));
+    let msg = condition(&status_call(&calls).body, "DeploymentAvailable")["message"].clone();
+    assert_eq!(
+        msg,
+        "Deployment shop: .spec.template.spec.containers[0].lifecycle.preStop.sleep: field not declared in schema (HTTP 500)"
+    );
+    let caps = *ctx.capabilities.read().expect("caps");
+    assert!(!caps.sleep_action, "the retry must not send preStop.sleep again");
+    // The retry's Deployment carries the exec hook and is accepted.
+    let plan = desired(&common::app(json!({})), &caps, &ReferencedData::new()).expect("plan");
+    let dep = plan
+        .children
+        .iter()
+        .find(|c| c.name == "shop" && c.kind == cello_operator::resources::Kind::Deployment);
+    let hook = &dep.expect("deployment").object["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"];
+    assert_eq!(hook, &json!({"exec": {"command": ["sleep", "5"]}}));
+}
+
 async fn failing(code: u16, api_reason: &'static str) -> (kube::Result<Action, String>, Vec<Call>, Arc<Context>) {
     let ok = healthy(vec![]);
     let respond: Responder = Box::new(move |c: &Call| {
@@ -397,44 +541,56 @@ async fn failing(code: u16, api_reason: &'static str) -> (kube::Result<Action, S
             ok(c)
         }
     });
-    run(common::app(json!({})), Capabilities::default(), respond).await
+    // Replicas 2 and an ingress: a PDB and an Ingress come after the failing Deployment.
+    let app = common::app(json!({"replicas": 2, "ingress": {"host": "shop.example.com"}}));
+    run(app, Capabilities::default(), respond).await
 }
 
 #[tokio::test]
-async fn api_errors_set_degraded_with_a_stable_reason_and_back_off() {
+async fn a_refused_child_does_not_stop_the_others_and_reports_on_its_own_condition() {
     for (code, api_reason, label, condition_reason) in [
         (403, "Forbidden", "forbidden", "Forbidden"),
         (409, "Conflict", "conflict", "ApplyFailed"),
-        (422, "Invalid", "invalid", "InvalidSpec"),
+        // A server rejection of a child is not a bad spec.
+        (422, "Invalid", "invalid", "ApplyFailed"),
     ] {
         let (result, calls, ctx) = failing(code, api_reason).await;
         assert_eq!(result, Err(label.to_string()), "{code}");
+        let mut want = vec![
+            apply_line("/api/v1/namespaces/prod/configmaps/shop-config"),
+            apply_line("/api/v1/namespaces/prod/services/shop"),
+            apply_line("/apis/apps/v1/namespaces/prod/deployments/shop"),
+            apply_line("/apis/policy/v1/namespaces/prod/poddisruptionbudgets/shop"),
+            apply_line("/apis/networking.k8s.io/v1/namespaces/prod/ingresses/shop"),
+        ];
+        want.extend(list_lines(Capabilities::default()));
+        want.push(apply_line(STATUS_PATH));
+        want.push(EVENTS.to_string());
         assert_eq!(
             lines(&calls),
-            [
-                apply_line("/api/v1/namespaces/prod/configmaps/shop-config"),
-                apply_line("/api/v1/namespaces/prod/services/shop"),
-                apply_line("/apis/apps/v1/namespaces/prod/deployments/shop"),
-                apply_line(STATUS_PATH),
-                EVENTS.to_string(),
-            ],
-            "{code}: stop at the failing child, no orphan deletion"
+            want,
+            "{code}: later children and orphan cleanup still run"
         );
         let st = status_call(&calls);
-        for t in ["Ready", "Degraded"] {
+        for t in ["Ready", "Degraded", "DeploymentAvailable"] {
             let c = condition(&st.body, t);
             assert_eq!(c["reason"], condition_reason, "{code} {t}");
         }
+        assert_eq!(condition(&st.body, "DeploymentAvailable")["status"], "False");
         assert_eq!(condition(&st.body, "Degraded")["status"], "True");
-        assert!(condition(&st.body, "Degraded")["message"]
+        // The Service was applied: its condition is unaffected.
+        assert_eq!(condition(&st.body, "ServiceReady")["reason"], "Reconciled");
+        // A short human message: the API server's text, no Rust debug dump.
+        let msg = condition(&st.body, "Degraded")["message"]
             .as_str()
             .unwrap_or_default()
-            .starts_with("Deployment: "));
-        assert_eq!(calls.last().map(|c| c.body["type"].clone()), Some(json!("Warning")));
-        assert_eq!(
-            calls.last().map(|c| c.body["reason"].clone()),
-            Some(json!(condition_reason))
-        );
+            .to_string();
+        assert_eq!(msg, format!("Deployment shop: mock {api_reason} (HTTP {code})"));
+        let ev = calls.last().expect("event");
+        assert_eq!(ev.body["type"], "Warning");
+        assert_eq!(ev.body["reason"], condition_reason);
+        assert_eq!(ev.body["note"], msg.as_str());
+        assert!(!msg.contains("Status {") && !msg.contains("Some("), "{msg}");
 
         // The error policy backs off per object: 5 s, then 10 s.
         let app = Arc::new(common::app(json!({})));
@@ -452,6 +608,45 @@ async fn api_errors_set_degraded_with_a_stable_reason_and_back_off() {
     assert_eq!(backoff(1).as_secs(), 5);
     assert_eq!(backoff(2).as_secs(), 10);
     assert_eq!(backoff(30).as_secs(), 300);
+}
+
+#[tokio::test]
+async fn a_hand_edited_service_port_is_repaired_by_replacing_the_port_list() {
+    // The live Service has a port someone edited by hand: the apply merges it with ours into a
+    // duplicate port name (422) until the operator replaces the whole list.
+    let replaced = Arc::new(Mutex::new(false));
+    let seen = replaced.clone();
+    let ok = healthy(vec![]);
+    let respond: Responder = Box::new(move |c: &Call| {
+        let svc = c.path().ends_with("/services/shop");
+        if svc && c.content_type == "application/merge-patch+json" {
+            *seen.lock().expect("flag") = true;
+            return ok(c);
+        }
+        if svc && c.method == "PATCH" && !*seen.lock().expect("flag") {
+            return status_error(422, "Invalid");
+        }
+        ok(c)
+    });
+    let (result, calls, _) = run(common::app(json!({})), Capabilities::default(), respond).await;
+    assert!(result.is_ok(), "{result:?}");
+    let svc: Vec<&Call> = calls.iter().filter(|c| c.path().ends_with("/services/shop")).collect();
+    assert_eq!(
+        svc.iter().map(|c| c.line()).collect::<Vec<_>>(),
+        [
+            apply_line("/api/v1/namespaces/prod/services/shop"),
+            "PATCH /api/v1/namespaces/prod/services/shop?&fieldManager=cello-operator application/merge-patch+json"
+                .to_string(),
+            apply_line("/api/v1/namespaces/prod/services/shop"),
+        ]
+    );
+    assert_eq!(
+        svc[1].body,
+        json!({"spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]}})
+    );
+    let st = status_call(&calls);
+    assert_eq!(condition(&st.body, "ServiceReady")["reason"], "Reconciled");
+    assert_eq!(condition(&st.body, "Degraded")["status"], "False");
 }
 
 #[tokio::test]
@@ -563,4 +758,81 @@ async fn a_crd_removed_after_discovery_is_dropped_and_the_retry_reports_it() {
             ..Capabilities::all()
         }
     );
+}
+
+/// Reflector caches holding `objects` (as the controller's label-selected watches would).
+fn caches(objects: &[Value]) -> Caches {
+    use kube::runtime::{reflector, watcher};
+    fn fill<K>(objects: &[Value], kind: &str) -> kube::runtime::reflector::Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+    {
+        let (store, mut writer) = reflector::store::<K>();
+        for o in objects.iter().filter(|o| o["kind"] == kind) {
+            writer.apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(o.clone()).expect(kind)));
+        }
+        store
+    }
+    Caches {
+        deployments: fill(objects, "Deployment"),
+        services: fill(objects, "Service"),
+        config_maps: fill(objects, "ConfigMap"),
+        hpas: fill(objects, "HorizontalPodAutoscaler"),
+        ingresses: fill(objects, "Ingress"),
+        pdbs: fill(objects, "PodDisruptionBudget"),
+    }
+}
+
+#[tokio::test]
+async fn api_calls_per_reconcile_on_a_100_app_fixture_with_and_without_reflector_caches() {
+    let caps = Capabilities::default();
+    let apps: Vec<CellApp> = (0..100)
+        .map(|i| common::app_named(&format!("app{i}"), json!({})))
+        .collect();
+    // Every app's children exist, plus one orphan of app0 (a removed consumer).
+    let mut objects: Vec<Value> = apps
+        .iter()
+        .flat_map(|a| desired(a, &caps, &ReferencedData::new()).expect("plan").children)
+        .map(|c| c.object)
+        .collect();
+    let mut orphan = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .cloned()
+        .expect("deployment");
+    orphan["metadata"]["name"] = json!("app0-mailer");
+    objects.push(orphan);
+
+    let mut figures = Vec::new();
+    for cached in [false, true] {
+        let mut total: Vec<Call> = Vec::new();
+        for app in &apps {
+            let (result, calls, _) =
+                run_with(app.clone(), caps, healthy(vec![]), cached.then(|| caches(&objects))).await;
+            assert!(result.is_ok(), "{result:?}");
+            total.extend(calls);
+        }
+        let lists = total
+            .iter()
+            .filter(|c| c.method == "GET" && c.uri.contains("labelSelector"))
+            .count();
+        let deletes: Vec<String> = total.iter().filter(|c| c.method == "DELETE").map(Call::line).collect();
+        figures.push((cached, total.len(), lists));
+        eprintln!(
+            "100 CellApps, caches {}: {} API calls ({:.1} per reconcile), {lists} LISTs",
+            if cached { "on" } else { "off" },
+            total.len(),
+            total.len() as f64 / 100.0
+        );
+        if cached {
+            // The orphan is found in the cache and deleted without any LIST.
+            assert_eq!(
+                deletes,
+                ["DELETE /apis/apps/v1/namespaces/prod/deployments/app0-mailer? application/json"]
+            );
+        }
+    }
+    // Before: 3 applies + 6 LISTs + status + Event = 11 per reconcile; after: no LIST.
+    assert_eq!(figures[0], (false, 1100, 600));
+    assert_eq!(figures[1], (true, 501, 0));
 }

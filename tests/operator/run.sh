@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Operator manifest checks for `make test`: installs the validators when missing, then runs
 # tests/operator (kubernetes-validate, helm lint/template, @kubernetes-models, values schema,
-# RBAC). Idempotent; a warm run takes a few seconds.
+# RBAC, the pod contract, the app image under podman). Idempotent; a warm run takes a few seconds.
 #
 #   PYTHON=path/to/python tests/operator/run.sh [pytest args]
 set -euo pipefail
@@ -22,5 +22,14 @@ if [[ -z "${HELM:-}" ]] && ! command -v helm >/dev/null && ! "$PYTHON" -c "$has_
 fi
 if [[ ! -d tests/operator/node_modules/@kubernetes-models/keda ]]; then
   npm ci --prefix tests/operator --no-audit --no-fund --silent
+fi
+# Image tests (test_images.py): podman + runc and a local Debian base image. In CI they are
+# installed when missing (Debian's packages; the base comes from debootstrap, no registry);
+# locally the test skips with the command to run.
+if [[ "${CI:-}" == "true" ]] && ! command -v podman >/dev/null && command -v apt-get >/dev/null && [[ $EUID -eq 0 ]]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null
+fi
+if command -v podman >/dev/null && command -v debootstrap >/dev/null && [[ $EUID -eq 0 ]]; then
+  tests/operator/build_base_image.sh >/dev/null
 fi
 exec "$PYTHON" -m pytest tests/operator -q -p no:cacheprovider "$@"

@@ -36,8 +36,28 @@ HERE = ROOT / "tests" / "operator"
 CHART = ROOT / "charts" / "cello-operator"
 SNAPSHOTS = ROOT / "operator" / "tests" / "snapshots"
 GOLDEN = HERE / "golden"
-# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas available.
-K8S_VERSIONS = ["1.30.0", "1.37.0"]
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion), the first with preStop.sleep
+# on by default, and the newest schemas available.
+OLDEST = "1.28.0"
+K8S_VERSIONS = [OLDEST, "1.30.0", "1.37.0"]
+
+
+def has_sleep_action(node) -> bool:
+    """Whether a manifest uses lifecycle.preStop.sleep (Kubernetes 1.30+ only)."""
+    if isinstance(node, dict):
+        pre_stop = node.get("preStop")
+        if isinstance(pre_stop, dict) and "sleep" in pre_stop:
+            return True
+        return any(has_sleep_action(v) for v in node.values())
+    if isinstance(node, list):
+        return any(has_sleep_action(v) for v in node)
+    return False
+
+
+def versions_for(doc: dict) -> list[str]:
+    """Every supported version, except that a preStop.sleep object is made for 1.30+ only."""
+    return [v for v in K8S_VERSIONS if v != OLDEST or not has_sleep_action(doc)]
+
 
 THIRD_PARTY_GROUPS = {"keda.sh", "monitoring.coreos.com", "cert-manager.io"}
 VALUES_MATRIX = {
@@ -134,7 +154,7 @@ def validate_all(docs: list[dict], kv, node_validator: pathlib.Path) -> list[str
         if group in THIRD_PARTY_GROUPS:
             third_party.append(doc)
             continue
-        for version in K8S_VERSIONS:
+        for version in versions_for(doc):
             try:
                 kv.validate(doc, version, strict=True)
             except kv.SchemaNotFoundError:
@@ -166,6 +186,27 @@ def validate_all(docs: list[dict], kv, node_validator: pathlib.Path) -> list[str
 
 def snapshot_files() -> list[pathlib.Path]:
     return sorted(SNAPSHOTS.glob("*.yaml"))
+
+
+def test_chart_kube_version_is_the_oldest_validated_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={OLDEST}-0"
+
+
+def test_objects_for_old_servers_validate_against_the_oldest_schema(kv):
+    """The 1.28/1.29 fixtures (no preStop.sleep) must load on 1.28; a sleep action must not."""
+    for stem in ("kube-1-28", "sidecar-kube-1-29"):
+        docs = load_docs((SNAPSHOTS / f"{stem}.yaml").read_text())
+        deploys = [d for d in docs if d["kind"] == "Deployment"]
+        assert deploys and not any(has_sleep_action(d) for d in deploys), stem
+        for doc in docs:
+            if doc["apiVersion"].split("/")[0] not in THIRD_PARTY_GROUPS:
+                kv.validate(doc, OLDEST, strict=True)
+    new = load_docs((SNAPSHOTS / "minimal.yaml").read_text())
+    deploy = next(d for d in new if d["kind"] == "Deployment")
+    assert has_sleep_action(deploy)
+    with pytest.raises(kv.ValidationError):
+        kv.validate(deploy, OLDEST, strict=True)
 
 
 def test_snapshot_matrix_is_present():
@@ -332,7 +373,7 @@ def rules_from(doc: dict) -> list[tuple[str, str, tuple[str, ...]]]:
 def test_rendered_rbac_equals_the_code_table(helm):
     table = yaml.safe_load((CHART / "files" / "rbac-rules.yaml").read_text())
     want = rules_from({"rules": table})
-    assert ("apps", "deployments", ("list", "watch", "patch", "delete")) in want
+    assert ("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete")) in want
     for name, kind, binding in [
         ("default", "ClusterRole", "ClusterRoleBinding"),
         ("namespaced", "Role", "RoleBinding"),
@@ -349,6 +390,20 @@ def test_rendered_rbac_equals_the_code_table(helm):
             assert roles[0]["metadata"]["namespace"] == "shop"
             env = {e["name"]: e.get("value") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
             assert env["WATCH_NAMESPACE"] == "shop"
+
+
+def test_rendered_roles_can_create_what_they_server_side_apply(helm):
+    """The API server authorizes a server-side apply of an object that does not exist yet as
+    `create`: every resource the role may `patch` (other than subresources such as
+    cellapps/status, which exist with their parent) must also allow `create` and `get`."""
+    for name in ("default", "namespaced"):
+        docs = load_docs(render(helm, VALUES_MATRIX[name]))
+        role = next(d for d in docs if d["kind"] in ("ClusterRole", "Role"))
+        for group, resource, verbs in rules_from(role):
+            if "patch" in verbs and "/" not in resource and resource != "events":
+                assert {"get", "create"} <= set(verbs), (name, group, resource, verbs)
+            if "delete" in verbs:
+                assert "list" in verbs, (name, group, resource, verbs)
 
 
 def test_leader_election_gets_a_namespaced_lease_role_only(helm):

@@ -57,6 +57,10 @@ pub struct Capabilities {
     pub pod_monitor: bool,
     /// `cert-manager.io/v1` Certificate.
     pub certificate: bool,
+    /// The API server knows `lifecycle.preStop.sleep` (Kubernetes 1.30+; 1.29 has it behind a
+    /// feature gate and counts as without). Without it the pod gets an exec `sleep` hook, or in
+    /// sidecar mode the data plane's own drain delay (its image has no shell tools).
+    pub sleep_action: bool,
 }
 
 impl Capabilities {
@@ -67,7 +71,16 @@ impl Capabilities {
             service_monitor: true,
             pod_monitor: true,
             certificate: true,
+            sleep_action: true,
         }
+    }
+
+    /// Whether a Kubernetes server of this `major`.`minor` version (as `/version` reports them,
+    /// e.g. `1` and `29+`) has `preStop.sleep` on by default.
+    pub fn sleep_action_for(major: &str, minor: &str) -> Option<bool> {
+        let num = |s: &str| s.trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().ok();
+        let (major, minor) = (num(major)?, num(minor)?);
+        Some(major > 1 || (major == 1 && minor >= 30))
     }
 
     /// These capabilities with `kind`'s CRD marked missing.
@@ -336,8 +349,10 @@ fn to_value<T: Serialize>(kind: &'static str, obj: &T) -> Result<Value> {
 pub fn desired(app: &CellApp, caps: &Capabilities, refs: &ReferencedData) -> Result<Desired> {
     let name = app.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let namespace = app.namespace().ok_or(Error::MissingNamespace)?;
-    let owner = app.controller_owner_ref(&()).ok_or(Error::MissingMetadata("uid"))?;
-    let server = workload::server_config(app)?;
+    let mut owner = app.controller_owner_ref(&()).ok_or(Error::MissingMetadata("uid"))?;
+    // Foreground deletion of the CellApp waits for its children only with this set.
+    owner.block_owner_deletion = Some(true);
+    let server = workload::server_config(app, caps)?;
     let cello_yaml = serde_yaml::to_string(&server).map_err(|e| Error::InvalidSpec(format!("spec.server: {e}")))?;
     let restart_on_change = app.spec.rollout.as_ref().is_none_or(|r| r.restart_on_config_change);
     let config_hash = config_hash(&cello_yaml, if restart_on_change { Some(refs) } else { None });

@@ -6,8 +6,8 @@ use cello_config::ServerConfig;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities as LinuxCaps, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretVolumeSource, SecurityContext, SleepAction, Volume, VolumeMount,
+    EnvVar, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, SeccompProfile, SecretVolumeSource, SecurityContext, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -24,10 +24,36 @@ const TLS_DIR: &str = "/etc/cello/tls";
 
 /// `spec.server` as the pod reads it: listening on all interfaces on `spec.port`, debug in
 /// development, and validated with the data plane's own `validate()`.
-pub(crate) fn server_config(app: &CellApp) -> Result<ServerConfig> {
+pub(crate) fn server_config(app: &CellApp, caps: &super::Capabilities) -> Result<ServerConfig> {
     let mut cfg = app.spec.server.clone();
+    if app.spec.mode == Mode::Sidecar && !caps.sleep_action {
+        // No preStop sleep before Kubernetes 1.30 and no `sleep` binary in the data plane image:
+        // the data plane keeps serving (with /ready failing) for as long after SIGTERM instead.
+        cfg.health.drain_delay_secs = cfg.health.drain_delay_secs.max(PRE_STOP_SLEEP_SECONDS as f64);
+    }
     cfg.host = "0.0.0.0".into();
     cfg.port = u16::try_from(app.spec.port).map_err(|_| Error::InvalidSpec(format!("port {}", app.spec.port)))?;
+    // What the pod is probed and scraped on must be served: the probes and the scrape target
+    // (annotations or monitor) are derived from the same spec, so turn the endpoints on here.
+    let metrics = app.spec.metrics.clone().unwrap_or_default();
+    if metrics.enabled {
+        if metrics.port.is_some_and(|p| p != app.spec.port) {
+            return Err(Error::InvalidSpec(format!(
+                "metrics.port {}: the data plane serves metrics on the app port ({}) only; a separate metrics port is not supported yet",
+                metrics.port.unwrap_or_default(),
+                app.spec.port
+            )));
+        }
+        cfg.prometheus.enabled = true;
+        cfg.prometheus.endpoint = metrics.path.clone();
+    }
+    let probes = app.spec.probes.clone().unwrap_or_default();
+    let default_probe = [&probes.liveness, &probes.readiness, &probes.startup]
+        .into_iter()
+        .any(|p| p.as_ref().is_none_or(|p| p.disabled != Some(true) && p.path.is_none()));
+    if default_probe {
+        cfg.health.enabled = true;
+    }
     cfg.debug |= app.spec.env == AppEnv::Development;
     cfg.validate().map_err(Error::InvalidServerConfig)?;
     Ok(cfg)
@@ -109,6 +135,8 @@ fn base_env(ctx: &Ctx) -> Vec<EnvVar> {
         plain(cello_config::env::CONFIG, format!("{CONFIG_DIR}/cello.yaml")),
         plain(cello_config::env::ENV, env),
         plain(cello_config::env::SHUTDOWN_TIMEOUT, drain.to_string()),
+        // The same budget under the name `cello run` reads (the data plane reads the one above).
+        plain(cello_config::env::TIMEOUT_GRACEFUL_SHUTDOWN, drain.to_string()),
     ];
     if pod_tls(ctx).is_some() {
         out.push(plain(cello_config::env::TLS_CERT_FILE, format!("{TLS_DIR}/tls.crt")));
@@ -203,8 +231,40 @@ fn probe(ctx: &Ctx, spec: Option<&ProbeSpec>, default_path: &str, startup: bool)
     })
 }
 
+/// Default probe path: the data plane's health endpoints under `spec.server.health.basePath`.
+fn health_path(ctx: &Ctx, probe: &str) -> String {
+    format!("{}/{probe}", ctx.app.spec.server.health.base_path.trim_end_matches('/'))
+}
+
 fn metrics_port(ctx: &Ctx) -> Option<i32> {
     ctx.metrics().and_then(|m| m.port).filter(|p| *p != ctx.app.spec.port)
+}
+
+/// Endpoints are removed asynchronously: keep serving briefly before the drain starts. The
+/// `sleep` action needs Kubernetes 1.30+; before, an exec `sleep` (the app image has one), and
+/// the data plane (no shell tools in its image) uses its drain delay instead (`server_config`).
+fn pre_stop(ctx: &Ctx, container: &str) -> Option<Lifecycle> {
+    let handler = if ctx.caps.sleep_action {
+        LifecycleHandler {
+            sleep: Some(SleepAction {
+                seconds: PRE_STOP_SLEEP_SECONDS,
+            }),
+            ..LifecycleHandler::default()
+        }
+    } else if container == "cello-dataplane" {
+        return None;
+    } else {
+        LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec!["sleep".into(), PRE_STOP_SLEEP_SECONDS.to_string()]),
+            }),
+            ..LifecycleHandler::default()
+        }
+    };
+    Some(Lifecycle {
+        pre_stop: Some(handler),
+        ..Lifecycle::default()
+    })
 }
 
 /// The serving container: `cello run` (embedded) or `cello-dataplane` (sidecar).
@@ -230,19 +290,10 @@ fn serving_container(ctx: &Ctx, name: &str, image: String, command: Vec<String>,
         command: Some(command),
         args: Some(args),
         ports: Some(ports),
-        liveness_probe: probe(ctx, probes.liveness.as_ref(), "/health/live", false),
-        readiness_probe: probe(ctx, probes.readiness.as_ref(), "/health/ready", false),
-        startup_probe: probe(ctx, probes.startup.as_ref(), "/health/startup", true),
-        // Endpoints are removed asynchronously: keep serving briefly before the drain starts.
-        lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction {
-                    seconds: PRE_STOP_SLEEP_SECONDS,
-                }),
-                ..LifecycleHandler::default()
-            }),
-            ..Lifecycle::default()
-        }),
+        liveness_probe: probe(ctx, probes.liveness.as_ref(), &health_path(ctx, "live"), false),
+        readiness_probe: probe(ctx, probes.readiness.as_ref(), &health_path(ctx, "ready"), false),
+        startup_probe: probe(ctx, probes.startup.as_ref(), &health_path(ctx, "startup"), true),
+        lifecycle: pre_stop(ctx, name),
         volume_mounts: Some(mounts(ctx)),
         security_context: Some(restricted_container()),
         ..Container::default()
@@ -263,9 +314,15 @@ fn containers(ctx: &Ctx) -> Vec<Container> {
     let queue_env = all_queue_env(&ctx.name, &spec.queues);
     match spec.mode {
         Mode::Embedded => {
+            // Listener flags are explicit: `cello run` ignores host/port in cello.yaml and
+            // defaults to 127.0.0.1:8000, which the kubelet and the Service cannot reach.
             let mut args = vec![
                 "run".into(),
                 spec.app.clone(),
+                "--host".into(),
+                "0.0.0.0".into(),
+                "--port".into(),
+                spec.port.to_string(),
                 "--workers".into(),
                 spec.workers.to_string(),
             ];

@@ -51,6 +51,11 @@ fn redis() -> Value {
 pub fn matrix() -> Vec<(&'static str, Value, Capabilities)> {
     let all = Capabilities::all();
     let none = Capabilities::default();
+    // Kubernetes 1.28/1.29: no preStop.sleep; everything else installed.
+    let old = Capabilities {
+        sleep_action: false,
+        ..all
+    };
     vec![
         ("minimal", json!({}), all),
         (
@@ -74,7 +79,7 @@ pub fn matrix() -> Vec<(&'static str, Value, Capabilities)> {
                 "ingress": {"host": "shop.example.com", "path": "/api", "className": "nginx",
                             "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "1m"}},
                 "tls": {"secretName": "shop-cert"},
-                "metrics": {"port": 9090, "interval": "15s", "monitor": "serviceMonitor", "labels": {"release": "prom"}},
+                "metrics": {"path": "/internal/metrics", "interval": "15s", "monitor": "serviceMonitor", "labels": {"release": "prom"}},
                 "rollout": {"maxSurge": "25%", "maxUnavailable": 0, "terminationGracePeriodSeconds": 60},
                 "disruption": {"minAvailable": 2},
                 "podTemplate": {
@@ -154,7 +159,7 @@ pub fn matrix() -> Vec<(&'static str, Value, Capabilities)> {
         ),
         (
             "metrics-annotations",
-            json!({"metrics": {"monitor": "none", "port": 9100}}),
+            json!({"metrics": {"monitor": "none", "path": "/prom"}}),
             all,
         ),
         (
@@ -177,6 +182,12 @@ pub fn matrix() -> Vec<(&'static str, Value, Capabilities)> {
             json!({"mode": "sidecar", "sidecar": {"appPort": 8080, "command": ["gunicorn", "-b", "127.0.0.1:8080", "legacy:app"],
                    "resources": {"requests": {"cpu": "50m"}}}, "args": ["--log-level", "info"]}),
             all,
+        ),
+        ("kube-1-28", json!({}), old),
+        (
+            "sidecar-kube-1-29",
+            json!({"mode": "sidecar", "sidecar": {"appPort": 8080}}),
+            old,
         ),
         (
             "development",
