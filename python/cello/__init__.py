@@ -2,6 +2,7 @@
 
 from ._cello import Headers, Request, UploadedFile, __version__
 from .app import App
+from .background import BackgroundTasks
 from .config import (
     CSP,
     ClusterConfig,
@@ -33,6 +34,7 @@ from .config import (
     validate_session_config,
     validate_tls_config,
 )
+from .di import Depends
 from .errors import CelloError, ConfigError, HTTPException
 from .guards import (
     And,
@@ -46,6 +48,7 @@ from .guards import (
     RoleGuard,
     UnauthorizedError,
 )
+from .params import Body, Cookie, File, Form, Header, Path, Query, RequestValidationError
 from .problems import ProblemDetails
 from .responses import Response
 from .routing import Blueprint
@@ -53,6 +56,16 @@ from .sse import SseEvent, SseStream
 from .websocket import WebSocketMessage
 
 __all__ = [
+    "BackgroundTasks",
+    "Body",
+    "Cookie",
+    "Depends",
+    "File",
+    "Form",
+    "Header",
+    "Path",
+    "Query",
+    "RequestValidationError",
     "CSP",
     "And",
     "App",

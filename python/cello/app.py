@@ -193,6 +193,10 @@ class App(Routes):
         return decorator
 
     async def _run_event(self, event: str) -> None:
+        if event == "shutdown":
+            from .background import drain
+
+            await drain(self)  # background tasks and dependency teardowns still pending
         if event == "startup" and self._lifespan is not None:
             self._lifespan_cm = self._lifespan(self)
             await self._lifespan_cm.__aenter__()
