@@ -199,7 +199,10 @@ class App(Routes):
             await drain(self)  # background tasks and dependency teardowns still pending
         if event == "startup" and self._lifespan is not None:
             self._lifespan_cm = self._lifespan(self)
-            await self._lifespan_cm.__aenter__()
+            value = await self._lifespan_cm.__aenter__()
+            if isinstance(value, dict):
+                # Starlette's lifespan state: what the context manager yields lands in app.state.
+                vars(self.state).update(value)
         for fn in self._events[event]:
             result = fn()
             if inspect.isawaitable(result):
@@ -249,10 +252,19 @@ class App(Routes):
     def url_for(self, name: str, **params: Any) -> str:
         for r in self._flatten():
             if r.name == name:
-                missing = [p for p in _PARAM.findall(r.path) if p not in params]
+                names = _PARAM.findall(r.path)
+                missing = [p for p in names if p not in params]
                 if missing:
                     raise ValueError(f"url_for({name!r}) needs {', '.join(missing)}")
-                return _PARAM.sub(lambda m: str(params[m.group(1)]), r.path)
+                from urllib.parse import quote, urlencode
+
+                # Path values are percent-encoded (a ``{rest:path}`` keeps its slashes); the
+                # other keyword arguments become the query string, as in Flask.
+                path = _PARAM.sub(
+                    lambda m: quote(str(params[m.group(1)]), safe="/" if ":path" in m.group(0) else ""), r.path
+                )
+                extra = {k: v for k, v in params.items() if k not in names}
+                return f"{path}?{urlencode(extra, doseq=True)}" if extra else path
         raise LookupError(f"no route named {name!r}")
 
     # ---- compile and run ---------------------------------------------------------------
