@@ -1,8 +1,11 @@
 """Cello: a Python web framework whose HTTP engine, routing and JSON run in Rust."""
 
+from . import cqrs, database, eventsourcing, graphql, grpc, guards, messaging, saga, validation
 from ._cello import Headers, Request, UploadedFile, __version__
+from ._unavailable import FeatureNotAvailable, placeholder_class, placeholder_function
 from .app import App
 from .background import BackgroundTasks
+from .client import AsyncClient, HttpResponse
 from .config import (
     CSP,
     ClusterConfig,
@@ -36,6 +39,7 @@ from .config import (
 )
 from .di import Depends
 from .errors import CelloError, ConfigError, HTTPException
+from .forms import FormData
 from .guards import (
     And,
     Authenticated,
@@ -55,7 +59,27 @@ from .routing import Blueprint
 from .sse import SseEvent, SseStream
 from .websocket import WebSocketMessage
 
+# Published names whose features arrive with later issues: importable, and using them raises
+# FeatureNotAvailable (a NotImplementedError) naming the issue.
+WebSocket = placeholder_class("cello", "WebSocket", 12)
+cache = placeholder_function("cello", "cache", 10)
+
 __all__ = [
+    "AsyncClient",
+    "FeatureNotAvailable",
+    "FormData",
+    "HttpResponse",
+    "WebSocket",
+    "cache",
+    "cqrs",
+    "database",
+    "eventsourcing",
+    "graphql",
+    "grpc",
+    "guards",
+    "messaging",
+    "saga",
+    "validation",
     "BackgroundTasks",
     "Body",
     "Cookie",

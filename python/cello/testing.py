@@ -87,9 +87,10 @@ class TestResponse:
 def _multipart(data: Mapping[str, Any] | None, files: Mapping[str, Any]) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     out = bytearray()
-    for k, v in (data or {}).items():
-        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'.encode()
-        out += str(v).encode() + b"\r\n"
+    for k, value in (data or {}).items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            out += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'.encode()
+            out += str(v).encode() + b"\r\n"
     for k, spec in files.items():
         if isinstance(spec, tuple):
             filename, content, *rest = spec

@@ -2,9 +2,8 @@
 
 import dataclasses
 
-from pydantic import BaseModel, Field
-
 from cello import App, Response
+from pydantic import BaseModel, Field
 
 app = App()
 

@@ -6,7 +6,6 @@ import contextlib
 
 import httpx
 import pytest
-
 from cello import App, Depends
 from cello.testing import TestClient
 

@@ -1,0 +1,69 @@
+"""Published names whose feature has not been built yet.
+
+Cello 1.x apps import these names, so they exist; *using* one (instantiating, calling,
+decorating, reading a class attribute) raises ``FeatureNotAvailable`` naming the issue that
+builds it. Never a silent stub.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ISSUES = {
+    12: "transport and real-time (TLS, HTTP/3, WebSocket)",
+    14: "the data layer (SQL pools, transactions, Redis)",
+    15: "messaging (Kafka, RabbitMQ, SQS, Redis consumers and producers)",
+    16: "event sourcing, CQRS and sagas",
+    17: "API protocols (GraphQL, gRPC)",
+    10: "edge middleware (response cache, ...)",
+}
+
+
+class FeatureNotAvailable(NotImplementedError):
+    """A published Cello API whose implementation arrives with a later issue."""
+
+    def __init__(self, name: str, issue: int) -> None:
+        self.name = name
+        self.issue = issue
+        super().__init__(f"{name} is not available yet: it arrives with issue {issue} ({ISSUES.get(issue, '')})")
+
+
+class _Placeholder(type):
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise FeatureNotAvailable(cls._qualname, cls._issue)
+
+    def __getattr__(cls, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise FeatureNotAvailable(f"{cls._qualname}.{attr}", cls._issue)
+
+    def __repr__(cls) -> str:
+        return f"<not yet available: {cls._qualname} (issue {cls._issue})>"
+
+
+def placeholder_class(module: str, name: str, issue: int) -> type:
+    """A class that exists (importable, usable in annotations) and refuses to be used."""
+    return _Placeholder(name, (), {"_qualname": f"{module}.{name}", "_issue": issue, "__module__": module})
+
+
+def placeholder_function(module: str, name: str, issue: int) -> Any:
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise FeatureNotAvailable(f"{module}.{name}", issue)
+
+    unavailable.__name__ = unavailable.__qualname__ = name
+    unavailable.__module__ = module
+    unavailable.__doc__ = f"Not available yet: arrives with issue {issue} ({ISSUES.get(issue, '')})."
+    return unavailable
+
+
+def install(namespace: dict[str, Any], issue: int, classes: list[str], functions: list[str] = ()) -> list[str]:
+    """Define the placeholders in a module's namespace; returns their names for ``__all__``."""
+    module = namespace["__name__"]
+    for name in classes:
+        namespace[name] = placeholder_class(module, name, issue)
+    for name in functions:
+        namespace[name] = placeholder_function(module, name, issue)
+    return [*classes, *functions]
+
+
+__all__ = ["FeatureNotAvailable"]
