@@ -246,6 +246,31 @@ class App(Routes):
             hdrs.extend(headers.items() if isinstance(headers, dict) else headers)
         return int(status or code), hdrs, bytes(payload or b"")
 
+    # ---- developer API -------------------------------------------------------------------
+    def enable_openapi(
+        self,
+        title: str = "Cello API",
+        version: str = "0.1.0",
+        description: str | None = None,
+        servers: list[Any] | None = None,
+        *,
+        openapi_url: str = "/openapi.json",
+        docs_url: str | None = "/docs",
+        redoc_url: str | None = "/redoc",
+    ) -> None:
+        """Serve the OpenAPI 3.1 document at ``openapi_url``, Swagger UI at ``docs_url`` and
+        ReDoc at ``redoc_url`` (assets served by the app itself, no CDN)."""
+        from . import openapi
+
+        openapi.install(self, title=title, version=version, description=description, servers=servers,
+                        openapi_url=openapi_url, docs_url=docs_url, redoc_url=redoc_url)  # fmt: skip
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document (with ``enable_openapi``'s title/version, or the defaults)."""
+        from . import openapi
+
+        return openapi.build(self, **(getattr(self, "_openapi_options", None) or {}))
+
     def register_singleton(self, name: str, value: Any) -> None:
         self._singletons[name] = value
 
