@@ -57,6 +57,7 @@ from .problems import ProblemDetails
 from .responses import Response
 from .routing import Blueprint
 from .sse import SseEvent, SseStream
+from .templating import MiniJinjaEngine, TemplateEngine, TemplateError, TemplateNotFound
 from .websocket import WebSocketMessage
 
 # Published names whose features arrive with later issues: importable, and using them raises
@@ -69,6 +70,10 @@ __all__ = [
     "FeatureNotAvailable",
     "FormData",
     "HttpResponse",
+    "MiniJinjaEngine",
+    "TemplateEngine",
+    "TemplateError",
+    "TemplateNotFound",
     "WebSocket",
     "cache",
     "cqrs",

@@ -265,6 +265,36 @@ class App(Routes):
         openapi.install(self, title=title, version=version, description=description, servers=servers,
                         openapi_url=openapi_url, docs_url=docs_url, redoc_url=redoc_url)  # fmt: skip
 
+    def enable_templates(
+        self,
+        template_dir: str = "templates",
+        auto_escape: bool = True,
+        globals: dict[str, Any] | None = None,
+        *,
+        reload: bool | None = None,
+    ) -> Any:
+        """Jinja2-syntax templates (minijinja, in Rust) from ``template_dir``; ``url_for`` and
+        ``csrf_token()`` are globals. ``reload=None`` re-reads templates on every render while the
+        app runs in debug (development) mode. Returns the ``MiniJinjaEngine``."""
+        from . import templating
+
+        self._templates = templating.enable(self, template_dir, auto_escape, globals, reload)
+        return self._templates
+
+    def _template_engine(self) -> Any:
+        engine = getattr(self, "_templates", None)
+        if engine is None:
+            raise RuntimeError("templates are not enabled: call app.enable_templates() first")
+        return engine
+
+    def render(self, name: str, context: dict[str, Any] | None = None) -> str:
+        """Render template ``name`` with ``context``; returns the text."""
+        return self._template_engine().render(name, context)
+
+    def render_string(self, source: str, context: dict[str, Any] | None = None) -> str:
+        """Render a template given as a string (HTML-escaped unless ``auto_escape=False``)."""
+        return self._template_engine().render_string(source, context)
+
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI document (with ``enable_openapi``'s title/version, or the defaults)."""
         from . import openapi

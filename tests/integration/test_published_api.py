@@ -23,6 +23,8 @@ TOP_LEVEL = [
     "FormData",
     "UploadedFile",
     "BackgroundTasks",
+    "TemplateEngine",
+    "MiniJinjaEngine",
     "cache",
     "AsyncClient",
     "HttpResponse",
