@@ -198,7 +198,7 @@ def test_docs_urls_can_move_or_be_disabled():
         assert client.get("/api/docs/assets/swagger-ui.css").status_code == 200
 
 
-def schemathesis_run(url: str) -> subprocess.CompletedProcess:
+def schemathesis_run(url: str, *extra: str) -> subprocess.CompletedProcess:
     exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     if exe is None:
         if os.environ.get("CI") == "true":
@@ -207,7 +207,7 @@ def schemathesis_run(url: str) -> subprocess.CompletedProcess:
     checks = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
     return subprocess.run(
         [exe, "run", url, "--checks", checks, "-n", "25", "--seed", "7", "-w", "1",
-         "--phases", "examples,coverage,fuzzing", "--generation-deterministic"],
+         "--phases", "examples,coverage,fuzzing", "--generation-deterministic", *extra],
         capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"},
     )  # fmt: skip
 
