@@ -163,8 +163,16 @@ def _hints(call: Any) -> dict[str, Any]:
         target = getattr(target, "__call__", target)  # noqa: B004
     try:
         return typing.get_type_hints(target, include_extras=True)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the raw ones
-        return {}
+    except Exception:  # noqa: BLE001 - one unresolvable annotation: resolve the others one by one
+        pass
+    hints = {}
+    namespace = getattr(target, "__globals__", {})
+    for name, ann in getattr(target, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(ann, namespace) if isinstance(ann, str) else ann  # noqa: S307 - annotations
+        except Exception:  # noqa: BLE001 - left as the raw annotation
+            continue
+    return hints
 
 
 def _split_annotated(ann: Any) -> tuple[Any, list[Any]]:

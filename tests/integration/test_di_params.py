@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import httpx
 import pytest
@@ -268,3 +269,64 @@ def test_plain_request_handler_is_not_wrapped():
 
     (endpoint,) = app._compile()[1]
     assert endpoint is h
+
+
+class Settings:
+    def __init__(self) -> None:
+        self.mode = "typed"
+
+
+def test_annotated_depends_without_argument_uses_the_type():
+    app = App()
+
+    @app.get("/")
+    def h(s: Annotated[Settings, Depends()]):
+        return {"mode": s.mode}
+
+    with TestClient(app) as client:
+        assert client.get("/").json() == {"mode": "typed"}
+
+
+def test_use_cache_false_calls_again_and_teardowns_run_innermost_first():
+    app = App()
+    calls, events = [], []
+
+    def counter():
+        calls.append(1)
+        return len(calls)
+
+    def outer_res():
+        events.append("outer:open")
+        yield "o"
+        events.append("outer:close")
+
+    def inner_res(o: str = Depends(outer_res)):
+        events.append("inner:open")
+        yield o + "i"
+        events.append("inner:close")
+
+    @app.get("/")
+    def h(a=Depends(counter), b=Depends(counter, use_cache=False), r: str = Depends(inner_res)):
+        return {"a": a, "b": b, "r": r}
+
+    with TestClient(app) as client:
+        assert client.get("/").json() == {"a": 1, "b": 2, "r": "oi"}
+    assert events == ["outer:open", "inner:open", "inner:close", "outer:close"]
+
+
+def test_validation_errors_of_handler_and_dependencies_are_reported_together():
+    from cello import Query
+
+    app = App()
+
+    def dep(page: int = Query(ge=1)):
+        return page
+
+    @app.get("/")
+    def h(limit: int, p=Depends(dep)):
+        return {}
+
+    with TestClient(app) as client:
+        r = client.get("/?page=0&limit=x")
+        assert r.status_code == 422
+        assert {tuple(e["loc"]) for e in r.json()["errors"]} == {("query", "page"), ("query", "limit")}
