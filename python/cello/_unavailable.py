@@ -33,7 +33,9 @@ class _Placeholder(type):
         raise FeatureNotAvailable(cls._qualname, cls._issue)
 
     def __getattr__(cls, attr: str) -> Any:
-        if attr.startswith("__"):
+        # Private and dunder names stay AttributeErrors, so introspection (hasattr, pydantic,
+        # pytest) keeps working; public ones are "using the feature".
+        if attr.startswith("_"):
             raise AttributeError(attr)
         raise FeatureNotAvailable(f"{cls._qualname}.{attr}", cls._issue)
 

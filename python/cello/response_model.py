@@ -55,7 +55,10 @@ def serializer(route: RouteDef, handler: Any) -> Callable[[Any], Any] | None:
         try:
             from pydantic import TypeAdapter, ValidationError
         except ImportError:
-            raise RuntimeError("response_model= needs pydantic (pip install pydantic)") from None
+            if getattr(route, "response_model", None) is not None:
+                raise RuntimeError("response_model= needs pydantic (pip install pydantic)") from None
+            # A model-like return annotation without pydantic: the result is sent as it is.
+            return serializer_status_only(status)
         adapter = TypeAdapter(model)
 
         def dump(result: Any) -> Any:
@@ -79,6 +82,21 @@ def serializer(route: RouteDef, handler: Any) -> Callable[[Any], Any] | None:
         if status == 204 and result is None:
             return Response.no_content()
         return (result, status) if status is not None else result
+
+    return post
+
+
+def serializer_status_only(status: int | None) -> Callable[[Any], Any] | None:
+    if status is None:
+        return None
+    from .responses import Response
+
+    def post(result: Any) -> Any:
+        if isinstance(result, (Response, tuple)):
+            return result
+        if status == 204 and result is None:
+            return Response.no_content()
+        return result, status
 
     return post
 

@@ -215,3 +215,25 @@ def schemathesis_run(url: str, *extra: str) -> subprocess.CompletedProcess:
 def test_schemathesis_finds_no_server_error_or_schema_violation(server):
     out = schemathesis_run(server.url("/openapi.json"))
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+
+
+def test_security_schemes_follow_the_enabled_auth_layers(monkeypatch):
+    app = App()
+
+    @app.get("/x")
+    def x():
+        return {}
+
+    base = app.server_config()
+    assert "securitySchemes" not in app.openapi()["components"]
+    auth = {"jwt": {"enabled": True}, "apiKey": {"enabled": True, "headerName": "X-Key"},
+            "basicAuth": {"enabled": True}}  # fmt: skip
+    monkeypatch.setattr(app, "server_config", lambda *a, **k: {**base, **auth})
+    doc = app.openapi()
+    validate(doc)
+    assert doc["components"]["securitySchemes"] == {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+        "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-Key"},
+        "basicAuth": {"type": "http", "scheme": "basic"},
+    }
+    assert doc["security"] == [{"bearerAuth": []}, {"apiKeyAuth": []}, {"basicAuth": []}]
