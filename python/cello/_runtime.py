@@ -17,7 +17,7 @@ import threading
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from . import _cello, observability
+from . import _cello, background, observability
 from .errors import HTTPException, problem_body
 
 if TYPE_CHECKING:
@@ -209,6 +209,7 @@ class Executor:
         self.loop = new_event_loop()
         pool_size = int((config.get("threadpool") or {}).get("size", 64))
         self.hooks = Hooks(app, self.loop, bool(config.get("debug")), pool_size)
+        background.attach(app, self.loop, self.hooks)
         routes, endpoints = app._compile()
         endpoints = observability.wrap_endpoints(config, endpoints)
         self.core = _cello.Runtime(json.dumps(config), routes, endpoints, self.hooks, Response, self.loop)

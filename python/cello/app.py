@@ -219,9 +219,16 @@ class App(Routes):
         return decorator
 
     async def _run_event(self, event: str) -> None:
+        if event == "shutdown":
+            from .background import drain
+
+            await drain(self)  # background tasks and dependency teardowns still pending
         if event == "startup" and self._lifespan is not None:
             self._lifespan_cm = self._lifespan(self)
-            await self._lifespan_cm.__aenter__()
+            value = await self._lifespan_cm.__aenter__()
+            if isinstance(value, dict):
+                # Starlette's lifespan state: what the context manager yields lands in app.state.
+                vars(self.state).update(value)
         for fn in self._events[event]:
             result = fn()
             if inspect.isawaitable(result):
@@ -265,16 +272,80 @@ class App(Routes):
             hdrs.extend(headers.items() if isinstance(headers, dict) else headers)
         return int(status or code), hdrs, bytes(payload or b"")
 
+    # ---- developer API -------------------------------------------------------------------
+    def enable_openapi(
+        self,
+        title: str = "Cello API",
+        version: str = "0.1.0",
+        description: str | None = None,
+        servers: list[Any] | None = None,
+        *,
+        openapi_url: str = "/openapi.json",
+        docs_url: str | None = "/docs",
+        redoc_url: str | None = "/redoc",
+    ) -> None:
+        """Serve the OpenAPI 3.1 document at ``openapi_url``, Swagger UI at ``docs_url`` and
+        ReDoc at ``redoc_url`` (assets served by the app itself, no CDN)."""
+        from . import openapi
+
+        openapi.install(self, title=title, version=version, description=description, servers=servers,
+                        openapi_url=openapi_url, docs_url=docs_url, redoc_url=redoc_url)  # fmt: skip
+
+    def enable_templates(
+        self,
+        template_dir: str = "templates",
+        auto_escape: bool = True,
+        globals: dict[str, Any] | None = None,
+        *,
+        reload: bool | None = None,
+    ) -> Any:
+        """Jinja2-syntax templates (minijinja, in Rust) from ``template_dir``; ``url_for`` and
+        ``csrf_token()`` are globals. ``reload=None`` re-reads templates on every render while the
+        app runs in debug (development) mode. Returns the ``MiniJinjaEngine``."""
+        from . import templating
+
+        self._templates = templating.enable(self, template_dir, auto_escape, globals, reload)
+        return self._templates
+
+    def _template_engine(self) -> Any:
+        engine = getattr(self, "_templates", None)
+        if engine is None:
+            raise RuntimeError("templates are not enabled: call app.enable_templates() first")
+        return engine
+
+    def render(self, name: str, context: dict[str, Any] | None = None) -> str:
+        """Render template ``name`` with ``context``; returns the text."""
+        return self._template_engine().render(name, context)
+
+    def render_string(self, source: str, context: dict[str, Any] | None = None) -> str:
+        """Render a template given as a string (HTML-escaped unless ``auto_escape=False``)."""
+        return self._template_engine().render_string(source, context)
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document (with ``enable_openapi``'s title/version, or the defaults)."""
+        from . import openapi
+
+        return openapi.build(self, **(getattr(self, "_openapi_options", None) or {}))
+
     def register_singleton(self, name: str, value: Any) -> None:
         self._singletons[name] = value
 
     def url_for(self, name: str, **params: Any) -> str:
         for r in self._flatten():
             if r.name == name:
-                missing = [p for p in _PARAM.findall(r.path) if p not in params]
+                names = _PARAM.findall(r.path)
+                missing = [p for p in names if p not in params]
                 if missing:
                     raise ValueError(f"url_for({name!r}) needs {', '.join(missing)}")
-                return _PARAM.sub(lambda m: str(params[m.group(1)]), r.path)
+                from urllib.parse import quote, urlencode
+
+                # Path values are percent-encoded (a ``{rest:path}`` keeps its slashes); the
+                # other keyword arguments become the query string, as in Flask.
+                path = _PARAM.sub(
+                    lambda m: quote(str(params[m.group(1)]), safe="/" if ":path" in m.group(0) else ""), r.path
+                )
+                extra = {k: v for k, v in params.items() if k not in names}
+                return f"{path}?{urlencode(extra, doseq=True)}" if extra else path
         raise LookupError(f"no route named {name!r}")
 
     # ---- compile and run ---------------------------------------------------------------

@@ -3,6 +3,7 @@
     cello run [APP]      serve: 0.0.0.0:8000 (or $PORT), env production, no reload
     cello dev [APP]      develop: 127.0.0.1:8000, reload, debug tracebacks, access log
     cello routes [APP]   print the route table
+    cello openapi [APP]  print the OpenAPI 3.1 document (JSON)
 
 APP is ``module:attr``, ``module`` (attr ``app``), ``path/to/app.py[:attr]``, or omitted to
 use ``[tool.cello] app`` from ./pyproject.toml. Exit codes: 0 ok, 1 failure while serving,
@@ -38,6 +39,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         _cli.add_run_arguments(p)
     subs["routes"] = p = sub.add_parser("routes", help="print the route table", description="print the route table")
     p.add_argument("app", nargs="?", metavar="APP", help=app_help)
+    subs["openapi"] = p = sub.add_parser("openapi", help="print the OpenAPI document",
+                                         description="print the OpenAPI 3.1 document as JSON")  # fmt: skip
+    p.add_argument("app", nargs="?", metavar="APP", help=app_help)
     return parser, subs
 
 
@@ -63,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return _startup_failure(exc)
     if args.command == "routes":
         return _routes(spec)
+    if args.command == "openapi":
+        return _openapi(spec)
 
     defaults = dict(DEV_DEFAULTS if args.command == "dev" else RUN_DEFAULTS, app_spec=spec)
     try:
@@ -154,6 +160,17 @@ def _routes(spec: str) -> int:
     print(format_table(rows, ("METHOD", "PATH", "HANDLER", "GUARDS")))
     if not rows:
         print("(no routes)", file=sys.stderr)
+    return 0
+
+
+def _openapi(spec: str) -> int:
+    import json
+
+    try:
+        app = _loader.load_app(spec)
+    except _loader.AppLoadError as exc:
+        return _startup_failure(exc)
+    print(json.dumps(app.openapi(), indent=2, ensure_ascii=False))
     return 0
 
 

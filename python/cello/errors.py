@@ -41,12 +41,12 @@ class FeatureNotAvailable(NotImplementedError):
     """A setting or feature Cello announces but does not do (yet): turning it on fails loudly
     rather than being accepted and ignored."""
 
-    def __init__(self, feature: str, *, issue: int | None = None, hint: str | None = None) -> None:
+    def __init__(self, feature: str, issue: int | None = None, *, hint: str | None = None) -> None:
         text = f"{feature} is not available" + (f" yet (issue {issue})" if issue is not None else "")
         if hint:
             text += f": {hint}"
         super().__init__(text)
-        self.feature = feature
+        self.feature = self.name = feature
         self.issue = issue
 
 

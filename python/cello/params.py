@@ -1,19 +1,21 @@
-"""Compile a handler into an endpoint ``endpoint(request) -> result``.
+"""Typed-parameter markers and the compilation of a handler into an endpoint.
 
-Inspection happens once at start-up. A handler taking only ``request`` (or
-nothing) gets no wrapper at all, so the hot path is a direct call. Otherwise the
-wrapper resolves each parameter: ``request``; path parameters by name (converted
-by annotation); pydantic models from the JSON body; everything else from the
-query string. Conversion failures are 422 problem+json with field errors.
+``compile_endpoint`` inspects a handler once, at start-up. A handler taking only ``request``
+(or nothing) gets no wrapper at all, so the hot path is a direct call. Otherwise the signature
+becomes a ``Plan`` (``di.py``): one getter per parameter — ``request``; path parameters by
+name; ``Query() Path() Header() Cookie() Body() Form() File()`` markers; pydantic models and
+dataclasses from the JSON body; ``Depends``; ``BackgroundTasks``; other scalars from the
+query. Every validation failure is collected into one 422 problem+json (``errors`` with
+``loc``, ``msg``, ``type``, like FastAPI).
 """
 
 from __future__ import annotations
 
 import inspect
-import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import TYPE_CHECKING, Any
 
+from ._coerce import EMPTY
 from .errors import HTTPException
 
 if TYPE_CHECKING:
@@ -30,25 +32,102 @@ class RequestValidationError(HTTPException):
         self.extra = {"errors": errors}
 
 
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and hasattr(tp, "model_validate") and hasattr(tp, "model_fields")
+class Param:
+    """Where a parameter comes from, its default, alias and constraints (pydantic-style)."""
+
+    source = "query"
+
+    def __init__(
+        self,
+        default: Any = EMPTY,
+        *,
+        default_factory: Callable[[], Any] | None = None,
+        alias: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        gt: float | None = None,
+        ge: float | None = None,
+        lt: float | None = None,
+        le: float | None = None,
+        min_length: int | None = None,
+        max_length: int | None = None,
+        pattern: str | None = None,
+        regex: str | None = None,
+        examples: list[Any] | None = None,
+        example: Any = EMPTY,
+        deprecated: bool | None = None,
+        include_in_schema: bool = True,
+        embed: bool | None = None,
+        media_type: str | None = None,
+        convert_underscores: bool = True,
+    ) -> None:
+        # ``Query(...)`` is FastAPI's spelling of "required".
+        self.default = EMPTY if default is Ellipsis else default
+        self.default_factory = default_factory
+        self.alias = alias
+        self.title = title
+        self.description = description
+        self.gt, self.ge, self.lt, self.le = gt, ge, lt, le
+        self.min_length, self.max_length = min_length, max_length
+        self.pattern = pattern or regex
+        self.examples = examples if examples is not None else ([] if example is EMPTY else [example])
+        self.deprecated = deprecated
+        self.include_in_schema = include_in_schema
+        self.embed = embed
+        self.media_type = media_type
+        self.convert_underscores = convert_underscores
+
+    @property
+    def required(self) -> bool:
+        return self.default is EMPTY and self.default_factory is None
+
+    def get_default(self) -> Any:
+        return self.default_factory() if self.default_factory is not None else self.default
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({'' if self.required else repr(self.default)})"
 
 
-def _convert(value: str, tp: Any) -> Any:
-    if tp in (inspect.Parameter.empty, str, Any):
-        return value
-    if tp is bool:
-        low = value.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{value!r} is not a boolean")
-    if tp is uuid.UUID:
-        return uuid.UUID(value)
-    if tp in (int, float):
-        return tp(value)
-    return tp(value)
+class Query(Param):
+    """A query-string parameter (``list[X]`` collects repeated keys)."""
+
+    source = "query"
+
+
+class Path(Param):
+    """A path parameter (named like the ``{param}`` in the route)."""
+
+    source = "path"
+
+
+class Header(Param):
+    """A request header; ``x_user`` reads ``X-User`` unless ``convert_underscores=False``."""
+
+    source = "header"
+
+
+class Cookie(Param):
+    """A cookie by name."""
+
+    source = "cookie"
+
+
+class Body(Param):
+    """The JSON body, or one key of it (``embed=True``, or when several body parameters exist)."""
+
+    source = "body"
+
+
+class Form(Param):
+    """A form field (urlencoded or multipart)."""
+
+    source = "form"
+
+
+class File(Param):
+    """A multipart file part (``UploadedFile``, or ``bytes`` for its content)."""
+
+    source = "file"
 
 
 def _run_guards(guards: list[Any], request: Any) -> None:
@@ -66,108 +145,9 @@ def _run_guards(guards: list[Any], request: Any) -> None:
 
 
 def compile_endpoint(app: App, route: RouteDef, path_params: list[str]) -> Callable[[Any], Any]:
-    handler = route.handler
-    guards = list(route.guards)
-    try:
-        sig = inspect.signature(handler)
-    except (TypeError, ValueError):
-        sig = None
-    params = list(sig.parameters.values()) if sig else []
-    try:
-        hints = get_type_hints(handler)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the raw ones
-        hints = {}
+    from . import di
 
-    from ._cello import Request
-
-    def is_request(p: inspect.Parameter) -> bool:
-        ann = hints.get(p.name, p.annotation)
-        return (
-            p.name in ("request", "req")
-            or ann is Request
-            or (len(params) == 1 and p.name not in path_params and ann is inspect.Parameter.empty)
-        )
-
-    plain = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if not guards and len(plain) == 1 and is_request(plain[0]) and plain[0].kind != p_kw_only():
-        return handler
-    if not guards and not plain:
-        return lambda request: handler()
-
-    getters: list[tuple[str, Callable[[Any], Any]]] = []
-    for p in plain:
-        ann = hints.get(p.name, p.annotation)
-        if is_request(p):
-            getters.append((p.name, lambda r: r))
-        elif p.name in path_params:
-            getters.append((p.name, _path_getter(p.name, ann)))
-        elif _is_model(ann):
-            getters.append((p.name, _body_getter(p.name, ann)))
-        else:
-            getters.append((p.name, _query_getter(p.name, ann, p.default)))
-
-    def endpoint(request: Any) -> Any:
-        if guards:
-            _run_guards(guards, request)
-        kwargs = {}
-        errors = []
-        for name, get in getters:
-            try:
-                kwargs[name] = get(request)
-            except RequestValidationError as e:
-                errors.extend(e.errors)
-        if errors:
-            raise RequestValidationError(errors)
-        return handler(**kwargs)
-
-    endpoint.__name__ = getattr(handler, "__name__", "endpoint")
-    return endpoint
+    return di.compile_route(app, route, path_params)
 
 
-def p_kw_only() -> Any:
-    return inspect.Parameter.KEYWORD_ONLY
-
-
-def _path_getter(name: str, ann: Any) -> Callable[[Any], Any]:
-    def get(request: Any) -> Any:
-        raw = request.params[name]
-        try:
-            return _convert(raw, ann)
-        except (TypeError, ValueError) as e:
-            raise RequestValidationError([{"loc": ["path", name], "msg": str(e), "type": "value_error"}]) from None
-
-    return get
-
-
-def _query_getter(name: str, ann: Any, default: Any) -> Callable[[Any], Any]:
-    def get(request: Any) -> Any:
-        raw = request.query.get(name)
-        if raw is None:
-            if default is inspect.Parameter.empty:
-                raise RequestValidationError([{"loc": ["query", name], "msg": "field required", "type": "missing"}])
-            return default
-        try:
-            return _convert(raw, ann)
-        except (TypeError, ValueError) as e:
-            raise RequestValidationError([{"loc": ["query", name], "msg": str(e), "type": "value_error"}]) from None
-
-    return get
-
-
-def _body_getter(name: str, model: Any) -> Callable[[Any], Any]:
-    def get(request: Any) -> Any:
-        data = request.json()
-        try:
-            return model.model_validate(data)
-        except Exception as e:
-            errs = getattr(e, "errors", None)
-            if errs is None:
-                raise
-            raise RequestValidationError(
-                [
-                    {"loc": ["body", *map(str, err.get("loc", ()))], "msg": err.get("msg"), "type": err.get("type")}
-                    for err in errs()
-                ]
-            ) from None
-
-    return get
+__all__ = ["Body", "Cookie", "File", "Form", "Header", "Param", "Path", "Query", "RequestValidationError"]

@@ -514,6 +514,18 @@ class Response:
         return cls(str(content).encode(), status=status, content_type=_HTML)
 
     @classmethod
+    def template(
+        cls, name: str, context: Any = None, status: int = 200, headers: dict[str, str] | None = None
+    ) -> Response:
+        """HTML rendered from template ``name`` by the app's engine (``app.enable_templates``)."""
+        from .templating import default_engine
+
+        resp = cls(default_engine().render(name, context).encode(), status=status, content_type=_HTML)
+        for k, v in (headers or {}).items():
+            resp.set_header(k, v)
+        return resp
+
+    @classmethod
     def binary(cls, data: bytes, content_type: str | None = None, status: int | None = None) -> Response:
         return cls(bytes(data), status=status, content_type=content_type or _OCTET)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 Handler = Callable[..., Any]
@@ -22,6 +22,13 @@ class RouteDef:
     tags: list[str] | None = None
     summary: str | None = None
     description: str | None = None
+    # Developer-API options (response models, OpenAPI).
+    response_model: Any = None
+    status_code: int | None = None
+    operation_id: str | None = None
+    include_in_schema: bool = True
+    deprecated: bool = False
+    responses: dict[Any, Any] | None = None
 
 
 def join_paths(prefix: str, path: str) -> str:
@@ -56,6 +63,12 @@ class Routes:
         tags: list[str] | None = None,
         summary: str | None = None,
         description: str | None = None,
+        response_model: Any = None,
+        status_code: int | None = None,
+        operation_id: str | None = None,
+        include_in_schema: bool = True,
+        deprecated: bool = False,
+        responses: dict[Any, Any] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register ``handler`` for ``methods`` (default ``["GET"]``) on ``path``."""
         methods = [m.upper() for m in (methods or ["GET"])]
@@ -72,6 +85,12 @@ class Routes:
                     tags=tags,
                     summary=summary,
                     description=description,
+                    response_model=response_model,
+                    status_code=status_code,
+                    operation_id=operation_id,
+                    include_in_schema=include_in_schema,
+                    deprecated=deprecated,
+                    responses=responses,
                 )
             )
             return handler
@@ -81,31 +100,33 @@ class Routes:
     def _method(self, method: str, path: str, **kw: Any) -> Callable[[Handler], Handler]:
         return self.route(path, [method], **kw)
 
-    def get(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None):
+    def get(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None, **kw):
         return self._method("GET", path, tags=tags, summary=summary, description=description, guards=guards,
-                            blocking=blocking, name=name)  # fmt: skip
+                            blocking=blocking, name=name, **kw)  # fmt: skip
 
-    def post(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None):
+    def post(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None, **kw):
         return self._method("POST", path, tags=tags, summary=summary, description=description, guards=guards,
-                            blocking=blocking, name=name)  # fmt: skip
+                            blocking=blocking, name=name, **kw)  # fmt: skip
 
-    def put(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None):
+    def put(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None, **kw):
         return self._method("PUT", path, tags=tags, summary=summary, description=description, guards=guards,
-                            blocking=blocking, name=name)  # fmt: skip
+                            blocking=blocking, name=name, **kw)  # fmt: skip
 
-    def delete(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None):
+    def delete(
+        self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None, **kw
+    ):
         return self._method("DELETE", path, tags=tags, summary=summary, description=description, guards=guards,
-                            blocking=blocking, name=name)  # fmt: skip
+                            blocking=blocking, name=name, **kw)  # fmt: skip
 
-    def patch(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None):
+    def patch(self, path: str, tags=None, summary=None, description=None, guards=None, blocking=False, name=None, **kw):
         return self._method("PATCH", path, tags=tags, summary=summary, description=description, guards=guards,
-                            blocking=blocking, name=name)  # fmt: skip
+                            blocking=blocking, name=name, **kw)  # fmt: skip
 
-    def options(self, path: str, guards=None, name=None):
-        return self._method("OPTIONS", path, guards=guards, name=name)
+    def options(self, path: str, guards=None, name=None, **kw):
+        return self._method("OPTIONS", path, guards=guards, name=name, **kw)
 
-    def head(self, path: str, guards=None, name=None):
-        return self._method("HEAD", path, guards=guards, name=name)
+    def head(self, path: str, guards=None, name=None, **kw):
+        return self._method("HEAD", path, guards=guards, name=name, **kw)
 
     def register_blueprint(self, blueprint: Routes) -> None:
         """Mount ``blueprint`` (and its nested blueprints) under this one's prefix."""
@@ -123,19 +144,7 @@ class Routes:
         out = []
         for r in self._routes:
             path = join_paths(base, r.path) if base else r.path
-            out.append(
-                RouteDef(
-                    methods=r.methods,
-                    path=path,
-                    handler=r.handler,
-                    name=r.name,
-                    guards=[*inherited, *r.guards],
-                    blocking=r.blocking,
-                    tags=r.tags,
-                    summary=r.summary,
-                    description=r.description,
-                )
-            )
+            out.append(replace(r, path=path, guards=[*inherited, *r.guards]))
         for child in self._children:
             out.extend(child._flatten(base, inherited))
         return out

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 from urllib.parse import urlencode, urlsplit
 
 from ._runtime import Executor
+from .background import drain
+from .errors import HTTPException
 
 
 class Headers(Mapping[str, str]):
@@ -85,9 +87,10 @@ class TestResponse:
 def _multipart(data: Mapping[str, Any] | None, files: Mapping[str, Any]) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     out = bytearray()
-    for k, v in (data or {}).items():
-        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'.encode()
-        out += str(v).encode() + b"\r\n"
+    for k, value in (data or {}).items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            out += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'.encode()
+            out += str(v).encode() + b"\r\n"
     for k, spec in files.items():
         if isinstance(spec, tuple):
             filename, content, *rest = spec
@@ -108,21 +111,49 @@ def _multipart(data: Mapping[str, Any] | None, files: Mapping[str, Any]) -> tupl
 
 
 class TestClient:
-    """httpx-like client for an ``App``; use as a context manager to run startup/shutdown hooks."""
+    """httpx-like client for an ``App``.
+
+    As a context manager it runs the app's lifespan and startup/shutdown hooks. It honours
+    ``app.dependency_overrides``; background tasks and dependency teardowns of a request have
+    finished when its call returns. Like Starlette's, it re-raises an exception a handler did
+    not handle (the one that would be a 500) into the test; ``raise_server_exceptions=False``
+    gives the 500 response instead.
+    """
 
     __test__ = False
 
-    def __init__(self, app: Any, base_url: str = "http://testserver", debug: bool = True) -> None:
+    def __init__(
+        self,
+        app: Any,
+        base_url: str = "http://testserver",
+        debug: bool = True,
+        raise_server_exceptions: bool = True,
+    ) -> None:
         self.app = app
         self.base_url = base_url.rstrip("/")
         self.debug = debug
+        self.raise_server_exceptions = raise_server_exceptions
         self._executor: Executor | None = None
         self._started = False
+        self._server_error: BaseException | None = None
 
     def _ensure(self) -> Executor:
         if self._executor is None:
-            self._executor = Executor(self.app, self.app.server_config(debug=self.debug))
+            self._executor = ex = Executor(self.app, self.app.server_config(debug=self.debug))
+            self._capture_errors(ex)
         return self._executor
+
+    def _capture_errors(self, ex: Executor) -> None:
+        """Remember the exception behind a 500 so ``request()`` can re-raise it."""
+        answer = ex.hooks.error
+
+        def error(exc: BaseException, request: Any) -> Any:
+            result = answer(exc, request)
+            if result[0] == 500 and not isinstance(exc, HTTPException):
+                self._server_error = exc
+            return result
+
+        ex.hooks.error = error
 
     def __enter__(self) -> Self:
         ex = self._ensure()
@@ -189,8 +220,14 @@ class TestClient:
         if body or method.upper() in ("POST", "PUT", "PATCH"):
             hdrs.append(("content-length", str(len(body))))
         fut = ex.loop.create_future()
+        self._server_error = None
         ex.core.test_request(fut, method.upper(), target, [(k.encode(), v.encode()) for k, v in hdrs], body)
         status, resp_headers, resp_body = ex.loop.run_until_complete(fut)
+        # What runs after the response (background tasks, teardowns) is done when we return.
+        ex.loop.run_until_complete(drain(self.app))
+        error, self._server_error = self._server_error, None
+        if error is not None and self.raise_server_exceptions:
+            raise error
         return TestResponse(status, [(k, v.decode("latin-1")) for k, v in resp_headers], resp_body)
 
     def get(self, url: str, **kw: Any) -> TestResponse:

@@ -13,6 +13,37 @@ create_exception!(
     "A request body is not valid JSON; handlers that let it propagate answer 400."
 );
 
+create_exception!(
+    cello,
+    TemplateError,
+    CelloError,
+    "A template failed to parse or render."
+);
+create_exception!(
+    cello,
+    TemplateNotFound,
+    TemplateError,
+    "No template of that name in the template directory."
+);
+
+/// Map a template error; the message carries minijinja's location and source excerpt.
+pub fn template_err(e: minijinja::Error) -> PyErr {
+    let mut msg = e.to_string();
+    if let Some(detail) = e
+        .display_debug_info()
+        .to_string()
+        .lines()
+        .next()
+        .filter(|l| !l.is_empty())
+    {
+        msg = format!("{msg} ({detail})");
+    }
+    match e.kind() {
+        minijinja::ErrorKind::TemplateNotFound => TemplateNotFound::new_err(msg),
+        _ => TemplateError::new_err(msg),
+    }
+}
+
 /// Map a data-plane error to a Python exception.
 pub fn server_err(e: cello_server::Error) -> PyErr {
     match e {
@@ -59,5 +90,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CelloError", py.get_type::<CelloError>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("JsonDecodeError", py.get_type::<JsonDecodeError>())?;
+    m.add("TemplateError", py.get_type::<TemplateError>())?;
+    m.add("TemplateNotFound", py.get_type::<TemplateNotFound>())?;
     Ok(())
 }

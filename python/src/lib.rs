@@ -17,6 +17,7 @@ pub mod queue;
 pub mod request;
 pub mod runtime;
 pub mod sink;
+pub mod templates;
 
 #[pymodule]
 fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -27,6 +28,7 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<request::headers::Headers>()?;
     m.add_class::<request::form::UploadedFile>()?;
     m.add_class::<sink::BodySink>()?;
+    m.add_class::<templates::Templates>()?;
     m.add_function(wrap_pyfunction!(json::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(json::loads, m)?)?;
     m.add_function(wrap_pyfunction!(errors::validate_config, m)?)?;

@@ -189,6 +189,12 @@ pub fn pool_exit() {
     cello_server::metrics::THREADPOOL_BUSY.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// A background task raised (counted in `{prefix}background_task_failures_total`).
+#[pyfunction]
+pub fn background_task_failed() {
+    cello_server::metrics::BACKGROUND_TASK_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 // ---- Rust log events → Python logging --------------------------------------------------------
 
 /// (level name, target, message, fields).
@@ -281,6 +287,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(export_span, m)?)?;
     m.add_function(wrap_pyfunction!(pool_enter, m)?)?;
     m.add_function(wrap_pyfunction!(pool_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(background_task_failed, m)?)?;
     m.add_function(wrap_pyfunction!(install_log_bridge, m)?)?;
     m.add_function(wrap_pyfunction!(take_logs, m)?)?;
     Ok(())

@@ -227,7 +227,8 @@ def build_app(files) -> App:
 
 @pytest.fixture(scope="module")
 def client(files):
-    with TestClient(build_app(files)) as c:
+    # These tests check the 500 responses on the wire, so they do not want the exceptions re-raised.
+    with TestClient(build_app(files), raise_server_exceptions=False) as c:
         yield c
 
 

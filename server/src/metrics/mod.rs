@@ -29,6 +29,8 @@ pub static CONNECTIONS_OPEN: AtomicI64 = AtomicI64::new(0);
 pub static CONNECTIONS_TOTAL: AtomicU64 = AtomicU64::new(0);
 /// Blocking handlers running in the thread pool right now.
 pub static THREADPOOL_BUSY: AtomicI64 = AtomicI64::new(0);
+/// Background tasks (run after their response) that raised.
+pub static BACKGROUND_TASK_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// Counts a connection while it lives (embedded in the connection's activity record).
 #[derive(Debug)]
@@ -364,6 +366,13 @@ impl Metrics {
             "threadpool_busy",
             "Blocking handlers running in the pool.",
             THREADPOOL_BUSY.load(Ordering::Relaxed) as f64,
+        );
+        s.add(
+            &format!("{p}background_task_failures_total"),
+            Kind::Counter,
+            "Background tasks that raised (each is logged with its traceback).",
+            String::new(),
+            Value::Number(BACKGROUND_TASK_FAILURES.load(Ordering::Relaxed) as f64),
         );
         s.add(
             &format!("{p}connections_total"),
