@@ -1,0 +1,191 @@
+"""Issue 9 item 6/7 attacks, black box: path traversal through `{rest:path}` and
+`Response.file(root=)`, non-regular files, handler-set framing headers, JSON limits.
+
+Each attack is tried over HTTP/1.1 (raw socket, so nothing normalises the path) and, where the
+path matters, over HTTP/2 (h2c prior knowledge with the h2 library)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+from rawhttp import Conn, assert_problem
+
+SECRET = b"TOP-SECRET-CONTENT"
+PUBLIC = b"public hello"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """base/secret.txt (outside), base/public/hello.txt, base/public/sub/deep.txt,
+    base/public/link -> ../secret.txt (a symlink out of the root)."""
+    base = tmp_path_factory.mktemp("sec")
+    (base / "secret.txt").write_bytes(SECRET)
+    public = base / "public"
+    (public / "sub").mkdir(parents=True)
+    (public / "hello.txt").write_bytes(PUBLIC)
+    (public / "sub" / "deep.txt").write_bytes(b"deep")
+    (public / "link").symlink_to(base / "secret.txt")
+    (public / "inner-link").symlink_to(public / "hello.txt")
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(serve, tree):
+    return serve("security_app", env={"SECURITY_ROOT": str(tree / "public")})
+
+
+def h1_get(server, path: str, headers: dict[str, str] | None = None):
+    with Conn(server.host, server.port, timeout=10) as conn:
+        return conn.request("GET", path, headers=headers)
+
+
+def h2_get(server, path: str, timeout: float = 10.0):
+    """GET `path` exactly as given (`:path` is not normalised) over h2c prior knowledge.
+    Returns (status, headers dict, body)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    sock = socket.create_connection((server.host, server.port), timeout=timeout)
+    conn = h2.connection.H2Connection(
+        config=h2.config.H2Configuration(client_side=True, validate_outbound_headers=False)
+    )
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(
+        sid,
+        [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "127.0.0.1")],
+        end_stream=True,
+    )
+    sock.sendall(conn.data_to_send())
+    status, headers, body = None, {}, b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == sid:
+                    headers = {k.decode(): v.decode() for k, v in event.headers}
+                    status = int(headers[":status"])
+                elif isinstance(event, h2.events.DataReceived) and event.stream_id == sid:
+                    body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)) and event.stream_id == sid:
+                    return status, headers, body
+            out = conn.data_to_send()
+            if out:
+                sock.sendall(out)
+    finally:
+        sock.close()
+    raise AssertionError(f"h2 GET {path}: no complete answer (status {status})")
+
+
+class H2Resp:
+    """Enough of a response for `assert_problem`."""
+
+    def __init__(self, status, headers, body):
+        self.status_code, self.headers, self.content = status, headers, body
+
+
+TRAVERSALS = [
+    "../secret.txt",
+    "%2e%2e/secret.txt",
+    "%2E%2E/secret.txt",
+    "..%2fsecret.txt",
+    "..%2Fsecret.txt",
+    "%2e%2e%2fsecret.txt",
+    "%252e%252e/secret.txt",
+    "%252e%252e%252fsecret.txt",
+    "sub/../../secret.txt",
+    "..%5csecret.txt",
+    "/etc/passwd",
+    "%2fetc/passwd",
+    "./../secret.txt",
+    "hello.txt%00.png",
+]
+
+
+def _assert_refused(status, ctype, body, what):
+    assert SECRET not in body and b"root:" not in body, f"{what}: leaked {body[:200]!r}"
+    assert status == 404, f"{what}: {status} {body[:200]!r}"
+    assert ctype.split(";")[0] == "application/problem+json", f"{what}: {ctype}"
+
+
+@pytest.mark.parametrize("prefix", ["/static/", "/star/"])
+@pytest.mark.parametrize("attack", TRAVERSALS)
+def test_path_param_refuses_traversal_h1(server, prefix, attack):
+    resp = h1_get(server, prefix + attack)
+    _assert_refused(resp.status, resp.header("content-type") or "", resp.body, prefix + attack)
+
+
+@pytest.mark.parametrize("prefix", ["/static/", "/star/"])
+@pytest.mark.parametrize("attack", TRAVERSALS)
+def test_path_param_refuses_traversal_h2(server, prefix, attack):
+    status, headers, body = h2_get(server, prefix + attack)
+    _assert_refused(status, headers.get("content-type", ""), body, "h2 " + prefix + attack)
+
+
+@pytest.mark.parametrize("get", [h1_get, h2_get], ids=["h1", "h2"])
+def test_double_slash_absolute_form_is_refused(server, get):
+    # The issue's `/static//etc/passwd`: the parameter would be `/etc/passwd`.
+    res = get(server, "/static//etc/passwd")
+    status, ctype, body = (res.status, res.header("content-type"), res.body) if hasattr(res, "status") else (
+        res[0],
+        res[1].get("content-type", ""),
+        res[2],
+    )
+    _assert_refused(status, ctype or "", body, "/static//etc/passwd")
+
+
+def test_path_param_still_serves_normal_files(server):
+    assert h1_get(server, "/static/hello.txt").body == PUBLIC
+    assert h1_get(server, "/static/sub/deep.txt").body == b"deep"
+    assert h1_get(server, "/star/sub/deep.txt").body == b"deep"
+    status, _, body = h2_get(server, "/static/sub/deep.txt")
+    assert (status, body) == (200, b"deep")
+
+
+def test_unsafe_opt_in_passes_the_value_through(server):
+    assert h1_get(server, "/unsafe/../x/%2e%2e").json() == {"rest": "../x/.."}
+    assert h1_get(server, "/unsafe//etc/passwd").json() == {"rest": "/etc/passwd"}
+
+
+@pytest.mark.parametrize("route", ["/rooted/", "/rooted-send/", "/rooted-range/"])
+@pytest.mark.parametrize("attack", [*TRAVERSALS, "link", "/etc/passwd", "%2Fetc%2Fpasswd"])
+def test_file_root_refuses_paths_outside_it(server, route, attack):
+    resp = h1_get(server, route + attack)
+    _assert_refused(resp.status, resp.header("content-type") or "", resp.body, route + attack)
+    assert_problem(resp, 404)
+
+
+@pytest.mark.parametrize("attack", ["../secret.txt", "link", "/etc/passwd"])
+def test_file_root_refuses_over_h2(server, attack):
+    status, headers, body = h2_get(server, "/rooted/" + attack)
+    _assert_refused(status, headers.get("content-type", ""), body, "h2 /rooted/" + attack)
+
+
+def test_file_root_serves_inside_it(server, tree):
+    assert h1_get(server, "/rooted/hello.txt").body == PUBLIC
+    assert h1_get(server, "/rooted/sub/../hello.txt").body == PUBLIC  # stays inside: fine
+    assert h1_get(server, "/rooted/inner-link").body == PUBLIC  # a link that stays inside
+    assert h1_get(server, "/rooted-send/sub/deep.txt").body == b"deep"
+    assert h1_get(server, f"/rooted/{tree}/public/hello.txt").body == PUBLIC  # absolute but inside
+    resp = h1_get(server, "/rooted-range/hello.txt", headers={"Range": "bytes=0-5"})
+    assert (resp.status, resp.body) == (206, PUBLIC[:6])
+
+
+def test_file_root_in_process_api(tree):
+    from cello import Response
+
+    root = tree / "public"
+    assert Response.file("hello.txt", root=root).body() == PUBLIC
+    refused = Response.file("../secret.txt", root=root)
+    assert refused.status == 404 and SECRET not in refused.body()
+    assert refused.content_type() == "application/problem+json"
+    assert Response.sendfile("link", root=str(root)).status == 404
+    assert os.path.exists(root / "link")
