@@ -189,3 +189,70 @@ def test_file_root_in_process_api(tree):
     assert refused.content_type() == "application/problem+json"
     assert Response.sendfile("link", root=str(root)).status == 404
     assert os.path.exists(root / "link")
+
+
+# ---- non-regular files ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fifo(tree):
+    path = tree / "pipe"
+    if not path.exists():
+        os.mkfifo(path)
+    return path
+
+
+def _fifo_burst(server, path, total=600, workers=40):
+    """`total` GETs for a file response on `path`, `workers` keep-alive connections at once;
+    returns the slowest answer time and the statuses seen."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(n):
+        slowest, statuses = 0.0, []
+        with Conn(server.host, server.port, timeout=8) as conn:
+            for _ in range(n):
+                t0 = time.monotonic()
+                resp = conn.request("GET", f"/anyfile?path={path}")
+                slowest = max(slowest, time.monotonic() - t0)
+                statuses.append(resp.status)
+                assert_problem(resp, 404)
+        return slowest, statuses
+
+    per = total // workers
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(run, [per] * workers))
+    return max(r[0] for r in results), [s for r in results for s in r[1]]
+
+
+def test_fifo_is_refused_promptly_and_files_are_still_served(serve, tree, fifo):
+    server = serve("security_app", env={"SECURITY_ROOT": str(tree / "public")}, fresh=True)
+    slowest, statuses = _fifo_burst(server, fifo)
+    assert statuses == [404] * 600
+    assert slowest < 3.0, f"a FIFO request took {slowest:.1f} s"
+    resp = h1_get(server, f"/anyfile?path={tree / 'public' / 'hello.txt'}")
+    assert (resp.status, resp.body) == (200, PUBLIC)
+    resp = h1_get(server, f"/anyrange?path={fifo}", headers={"Range": "bytes=0-3"})
+    assert_problem(resp, 404)
+    # Nothing is left pinned on a blocking thread, so SIGTERM ends the process at once.
+    t0 = time.monotonic()
+    server.proc.send_signal(15)
+    try:
+        server.proc.wait(timeout=4)
+    except Exception:  # noqa: BLE001 -- reported below
+        pass
+    took = time.monotonic() - t0
+    assert server.proc.poll() is not None, "the server did not stop within 4 s of SIGTERM"
+    assert took < 4
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "/dev/null", "DIR"])
+def test_devices_and_directories_are_not_served(server, tree, target):
+    path = tree / "public" if target == "DIR" else target
+    with Conn(server.host, server.port, timeout=5) as conn:
+        resp = conn.request("GET", f"/anyfile?path={path}")
+    assert_problem(resp, 404)
+
+
+def test_fifo_over_h2(server, fifo):
+    status, headers, body = h2_get(server, f"/anyfile?path={fifo}", timeout=5)
+    assert status == 404 and headers["content-type"] == "application/problem+json"
