@@ -256,3 +256,80 @@ def test_devices_and_directories_are_not_served(server, tree, target):
 def test_fifo_over_h2(server, fifo):
     status, headers, body = h2_get(server, f"/anyfile?path={fifo}", timeout=5)
     assert status == 404 and headers["content-type"] == "application/problem+json"
+
+
+# ---- handler-set framing headers -----------------------------------------------------------
+
+EIGHT = b"12345678"
+
+
+def _two_in_a_row(server, path, method="GET"):
+    """Two requests on one keep-alive connection: the second answer proves the first one was
+    framed as it really was (a wrong length leaves bytes that poison the next response)."""
+    with Conn(server.host, server.port, timeout=5) as conn:
+        first = conn.request(method, path)
+        second = conn.request("GET", "/static/hello.txt")
+    assert (second.status, second.body) == (200, PUBLIC), f"connection out of sync after {path}: {second}"
+    return first
+
+
+@pytest.mark.parametrize(
+    "path", ["/framing/short-length", "/framing/long-length", "/framing/tuple-length", "/framing/te", "/framing/hop"]
+)
+def test_handler_framing_headers_are_replaced(server, path):
+    resp = _two_in_a_row(server, path)
+    assert (resp.status, resp.body) == (200, EIGHT)
+    assert resp.header_list("content-length") == ["8"], resp.headers
+    assert resp.header("transfer-encoding") is None
+    assert resp.header("keep-alive") is None and resp.header("upgrade") is None
+    assert resp.header("connection") is None
+
+
+def test_transfer_encoding_other_than_chunked_is_dropped(server):
+    resp = _two_in_a_row(server, "/framing/te-gzip")
+    assert resp.body == EIGHT and resp.header("transfer-encoding") is None
+
+
+def test_two_contradicting_lengths_on_json(server):
+    resp = _two_in_a_row(server, "/framing/dict-length")
+    assert resp.header_list("content-length") == [str(len(resp.body))] and resp.json() == {"a": 1}
+
+
+def test_streamed_body_ignores_handler_length(server):
+    resp = _two_in_a_row(server, "/framing/stream-length")
+    assert resp.body == EIGHT
+    assert resp.header("content-length") is None and resp.header("transfer-encoding") == "chunked"
+
+
+def test_file_response_ignores_handler_framing(server, tree):
+    resp = _two_in_a_row(server, f"/framing/file-length?path={tree / 'public' / 'hello.txt'}")
+    assert resp.body == PUBLIC
+    assert resp.header_list("content-length") == [str(len(PUBLIC))] and resp.header("transfer-encoding") is None
+
+
+def test_empty_body_length_and_head(server):
+    resp = _two_in_a_row(server, "/framing/empty-length")
+    assert resp.body == b"" and resp.header("content-length") in (None, "0")
+    # A HEAD answer may announce the length a GET would have: kept.
+    resp = _two_in_a_row(server, "/framing/head-length", method="HEAD")
+    assert resp.header("content-length") == "1234"
+
+
+def test_error_response_framing(server):
+    resp = _two_in_a_row(server, "/framing/error-length")
+    assert resp.status == 418 and resp.header_list("content-length") == [str(len(resp.body))]
+
+
+def test_connection_close_request_is_honoured(server):
+    with Conn(server.host, server.port, timeout=5) as conn:
+        resp = conn.request("GET", "/framing/close")
+        assert resp.body == EIGHT and resp.header("connection") == "close"
+        assert conn.wait_closed(3) is not None
+
+
+def test_framing_headers_over_h2(server):
+    status, headers, body = h2_get(server, "/framing/hop")
+    assert (status, body) == (200, EIGHT)
+    assert "connection" not in headers and "upgrade" not in headers and "keep-alive" not in headers
+    status, headers, body = h2_get(server, "/framing/short-length")
+    assert (status, body, headers.get("content-length")) == (200, EIGHT, "8")
