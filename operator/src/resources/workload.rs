@@ -263,9 +263,12 @@ fn containers(ctx: &Ctx) -> Vec<Container> {
     let queue_env = all_queue_env(&ctx.name, &spec.queues);
     match spec.mode {
         Mode::Embedded => {
+            // `cello run` binds 127.0.0.1 unless told otherwise; a pod serves on all interfaces.
             let mut args = vec![
                 "run".into(),
                 spec.app.clone(),
+                "--host".into(),
+                "0.0.0.0".into(),
                 "--workers".into(),
                 spec.workers.to_string(),
             ];
