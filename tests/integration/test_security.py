@@ -333,3 +333,31 @@ def test_framing_headers_over_h2(server):
     assert "connection" not in headers and "upgrade" not in headers and "keep-alive" not in headers
     status, headers, body = h2_get(server, "/framing/short-length")
     assert (status, body, headers.get("content-length")) == (200, EIGHT, "8")
+
+
+# ---- JSON limits ---------------------------------------------------------------------------
+
+
+def _post(server, body: bytes):
+    with Conn(server.host, server.port, timeout=10) as conn:
+        return conn.request("POST", "/echo", headers={"Content-Type": "application/json"}, body=body)
+
+
+def test_json_echo_at_the_depth_limit(server):
+    doc = b"[" * 512 + b"]" * 512
+    resp = _post(server, doc)
+    assert (resp.status, resp.body) == (200, doc)
+
+
+@pytest.mark.parametrize("depth", [513, 1000, 5000])
+def test_json_deeper_than_the_limit_is_400(server, depth):
+    resp = _post(server, b"[" * depth + b"]" * depth)
+    problem = assert_problem(resp, 400)
+    assert "nesting too deep" in problem.get("detail", ""), problem
+
+
+@pytest.mark.parametrize("doc", [b"1e999999", b"-1e999999", b'{"n": 1e400}', b"[99999999999999999999999, 1e309]"])
+def test_json_infinite_numbers_are_400(server, doc):
+    resp = _post(server, doc)
+    assert_problem(resp, 400)
+    assert b"null" not in resp.body

@@ -4,7 +4,12 @@
 //!
 //! simd-json rejects integers beyond 64 bits and floats that overflow a double; for those
 //! rare documents (and only then) the parse falls back to Python's `json.loads`, which
-//! gives exact big ints, so results always equal `json.loads`.
+//! gives exact big ints, so results always equal `json.loads` (except that non-finite
+//! numbers, `1e999999`, `NaN`, `Infinity`, are refused: JSON has none, and they would be
+//! echoed as `null`).
+//!
+//! Containers nested deeper than [`MAX_DEPTH`] are refused, so the writer can always
+//! echo what was read.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -13,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 use simd_json::{ErrorType, Node, StaticNode};
 
+use super::MAX_DEPTH;
 use crate::errors::JsonDecodeError;
 
 /// Parse JSON text into Python objects; malformed input raises `JsonDecodeError` with the
@@ -34,12 +40,50 @@ pub fn parse<'py>(py: Python<'py>, input: &[u8]) -> PyResult<Bound<'py, PyAny>> 
             if matches!(e.error(), ErrorType::InvalidNumber | ErrorType::InvalidExponent) {
                 return python_fallback(py, input);
             }
+            if matches!(e.error(), ErrorType::DepthLimitExceeded) {
+                return Err(too_deep(py, input));
+            }
             return Err(diagnose(py, input, &e));
         }
     };
     let mut pos = 0usize;
     let mut keys = KeyCache::default();
-    build(py, &tape.0, &mut pos, &mut keys)
+    build(py, &tape.0, &mut pos, &mut keys, 0).map_err(|e| e.unwrap_or_else(|| too_deep(py, input)))
+}
+
+/// The error for input nested deeper than [`MAX_DEPTH`], at the first byte too deep.
+#[cold]
+fn too_deep(py: Python<'_>, input: &[u8]) -> PyErr {
+    let at = first_too_deep(input).unwrap_or(0);
+    decode_error(py, input, at, &format!("nesting too deep (more than {MAX_DEPTH} levels)"))
+}
+
+/// Byte offset of the first `[`/`{` nested deeper than [`MAX_DEPTH`] (strings skipped).
+fn first_too_deep(input: &[u8]) -> Option<usize> {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for (i, &b) in input.iter().enumerate() {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Object keys repeat (arrays of records): reuse one Python string per distinct short key,
@@ -84,22 +128,32 @@ fn build<'t, 'py>(
     nodes: &[Node<'t>],
     pos: &mut usize,
     keys: &mut KeyCache<'t, 'py>,
-) -> PyResult<Bound<'py, PyAny>> {
+    depth: usize,
+) -> Result<Bound<'py, PyAny>, Option<PyErr>> {
     let Some(node) = nodes.get(*pos) else {
-        return Err(JsonDecodeError::new_err("invalid JSON: truncated document"));
+        return Err(Some(JsonDecodeError::new_err("invalid JSON: truncated document")));
     };
+    if matches!(node, Node::Array { .. } | Node::Object { .. }) && depth >= MAX_DEPTH {
+        return Err(None); // `None`: too deep (the caller builds the error with a position)
+    }
     *pos += 1;
     Ok(match *node {
         Node::String(s) => PyString::new(py, s).into_any(),
         Node::Static(StaticNode::Null) => py.None().into_bound(py),
         Node::Static(StaticNode::Bool(b)) => PyBool::new(py, b).to_owned().into_any(),
-        Node::Static(StaticNode::I64(i)) => i.into_pyobject(py)?.into_any(),
-        Node::Static(StaticNode::U64(u)) => u.into_pyobject(py)?.into_any(),
+        Node::Static(StaticNode::I64(i)) => {
+            let Ok(v) = i.into_pyobject(py);
+            v.into_any()
+        }
+        Node::Static(StaticNode::U64(u)) => {
+            let Ok(v) = u.into_pyobject(py);
+            v.into_any()
+        }
         Node::Static(StaticNode::F64(f)) => PyFloat::new(py, f).into_any(),
         Node::Array { len, .. } => {
             let mut items = Vec::with_capacity(len);
             for _ in 0..len {
-                items.push(build(py, nodes, pos, keys)?);
+                items.push(build(py, nodes, pos, keys, depth + 1)?);
             }
             PyList::new(py, items)?.into_any()
         }
@@ -108,10 +162,14 @@ fn build<'t, 'py>(
             for _ in 0..len {
                 let key = match nodes.get(*pos) {
                     Some(Node::String(k)) => key(py, k, keys),
-                    _ => return Err(JsonDecodeError::new_err("invalid JSON: object key is not a string")),
+                    _ => {
+                        return Err(Some(JsonDecodeError::new_err(
+                            "invalid JSON: object key is not a string",
+                        )))
+                    }
                 };
                 *pos += 1;
-                d.set_item(key, build(py, nodes, pos, keys)?)?;
+                d.set_item(key, build(py, nodes, pos, keys, depth + 1)?)?;
             }
             d.into_any()
         }
@@ -126,7 +184,30 @@ fn python_fallback<'py>(py: Python<'py>, input: &[u8]) -> PyResult<Bound<'py, Py
         Ok(t) => t,
         Err(e) => return Err(decode_error(py, input, e.valid_up_to(), "invalid UTF-8")),
     };
-    match json.call_method1("loads", (text,)) {
+    if first_too_deep(input).is_some() {
+        return Err(too_deep(py, input));
+    }
+    // `json.loads` turns `1e999999` into `inf` and accepts `NaN`/`Infinity`: refuse them.
+    let kwargs = pyo3::types::PyDict::new(py);
+    let finite = pyo3::types::PyCFunction::new_closure(py, None, None, |args, _| -> PyResult<f64> {
+        let text: String = args.get_item(0)?.extract()?;
+        let v: f64 = args.py().get_type::<PyFloat>().call1((text.as_str(),))?.extract()?;
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "number out of range: {}",
+                text.chars().take(40).collect::<String>()
+            )))
+        }
+    })?;
+    let constant = pyo3::types::PyCFunction::new_closure(py, None, None, |args, _| -> PyResult<f64> {
+        let text: String = args.get_item(0)?.extract()?;
+        Err(pyo3::exceptions::PyValueError::new_err(format!("{text} is not valid JSON")))
+    })?;
+    kwargs.set_item("parse_float", finite)?;
+    kwargs.set_item("parse_constant", constant)?;
+    match json.call_method("loads", (text,), Some(&kwargs)) {
         Ok(v) => Ok(v),
         Err(err) => {
             let value = err.value(py);
