@@ -85,13 +85,6 @@ def h2_get(server, path: str, timeout: float = 10.0):
     raise AssertionError(f"h2 GET {path}: no complete answer (status {status})")
 
 
-class H2Resp:
-    """Enough of a response for `assert_problem`."""
-
-    def __init__(self, status, headers, body):
-        self.status_code, self.headers, self.content = status, headers, body
-
-
 TRAVERSALS = [
     "../secret.txt",
     "%2e%2e/secret.txt",
@@ -130,16 +123,12 @@ def test_path_param_refuses_traversal_h2(server, prefix, attack):
     _assert_refused(status, headers.get("content-type", ""), body, "h2 " + prefix + attack)
 
 
-@pytest.mark.parametrize("get", [h1_get, h2_get], ids=["h1", "h2"])
-def test_double_slash_absolute_form_is_refused(server, get):
+def test_double_slash_absolute_form_is_refused(server):
     # The issue's `/static//etc/passwd`: the parameter would be `/etc/passwd`.
-    res = get(server, "/static//etc/passwd")
-    status, ctype, body = (res.status, res.header("content-type"), res.body) if hasattr(res, "status") else (
-        res[0],
-        res[1].get("content-type", ""),
-        res[2],
-    )
-    _assert_refused(status, ctype or "", body, "/static//etc/passwd")
+    resp = h1_get(server, "/static//etc/passwd")
+    _assert_refused(resp.status, resp.header("content-type") or "", resp.body, "h1 /static//etc/passwd")
+    status, headers, body = h2_get(server, "/static//etc/passwd")
+    _assert_refused(status, headers.get("content-type", ""), body, "h2 /static//etc/passwd")
 
 
 def test_path_param_still_serves_normal_files(server):
