@@ -48,5 +48,8 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok::<usize, String>(n)
     };
-    assert!(block_on_ready(parse).is_some(), "the in-memory multipart parse did not complete");
+    assert!(
+        block_on_ready(parse).is_some(),
+        "the in-memory multipart parse did not complete"
+    );
 });

@@ -104,7 +104,10 @@ fn minimal_app_has_configmap_service_deployment_and_a_monitor() {
     assert!(pod["metadata"]["annotations"].get("prometheus.io/scrape").is_none());
     let c = &pod["spec"]["containers"][0];
     assert_eq!(c["command"], json!(["cello"]));
-    assert_eq!(c["args"], json!(["run", "shop.main:app", "--host", "0.0.0.0", "--workers", "1"]));
+    assert_eq!(
+        c["args"],
+        json!(["run", "shop.main:app", "--host", "0.0.0.0", "--workers", "1"])
+    );
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
     assert_eq!(c["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");

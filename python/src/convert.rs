@@ -109,10 +109,10 @@ fn own_framing(resp: &mut Response<ResponseBody>, head: bool) {
     if !h.keys().any(|k| k == CONTENT_LENGTH || is_framing(k)) {
         return;
     }
-    let close = h
-        .get_all(CONNECTION)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))));
+    let close = h.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    });
     let mut dropped = Vec::new();
     for name in [TRANSFER_ENCODING, CONNECTION, UPGRADE, TE] {
         if h.remove(&name).is_some() {

@@ -96,7 +96,10 @@ fn chunks(
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         let n = buf.len() as u64;
-        Ok(Some((http_body::Frame::data(Bytes::from(buf)), (file, pos + n, left - n))))
+        Ok(Some((
+            http_body::Frame::data(Bytes::from(buf)),
+            (file, pos + n, left - n),
+        )))
     })
 }
 

@@ -520,7 +520,15 @@ mod tests {
             }
             assert_eq!(found(&r, Method::GET, &format!("/raw/{bad}")).0, 2, "/raw/{bad}");
         }
-        for good in ["a.txt", "dir/", "a/b/c.txt", "..a/b..", ".hidden", "100%25.txt", "a%20b"] {
+        for good in [
+            "a.txt",
+            "dir/",
+            "a/b/c.txt",
+            "..a/b..",
+            ".hidden",
+            "100%25.txt",
+            "a%20b",
+        ] {
             assert_eq!(found(&r, Method::GET, &format!("/static/{good}")).0, 0, "{good}");
             assert_eq!(found(&r, Method::GET, &format!("/star/{good}")).0, 1, "{good}");
         }

@@ -56,7 +56,12 @@ pub fn parse<'py>(py: Python<'py>, input: &[u8]) -> PyResult<Bound<'py, PyAny>> 
 #[cold]
 fn too_deep(py: Python<'_>, input: &[u8]) -> PyErr {
     let at = first_too_deep(input, MAX_DEPTH).unwrap_or(0);
-    decode_error(py, input, at, &format!("nesting too deep (more than {MAX_DEPTH} levels)"))
+    decode_error(
+        py,
+        input,
+        at,
+        &format!("nesting too deep (more than {MAX_DEPTH} levels)"),
+    )
 }
 
 /// Object keys repeat (arrays of records): reuse one Python string per distinct short key,
@@ -176,7 +181,9 @@ fn python_fallback<'py>(py: Python<'py>, input: &[u8]) -> PyResult<Bound<'py, Py
     })?;
     let constant = pyo3::types::PyCFunction::new_closure(py, None, None, |args, _| -> PyResult<f64> {
         let text: String = args.get_item(0)?.extract()?;
-        Err(pyo3::exceptions::PyValueError::new_err(format!("{text} is not valid JSON")))
+        Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{text} is not valid JSON"
+        )))
     })?;
     kwargs.set_item("parse_float", finite)?;
     kwargs.set_item("parse_constant", constant)?;
