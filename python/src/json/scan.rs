@@ -84,7 +84,8 @@ mod tests {
     fn depth_scan_skips_strings() {
         assert_eq!(first_too_deep(b"[[]]", 2), None);
         assert_eq!(first_too_deep(b"[[[]]]", 2), Some(2));
-        assert_eq!(first_too_deep(br#"["[[[\"[[", {"a": []}]"#, 2), None);
+        assert_eq!(first_too_deep(br#"["[[[\"[[", {"a": 1}]"#, 2), None);
+        assert_eq!(first_too_deep(br#"["\\", [[]]]"#, 2), Some(8));
     }
 
     #[test]
