@@ -10,7 +10,8 @@ PROFILE ?= fast
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv build run test test-rust test-python test-operator test-install lint fmt generate bench clean
+.PHONY: help venv build run test test-rust test-python test-operator test-install lint fmt generate bench clean \
+	fuzz-smoke soak
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -70,6 +71,22 @@ BENCH_ARGS ?= --profile pinned --reps 3 --baseline hyper cello cello-async hyper
 bench: ## wrk against Cello and its peers (see bench/README.md)
 	BPY=$$(bench/setup.sh | tail -1) && HYPER_HELLO_BIN=$(HOME)/.cache/cello/target-bench/release/hyper-hello \
 		$$BPY bench/run.py $(BENCH_ARGS)
+
+# cargo-fuzz needs nightly features: RUSTC_BOOTSTRAP=1 enables them on the stable toolchain.
+FUZZ_TARGETS ?= router path_query form json_read
+FUZZ_SECONDS ?= 15
+fuzz-smoke: ## a short run of every fuzz target over its committed corpus (needs `cargo install cargo-fuzz`)
+	@# New inputs go to a scratch directory (the first one), so the committed corpus stays as it is.
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		scratch=$$(mktemp -d) && \
+		RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)-fuzz cargo fuzz run -O $$t $$scratch corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -rss_limit_mb=2048 || exit 1; \
+		rm -rf $$scratch; \
+	done
+
+SOAK_MINUTES ?= 10
+soak: build ## mixed load + worker SIGKILLs/SIGHUPs against `cello run --workers 2` (not in CI)
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
 
 clean: ## remove the virtualenv and build output
 	rm -rf $(VENV) dist build

@@ -1,6 +1,7 @@
 """The ``cello`` command (also ``python -m cello``).
 
-    cello run [APP]      serve: 0.0.0.0:8000 (or $PORT), env production, no reload
+    cello run [APP]      serve: 127.0.0.1:8000 (or $PORT), env production, no reload;
+                         --host 0.0.0.0 (or CELLO_HOST) to serve other machines
     cello dev [APP]      develop: 127.0.0.1:8000, reload, debug tracebacks, access log
     cello routes [APP]   print the route table
     cello openapi [APP]  print the OpenAPI 3.1 document (JSON)
@@ -20,7 +21,7 @@ from . import _cli, _loader
 
 # Per-command defaults, below flags and CELLO_* variables.
 # Health probes are on by default for both (`--no-health-checks` turns them off).
-RUN_DEFAULTS = {"host": "0.0.0.0", "env": "production", "reload": False, "logs": True, "access_log": False,
+RUN_DEFAULTS = {"host": "127.0.0.1", "env": "production", "reload": False, "logs": True, "access_log": False,
                 "health_checks": True}  # fmt: skip
 DEV_DEFAULTS = {"host": "127.0.0.1", "env": "development", "debug": True, "reload": True, "logs": True,
                 "access_log": True, "health_checks": True}  # fmt: skip

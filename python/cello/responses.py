@@ -112,6 +112,22 @@ def _content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}"
 
 
+_FILE_NOT_FOUND = {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "file not found"}
+
+
+def _resolve_under(root: str | os.PathLike, path: str) -> str | None:
+    """``path`` (relative to ``root``, or absolute) with symlinks resolved, or ``None``
+    when it is not inside ``root`` (also resolved) or cannot be a file name (NUL)."""
+    try:
+        base = os.path.realpath(os.fsdecode(os.fspath(root)))
+        full = os.path.realpath(os.path.join(base, path))
+    except (ValueError, OSError):  # NUL in the name, or a symlink loop
+        return None
+    if full == base or os.path.commonpath([base, full]) != base:
+        return None
+    return full
+
+
 def _u64(text: str) -> int | None:
     if not re.fullmatch(r"\+?[0-9]+", text):
         return None
@@ -531,12 +547,23 @@ class Response:
 
     @classmethod
     def _from_file(
-        cls, path: str | os.PathLike, content_type: str | None, range_header: str | None, ranged: bool
+        cls,
+        path: str | os.PathLike,
+        content_type: str | None,
+        range_header: str | None,
+        ranged: bool,
+        root: str | os.PathLike | None = None,
     ) -> Response:
         r = cls()
         path = os.fspath(path)
         if isinstance(path, bytes):
             path = os.fsdecode(path)
+        if root is not None:
+            resolved = _resolve_under(root, path)
+            if resolved is None:
+                # The same answer as a missing file: nothing tells what exists outside.
+                return cls(_dumps(_FILE_NOT_FOUND), status=404, content_type="application/problem+json")
+            path = resolved
         if content_type is None:
             content_type = _MIME.guess_type(path, strict=False)[0] or _OCTET
         r._headers.append(_check_header("content-type", content_type))
@@ -545,25 +572,46 @@ class Response:
         return r
 
     @classmethod
-    def file(cls, path: str | os.PathLike, filename: str | None = None, content_type: str | None = None) -> Response:
+    def file(
+        cls,
+        path: str | os.PathLike,
+        filename: str | None = None,
+        content_type: str | None = None,
+        root: str | os.PathLike | None = None,
+    ) -> Response:
         """Stream a file from disk (never read whole). With ``filename`` the browser is
         told to download it (``Content-Disposition: attachment``). The type is guessed
-        from the path when not given. A missing file answers 404."""
-        r = cls._from_file(path, content_type, None, False)
-        if filename is not None:
+        from the path when not given. A missing file answers 404.
+
+        With ``root``, a relative ``path`` is taken inside ``root`` and any path that
+        leaves it once symlinks are resolved (``..``, an absolute path, a link pointing
+        out) answers 404 problem+json, never the file: ``Response.file(rest, root=ROOT)``
+        is the safe way to serve a ``{rest:path}`` parameter. Only regular files are
+        served (a FIFO, device or directory is a 404)."""
+        r = cls._from_file(path, content_type, None, False, root)
+        if filename is not None and r._kind == 1:
             r._headers.append(("content-disposition", _content_disposition(str(filename))))
         return r
 
     @classmethod
-    def sendfile(cls, path: str | os.PathLike, content_type: str | None = None) -> Response:
-        """Stream a file from disk to be shown inline."""
-        return cls._from_file(path, content_type, None, False)
+    def sendfile(
+        cls, path: str | os.PathLike, content_type: str | None = None, root: str | os.PathLike | None = None
+    ) -> Response:
+        """Stream a file from disk to be shown inline (``root`` as for ``file``)."""
+        return cls._from_file(path, content_type, None, False, root)
 
     @classmethod
-    def file_range(cls, path: str | os.PathLike, range_header: str | None, content_type: str | None = None) -> Response:
+    def file_range(
+        cls,
+        path: str | os.PathLike,
+        range_header: str | None,
+        content_type: str | None = None,
+        root: str | os.PathLike | None = None,
+    ) -> Response:
         """Serve the part of a file a ``Range`` header asks for: 206 with ``Content-Range``,
-        416 for an unsatisfiable or malformed range, 200 (whole file) without a header."""
-        return cls._from_file(path, content_type, None if range_header is None else str(range_header), True)
+        416 for an unsatisfiable or malformed range, 200 (whole file) without a header
+        (``root`` as for ``file``)."""
+        return cls._from_file(path, content_type, None if range_header is None else str(range_header), True, root)
 
     @classmethod
     def redirect(cls, url: str, permanent: bool | None = None, status: int | None = None) -> Response:

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cello_server::problem::problem;
 use cello_server::ResponseBody;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Response, StatusCode};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, Method, Response, StatusCode};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -67,13 +67,104 @@ impl Reply {
                 }
                 if r.status().is_success() {
                     for (k, v) in &headers {
-                        r.headers_mut().append(k, v.clone());
+                        // The file response framed itself; the handler's framing headers go.
+                        if !is_framing(k) && k != CONTENT_LENGTH {
+                            r.headers_mut().append(k, v.clone());
+                        }
                     }
                 }
                 r
             }
         }
     }
+}
+
+/// Hop-by-hop headers that describe the connection or the message framing: the
+/// data plane (hyper) writes them, a handler cannot (RFC 9110 §7.6.1, RFC 9113 §8.2.2).
+fn is_framing(name: &HeaderName) -> bool {
+    name == TRANSFER_ENCODING
+        || name == CONNECTION
+        || name == UPGRADE
+        || name == TE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Make a handler's headers agree with the body the data plane will send: drop
+/// framing headers (keeping only a `Connection: close` request, which hyper honours
+/// by closing after the response), and replace a `Content-Length` that contradicts
+/// a known body. A streamed body is always sent chunked (DATA frames on HTTP/2): a
+/// handler's length for it could not be checked before the first byte goes out.
+/// Without this, `Content-Length: 2` over an 8-byte body desyncs a keep-alive
+/// connection: the client reads the 6 extra bytes as the next response.
+fn own_framing(resp: &mut Response<ResponseBody>, head: bool) {
+    let known = match resp.body() {
+        ResponseBody::Empty => Some(0),
+        ResponseBody::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
+        ResponseBody::Channel(_) | ResponseBody::Boxed(_) => None,
+    };
+    let status = resp.status();
+    let h = resp.headers_mut();
+    // The hot path: no framing header at all (one pass over the few names).
+    if !h.keys().any(|k| k == CONTENT_LENGTH || is_framing(k)) {
+        return;
+    }
+    let close = h.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    });
+    let mut dropped = Vec::new();
+    for name in [TRANSFER_ENCODING, CONNECTION, UPGRADE, TE] {
+        if h.remove(&name).is_some() {
+            dropped.push(name);
+        }
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        if h.remove(name).is_some() {
+            dropped.push(HeaderName::from_static(name));
+        }
+    }
+    if close {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    let lengths: Vec<Option<u64>> = h
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse().ok()))
+        .collect();
+    if !lengths.is_empty() {
+        let claimed = match lengths.as_slice() {
+            [one] => *one,
+            _ => None,
+        };
+        let keep = match known {
+            // HEAD answers carry the length of the body a GET would get, and no body.
+            Some(0) if head => claimed.is_some(),
+            Some(n) => claimed == Some(n) && status != StatusCode::NO_CONTENT && !status.is_informational(),
+            None => false,
+        };
+        if !keep {
+            h.remove(CONTENT_LENGTH);
+            if let Some(n) = known.filter(|_| status != StatusCode::NO_CONTENT && !status.is_informational()) {
+                h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            }
+            dropped.push(CONTENT_LENGTH);
+        }
+    }
+    if !dropped.is_empty() {
+        let names: Vec<&str> = dropped.iter().map(HeaderName::as_str).collect();
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(headers = ?names, "framing headers set by a handler were replaced (the server frames responses); further cases are logged at debug level");
+        } else {
+            tracing::debug!(headers = ?names, "framing headers set by a handler were replaced");
+        }
+    }
+}
+
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn is_head(request: &Bound<'_, PyRequest>) -> bool {
+    request.get().data.method == Method::HEAD
 }
 
 fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<ResponseBody> {
@@ -131,7 +222,8 @@ pub fn respond(
         }
     }
     match build(ctx, &result) {
-        Ok(Built::Ready(resp)) => {
+        Ok(Built::Ready(mut resp)) => {
+            own_framing(&mut resp, is_head(&request));
             let _ = tx.send(Reply::Ready(resp));
         }
         Ok(Built::File(reply)) => {
@@ -155,6 +247,7 @@ pub fn respond(
             *resp.status_mut() = status;
             headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static(TEXT));
             *resp.headers_mut() = headers;
+            own_framing(&mut resp, is_head(&request));
             let _ = tx.send(Reply::Ready(resp));
             let sink = BodySink::new(chan_tx, ctx.clone());
             if let Err(e) = ctx.hooks.call_method1(py, "pump", (iterable, sink)) {
@@ -335,7 +428,8 @@ pub fn fail(py: Python<'_>, ctx: &Arc<Ctx>, err: PyErr, request: &Bound<'_, PyRe
             Ok(r)
         });
     match mapped {
-        Ok(r) => {
+        Ok(mut r) => {
+            own_framing(&mut r, is_head(request));
             let _ = tx.send(Reply::Ready(r));
         }
         Err(e) => fail_plain(py, &e, tx),

@@ -6,7 +6,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
 pub mod read;
+pub mod scan;
 pub mod write;
+
+/// The deepest container nesting read or written (`[[1]]` is 2): the reader refuses
+/// deeper input (`JsonDecodeError`, a 400 for a request body), so whatever it accepted
+/// can be echoed back by the writer.
+pub const MAX_DEPTH: usize = 512;
 
 pub use read::parse;
 pub use write::to_vec;

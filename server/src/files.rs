@@ -1,19 +1,107 @@
 //! Files streamed from disk, with `Range` support (206/416). The file is read in
 //! chunks as the client accepts them, never whole.
+//!
+//! Only regular files are served: the path is `stat`ed before it is opened (a FIFO
+//! or a device is never opened: opening either can block or have side effects), it
+//! is opened with `O_NONBLOCK`, and `fstat` after the open must show the same
+//! regular file. Every blocking file operation (open, each chunk read) runs on the
+//! blocking pool under a process-wide cap of [`MAX_BLOCKING`] and a timeout of
+//! [`IO_TIMEOUT`], so a stuck file system or one route cannot take every blocking
+//! thread, and a stuck read ends its response instead of hanging it.
 
-use std::io::SeekFrom;
-use std::path::Path;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
-use futures_util::TryStreamExt;
+use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
+use tokio::sync::Semaphore;
 
 use crate::body::ResponseBody;
 use crate::problem::problem;
 
 const CHUNK: usize = 64 * 1024;
+/// Blocking file operations in flight at once, all routes together (tokio's pool
+/// has 512 threads; the rest stay for everything else).
+pub const MAX_BLOCKING: usize = 64;
+/// Longest wait for one file operation, or for a free slot to start it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+static SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(MAX_BLOCKING)));
+
+/// Run `op` on the blocking pool holding one of the [`MAX_BLOCKING`] slots; the
+/// slot is given back only when `op` really returns, so stuck operations keep
+/// counting against the cap after their caller timed out.
+/// Gives up with `ResourceBusy` (no slot) or `TimedOut` (`op` too slow).
+async fn blocking<R: Send + 'static>(op: impl FnOnce() -> io::Result<R> + Send + 'static) -> io::Result<R> {
+    let busy = || io::Error::new(io::ErrorKind::ResourceBusy, "too many file operations in flight");
+    let permit = tokio::time::timeout(IO_TIMEOUT, SLOTS.clone().acquire_owned())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+    let task = tokio::task::spawn_blocking(move || {
+        let _slot = permit;
+        op()
+    });
+    match tokio::time::timeout(IO_TIMEOUT, task).await {
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "file operation timed out")),
+        Ok(Err(join)) => Err(io::Error::other(join)),
+        Ok(Ok(r)) => r,
+    }
+}
+
+/// Open `path` only if it is a regular file (see the module docs).
+fn open_regular(path: &Path) -> io::Result<Option<(File, std::fs::Metadata)>> {
+    let before = std::fs::metadata(path)?;
+    if !before.is_file() {
+        return Ok(None);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    // Replaced by something else between the stat and the open: refuse.
+    if !meta.is_file() || meta.dev() != before.dev() || meta.ino() != before.ino() {
+        return Ok(None);
+    }
+    Ok(Some((file, meta)))
+}
+
+/// The bytes `[start, start + count)` of `file`, read chunk by chunk on demand.
+fn chunks(
+    file: Arc<File>,
+    start: u64,
+    count: u64,
+) -> impl futures_util::Stream<Item = io::Result<http_body::Frame<Bytes>>> + Send {
+    futures_util::stream::try_unfold((file, start, count), |(file, pos, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let want = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
+        let reader = file.clone();
+        let buf = blocking(move || {
+            let mut buf = vec![0u8; want];
+            let n = reader.read_at(&mut buf, pos)?;
+            buf.truncate(n);
+            Ok(buf)
+        })
+        .await?;
+        if buf.is_empty() {
+            // The file shrank under us: end with an error, not a short "complete" body.
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = buf.len() as u64;
+        Ok(Some((
+            http_body::Frame::data(Bytes::from(buf)),
+            (file, pos + n, left - n),
+        )))
+    })
+}
 
 /// A byte range request resolved against a file length.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,19 +161,24 @@ pub async fn file_response(
     download_name: Option<&str>,
     range: Option<Option<&str>>,
 ) -> Response<ResponseBody> {
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let owned: PathBuf = path.to_owned();
+    let (file, meta) = match blocking(move || open_regular(&owned)).await {
+        Ok(Some(opened)) => opened,
+        Ok(None) => {
+            tracing::debug!(path = %path.display(), "not a regular file: refused");
             return problem(StatusCode::NOT_FOUND, "file not found");
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return problem(StatusCode::NOT_FOUND, "file not found");
+        }
+        Err(e) if matches!(e.kind(), io::ErrorKind::ResourceBusy | io::ErrorKind::TimedOut) => {
+            tracing::warn!(path = %path.display(), error = %e, "file not opened");
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "the file could not be opened in time");
         }
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "cannot open file");
             return problem(StatusCode::INTERNAL_SERVER_ERROR, "cannot open file");
         }
-    };
-    let meta = match file.metadata().await {
-        Ok(m) if m.is_file() => m,
-        _ => return problem(StatusCode::NOT_FOUND, "file not found"),
     };
     let len = meta.len();
     let spec = match range {
@@ -106,10 +199,7 @@ pub async fn file_response(
             return r;
         }
     };
-    if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
-        return problem(StatusCode::INTERNAL_SERVER_ERROR, "cannot read file");
-    }
-    let stream = ReaderStream::with_capacity(file.take(count), CHUNK).map_ok(http_body::Frame::data);
+    let stream = chunks(Arc::new(file), start, count);
     let body = ResponseBody::Boxed(BodyExt::boxed(StreamBody::new(stream)));
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

@@ -3,6 +3,13 @@
 //!
 //! Template syntax: `/users/{id}`, typed `{id:int}`, `{id:float}`, `{id:uuid}`,
 //! `{slug:re(^[a-z-]+$)}`, and a trailing catch-all `{rest:path}` (or `{*rest}`).
+//!
+//! A catch-all is *safe* by default: a value that could climb out of a directory
+//! when joined to one (a `.`/`..` segment, an empty segment such as a leading `/`
+//! or `//`, a backslash, NUL or a drive prefix like `C:`, also when hidden behind
+//! one or two rounds of percent-encoding: `%2e%2e/`, `..%2f`, `%252e%252e`) does
+//! not match, so the request is a 404. `{rest:path(unsafe)}` opts out and passes
+//! the decoded value through as it is (proxies, custom resolvers).
 //! matchit only knows untyped parameters, so every parameter is renamed to its
 //! position (`{p0}`); routes with the same shape share one matchit entry and are
 //! told apart by their constraints, in registration order. A failed constraint is
@@ -24,6 +31,8 @@ enum Constraint {
     Float,
     Uuid,
     Regex(Regex),
+    /// A catch-all whose value is safe to join to a directory.
+    SafePath,
 }
 
 impl Constraint {
@@ -37,8 +46,51 @@ impl Constraint {
             Self::Float => value.parse::<f64>().is_ok_and(f64::is_finite),
             Self::Uuid => uuid::Uuid::try_parse(value).is_ok(),
             Self::Regex(re) => re.is_match(value),
+            Self::SafePath => is_safe_relative_path(value),
         }
     }
+}
+
+/// How many extra rounds of percent-decoding are looked through: an application
+/// (or a proxy behind it) that decodes once more must not see `..` either.
+const EXTRA_DECODE_ROUNDS: usize = 2;
+
+/// `value` (already percent-decoded once) is a relative path that stays below the
+/// directory it is joined to, at this and the next decoding rounds.
+pub fn is_safe_relative_path(value: &str) -> bool {
+    let mut current = std::borrow::Cow::Borrowed(value);
+    for _ in 0..=EXTRA_DECODE_ROUNDS {
+        if !plain_relative(&current) {
+            return false;
+        }
+        if !current.contains('%') {
+            return true;
+        }
+        let next = percent_encoding::percent_decode_str(&current).decode_utf8_lossy();
+        if next == current {
+            return true;
+        }
+        current = std::borrow::Cow::Owned(next.into_owned());
+    }
+    // Still changing after every round: nobody legitimate encodes that deep.
+    !current.contains('%')
+}
+
+/// One decoding round: no NUL or backslash, no `.`/`..` segment, no empty segment
+/// (a leading `/`, or `//`) except a trailing `/`, no drive letter.
+fn plain_relative(v: &str) -> bool {
+    if v.is_empty() || v.contains(['\0', '\\']) {
+        return false;
+    }
+    let body = v.strip_suffix('/').unwrap_or(v);
+    let mut segments = body.split('/');
+    if let Some(first) = segments.clone().next() {
+        let b = first.as_bytes();
+        if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+            return false;
+        }
+    }
+    segments.all(|s| !s.is_empty() && s != "." && s != "..")
 }
 
 /// What a route leads to, plus what the data plane needs to know about it.
@@ -161,7 +213,8 @@ fn parse_template(path: &str) -> Result<Parsed> {
         let idx = names.len();
         let (constraint, catch_all) = match kind {
             None | Some("str" | "string") => (Constraint::Any, catch_all),
-            Some("path") => (Constraint::Any, true),
+            Some("path") => (Constraint::SafePath, true),
+            Some("path(unsafe)") => (Constraint::Any, true),
             Some("int") => (Constraint::Int, catch_all),
             Some("float") => (Constraint::Float, catch_all),
             Some("uuid") => (Constraint::Uuid, catch_all),
@@ -171,6 +224,11 @@ fn parse_template(path: &str) -> Result<Parsed> {
                 (Constraint::Regex(re), catch_all)
             }
             Some(k) => return Err(route_err(path, format!("unknown parameter type `{k}`"))),
+        };
+        // `{*rest}` is the same safe catch-all as `{rest:path}`; only `path(unsafe)` opts out.
+        let constraint = match constraint {
+            Constraint::Any if catch_all && kind != Some("path(unsafe)") => Constraint::SafePath,
+            c => c,
         };
         if catch_all {
             if end + 1 != path.len() {
@@ -429,6 +487,51 @@ mod tests {
         assert!(b.add(&[Method::GET], "/a/{x}/{x}", 0).is_err());
         b.add(&[Method::GET], "/dup", 0).unwrap();
         assert!(b.add(&[Method::GET], "/dup", 1).is_err());
+    }
+
+    #[test]
+    fn catch_all_refuses_traversal_unless_opted_out() {
+        let mut b = RouterBuilder::new();
+        b.add(&[Method::GET], "/static/{rest:path}", 0).unwrap();
+        b.add(&[Method::GET], "/star/{*rest}", 1).unwrap();
+        b.add(&[Method::GET], "/raw/{rest:path(unsafe)}", 2).unwrap();
+        let r = b.build().unwrap();
+        for bad in [
+            "../secret.txt",
+            "a/../../etc/passwd",
+            "%2e%2e/secret.txt",
+            "%2E%2E%2Fsecret.txt",
+            "..%2fsecret.txt",
+            "..%5csecret.txt",
+            "%252e%252e/secret.txt",
+            "%25252e%25252e/secret.txt",
+            "/etc/passwd",
+            "%2fetc/passwd",
+            "a//b",
+            "./a",
+            "a/./b",
+            "a%00.txt",
+            "C:/windows",
+            "..",
+        ] {
+            for prefix in ["/static/", "/star/"] {
+                let p = format!("{prefix}{bad}");
+                assert!(matches!(r.lookup(&Method::GET, &p), Lookup::NotFound), "{p} matched");
+            }
+            assert_eq!(found(&r, Method::GET, &format!("/raw/{bad}")).0, 2, "/raw/{bad}");
+        }
+        for good in [
+            "a.txt",
+            "dir/",
+            "a/b/c.txt",
+            "..a/b..",
+            ".hidden",
+            "100%25.txt",
+            "a%20b",
+        ] {
+            assert_eq!(found(&r, Method::GET, &format!("/static/{good}")).0, 0, "{good}");
+            assert_eq!(found(&r, Method::GET, &format!("/star/{good}")).0, 1, "{good}");
+        }
     }
 
     #[test]

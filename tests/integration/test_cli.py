@@ -71,8 +71,8 @@ def test_console_script_runs_the_pyproject_app_on_PORT(cello_procs):
     proc = cello_procs.start(["run"], cwd=PROJECT, env={"PORT": str(port)}, console_script=True, port=port)
     assert proc.wait_http("/hello").json()["hello"] == "from the project"
     log = proc.wait_log("Cello serving")
-    # `cello run` defaults: all interfaces, production, one worker, no reload.
-    assert f"Cello serving webapp.main:application at http://0.0.0.0:{port} (workers 1, env production" in log, log
+    # `cello run` defaults: loopback only, production, one worker, no reload.
+    assert f"Cello serving webapp.main:application at http://127.0.0.1:{port} (workers 1, env production" in log, log
     assert "reload" not in log
 
 

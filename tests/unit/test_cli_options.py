@@ -74,7 +74,8 @@ def test_auto_without_cgroup_files_uses_affinity(tmp_path, monkeypatch):
 
 def test_run_defaults():
     o = cli_opts(["run", "m:app"])
-    assert (o.host, o.port, o.env, o.debug, o.workers, o.reload) == ("0.0.0.0", 8000, "production", False, 1, False)
+    # Loopback by default, like uvicorn and granian: exposing the app is an explicit choice.
+    assert (o.host, o.port, o.env, o.debug, o.workers, o.reload) == ("127.0.0.1", 8000, "production", False, 1, False)
     assert o.access_log is False and o.shutdown_timeout == 30.0 and o.max_restarts == 5
     assert o.app_spec == "m:app"
 

@@ -311,10 +311,11 @@ def test_unserializable_raises_type_error(value):
 
 
 def test_nesting_limit_and_cycles():
+    # The writer's limit is the reader's (512 levels): whatever `loads` accepted can be echoed.
     deep = []
-    for _ in range(254):
+    for _ in range(511):
         deep = [deep]
-    assert dumps(deep) == b"[" * 255 + b"]" * 255
+    assert dumps(deep) == b"[" * 512 + b"]" * 512
     with pytest.raises(ValueError, match="nesting too deep"):
         dumps([deep])
     cyclic: dict = {}
@@ -355,7 +356,8 @@ def test_loads_types_and_order():
 
 
 def test_loads_numbers_like_json_loads():
-    text = "[0, -0, 18446744073709551615, -9223372036854775808, 123456789012345678901234567890, 1e400, -1e400, 0.1]"
+    # 1e400 (an infinite float) is refused on purpose: see test_non_finite_numbers_are_refused.
+    text = "[0, -0, 18446744073709551615, -9223372036854775808, 123456789012345678901234567890, 1e-400, 0.1]"
     assert loads(text) == json.loads(text)
     assert loads("[-0.0]")[0] == 0.0 and math.copysign(1, loads("[-0.0]")[0]) == -1
 
@@ -394,3 +396,27 @@ def test_loads_rejects_invalid_utf8_and_wrong_types():
 def test_loads_deep_nesting_is_an_error_not_a_crash():
     with pytest.raises(JsonDecodeError):
         loads(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_reader_and_writer_agree_on_depth():
+    doc = b"[" * 512 + b"]" * 512
+    assert dumps(loads(doc)) == doc
+    for too_deep in (b"[" * 513 + b"]" * 513, b'{"a":' * 513 + b"1" + b"}" * 513, b"[" * 100_000):
+        with pytest.raises(JsonDecodeError, match="nesting too deep"):
+            loads(too_deep)
+    # Also on the fallback path taken for numbers simd-json cannot hold.
+    with pytest.raises(JsonDecodeError, match="nesting too deep"):
+        loads(b"[" * 600 + b"123456789012345678901234567890" + b"]" * 600)
+
+
+@pytest.mark.parametrize(
+    "doc", ["1e999999", "-1e999999", "[1e400]", '{"x": -1E+9999}', "[123456789012345678901234567890, 1e999]",
+            "[123456789012345678901234567890, NaN]", "[123456789012345678901234567890, -Infinity]", "NaN"]
+)  # fmt: skip
+def test_non_finite_numbers_are_refused(doc):
+    with pytest.raises(JsonDecodeError):
+        loads(doc)
+
+
+def test_big_numbers_still_parse():
+    assert loads("[123456789012345678901234567890, 1.5, 1e-999999]") == [123456789012345678901234567890, 1.5, 0.0]

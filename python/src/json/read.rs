@@ -4,7 +4,12 @@
 //!
 //! simd-json rejects integers beyond 64 bits and floats that overflow a double; for those
 //! rare documents (and only then) the parse falls back to Python's `json.loads`, which
-//! gives exact big ints, so results always equal `json.loads`.
+//! gives exact big ints, so results always equal `json.loads` (except that non-finite
+//! numbers, `1e999999`, `NaN`, `Infinity`, are refused: JSON has none, and they would be
+//! echoed as `null`).
+//!
+//! Containers nested deeper than [`MAX_DEPTH`] are refused, so the writer can always
+//! echo what was read.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -13,6 +18,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 use simd_json::{ErrorType, Node, StaticNode};
 
+use super::scan::{byte_offset, first_too_deep, line_col};
+use super::MAX_DEPTH;
 use crate::errors::JsonDecodeError;
 
 /// Parse JSON text into Python objects; malformed input raises `JsonDecodeError` with the
@@ -34,12 +41,27 @@ pub fn parse<'py>(py: Python<'py>, input: &[u8]) -> PyResult<Bound<'py, PyAny>> 
             if matches!(e.error(), ErrorType::InvalidNumber | ErrorType::InvalidExponent) {
                 return python_fallback(py, input);
             }
+            if matches!(e.error(), ErrorType::DepthLimitExceeded) {
+                return Err(too_deep(py, input));
+            }
             return Err(diagnose(py, input, &e));
         }
     };
     let mut pos = 0usize;
     let mut keys = KeyCache::default();
-    build(py, &tape.0, &mut pos, &mut keys)
+    build(py, &tape.0, &mut pos, &mut keys, 0).map_err(|e| e.unwrap_or_else(|| too_deep(py, input)))
+}
+
+/// The error for input nested deeper than [`MAX_DEPTH`], at the first byte too deep.
+#[cold]
+fn too_deep(py: Python<'_>, input: &[u8]) -> PyErr {
+    let at = first_too_deep(input, MAX_DEPTH).unwrap_or(0);
+    decode_error(
+        py,
+        input,
+        at,
+        &format!("nesting too deep (more than {MAX_DEPTH} levels)"),
+    )
 }
 
 /// Object keys repeat (arrays of records): reuse one Python string per distinct short key,
@@ -84,22 +106,32 @@ fn build<'t, 'py>(
     nodes: &[Node<'t>],
     pos: &mut usize,
     keys: &mut KeyCache<'t, 'py>,
-) -> PyResult<Bound<'py, PyAny>> {
+    depth: usize,
+) -> Result<Bound<'py, PyAny>, Option<PyErr>> {
     let Some(node) = nodes.get(*pos) else {
-        return Err(JsonDecodeError::new_err("invalid JSON: truncated document"));
+        return Err(Some(JsonDecodeError::new_err("invalid JSON: truncated document")));
     };
+    if matches!(node, Node::Array { .. } | Node::Object { .. }) && depth >= MAX_DEPTH {
+        return Err(None); // `None`: too deep (the caller builds the error with a position)
+    }
     *pos += 1;
     Ok(match *node {
         Node::String(s) => PyString::new(py, s).into_any(),
         Node::Static(StaticNode::Null) => py.None().into_bound(py),
         Node::Static(StaticNode::Bool(b)) => PyBool::new(py, b).to_owned().into_any(),
-        Node::Static(StaticNode::I64(i)) => i.into_pyobject(py)?.into_any(),
-        Node::Static(StaticNode::U64(u)) => u.into_pyobject(py)?.into_any(),
+        Node::Static(StaticNode::I64(i)) => {
+            let Ok(v) = i.into_pyobject(py);
+            v.into_any()
+        }
+        Node::Static(StaticNode::U64(u)) => {
+            let Ok(v) = u.into_pyobject(py);
+            v.into_any()
+        }
         Node::Static(StaticNode::F64(f)) => PyFloat::new(py, f).into_any(),
         Node::Array { len, .. } => {
             let mut items = Vec::with_capacity(len);
             for _ in 0..len {
-                items.push(build(py, nodes, pos, keys)?);
+                items.push(build(py, nodes, pos, keys, depth + 1)?);
             }
             PyList::new(py, items)?.into_any()
         }
@@ -108,10 +140,14 @@ fn build<'t, 'py>(
             for _ in 0..len {
                 let key = match nodes.get(*pos) {
                     Some(Node::String(k)) => key(py, k, keys),
-                    _ => return Err(JsonDecodeError::new_err("invalid JSON: object key is not a string")),
+                    _ => {
+                        return Err(Some(JsonDecodeError::new_err(
+                            "invalid JSON: object key is not a string",
+                        )))
+                    }
                 };
                 *pos += 1;
-                d.set_item(key, build(py, nodes, pos, keys)?)?;
+                d.set_item(key, build(py, nodes, pos, keys, depth + 1)?)?;
             }
             d.into_any()
         }
@@ -126,7 +162,32 @@ fn python_fallback<'py>(py: Python<'py>, input: &[u8]) -> PyResult<Bound<'py, Py
         Ok(t) => t,
         Err(e) => return Err(decode_error(py, input, e.valid_up_to(), "invalid UTF-8")),
     };
-    match json.call_method1("loads", (text,)) {
+    if first_too_deep(input, MAX_DEPTH).is_some() {
+        return Err(too_deep(py, input));
+    }
+    // `json.loads` turns `1e999999` into `inf` and accepts `NaN`/`Infinity`: refuse them.
+    let kwargs = pyo3::types::PyDict::new(py);
+    let finite = pyo3::types::PyCFunction::new_closure(py, None, None, |args, _| -> PyResult<f64> {
+        let text: String = args.get_item(0)?.extract()?;
+        let v: f64 = args.py().get_type::<PyFloat>().call1((text.as_str(),))?.extract()?;
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "number out of range: {}",
+                text.chars().take(40).collect::<String>()
+            )))
+        }
+    })?;
+    let constant = pyo3::types::PyCFunction::new_closure(py, None, None, |args, _| -> PyResult<f64> {
+        let text: String = args.get_item(0)?.extract()?;
+        Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{text} is not valid JSON"
+        )))
+    })?;
+    kwargs.set_item("parse_float", finite)?;
+    kwargs.set_item("parse_constant", constant)?;
+    match json.call_method("loads", (text,), Some(&kwargs)) {
         Ok(v) => Ok(v),
         Err(err) => {
             let value = err.value(py);
@@ -186,32 +247,6 @@ fn describe(e: &simd_json::Error) -> String {
     }
 }
 
-/// The byte offset of serde_json's 1-based line and 1-based byte column.
-pub fn byte_offset(input: &[u8], line: usize, col: usize) -> usize {
-    let line_start = if line <= 1 {
-        0
-    } else {
-        input
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'\n')
-            .nth(line - 2)
-            .map_or(input.len(), |(i, _)| i + 1)
-    };
-    (line_start + col.saturating_sub(1)).min(input.len())
-}
-
-/// 1-based line and column (in characters) of byte offset `at`.
-pub fn line_col(input: &[u8], at: usize) -> (usize, usize) {
-    let at = at.min(input.len());
-    let before = &input[..at];
-    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    // Count characters, not bytes: UTF-8 continuation bytes do not start a character.
-    let col = 1 + before[line_start..].iter().filter(|&&b| (b & 0xc0) != 0x80).count();
-    (line, col)
-}
-
 /// `JsonDecodeError("invalid JSON at line L, column C: msg")` with `lineno`, `colno`, `pos`
 /// (byte offset) and `msg` attributes, like `json.JSONDecodeError`.
 fn decode_error(py: Python<'_>, input: &[u8], at: usize, msg: &str) -> PyErr {
@@ -223,49 +258,4 @@ fn decode_error(py: Python<'_>, input: &[u8], at: usize, msg: &str) -> PyErr {
     let _ = v.setattr("colno", col);
     let _ = v.setattr("pos", at);
     err
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{byte_offset, line_col};
-
-    #[test]
-    fn line_and_column() {
-        let s = b"{\n  \"a\": 1,\n  \"b\": }\n";
-        assert_eq!(line_col(s, 0), (1, 1));
-        assert_eq!(line_col(s, 2), (2, 1));
-        assert_eq!(line_col(s, 19), (3, 8));
-        assert_eq!(line_col(s, 1000), (4, 1));
-        assert_eq!(line_col("é\néx".as_bytes(), 6), (2, 3));
-        assert_eq!(line_col(b"", 0), (1, 1));
-    }
-
-    #[test]
-    fn serde_positions_to_offsets() {
-        let s = "{\n  \"é\": 1,\n  \"b\": }\n".as_bytes();
-        assert_eq!(byte_offset(s, 1, 1), 0);
-        assert_eq!(byte_offset(s, 3, 8), 20);
-        assert_eq!(line_col(s, byte_offset(s, 3, 8)), (3, 8));
-        assert_eq!(line_col(s, byte_offset(s, 2, 7)), (2, 6));
-        assert_eq!(byte_offset(s, 9, 9), s.len());
-    }
-
-    #[test]
-    fn simd_json_error_offsets() {
-        let cases: &[(&[u8], (usize, usize))] = &[
-            (b"{\n  \"a\": 1,\n  \"b\": }\n", (3, 8)),
-            (b"[1, 2,,]", (1, 7)),
-            (b"{\"a\" 1}", (1, 6)),
-        ];
-        for (doc, want) in cases {
-            let mut buf = doc.to_vec();
-            let e = simd_json::to_tape(&mut buf).map(|_| ()).unwrap_err();
-            assert_eq!(
-                line_col(doc, e.index()),
-                *want,
-                "{e} for {:?}",
-                String::from_utf8_lossy(doc)
-            );
-        }
-    }
 }

@@ -28,7 +28,7 @@ use pyo3::types::{
 };
 
 /// Containers nested deeper than this raise `ValueError("nesting too deep")`.
-pub const MAX_DEPTH: usize = 255;
+pub use super::MAX_DEPTH;
 
 /// Python types looked up once per process.
 struct Types {
