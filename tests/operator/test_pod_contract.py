@@ -323,7 +323,14 @@ def container_like(argv: list[str], env: dict, appdir: pathlib.Path) -> list[str
 set -e
 mount --make-rprivate /
 mount --bind "$APPDIR" "$APPDIR"
+# A checkout under /tmp (a CI clone) would vanish under the tmpfs: carry it across.
+if [ -n "$REPO" ] && [ "${REPO#/tmp/}" != "$REPO" ]; then
+  mkdir -p "$APPDIR/.repo" && mount --bind "$REPO" "$APPDIR/.repo"
+fi
 mount -t tmpfs -o mode=1777,size=64m tmpfs /tmp
+if mountpoint -q "$APPDIR/.repo" 2>/dev/null; then
+  mkdir -p "$REPO" && mount --move "$APPDIR/.repo" "$REPO"
+fi
 # The interpreter may live under /root (mode 700): expose just it, read-only, to uid 65532.
 if [ -n "$PYHOME" ] && [ "${PYHOME#/root/}" != "$PYHOME" ]; then
   mkdir /tmp/.py && mount --bind "$PYHOME" /tmp/.py
@@ -354,6 +361,7 @@ def test_cello_run_starts_in_a_container_like_environment(cello_bin):
         env = base_env(pod, cello_bin)
         env["APPDIR"] = str(appdir)
         env["PYHOME"] = os.path.realpath(sys.base_prefix)
+        env["REPO"] = str(pathlib.Path(__file__).resolve().parents[2])
         # The interpreter's real location, since the venv's python may be a symlink into PYHOME.
         argv = container_like([sys.executable, str(cello_bin)] + pod.argv[1:], env, appdir)
         # A check that runs first in the same environment: uid, HOME, read-only root.
