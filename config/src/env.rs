@@ -77,6 +77,8 @@ table! {
         "Seconds in-flight requests may take to finish on shutdown.";
     SHUTDOWN_TIMEOUT = "CELLO_SHUTDOWN_TIMEOUT", "float", "30", "cello-dataplane", "operator",
         "Seconds the sidecar drains on shutdown (the operator sets it from the pod's drain budget).";
+    WORKER_TIMEOUT = "CELLO_WORKER_TIMEOUT", "float", "30", "cello run, app.run()", "",
+        "Seconds a worker's Python thread may go without turning its event loop before `/health/live` answers 503 and the supervisor replaces the worker (`timeouts.workerTimeout`).";
     MAX_RESTARTS = "CELLO_MAX_RESTARTS", "int", "5", "cello run, app.run()", "",
         "Worker crashes per minute after which every restart waits the full backoff (restarts never stop).";
     CGROUP_ROOT = "CELLO_CGROUP_ROOT", "path", "/sys/fs/cgroup", "cello run (workers=auto)", "",

@@ -183,6 +183,11 @@ pub struct LimitsConfig {
     #[serde(alias = "max_headers")]
     #[schemars(range(min = 1))]
     pub max_headers: u64,
+    /// Requests waiting for the Python thread of a worker; further requests get 503
+    /// (problem+json) at once instead of queueing behind a slow or stuck handler.
+    #[serde(alias = "max_queued_requests")]
+    #[schemars(range(min = 1))]
+    pub max_queued_requests: u64,
 }
 
 impl Default for LimitsConfig {
@@ -193,6 +198,7 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             max_requests_per_connection: 1000,
             max_headers: 100,
+            max_queued_requests: 4096,
         }
     }
 }
@@ -207,6 +213,9 @@ impl LimitsConfig {
         }
         if self.max_headers == 0 {
             return Err(invalid("limits.maxHeaders", "must be at least 1"));
+        }
+        if self.max_queued_requests == 0 {
+            return Err(invalid("limits.maxQueuedRequests", "must be at least 1"));
         }
         Ok(())
     }
@@ -233,6 +242,11 @@ pub struct TimeoutConfig {
     /// A handler running longer than this gets a 504 for its request.
     #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub handler: f64,
+    /// The Python thread of a worker that has not turned its event loop for this long is
+    /// stuck: `/health/live` answers 503 and the supervisor replaces the worker.
+    #[serde(alias = "worker_timeout")]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
+    pub worker_timeout: f64,
 }
 
 impl Default for TimeoutConfig {
@@ -243,6 +257,7 @@ impl Default for TimeoutConfig {
             write: 30.0,
             idle: 60.0,
             handler: 30.0,
+            worker_timeout: 30.0,
         }
     }
 }
@@ -255,6 +270,7 @@ impl TimeoutConfig {
             ("timeouts.write", self.write),
             ("timeouts.idle", self.idle),
             ("timeouts.handler", self.handler),
+            ("timeouts.workerTimeout", self.worker_timeout),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(invalid(name, "must be a positive number of seconds"));

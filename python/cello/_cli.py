@@ -38,6 +38,7 @@ class RunOptions:
     root_path: str = ""
     forwarded_allow_ips: list[str] | None = None
     max_restarts: int = DEFAULT_MAX_RESTARTS
+    worker_timeout: float | None = None  # None: TimeoutConfig.worker_timeout (default 30)
     cpu_affinity: bool = False  # ClusterConfig.cpu_affinity: pin each worker to one CPU
     reload_dirs: list[str] = field(default_factory=list)
     app_spec: str | None = None  # "module:attr" as given to the cello command; None for app.run()
@@ -85,6 +86,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         type=float,
         help="seconds to let in-flight requests finish on shutdown (CELLO_TIMEOUT_GRACEFUL_SHUTDOWN, default 30)",
+    )
+    p.add_argument(
+        "--worker-timeout",
+        dest="worker_timeout",
+        metavar="SECONDS",
+        type=float,
+        help="a worker whose event loop has not turned for this long is stuck: /health/live answers 503 "
+        "and the supervisor replaces it (CELLO_WORKER_TIMEOUT, default TimeoutConfig.worker_timeout = 30)",
     )
     p.add_argument(
         "--max-restarts",
@@ -189,6 +198,13 @@ def options_from_args(args: argparse.Namespace, defaults: dict, environ=None) ->
     )
     if max_restarts < 0:
         raise UsageError("--max-restarts must not be negative")
+    worker_timeout = _first(
+        getattr(args, "worker_timeout", None),
+        _env_num("CELLO_WORKER_TIMEOUT", environ, float),
+        d.get("worker_timeout"),
+    )
+    if worker_timeout is not None and not (math.isfinite(worker_timeout) and worker_timeout > 0):
+        raise UsageError("--worker-timeout must be a positive number of seconds")
     reload_dirs = list(args.reload_dirs or [])
 
     # The server process started by the reloader: fixed port, no second reloader.
@@ -221,6 +237,7 @@ def options_from_args(args: argparse.Namespace, defaults: dict, environ=None) ->
         root_path=root_path,
         forwarded_allow_ips=proxies,
         max_restarts=max_restarts,
+        worker_timeout=None if worker_timeout is None else float(worker_timeout),
         cpu_affinity=bool(d.get("cpu_affinity", False)),
         reload_dirs=reload_dirs,
         app_spec=d.get("app_spec"),

@@ -47,32 +47,50 @@ def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
+class _ClientGone(Exception):
+    """The client of a streamed response went away (not an error of the stream)."""
+
+
 async def _pump(iterable: Any, sink: Any) -> None:
-    """Feed a sync or async iterable into a streaming response body."""
+    """Feed a sync or async iterable into a streaming response body.
+
+    Only ``close()`` ends the body normally; anything raised by the iterable (a
+    ``ConnectionResetError`` of its own included) aborts it, so the client sees a
+    truncated response, never a clean end of a failed stream.
+    """
     try:
         if hasattr(iterable, "__aiter__"):
             async for chunk in iterable:
-                while not sink.send(chunk):
+                while not _send(sink, chunk):
                     if not await sink.wait():
-                        raise ConnectionResetError
+                        raise _ClientGone
         else:
             for chunk in iterable:
-                while not sink.send(chunk):
+                while not _send(sink, chunk):
                     if not await sink.wait():
-                        raise ConnectionResetError
-    except ConnectionResetError:
-        sink.close()
+                        raise _ClientGone
+    except _ClientGone:
+        sink.abort()  # nobody reads it any more
         closer = getattr(iterable, "aclose", None)
         if closer is not None:
             await closer()
         elif hasattr(iterable, "close"):
             iterable.close()
-    except BaseException:
-        error_log.exception("streaming response failed")
+    except BaseException as exc:
         sink.abort()
+        if isinstance(exc, Exception):
+            error_log.exception("streaming response failed; the response is cut off (no clean end)")
+            return
         raise
     else:
         sink.close()
+
+
+def _send(sink: Any, chunk: Any) -> bool:
+    try:
+        return sink.send(chunk)
+    except ConnectionResetError:
+        raise _ClientGone from None
 
 
 class Hooks:
@@ -216,12 +234,26 @@ class Executor:
         self.loop.add_reader(self.core.wake_fd(), self.core.drain)
         observability.attach(self.loop)
         self._closed = False
+        # The heartbeat: a timer that only fires when the loop turns. Rust answers
+        # /health/live 503 and the supervisor replaces the worker when it stops.
+        self.worker_timeout = float(self.core.worker_timeout)
+        self.beat_interval = min(1.0, max(0.05, self.worker_timeout / 4))
+        self.on_beat: Any = None
+        self._beat()
+
+    def _beat(self) -> None:
+        self.core.heartbeat()
+        if self.on_beat is not None:
+            self.on_beat()
+        self.loop.call_later(self.beat_interval, self._beat)
 
     def run_hooks(self, event: str) -> None:
         self.loop.run_until_complete(self.app._run_event(event))
 
-    def serve(self, drain_timeout: float = 30.0, on_ready: Any = None) -> tuple[str, int]:
-        """Bind, run startup hooks, serve until stopped, run shutdown hooks."""
+    def serve(self, drain_timeout: float = 30.0, on_ready: Any = None, on_beat: Any = None) -> tuple[str, int]:
+        """Bind, run startup hooks, serve until stopped, run shutdown hooks. ``on_beat`` is
+        called on every heartbeat of the loop (the supervisor's liveness pipe)."""
+        self.on_beat = on_beat
         host, port = self.core.bind()
         self.address = (host, port)
         self.run_hooks("startup")
@@ -256,6 +288,7 @@ class Executor:
         if self._closed:
             return
         self._closed = True
+        self.core.finished()
         try:
             self.loop.remove_reader(self.core.wake_fd())
             pending = [t for t in self.hooks.tasks if not t.done()]

@@ -293,6 +293,9 @@ class Worker:
         self.started = time.monotonic()
         self.ready = False
         self.retiring = False  # we asked it to stop: its exit is not a crash
+        self.last_beat = time.monotonic()  # the last heartbeat of its event loop
+        self.timeout: float | None = None  # its worker_timeout, as it reported it
+        self.hung = False  # killed for a stopped heartbeat
         self.error: str | None = None  # the reason it gave for failing to start
 
 
@@ -363,6 +366,9 @@ class Supervisor:
             timeout = min(timeout, max(0.0, min(self.restart_at.values()) - now))
         if self.stopping_since is not None:
             timeout = min(timeout, max(0.0, self.stop_deadline - now))
+        beats = [w.timeout for w in self.workers.values() if w.timeout]
+        if beats:
+            timeout = min(timeout, max(0.05, min(beats) / 4))
         for key, _ in self.selector.select(timeout):
             if key.data == "signal":
                 self.signals.drain_pipe()
@@ -372,6 +378,7 @@ class Supervisor:
             self.on_signal(sig)
         self.reap()
         now = time.monotonic()
+        self.check_heartbeats(now)
         if self.stopping_since is not None:
             if now >= self.stop_deadline and self.workers:
                 for w in self.workers.values():
@@ -443,14 +450,24 @@ class Supervisor:
 
     def _serve_worker(self, ready_fd: int) -> int:
         ready = False
+        os.set_blocking(ready_fd, False)  # heartbeats must never block the loop
 
         def on_ready(address: tuple[str, int]) -> None:
             nonlocal ready
             ready = True
             os.write(ready_fd, b"ready\n")
 
+        def on_executor(executor: Any) -> None:
+            os.write(ready_fd, f"timeout {executor.worker_timeout}\n".encode())
+
+        def on_beat() -> None:
+            # Never block the loop on a supervisor that does not read: a full pipe already
+            # says "alive".
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                os.write(ready_fd, b"beat\n")
+
         try:
-            self.app._serve(self.opts, on_ready=on_ready)
+            self.app._serve(self.opts, on_ready=on_ready, on_beat=on_beat, on_executor=on_executor)
         except SystemExit as exc:  # a second SIGTERM/SIGINT: quit now
             return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
         except Exception as exc:
@@ -490,12 +507,37 @@ class Supervisor:
             worker.fd = -1
 
     def on_message(self, worker: Worker, line: str) -> None:
-        if line == "ready":
+        if line == "beat":
+            worker.last_beat = time.monotonic()
+        elif line == "ready":
+            worker.last_beat = time.monotonic()
             worker.ready = True
             worker.started = time.monotonic()
             self.on_ready(worker)
         elif line.startswith("error "):
             worker.error = line[6:]
+        elif line.startswith("timeout "):
+            with contextlib.suppress(ValueError):
+                worker.timeout = float(line[8:])
+
+    def check_heartbeats(self, now: float) -> None:
+        """SIGKILL a ready worker whose event loop stopped turning (gunicorn's ``--timeout``):
+        its Python thread is stuck, e.g. in a handler that never returns. It is then replaced
+        like any crashed worker."""
+        for w in self.workers.values():
+            if not w.ready or w.hung or w.timeout is None or w.fd < 0:
+                continue
+            silent = now - w.last_beat
+            if silent >= w.timeout:
+                log.error(
+                    "worker %d: its event loop has not turned for %.1f s (worker timeout %.1f s): SIGKILL",
+                    w.pid,
+                    silent,
+                    w.timeout,
+                )
+                w.hung = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGKILL)
 
     def on_ready(self, worker: Worker) -> None:
         if not self.booted and all(w.ready for w in self.workers.values()) and len(self.workers) == self.opts.workers:

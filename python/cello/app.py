@@ -377,22 +377,33 @@ class App(Routes):
         if code:
             raise SystemExit(code)
 
-    def _serve(self, opts: _cli.RunOptions, on_ready: Callable[[tuple[str, int]], None] | None = None) -> None:
-        """Serve in this process (one worker) until stopped; ``on_ready`` gets the bound address."""
+    def _serve(
+        self,
+        opts: _cli.RunOptions,
+        on_ready: Callable[[tuple[str, int]], None] | None = None,
+        on_beat: Callable[[], None] | None = None,
+        on_executor: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Serve in this process (one worker) until stopped; ``on_ready`` gets the bound address,
+        ``on_beat`` is called on each heartbeat of the event loop."""
         from ._runtime import Executor
 
         config = self.server_config(opts.host, opts.port, opts.debug)
         config["accessLog"] = bool(opts.access_log)
         config["rootPath"] = opts.root_path or ""
+        if opts.worker_timeout is not None:
+            config["timeouts"] = {**config["timeouts"], "worker_timeout": float(opts.worker_timeout)}
         config = _with_config_file(config, _env.lookup("CELLO_CONFIG"))
         _refuse_push(
             bool((config.get("http2") or {}).get("enablePush") or (config.get("http2") or {}).get("enable_push"))
         )
         executor = Executor(self, config)
+        if on_executor is not None:
+            on_executor(executor)
         with self._lock:
             self._executor = executor
         try:
-            executor.serve(drain_timeout=opts.shutdown_timeout, on_ready=on_ready)
+            executor.serve(drain_timeout=opts.shutdown_timeout, on_ready=on_ready, on_beat=on_beat)
         finally:
             with self._lock:
                 self._executor = None

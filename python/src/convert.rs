@@ -15,12 +15,11 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::json;
 use crate::request::PyRequest;
 use crate::runtime::{CancelSlot, Ctx, Responder};
-use crate::sink::BodySink;
 
 const JSON: &str = "application/json";
 const OCTET: &str = "application/octet-stream";
@@ -242,14 +241,13 @@ pub fn respond(
             mut headers,
             iterable,
         }) => {
-            let (chan_tx, chan_rx) = mpsc::channel(16);
-            let mut resp = Response::new(ResponseBody::Channel(chan_rx));
+            let (sink, body) = crate::sink::channel(ctx.clone());
+            let mut resp = Response::new(body);
             *resp.status_mut() = status;
             headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static(TEXT));
             *resp.headers_mut() = headers;
             own_framing(&mut resp, is_head(&request));
             let _ = tx.send(Reply::Ready(resp));
-            let sink = BodySink::new(chan_tx, ctx.clone());
             if let Err(e) = ctx.hooks.call_method1(py, "pump", (iterable, sink)) {
                 e.print(py);
             }

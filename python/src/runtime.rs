@@ -35,8 +35,8 @@ use crate::request::PyRequest;
 
 /// Work for the Python thread.
 pub enum Job {
-    /// Run the handler of a matched request.
-    Request(RoutedRequest, oneshot::Sender<Reply>, Arc<CancelSlot>),
+    /// Run the handler of a matched request (the request itself waits in the slot).
+    Request(oneshot::Sender<Reply>, Arc<CancelSlot>),
     /// Nobody waits for this request any more (client gone, or handler timeout):
     /// cancel its task.
     Cancel(Arc<CancelSlot>),
@@ -50,6 +50,10 @@ pub enum Job {
 #[derive(Default)]
 pub struct CancelSlot {
     task: Mutex<Option<Py<PyAny>>>,
+    /// The queued request, until the Python thread takes it. Whoever gives up on it
+    /// (a 504, a client gone) takes it out, so its body is freed at once even when the
+    /// Python thread is stuck and the job stays queued.
+    request: Mutex<Option<RoutedRequest>>,
 }
 
 impl CancelSlot {
@@ -75,6 +79,7 @@ impl CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
+            drop(lock(&slot.request).take());
             self.shared.push(Job::Cancel(slot));
         }
     }
@@ -117,13 +122,50 @@ pub struct Stats {
 struct PyEndpoint {
     shared: Arc<Shared>,
     handler_timeout: Duration,
+    queue: Arc<QueueBound>,
+}
+
+/// Bounds the requests waiting for the Python thread (`limits.maxQueuedRequests`).
+pub struct QueueBound {
+    queued: std::sync::atomic::AtomicU64,
+    max: u64,
+}
+
+impl QueueBound {
+    /// Count one more queued request; `false` when the queue is full.
+    fn enter(&self) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.leave();
+            return false;
+        }
+        true
+    }
+
+    /// The Python thread took a queued request off.
+    fn leave(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Endpoint for PyEndpoint {
     fn call(&self, req: RoutedRequest) -> ResponseFuture {
+        if !self.queue.enter() {
+            cello_server::metrics::QUEUE_REJECTED.fetch_add(1, Ordering::Relaxed);
+            let max = self.queue.max;
+            return Box::pin(async move {
+                let mut resp = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the worker is busy: {max} requests are already waiting for it"),
+                );
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                resp
+            });
+        }
         let (tx, rx) = oneshot::channel();
         let slot = Arc::new(CancelSlot::default());
-        self.shared.push_batched(Job::Request(req, tx, slot.clone()));
+        *lock(&slot.request) = Some(req);
+        self.shared.push_batched(Job::Request(tx, slot.clone()));
         let limit = self.handler_timeout;
         let mut guard = CancelOnDrop {
             slot: Some(slot),
@@ -151,18 +193,167 @@ impl Endpoint for PyEndpoint {
 pub struct RouteExec {
     /// Run in the thread pool (declared `blocking=True`, or learned by `adaptive`).
     offload: AtomicBool,
-    /// Calls observed slower than the threshold (adaptive mode).
+    /// The pool decision may be revised (learned by `adaptive`, not declared).
+    learned: bool,
+    /// Slow calls in a row (adaptive mode).
     strikes: std::sync::atomic::AtomicU32,
+    /// Pooled calls since the last inline trial.
+    since_trial: std::sync::atomic::AtomicU32,
+    /// Pooled calls between inline trials (doubles after each slow trial).
+    trial_every: std::sync::atomic::AtomicU32,
 }
 
-/// Slow calls before an adaptive route moves to the pool: one slow call (a cold
-/// cache, a GC pause) is not a pattern.
+impl RouteExec {
+    fn new(declared: bool, pool_all: bool) -> Self {
+        Self {
+            offload: AtomicBool::new(declared || pool_all),
+            learned: !declared && !pool_all,
+            strikes: std::sync::atomic::AtomicU32::new(0),
+            since_trial: std::sync::atomic::AtomicU32::new(0),
+            trial_every: std::sync::atomic::AtomicU32::new(TRIAL_FIRST),
+        }
+    }
+
+    /// A route adaptive offload moved to the pool runs one call in `trial_every`
+    /// inline, timed: when it is fast again it returns inline for good.
+    fn trial_due(&self) -> bool {
+        if !self.learned {
+            return false;
+        }
+        let n = self.since_trial.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < self.trial_every.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.since_trial.store(0, Ordering::Relaxed);
+        true
+    }
+}
+
+/// Slow calls in a row before an adaptive route moves to the pool: one slow call (a
+/// cold cache, a GC pause) is not a pattern.
 const ADAPTIVE_STRIKES: u32 = 3;
+/// Pooled calls before the first inline trial of an offloaded route; each slow trial
+/// doubles the interval up to [`TRIAL_MAX`], so a really slow route blocks the loop
+/// once in a thousand calls at most.
+const TRIAL_FIRST: u32 = 16;
+const TRIAL_MAX: u32 = 1024;
+
+/// When the Python thread last turned its event loop (`Runtime.heartbeat`, called from
+/// a timer on the loop). A thread stuck in a handler stops the beats: `/health/live`
+/// then answers 503 after `timeouts.workerTimeout`.
+pub struct Heartbeat {
+    epoch: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+    timeout: Duration,
+    /// Serving over a socket (a TestClient runs its loop only on demand: never judged).
+    armed: AtomicBool,
+    /// The Python side closed the server normally: nothing to force any more.
+    finished: AtomicBool,
+}
+
+impl Heartbeat {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            epoch: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            timeout,
+            armed: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn beat(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// Time since the last beat.
+    fn silent(&self) -> Duration {
+        Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Ordering::Acquire)))
+    }
+
+    /// The loop beat recently (Python's timer fires every `timeout / 4`, 50 ms to 1 s).
+    fn turning(&self) -> bool {
+        let interval = (self.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        self.silent() <= interval * 2
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let silent = self.silent();
+        if self.armed.load(Ordering::Acquire) && silent >= self.timeout {
+            return Err(format!(
+                "the Python thread has not turned its event loop for {:.1} s (worker timeout {:.1} s)",
+                silent.as_secs_f64(),
+                self.timeout.as_secs_f64()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Time the shutdown hooks get after the drain when the loop still turns (as the
+/// supervisor's `HOOK_GRACE`).
+const HOOK_GRACE: Duration = Duration::from_secs(2);
+
+/// After SIGTERM/SIGINT the process ends within `limit` whatever the Python thread does:
+/// a handler in `time.sleep(1000)` cannot keep it alive (a second signal ends it at once).
+async fn exit_after_signal(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+    limit: Duration,
+    heartbeat: Arc<Heartbeat>,
+) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let second = async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    let waited = tokio::select! {
+        () = tokio::time::sleep(limit) => {
+            // The loop still turns: it is running the shutdown hooks; give them a moment.
+            if heartbeat.turning() {
+                tokio::time::sleep(HOOK_GRACE).await;
+            }
+            true
+        }
+        () = second => {
+            // A turning loop quits on its own at a second signal (`Executor._on_signal`).
+            if heartbeat.turning() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            false
+        }
+    };
+    if heartbeat.finished.load(Ordering::Acquire) {
+        return; // the process is ending on its own (e.g. a script that goes on after `run()`)
+    }
+    let why = if waited {
+        format!(
+            "still running {:.1} s after the stop signal (is a handler stuck?)",
+            limit.as_secs_f64()
+        )
+    } else {
+        "a second stop signal".to_owned()
+    };
+    tracing::error!("{why}: exiting now");
+    eprintln!("cello: {why}: exiting now");
+    std::process::exit(1);
+}
 
 /// A compiled app: routes, handlers, config and (once started) the tokio runtime.
 #[pyclass(frozen, module = "cello._cello")]
 pub struct Runtime {
     shared: Arc<Shared>,
+    queue: Arc<QueueBound>,
+    heartbeat: Arc<Heartbeat>,
     endpoints: Vec<Py<PyAny>>,
     exec: Vec<RouteExec>,
     ctx: Arc<Ctx>,
@@ -201,9 +392,15 @@ impl Runtime {
         }
         let config = ServerConfig::from_json(config_json).map_err(config_err)?;
         let shared = Arc::new(Shared::new().map_err(|e| PyRuntimeError::new_err(e.to_string()))?);
+        let queue = Arc::new(QueueBound {
+            queued: std::sync::atomic::AtomicU64::new(0),
+            max: config.limits.max_queued_requests,
+        });
+        let heartbeat = Arc::new(Heartbeat::new(Duration::from_secs_f64(config.timeouts.worker_timeout)));
         let endpoint: Arc<dyn Endpoint> = Arc::new(PyEndpoint {
             shared: shared.clone(),
             handler_timeout: Duration::from_secs_f64(config.timeouts.handler),
+            queue: queue.clone(),
         });
         let mut builder = Server::builder(config);
         for (i, (methods, path, _)) in routes.iter().enumerate() {
@@ -224,6 +421,10 @@ impl Runtime {
             .build()
             .map_err(server_err)?;
         let state = app.state().clone();
+        if let Some(health) = &state.health {
+            let hb = heartbeat.clone();
+            health.set_liveness(Arc::new(move || hb.check()));
+        }
         crate::observability::install(py, &state, &hooks, &event_loop);
         let coroutine_type = py.import("types")?.getattr("CoroutineType")?.unbind();
         let task_type = py.import("asyncio")?.getattr("Task")?.unbind();
@@ -249,13 +450,12 @@ impl Runtime {
         let pool_all = ctx.state.config.threadpool.adaptive && ctx.state.config.threadpool.offload_threshold_ms == 0;
         let exec = routes
             .iter()
-            .map(|(_, _, blocking)| RouteExec {
-                offload: AtomicBool::new(*blocking || pool_all),
-                strikes: std::sync::atomic::AtomicU32::new(0),
-            })
+            .map(|(_, _, blocking)| RouteExec::new(*blocking, pool_all))
             .collect();
         Ok(Self {
             shared,
+            queue,
+            heartbeat,
             endpoints,
             exec,
             ctx,
@@ -283,9 +483,12 @@ impl Runtime {
                 Work::Job(job) => job,
             };
             match job {
-                Job::Request(req, tx, slot) => {
-                    // A client that left while queued costs no handler call.
-                    if !tx.is_closed() {
+                Job::Request(tx, slot) => {
+                    self.queue.leave();
+                    // A client that left (or a request that timed out) while queued costs
+                    // no handler call; its request was freed when it was given up.
+                    let req = lock(&slot.request).take();
+                    if let Some(req) = req.filter(|_| !tx.is_closed()) {
                         self.run_one(py, req, tx, slot);
                     }
                 }
@@ -329,11 +532,39 @@ impl Runtime {
             drain_timeout: Duration::from_secs_f64(drain.max(0.0)),
             signals: handle_signals,
         };
+        self.heartbeat.beat();
+        self.heartbeat.armed.store(true, Ordering::Release);
+        if handle_signals {
+            // Registered here, synchronously, so a signal right after start is seen.
+            let _entered = handle.enter();
+            use tokio::signal::unix::{signal, SignalKind};
+            if let (Ok(term), Ok(int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                handle.spawn(exit_after_signal(term, int, opts.drain_timeout, self.heartbeat.clone()));
+            }
+        }
         handle.spawn(async move {
             let res = app.serve(listener, opts).await;
             shared.push(Job::Stopped(res.err().map(|e| e.to_string())));
         });
         Ok(())
+    }
+
+    /// The event loop turned (called from a timer on the loop; see `Heartbeat`).
+    fn heartbeat(&self) {
+        self.heartbeat.beat();
+    }
+
+    /// The server was closed normally (shutdown hooks done): the forced exit after a
+    /// stop signal is no longer needed.
+    fn finished(&self) {
+        self.heartbeat.finished.store(true, Ordering::Release);
+        self.heartbeat.armed.store(false, Ordering::Release);
+    }
+
+    /// `timeouts.workerTimeout` in seconds.
+    #[getter]
+    fn worker_timeout(&self) -> f64 {
+        self.heartbeat.timeout.as_secs_f64()
     }
 
     /// Stop accepting and drain; `on_stopped` is called on the loop when done.
@@ -459,7 +690,9 @@ impl Runtime {
             }
         };
         let exec = &self.exec[index];
-        if exec.offload.load(Ordering::Relaxed) {
+        let offloaded = exec.offload.load(Ordering::Relaxed);
+        let trial = offloaded && exec.trial_due();
+        if offloaded && !trial {
             let responder = Responder::new(self.ctx.clone(), tx, request.clone().unbind(), slot.clone());
             match self
                 .ctx
@@ -475,26 +708,68 @@ impl Runtime {
         let started = pool.adaptive.then(std::time::Instant::now);
         let result = endpoint.call1((request.clone(),));
         if let Some(started) = started {
-            let took = started.elapsed();
-            if took.as_millis() > u128::from(pool.offload_threshold_ms)
-                && exec.strikes.fetch_add(1, Ordering::Relaxed) + 1 >= ADAPTIVE_STRIKES
-                && !exec.offload.swap(true, Ordering::Relaxed)
-            {
-                let name = endpoint
-                    .getattr("__name__")
-                    .map_or_else(|_| "?".to_owned(), |n| n.to_string());
-                let msg = format!(
-                    "handler {name} took {:.1} ms (threshold {} ms); running it in the thread pool from now on",
-                    took.as_secs_f64() * 1000.0,
-                    pool.offload_threshold_ms
-                );
-                let _ = self.ctx.hooks.call_method1(py, "log_info", (msg,));
-            }
+            self.adapt(py, exec, endpoint, started.elapsed(), trial);
         }
         match result {
             Ok(result) => convert::respond(py, &self.ctx, result, request, tx, slot),
             Err(err) => convert::fail(py, &self.ctx, err, &request, tx),
         }
+    }
+}
+
+impl Runtime {
+    /// Adaptive offload: 3 slow calls in a row move a route to the pool; a fast inline
+    /// trial (see [`RouteExec::trial_due`]) brings it back. Both moves are logged and
+    /// counted (`cello_offload_switches_total`, `cello_offloaded_routes`).
+    fn adapt(&self, py: Python<'_>, exec: &RouteExec, endpoint: &Bound<'_, PyAny>, took: Duration, trial: bool) {
+        use cello_server::metrics::{OFFLOADED_ROUTES, OFFLOAD_SWITCHES};
+        let threshold = self.ctx.state.config.threadpool.offload_threshold_ms;
+        let slow = took.as_millis() > u128::from(threshold);
+        let ms = took.as_secs_f64() * 1000.0;
+        let name = || {
+            endpoint
+                .getattr("__name__")
+                .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+        };
+        let msg = if trial {
+            if slow {
+                let next = exec
+                    .trial_every
+                    .load(Ordering::Relaxed)
+                    .saturating_mul(2)
+                    .min(TRIAL_MAX);
+                exec.trial_every.store(next, Ordering::Relaxed);
+                return;
+            }
+            if !exec.offload.swap(false, Ordering::Relaxed) {
+                return;
+            }
+            exec.strikes.store(0, Ordering::Relaxed);
+            exec.trial_every.store(TRIAL_FIRST, Ordering::Relaxed);
+            OFFLOADED_ROUTES.fetch_sub(1, Ordering::Relaxed);
+            OFFLOAD_SWITCHES[1].fetch_add(1, Ordering::Relaxed);
+            format!(
+                "handler {} is fast again ({ms:.1} ms, threshold {threshold} ms); running it inline again",
+                name()
+            )
+        } else if !slow {
+            exec.strikes.store(0, Ordering::Relaxed);
+            return;
+        } else if exec.strikes.fetch_add(1, Ordering::Relaxed) + 1 >= ADAPTIVE_STRIKES
+            && !exec.offload.swap(true, Ordering::Relaxed)
+        {
+            exec.since_trial.store(0, Ordering::Relaxed);
+            OFFLOADED_ROUTES.fetch_add(1, Ordering::Relaxed);
+            OFFLOAD_SWITCHES[0].fetch_add(1, Ordering::Relaxed);
+            format!(
+                "handler {} took {ms:.1} ms (threshold {threshold} ms) {ADAPTIVE_STRIKES} times in a row; running it \
+                 in the thread pool (an inline trial every {TRIAL_FIRST}+ calls brings it back when it is fast)",
+                name()
+            )
+        } else {
+            return;
+        };
+        let _ = self.ctx.hooks.call_method1(py, "log_info", (msg,));
     }
 }
 

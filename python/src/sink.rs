@@ -1,34 +1,134 @@
 //! A streaming response body fed from Python, with back-pressure: `send` never
 //! blocks the event loop; when the channel is full the producer awaits `wait()`.
+//!
+//! How the body ends is not a message on the data channel (which may be full when a
+//! generator fails, so an error sent there could be lost): the sink holds a oneshot
+//! that only `close()` completes. The body checks it before each chunk and at the
+//! end of the data; a sink dropped or aborted without `close()` ends the response
+//! with an error, so the client never sees a clean end of a failed stream (HTTP/1.1:
+//! no terminating chunk, the connection is closed; HTTP/2: `RST_STREAM`).
 
+use std::future::Future as _;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use cello_server::ResponseBody;
+use http_body::{Body, Frame, SizeHint};
 use pyo3::exceptions::{PyConnectionResetError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyString};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::runtime::Ctx;
+
+/// Chunks a stream may have queued ahead of a slow client.
+const QUEUED_CHUNKS: usize = 16;
 
 /// The write end of a streaming response.
 #[pyclass(frozen, module = "cello._cello")]
 pub struct BodySink {
-    tx: Mutex<Option<mpsc::Sender<io::Result<Bytes>>>>,
+    /// The data channel and the completion signal; both taken on close/abort.
+    ends: Mutex<Option<(mpsc::Sender<Bytes>, oneshot::Sender<()>)>>,
     ctx: Arc<Ctx>,
 }
 
-impl BodySink {
-    pub(crate) fn new(tx: mpsc::Sender<io::Result<Bytes>>, ctx: Arc<Ctx>) -> Self {
-        Self {
-            tx: Mutex::new(Some(tx)),
-            ctx,
+/// The read end: the response body.
+pub struct SinkBody {
+    rx: mpsc::Receiver<Bytes>,
+    /// `None` once the outcome is known.
+    end: Option<oneshot::Receiver<()>>,
+    /// `close()` was called: the data ends normally.
+    complete: bool,
+}
+
+/// A sink and the response body it feeds.
+pub(crate) fn channel(ctx: Arc<Ctx>) -> (BodySink, ResponseBody) {
+    let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
+    let (end_tx, end_rx) = oneshot::channel();
+    let sink = BodySink {
+        ends: Mutex::new(Some((tx, end_tx))),
+        ctx,
+    };
+    let body = SinkBody {
+        rx,
+        end: Some(end_rx),
+        complete: false,
+    };
+    (sink, ResponseBody::Boxed(http_body_util::BodyExt::boxed(body)))
+}
+
+fn aborted() -> io::Error {
+    io::Error::other("the response stream failed")
+}
+
+impl SinkBody {
+    /// `Some(err)` when the stream was aborted; records a normal close.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let end = self.end.as_mut()?;
+        match Pin::new(end).poll(cx) {
+            Poll::Ready(Ok(())) => {
+                self.end = None;
+                self.complete = true;
+                None
+            }
+            Poll::Ready(Err(_)) => {
+                self.end = None;
+                Some(aborted())
+            }
+            Poll::Pending => None,
+        }
+    }
+}
+
+impl Body for SinkBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        // A failure wins over queued data: the response is truncated either way.
+        if let Some(err) = this.poll_end(cx) {
+            return Poll::Ready(Some(Err(err)));
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            Poll::Ready(None) => {
+                // Every sender is gone, so the sink decided; `close()` completes the
+                // signal before it drops the sender.
+                if !this.complete {
+                    if let Some(err) = this.poll_end(cx) {
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                    if !this.complete {
+                        this.end = None;
+                        return Poll::Ready(Some(Err(aborted())));
+                    }
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
-    fn sender(&self) -> Option<mpsc::Sender<io::Result<Bytes>>> {
-        self.tx.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl BodySink {
+    fn sender(&self) -> Option<mpsc::Sender<Bytes>> {
+        self.ends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(tx, _)| tx.clone())
     }
 }
 
@@ -61,7 +161,7 @@ impl BodySink {
         let Some(tx) = self.sender() else {
             return Err(PyConnectionResetError::new_err("the stream is closed"));
         };
-        match tx.try_send(Ok(data)) {
+        match tx.try_send(data) {
             Ok(()) => Ok(true),
             Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -94,13 +194,15 @@ impl BodySink {
 
     /// End the body normally.
     fn close(&self) {
-        self.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some((tx, end)) = self.ends.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = end.send(()); // before the sender drops: see `SinkBody::poll_frame`
+            drop(tx);
+        }
     }
 
-    /// End the body with an error: the client sees a truncated response.
+    /// End the body with an error: the client sees a truncated response. Cannot be
+    /// lost: dropping the completion signal unsent is the abort.
     fn abort(&self) {
-        if let Some(tx) = self.tx.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            let _ = tx.try_send(Err(io::Error::other("the response stream failed")));
-        }
+        drop(self.ends.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 }

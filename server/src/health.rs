@@ -44,6 +44,10 @@ pub trait HealthChecker: Send + Sync {
     fn check(&self, timeout: Duration) -> ChecksFuture;
 }
 
+/// Whether the process can still serve: `Err(reason)` turns `/live` 503 (e.g. the
+/// Python thread of a worker stopped turning its event loop).
+pub type Liveness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// A readiness answer and when it was computed.
 type Cached = (Instant, Arc<(StatusCode, Bytes)>);
 
@@ -56,6 +60,7 @@ pub struct Health {
     started: AtomicBool,
     draining: AtomicBool,
     checker: OnceLock<Arc<dyn HealthChecker>>,
+    liveness: OnceLock<Liveness>,
     cache: Mutex<Option<Cached>>,
     since: Instant,
 }
@@ -72,6 +77,7 @@ impl Health {
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             checker: OnceLock::new(),
+            liveness: OnceLock::new(),
             cache: Mutex::new(None),
             since: Instant::now(),
         }
@@ -80,6 +86,11 @@ impl Health {
     /// Who runs the readiness checks (set once).
     pub fn set_checker(&self, checker: Arc<dyn HealthChecker>) {
         let _ = self.checker.set(checker);
+    }
+
+    /// What `/live` asks before it answers 200 (set once).
+    pub fn set_liveness(&self, liveness: Liveness) {
+        let _ = self.liveness.set(liveness);
     }
 
     /// The server is up: `/startup` answers 200 from now on.
@@ -242,6 +253,10 @@ pub async fn builtin<B>(state: &AppState, req: &Request<B>) -> Option<Response<R
     let h = state.health.as_ref()?;
     let json = "application/json";
     if path == h.live {
+        if let Some(Err(reason)) = h.liveness.get().map(|f| f()) {
+            let body = h.body("DOWN", vec![("reason", reason.into())]);
+            return Some(respond(StatusCode::SERVICE_UNAVAILABLE, json, body, head));
+        }
         return Some(respond(StatusCode::OK, json, h.body("UP", Vec::new()), head));
     }
     if path == h.startup {

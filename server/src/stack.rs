@@ -208,11 +208,33 @@ where
             return Either::Right(self.inner.call(req));
         }
         let state = self.state.clone();
+        // A probe is a request in flight for the connection watchdog: a readiness check
+        // slower than `read_header` must end in its 503, not in a cut connection.
+        let busy = req.extensions().get::<ConnInfo>().map(ProbeInFlight::new);
         Either::Left(Box::pin(async move {
-            Ok(crate::health::builtin(&state, &req)
+            let resp = crate::health::builtin(&state, &req)
                 .await
-                .unwrap_or_else(|| problem(StatusCode::NOT_FOUND, "no such probe")))
+                .unwrap_or_else(|| problem(StatusCode::NOT_FOUND, "no such probe"));
+            drop(busy);
+            Ok(resp)
         }))
+    }
+}
+
+/// Counts a probe as in flight on its connection while it runs.
+struct ProbeInFlight(Arc<crate::service::ConnActivity>);
+
+impl ProbeInFlight {
+    fn new(conn: &ConnInfo) -> Self {
+        conn.activity.inflight.fetch_add(1, Ordering::AcqRel);
+        conn.activity.head_since_ms.store(0, Ordering::Release);
+        Self(conn.activity.clone())
+    }
+}
+
+impl Drop for ProbeInFlight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -174,3 +174,23 @@ def test_pyproject_lookup(tmp_path):
     assert _loader.spec_from_pyproject(str(path)) is None
     assert _loader._tiny_toml_app(path.read_text()) is None
     assert _loader.spec_from_pyproject(str(tmp_path / "missing.toml")) is None
+
+
+def test_worker_timeout_flag_and_variable():
+    # Unset: the app's TimeoutConfig.worker_timeout (default 30) applies.
+    assert cli_opts(["run", "m"]).worker_timeout is None
+    assert cli_opts(["run", "m"], {"CELLO_WORKER_TIMEOUT": "12.5"}).worker_timeout == 12.5
+    assert cli_opts(["run", "m", "--worker-timeout", "3"], {"CELLO_WORKER_TIMEOUT": "12.5"}).worker_timeout == 3.0
+    with pytest.raises(_cli.UsageError):
+        cli_opts(["run", "m", "--worker-timeout", "0"])
+    with pytest.raises(_cli.UsageError):
+        cli_opts(["run", "m"], {"CELLO_WORKER_TIMEOUT": "soon"})
+
+
+def test_worker_timeout_reaches_the_server_config():
+    from cello import TimeoutConfig
+
+    app = App()
+    assert app.server_config()["timeouts"]["worker_timeout"] == 30
+    app.set_timeouts(TimeoutConfig(worker_timeout=4))
+    assert app.server_config()["timeouts"]["worker_timeout"] == 4

@@ -42,12 +42,20 @@ REQ = inspect.Parameter.empty
 
 # API.md's table, verbatim, plus the fields issue 11 adds: (class name, [(parameter, default)]).
 SIGNATURES = {
-    "TimeoutConfig": [("read_header", 5), ("read_body", 30), ("write", 30), ("idle", 60), ("handler", 30)],
+    "TimeoutConfig": [
+        ("read_header", 5),
+        ("read_body", 30),
+        ("write", 30),
+        ("idle", 60),
+        ("handler", 30),
+        ("worker_timeout", 30),  # issue 9: a stuck event loop → /health/live 503, worker replaced
+    ],
     "LimitsConfig": [
         ("max_header_size", 8192),
         ("max_body_size", 10485760),
         ("max_connections", 10000),
         ("max_requests_per_connection", 1000),
+        ("max_queued_requests", 4096),  # issue 9: the bounded hand-off queue
     ],
     "ThreadPoolConfig": [("size", 64), ("offload_threshold_ms", 1), ("adaptive", True)],
     "ClusterConfig": [
@@ -320,12 +328,20 @@ def test_timeout_aliases():
 
 
 def test_to_config_keys_are_the_rust_field_names():
-    assert TimeoutConfig()._to_config() == {"read_header": 5, "read_body": 30, "write": 30, "idle": 60, "handler": 30}
+    assert TimeoutConfig()._to_config() == {
+        "read_header": 5,
+        "read_body": 30,
+        "write": 30,
+        "idle": 60,
+        "handler": 30,
+        "worker_timeout": 30,
+    }
     assert LimitsConfig()._to_config() == {
         "max_header_size": 8192,
         "max_body_size": 10485760,
         "max_connections": 10000,
         "max_requests_per_connection": 1000,
+        "max_queued_requests": 4096,
     }
     assert ThreadPoolConfig()._to_config() == {"size": 64, "offload_threshold_ms": 1, "adaptive": True}
     assert Http2Config()._to_config() == {

@@ -31,6 +31,12 @@ pub static CONNECTIONS_TOTAL: AtomicU64 = AtomicU64::new(0);
 pub static THREADPOOL_BUSY: AtomicI64 = AtomicI64::new(0);
 /// Background tasks (run after their response) that raised.
 pub static BACKGROUND_TASK_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Sync routes adaptive offload runs in the thread pool right now.
+pub static OFFLOADED_ROUTES: AtomicI64 = AtomicI64::new(0);
+/// Adaptive offload moves: [to the pool, back inline].
+pub static OFFLOAD_SWITCHES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// Requests refused with 503 because the queue to the Python thread was full.
+pub static QUEUE_REJECTED: AtomicU64 = AtomicU64::new(0);
 
 /// Counts a connection while it lives (embedded in the connection's activity record).
 #[derive(Debug)]
@@ -373,6 +379,28 @@ impl Metrics {
             "Background tasks that raised (each is logged with its traceback).",
             String::new(),
             Value::Number(BACKGROUND_TASK_FAILURES.load(Ordering::Relaxed) as f64),
+        );
+        gauge(
+            &mut s,
+            "offloaded_routes",
+            "Sync routes adaptive offload currently runs in the thread pool.",
+            OFFLOADED_ROUTES.load(Ordering::Relaxed) as f64,
+        );
+        for (i, to) in ["pool", "inline"].into_iter().enumerate() {
+            s.add(
+                &format!("{p}offload_switches_total"),
+                Kind::Counter,
+                "Adaptive offload decisions: a route moved to the thread pool, or back inline.",
+                labels(&[("to", to)]),
+                Value::Number(OFFLOAD_SWITCHES[i].load(Ordering::Relaxed) as f64),
+            );
+        }
+        s.add(
+            &format!("{p}queue_rejected_total"),
+            Kind::Counter,
+            "Requests refused (503) because the queue to the Python thread was full.",
+            String::new(),
+            Value::Number(QUEUE_REJECTED.load(Ordering::Relaxed) as f64),
         );
         s.add(
             &format!("{p}connections_total"),
