@@ -89,10 +89,8 @@ impl Body for SinkBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        // A failure wins over queued data: the response is truncated either way.
-        if let Some(err) = this.poll_end(cx) {
-            return Poll::Ready(Some(Err(err)));
-        }
+        // Queued data goes out first (the client gets what was produced); the outcome is
+        // looked at whenever the queue is empty, so an abort is never missed.
         match this.rx.poll_recv(cx) {
             Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
             Poll::Ready(None) => {
@@ -109,7 +107,10 @@ impl Body for SinkBody {
                 }
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match this.poll_end(cx) {
+                Some(err) => Poll::Ready(Some(Err(err))),
+                None => Poll::Pending,
+            },
         }
     }
 

@@ -11,7 +11,7 @@ CHUNK = b"x" * 65536
 
 @app.get("/sync/{n:int}")
 def sync_fail(request):
-    n = request.params["n"]
+    n = int(request.params["n"])
 
     def gen():
         for _ in range(n):
@@ -23,7 +23,7 @@ def sync_fail(request):
 
 @app.get("/async/{n:int}")
 def async_fail(request):
-    n = request.params["n"]
+    n = int(request.params["n"])
 
     async def gen():
         for i in range(n):
@@ -37,7 +37,7 @@ def async_fail(request):
 
 @app.get("/ok/{n:int}")
 def ok(request):
-    n = request.params["n"]
+    n = int(request.params["n"])
     return Response.stream(CHUNK for _ in range(n))
 
 

@@ -152,7 +152,7 @@ def test_queue_is_bounded_and_timed_out_bodies_are_freed(cello_procs):
         assert refused.status_code == 503
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.json()["status"] == 503
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 1.0  # at once, not after the 1 s handler timeout
     finally:
         sock.close()
 
