@@ -216,6 +216,7 @@ class Executor:
         self.loop.add_reader(self.core.wake_fd(), self.core.drain)
         observability.attach(self.loop)
         self._closed = False
+        app._track_executor(self)
 
     def run_hooks(self, event: str) -> None:
         self.loop.run_until_complete(self.app._run_event(event))
