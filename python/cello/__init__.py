@@ -2,10 +2,10 @@
 
 from . import cqrs, database, eventsourcing, graphql, grpc, guards, messaging, saga, validation
 from ._cello import Headers, Request, UploadedFile, __version__
-from ._unavailable import placeholder_class, placeholder_function
+from ._unavailable import placeholder_class
 from .app import App
-from .caching import cache
 from .background import BackgroundTasks
+from .caching import cache
 from .client import AsyncClient, HttpResponse
 from .config import (
     CSP,

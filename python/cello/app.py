@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _cli, _env
-from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
 from .caching import EdgeMixin
+from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
 from .errors import FeatureNotAvailable, HTTPException
 from .params import compile_endpoint
 from .routing import Blueprint, Routes

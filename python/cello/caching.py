@@ -74,7 +74,9 @@ class EdgeMixin:
         validate_config(json.dumps({"staticFiles": mounts}))
         self._static_mounts = mounts
 
-    def enable_caching(self, ttl: int = 300, methods: list[str] | None = None, exclude_paths: list[str] | None = None) -> None:
+    def enable_caching(
+        self, ttl: int = 300, methods: list[str] | None = None, exclude_paths: list[str] | None = None
+    ) -> None:
         """Cache complete responses in memory (per worker, moka) for ``ttl`` seconds. ``methods``
         defaults to GET and HEAD; paths under an ``exclude_paths`` prefix are never cached."""
         from ._cello import validate_config

@@ -119,6 +119,7 @@ impl ResponseCache {
     /// Drop every entry carrying one of `tags` (all entries when `tags` is empty);
     /// returns how many entries were present before.
     pub fn invalidate(&self, tags: &[String]) -> u64 {
+        self.store.run_pending_tasks(); // entry_count is only exact after this
         let before = self.store.entry_count();
         if tags.is_empty() {
             self.store.invalidate_all();
