@@ -357,8 +357,10 @@ mod tests {
     use crate::target::Target;
 
     fn app(cache: CacheConfig, hits: Arc<AtomicUsize>) -> App {
-        let mut c = ServerConfig::default();
-        c.cache = Some(cache);
+        let c = ServerConfig {
+            cache: Some(cache),
+            ..ServerConfig::default()
+        };
         let mut b = Server::builder(c);
         let endpoint = move |req: RoutedRequest| {
             let hits = hits.clone();

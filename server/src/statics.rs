@@ -446,11 +446,13 @@ mod served {
         std::fs::create_dir_all(dir.join("pub")).unwrap();
         std::fs::write(dir.join("pub/a.txt"), "a").unwrap();
         std::fs::write(dir.join("secret"), "s").unwrap();
-        let mut c = ServerConfig::default();
-        c.static_files = vec![cello_config::StaticFilesConfig {
-            root: dir.join("pub").display().to_string(),
-            ..Default::default()
-        }];
+        let c = ServerConfig {
+            static_files: vec![cello_config::StaticFilesConfig {
+                root: dir.join("pub").display().to_string(),
+                ..Default::default()
+            }],
+            ..ServerConfig::default()
+        };
         let app = Server::builder(c).build().unwrap();
         let get = |p: &str| Request::get(p).header("host", "t").body(RequestBody::empty()).unwrap();
         let resp = app.oneshot(get("/static/a.txt"), None).await;
