@@ -7,6 +7,7 @@
 //! and the Python views) and a `validate()` pass. [`kinds`] lists the kinds Python exposes.
 
 mod auth;
+mod cache;
 mod check;
 mod data;
 mod deploy;
@@ -22,6 +23,7 @@ mod tls;
 mod web;
 
 pub use auth::*;
+pub use cache::*;
 pub use check::check_fields;
 pub use data::*;
 pub use deploy::*;

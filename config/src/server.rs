@@ -54,9 +54,19 @@ pub struct ServerConfig {
     /// Security response headers (not implemented yet).
     #[serde(alias = "security_headers", skip_serializing_if = "Option::is_none")]
     pub security_headers: Option<crate::SecurityHeadersConfig>,
-    /// A static directory served by Rust (not implemented yet).
-    #[serde(alias = "static_files", skip_serializing_if = "Option::is_none")]
-    pub static_files: Option<crate::StaticFilesConfig>,
+    /// Static directories served by Rust on the I/O thread: one mount or a list.
+    #[serde(
+        alias = "static_files",
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::web::one_or_many"
+    )]
+    pub static_files: Vec<crate::StaticFilesConfig>,
+    /// In-memory response cache (moka), per worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::CacheConfig>,
+    /// One circuit breaker per route template.
+    #[serde(alias = "circuit_breaker", skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<crate::CircuitBreakerConfig>,
 }
 
 impl Default for ServerConfig {
@@ -81,7 +91,9 @@ impl Default for ServerConfig {
             rate_limit: None,
             session: None,
             security_headers: None,
-            static_files: None,
+            static_files: Vec::new(),
+            cache: None,
+            circuit_breaker: None,
         }
     }
 }
@@ -121,6 +133,13 @@ impl ServerConfig {
         if !self.root_path.is_empty() && !self.root_path.starts_with('/') {
             return Err(invalid("rootPath", "must start with `/`"));
         }
+        crate::web::validate_mounts(&self.static_files)?;
+        if let Some(c) = &self.cache {
+            c.validate()?;
+        }
+        if let Some(b) = &self.circuit_breaker {
+            b.validate()?;
+        }
         self.reject_unbuilt_sections()
     }
 
@@ -134,7 +153,6 @@ impl ServerConfig {
             ("rateLimit", "rate limiting", self.rate_limit.is_some()),
             ("session", "sessions", self.session.is_some()),
             ("securityHeaders", "security headers", self.security_headers.is_some()),
-            ("staticFiles", "static files", self.static_files.is_some()),
         ];
         match present.iter().find(|(_, _, on)| *on) {
             Some((field, what, _)) => Err(invalid(
@@ -428,16 +446,28 @@ mod tests {
                 "TLS is not implemented yet",
             ),
             (r#"{"rate_limit":{}}"#, "rate limiting is not implemented yet"),
-            (
-                r#"{"staticFiles":{"root":"public"}}"#,
-                "static files is not implemented yet",
-            ),
         ] {
             let err = ServerConfig::from_json(doc).unwrap_err();
             assert!(err.to_string().contains(what), "{err}");
         }
         let err = ServerConfig::from_json(r#"{"jwt":{"secrett":"x"}}"#).unwrap_err();
         assert!(err.to_string().contains("secrett"), "{err}");
+    }
+
+    #[test]
+    fn static_files_take_one_mount_or_a_list() {
+        let one = ServerConfig::from_json(r#"{"staticFiles":{"root":"public"}}"#).unwrap();
+        assert_eq!(one.static_files.len(), 1);
+        assert_eq!(one.static_files[0].prefix, "/static");
+        let two = ServerConfig::from_yaml(
+            "static_files:\n  - {root: a, prefix: /a}\n  - {root: b, prefix: /b, cacheControl: max-age=60}\n",
+        )
+        .unwrap();
+        assert_eq!(two.static_files[1].cache_control.as_deref(), Some("max-age=60"));
+        let err = ServerConfig::from_json(r#"{"staticFiles":[{"root":"a"},{"root":"b"}]}"#).unwrap_err();
+        assert!(err.to_string().contains("staticFiles"), "{err}");
+        let err = ServerConfig::from_json(r#"{"staticFiles":{"root":""}}"#).unwrap_err();
+        assert!(err.to_string().contains("root"), "{err}");
     }
 
     #[test]

@@ -227,6 +227,62 @@ impl Default for StaticFilesConfig {
 impl StaticFilesConfig {
     /// Field checks; the directory is opened when the server starts.
     pub fn validate(&self) -> Result<()> {
-        check_fields("", self)
+        check_fields("", self)?;
+        if self.root.trim().is_empty() {
+            return Err(invalid("staticFiles.root", "must name a directory"));
+        }
+        if self.prefix.contains(['{', '}', '*', '\\', '\0', '?', '#'])
+            || self.prefix.split('/').any(|s| s == ".." || s == ".")
+        {
+            return Err(invalid(
+                "staticFiles.prefix",
+                format!("{:?} is not a plain URL path", self.prefix),
+            ));
+        }
+        if let Some(index) = &self.index_file {
+            if index.is_empty() || index.contains(['/', '\\', '\0']) || index == ".." {
+                return Err(invalid("staticFiles.indexFile", "must be a plain file name"));
+            }
+        }
+        Ok(())
     }
+
+    /// The prefix without a trailing `/` (`/` stays `/`).
+    pub fn mount_prefix(&self) -> &str {
+        match self.prefix.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        }
+    }
+}
+
+/// Every mount is valid and no two share a prefix.
+pub fn validate_mounts(mounts: &[StaticFilesConfig]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for m in mounts {
+        m.validate()?;
+        if !seen.insert(m.mount_prefix()) {
+            return Err(invalid(
+                "staticFiles",
+                format!("two static mounts share the prefix {:?}", m.mount_prefix()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `staticFiles: {...}` (one mount) or `staticFiles: [{...}, ...]`.
+pub(crate) fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<StaticFilesConfig>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Box<StaticFilesConfig>),
+        Many(Vec<StaticFilesConfig>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(m) => vec![*m],
+        OneOrMany::Many(v) => v,
+    })
 }

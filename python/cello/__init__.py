@@ -2,9 +2,10 @@
 
 from . import cqrs, database, eventsourcing, graphql, grpc, guards, messaging, saga, validation
 from ._cello import Headers, Request, UploadedFile, __version__
-from ._unavailable import placeholder_class, placeholder_function
+from ._unavailable import placeholder_class
 from .app import App
 from .background import BackgroundTasks
+from .caching import cache
 from .client import AsyncClient, HttpResponse
 from .config import (
     CSP,
@@ -63,7 +64,6 @@ from .websocket import WebSocketMessage
 # Published names whose features arrive with later issues: importable, and using them raises
 # FeatureNotAvailable (a NotImplementedError) naming the issue.
 WebSocket = placeholder_class("cello", "WebSocket", 12)
-cache = placeholder_function("cello", "cache", 10)
 
 __all__ = [
     "AsyncClient",

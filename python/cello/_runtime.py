@@ -234,6 +234,7 @@ class Executor:
         self.loop.add_reader(self.core.wake_fd(), self.core.drain)
         observability.attach(self.loop)
         self._closed = False
+        app._track_executor(self)
         # The heartbeat: a timer that only fires when the loop turns. Rust answers
         # /health/live 503 and the supervisor replaces the worker when it stops.
         self.worker_timeout = float(self.core.worker_timeout)

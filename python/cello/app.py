@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _cli, _env
+from .caching import EdgeMixin
 from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
 from .errors import FeatureNotAvailable, HTTPException
 from .params import compile_endpoint
@@ -58,7 +59,7 @@ def _refuse_push(enabled: bool) -> None:
         )
 
 
-class App(Routes):
+class App(Routes, EdgeMixin):
     """A Cello application."""
 
     def __init__(self, *, lifespan: Callable[[App], Any] | None = None) -> None:
@@ -121,6 +122,7 @@ class App(Routes):
             "http2": self._http2._to_config(),
             "trustedProxies": list(self._trusted_proxies),
             **self._observability_config(),
+            **self._edge_config(),
         }
 
     # ---- observability ------------------------------------------------------------------

@@ -567,6 +567,12 @@ impl Runtime {
         self.heartbeat.timeout.as_secs_f64()
     }
 
+    /// Drop cached responses carrying one of `tags` (every entry when `tags` is empty);
+    /// returns how many entries the cache held before.
+    fn invalidate_cache(&self, tags: Vec<String>) -> u64 {
+        self.app.state().cache.as_ref().map_or(0, |c| c.invalidate(&tags))
+    }
+
     /// Stop accepting and drain; `on_stopped` is called on the loop when done.
     fn stop(&self) {
         // `/health/ready` answers 503 from now on; with a drain delay the listener stays

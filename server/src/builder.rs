@@ -90,8 +90,19 @@ impl ServerBuilder {
     }
 
     /// Validate the config, compile the router and build the stack.
-    pub fn build(self) -> Result<App> {
+    pub fn build(mut self) -> Result<App> {
         self.config.validate()?;
+        // Static mounts are routes like any other (GET/HEAD, 404/405 by the router).
+        for mount in self.config.static_files.clone() {
+            let mount = Arc::new(crate::statics::StaticMount::new(mount)?);
+            let mut index = None;
+            for template in mount.templates() {
+                match index {
+                    None => index = Some(self.route(&[Method::GET], &template, Target::Static(mount.clone()))?),
+                    Some(i) => self.alias(&[Method::GET], &template, i)?,
+                }
+            }
+        }
         let router = self.router.build()?;
         let access = self.access.filter(|_| self.config.access_log);
         let config = Arc::new(self.config.clone());

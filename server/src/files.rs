@@ -37,7 +37,7 @@ static SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::ne
 /// slot is given back only when `op` really returns, so stuck operations keep
 /// counting against the cap after their caller timed out.
 /// Gives up with `ResourceBusy` (no slot) or `TimedOut` (`op` too slow).
-async fn blocking<R: Send + 'static>(op: impl FnOnce() -> io::Result<R> + Send + 'static) -> io::Result<R> {
+pub(crate) async fn blocking<R: Send + 'static>(op: impl FnOnce() -> io::Result<R> + Send + 'static) -> io::Result<R> {
     let busy = || io::Error::new(io::ErrorKind::ResourceBusy, "too many file operations in flight");
     let permit = tokio::time::timeout(IO_TIMEOUT, SLOTS.clone().acquire_owned())
         .await

@@ -235,7 +235,12 @@ pub async fn builtin<B>(state: &AppState, req: &Request<B>) -> Option<Response<R
     if let Some(m) = state.metrics.as_ref().filter(|m| m.endpoint == path) {
         let m = m.clone();
         let text = match tokio::task::spawn_blocking(move || m.scrape()).await {
-            Ok(t) => t,
+            Ok(mut t) => {
+                if let Some(b) = &state.breakers {
+                    t.push_str(&b.exposition(&state.config.prometheus.namespace));
+                }
+                t
+            }
             Err(_) => {
                 return Some(crate::problem::problem(
                     StatusCode::INTERNAL_SERVER_ERROR,

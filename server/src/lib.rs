@@ -9,11 +9,13 @@
 //! request path as a tower layer stack), [`target`] (what routes lead to), [`ext`]
 //! (request extensions), [`router`] (route table), [`service`] (shared state),
 //! [`serve`] (listener, connections, shutdown), [`body`] (request/response bodies),
-//! [`files`] (file and range responses), [`problem`] (RFC 7807 responses),
+//! [`files`] (file and range responses), [`statics`] (static directory mounts), [`problem`] (RFC 7807 responses),
 //! [`metrics`] (Prometheus), [`telemetry`] (OpenTelemetry traces), [`health`] (probes).
 
 pub mod body;
+pub mod breaker;
 pub mod builder;
+pub mod cache;
 pub mod endpoint;
 pub mod error;
 pub mod ext;
@@ -27,6 +29,7 @@ pub mod router;
 pub mod serve;
 pub mod service;
 pub mod stack;
+pub mod statics;
 pub mod target;
 pub mod telemetry;
 

@@ -55,8 +55,12 @@ pub struct AppState {
     pub health: Option<Arc<crate::health::Health>>,
     /// Tracing, when `telemetry.enabled`.
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
-    /// An outer layer needs the matched route on the response (metrics, tracing).
+    /// An outer layer needs the matched route on the response (metrics, tracing, cache).
     pub(crate) observed: bool,
+    /// The response cache, when `cache` is set.
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
+    /// Per-route circuit breakers, when `circuitBreaker` is set.
+    pub breakers: Option<Arc<crate::breaker::Breakers>>,
 }
 
 impl AppState {
@@ -88,7 +92,15 @@ impl AppState {
             root_path,
             router,
             targets: Vec::new(),
-            observed: metrics.is_some() || telemetry.is_some(),
+            observed: metrics.is_some() || telemetry.is_some() || config.cache.is_some(),
+            cache: config
+                .cache
+                .clone()
+                .map(|c| Arc::new(crate::cache::ResponseCache::new(c))),
+            breakers: config
+                .circuit_breaker
+                .clone()
+                .map(|c| Arc::new(crate::breaker::Breakers::new(c))),
             config,
             trusted,
             access,

@@ -106,6 +106,12 @@ pub fn describe(state: &AppState) -> Vec<&'static str> {
     if state.root_path.is_some() {
         out.push("root_path");
     }
+    if state.cache.is_some() {
+        out.push("cache");
+    }
+    if state.breakers.is_some() {
+        out.push("circuit_breaker");
+    }
     out.push("protocol");
     out.push("router");
     out
@@ -122,6 +128,9 @@ pub fn build(state: &Arc<AppState>) -> HttpService {
         // DESIGN.md §2b middleware goes here, each as `.option_layer(...)`.
         .option_layer(st(!state.trusted.is_empty()).map(TrustedProxyLayer))
         .option_layer(st(state.root_path.is_some()).map(RootPathLayer))
+        // Response cache, then circuit breaker (a hit never counts against a breaker).
+        .option_layer(state.cache.clone().map(crate::cache::CacheLayer))
+        .option_layer(st(state.breakers.is_some()).map(crate::breaker::BreakerLayer))
         .layer(ProtocolLayer)
         .service(RouterService(state.clone()));
     HttpService(Arc::new(svc))
@@ -141,6 +150,16 @@ pin_project! {
         #[pin]
         inner: F,
         post: Option<P>,
+    }
+}
+
+impl<F, P> Then<F, P> {
+    /// Run `inner`, then `post` on its response.
+    pub fn new(inner: F, post: P) -> Self {
+        Self {
+            inner,
+            post: Some(post),
+        }
     }
 }
 

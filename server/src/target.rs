@@ -34,8 +34,8 @@ pub enum Target {
     },
     /// A proxied upstream (the sidecar).
     Proxy(Arc<crate::proxy::ProxyEndpoint>),
-    /// A directory of static files (not reachable from config yet).
-    Static(std::path::PathBuf),
+    /// A directory of static files (a `staticFiles` mount), served on the I/O thread.
+    Static(Arc<crate::statics::StaticMount>),
     /// A WebSocket upgrade (not reachable from config yet).
     WebSocket,
     /// A gRPC service (not reachable from config yet).
@@ -158,6 +158,16 @@ pub(crate) async fn dispatch(
             r.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             return r;
+        }
+        Target::Static(mount) => {
+            let rel = call
+                .params
+                .iter()
+                .find(|(n, _)| &**n == crate::statics::PARAM)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let (parts, _) = call.req.into_parts();
+            return crate::statics::serve(mount, &parts.method, &parts.headers, rel).await;
         }
         other => {
             return problem(

@@ -127,11 +127,15 @@ def test_class_methods_of_unbuilt_features_raise():
         Database.connect("sqlite://x")
 
 
-def test_websocket_and_cache_name_their_issue():
+def test_websocket_names_its_issue_and_cache_is_real():
     with pytest.raises(NotImplementedError, match="issue 12"):
         cello.WebSocket()
-    with pytest.raises(NotImplementedError, match="issue 10"):
-        cello.cache(ttl=5)
+
+    @cello.cache(ttl=5, tags=["t"])
+    def handler():
+        return "x"
+
+    assert handler() == "x"
 
 
 def test_message_result_is_real_data():

@@ -696,10 +696,14 @@ def test_server_sections_not_built_yet_are_refused():
         ("rate_limit", "rate limiting"),
         ("session", "sessions"),
         ("securityHeaders", "security headers"),
-        ("staticFiles", "static files"),
     ]:
         with pytest.raises(_cello.ConfigError, match=f"{what} is not implemented yet"):
             _cello.validate_config(json.dumps({section: {}}))
+    # built by issue 10: validated, not refused
+    with pytest.raises(_cello.ConfigError, match="staticFiles.root"):
+        _cello.validate_config(json.dumps({"staticFiles": {}}))
+    _cello.validate_config(json.dumps({"staticFiles": [{"root": "a", "prefix": "/a"}], "cache": {}}))
+    _cello.validate_config(json.dumps({"circuitBreaker": {"failureThreshold": 2}}))
     _cello.validate_config(json.dumps({"limits": LimitsConfig()._to_config()}))
 
 

@@ -1,0 +1,422 @@
+//! The response cache layer (`cache`): moka in memory, per worker.
+//!
+//! Key: method, path and query, the values of the request headers the response named in
+//! `Vary`, and the `Authorization` value when there is one. Stored: complete buffered
+//! responses (200, 203, 301, 308, 410) without `Set-Cookie`, `Cache-Control:
+//! private/no-store/no-cache` or `Vary: *`, at most `maxEntryBytes`. A request with
+//! `Authorization` is stored only when the response says `Cache-Control: public` (keyed on
+//! that Authorization value, so it is never served to another caller). A response's
+//! `s-maxage`/`max-age` overrides the TTL. Hits carry `Age` and `X-Cache: HIT` and never
+//! reach the router; eligible misses carry `X-Cache: MISS`.
+//!
+//! Memory is bounded twice: moka's capacity is `maxBytes` and every entry weighs at least
+//! `maxBytes / maxEntries`, so there are never more than `maxEntries` entries.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cello_config::CacheConfig;
+use futures_util::future::{Either, Ready};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use tower::{Layer, Service};
+
+use crate::body::ResponseBody;
+use crate::ext::MatchedRoute;
+use crate::stack::{Post, Req, Resp, Then};
+
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const CACHEABLE: [u16; 5] = [200, 203, 301, 308, 410];
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Primary {
+    method: Method,
+    target: Arc<str>,
+    auth: Option<HeaderValue>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    primary: Primary,
+    vary: Vec<Option<HeaderValue>>,
+}
+
+struct Entry {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    stored: Instant,
+    ttl: Duration,
+    tags: Arc<[String]>,
+    weight: u32,
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<Key, Arc<Entry>> for PerEntryTtl {
+    fn expire_after_create(&self, _: &Key, e: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(e.ttl)
+    }
+}
+
+/// Per-route settings from `@cache(ttl=..., tags=...)`.
+struct RouteRule {
+    ttl: Option<Duration>,
+    tags: Arc<[String]>,
+}
+
+/// The cache of one server.
+pub struct ResponseCache {
+    config: CacheConfig,
+    methods: Vec<Method>,
+    routes: HashMap<String, RouteRule>,
+    store: moka::sync::Cache<Key, Arc<Entry>>,
+    /// The `Vary` header names last seen for a primary key.
+    vary: moka::sync::Cache<Primary, Arc<[HeaderName]>>,
+    min_weight: u32,
+}
+
+impl ResponseCache {
+    /// Build from a validated config.
+    pub fn new(config: CacheConfig) -> Self {
+        let min_weight = u32::try_from((config.max_bytes / config.max_entries).max(1)).unwrap_or(u32::MAX);
+        let store = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|_: &Key, e: &Arc<Entry>| e.weight)
+            .expire_after(PerEntryTtl)
+            .support_invalidation_closures()
+            .build();
+        let vary = moka::sync::Cache::builder().max_capacity(config.max_entries).build();
+        let methods = config
+            .methods
+            .iter()
+            .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let rule = RouteRule {
+                    ttl: r.ttl.map(Duration::from_secs),
+                    tags: r.tags.clone().into(),
+                };
+                (r.template.clone(), rule)
+            })
+            .collect();
+        Self {
+            methods,
+            routes,
+            store,
+            vary,
+            min_weight,
+            config,
+        }
+    }
+
+    /// Drop every entry carrying one of `tags` (all entries when `tags` is empty);
+    /// returns how many entries were present before.
+    pub fn invalidate(&self, tags: &[String]) -> u64 {
+        self.store.run_pending_tasks(); // entry_count is only exact after this
+        let before = self.store.entry_count();
+        if tags.is_empty() {
+            self.store.invalidate_all();
+        } else {
+            let tags: Vec<String> = tags.to_vec();
+            let _ = self
+                .store
+                .invalidate_entries_if(move |_, e| e.tags.iter().any(|t| tags.contains(t)));
+        }
+        self.store.run_pending_tasks();
+        before
+    }
+
+    /// Entries stored now (after pending evictions).
+    pub fn len(&self) -> u64 {
+        self.store.run_pending_tasks();
+        self.store.entry_count()
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn eligible(&self, req: &Req) -> bool {
+        if !self.methods.contains(req.method()) {
+            return false;
+        }
+        let path = req.uri().path();
+        !self
+            .config
+            .exclude_paths
+            .iter()
+            .any(|p| path == p || path.starts_with(&format!("{}/", p.trim_end_matches('/'))))
+    }
+
+    fn key(&self, primary: Primary, headers: &HeaderMap, names: &[HeaderName]) -> Key {
+        let vary = names.iter().map(|n| headers.get(n).cloned()).collect();
+        Key { primary, vary }
+    }
+}
+
+fn directives(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_ascii_lowercase())
+        .collect()
+}
+
+fn max_age(dirs: &[String]) -> Option<u64> {
+    let find = |name: &str| {
+        dirs.iter().find_map(|d| {
+            d.strip_prefix(name)?
+                .strip_prefix('=')?
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    find("s-maxage").or_else(|| find("max-age"))
+}
+
+/// The cache layer.
+pub struct CacheLayer(pub Arc<ResponseCache>);
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = Cache<S>;
+    fn layer(&self, inner: S) -> Cache<S> {
+        Cache {
+            inner,
+            cache: self.0.clone(),
+        }
+    }
+}
+
+/// See [`CacheLayer`].
+#[derive(Clone)]
+pub struct Cache<S> {
+    inner: S,
+    cache: Arc<ResponseCache>,
+}
+
+/// What the miss path stores once the response is there.
+pub struct CachePost {
+    cache: Arc<ResponseCache>,
+    primary: Primary,
+    request_headers: HeaderMap,
+    store: bool,
+}
+
+impl Post for CachePost {
+    fn post(self, mut resp: Resp) -> Resp {
+        let route = resp.extensions().get::<MatchedRoute>().map(|r| r.0.template.clone());
+        let rule = route.as_deref().and_then(|t| self.cache.routes.get(t));
+        if !self.cache.config.all_routes && rule.is_none() {
+            return resp;
+        }
+        resp.headers_mut().insert(X_CACHE, HeaderValue::from_static("MISS"));
+        if !self.store || !CACHEABLE.contains(&resp.status().as_u16()) {
+            return resp;
+        }
+        let h = resp.headers();
+        let dirs = directives(h);
+        if h.contains_key(header::SET_COOKIE)
+            || dirs
+                .iter()
+                .any(|d| d == "private" || d == "no-store" || d == "no-cache" || d.starts_with("private="))
+        {
+            return resp;
+        }
+        if self.primary.auth.is_some() && !dirs.iter().any(|d| d == "public") {
+            return resp;
+        }
+        let mut names: Vec<HeaderName> = Vec::new();
+        for v in h.get_all(header::VARY).iter() {
+            let Ok(v) = v.to_str() else { return resp };
+            for n in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                match HeaderName::from_bytes(n.as_bytes()) {
+                    Ok(name) if n != "*" => names.push(name),
+                    _ => return resp, // `Vary: *` or garbage: never reusable
+                }
+            }
+        }
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        let body = match resp.body() {
+            ResponseBody::Empty => Bytes::new(),
+            ResponseBody::Full(Some(b)) => b.clone(),
+            ResponseBody::Full(None) => Bytes::new(),
+            _ => return resp, // streamed: not buffered here
+        };
+        if body.len() as u64 > self.cache.config.max_entry_bytes {
+            return resp;
+        }
+        let ttl = match max_age(&dirs) {
+            Some(0) => return resp,
+            Some(secs) => Duration::from_secs(secs),
+            None => rule
+                .and_then(|r| r.ttl)
+                .unwrap_or(Duration::from_secs(self.cache.config.ttl)),
+        };
+        let mut headers = resp.headers().clone();
+        headers.remove(X_CACHE);
+        let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        let weight = u32::try_from(body.len() + header_bytes)
+            .unwrap_or(u32::MAX)
+            .max(self.cache.min_weight);
+        let entry = Arc::new(Entry {
+            status: resp.status(),
+            headers,
+            body,
+            stored: Instant::now(),
+            ttl,
+            tags: rule.map_or_else(|| Arc::from(Vec::new()), |r| r.tags.clone()),
+            weight,
+        });
+        let names: Arc<[HeaderName]> = names.into();
+        let key = self.cache.key(self.primary.clone(), &self.request_headers, &names);
+        self.cache.vary.insert(self.primary, names);
+        self.cache.store.insert(key, entry);
+        resp
+    }
+}
+
+fn hit(entry: &Entry) -> Resp {
+    let mut r = Response::new(ResponseBody::Full(Some(entry.body.clone())));
+    *r.status_mut() = entry.status;
+    *r.headers_mut() = entry.headers.clone();
+    let age = entry.stored.elapsed().as_secs();
+    r.headers_mut().insert(header::AGE, HeaderValue::from(age));
+    r.headers_mut().insert(X_CACHE, HeaderValue::from_static("HIT"));
+    r
+}
+
+impl<S> Service<Req> for Cache<S>
+where
+    S: Service<Req, Response = Resp, Error = Infallible>,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Resp, Infallible>>, Either<Then<S::Future, CachePost>, S::Future>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        if !self.cache.eligible(&req) {
+            return Either::Right(Either::Right(self.inner.call(req)));
+        }
+        let target: Arc<str> = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path(), |p| p.as_str())
+            .into();
+        let primary = Primary {
+            method: req.method().clone(),
+            target,
+            auth: req.headers().get(header::AUTHORIZATION).cloned(),
+        };
+        let dirs = directives(req.headers());
+        let bypass = dirs.iter().any(|d| d == "no-cache" || d == "no-store");
+        if !bypass {
+            let names = self.cache.vary.get(&primary).unwrap_or_else(|| Arc::from(Vec::new()));
+            let key = self.cache.key(primary.clone(), req.headers(), &names);
+            if let Some(entry) = self.cache.store.get(&key) {
+                return Either::Left(futures_util::future::ready(Ok(hit(&entry))));
+            }
+        }
+        let post = CachePost {
+            cache: self.cache.clone(),
+            primary,
+            request_headers: req.headers().clone(),
+            store: !dirs.iter().any(|d| d == "no-store"),
+        };
+        Either::Right(Either::Left(Then::new(self.inner.call(req), post)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use cello_config::ServerConfig;
+    use http::Request;
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::body::RequestBody;
+    use crate::builder::{App, Server};
+    use crate::endpoint::RoutedRequest;
+    use crate::target::Target;
+
+    fn app(cache: CacheConfig, hits: Arc<AtomicUsize>) -> App {
+        let c = ServerConfig {
+            cache: Some(cache),
+            ..ServerConfig::default()
+        };
+        let mut b = Server::builder(c);
+        let endpoint = move |req: RoutedRequest| {
+            let hits = hits.clone();
+            async move {
+                let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+                let mut r = Response::new(ResponseBody::full(format!("{n}")));
+                if req.parts.uri.path() == "/cookie" {
+                    r.headers_mut()
+                        .insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
+                }
+                r
+            }
+        };
+        b.route(&[Method::GET], "/{name}", Target::Endpoint(Arc::new(endpoint)))
+            .unwrap();
+        b.build().unwrap()
+    }
+
+    async fn get(app: &App, path: &str) -> (Option<String>, String) {
+        let req = Request::get(path)
+            .header("host", "t")
+            .body(RequestBody::empty())
+            .unwrap();
+        let resp = app.oneshot(req, None).await;
+        let x = resp.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (x, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn hits_skip_the_endpoint_and_cookies_are_never_stored() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let app = app(CacheConfig::default(), hits.clone());
+        assert_eq!(app.layers(), ["connection", "cache", "protocol", "router"]);
+        assert_eq!(get(&app, "/a").await, (Some("MISS".into()), "1".into()));
+        assert_eq!(get(&app, "/a").await, (Some("HIT".into()), "1".into()));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        get(&app, "/cookie").await;
+        assert_eq!(get(&app, "/cookie").await.0.as_deref(), Some("MISS"));
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn entries_are_bounded() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let cfg = CacheConfig {
+            max_entries: 3,
+            max_bytes: 3000,
+            max_entry_bytes: 100,
+            ..CacheConfig::default()
+        };
+        let app = app(cfg, hits);
+        for i in 0..50 {
+            get(&app, &format!("/k{i}")).await;
+        }
+        let cache = app.state().cache.clone().unwrap();
+        assert!(cache.len() <= 3, "{}", cache.len());
+    }
+}
