@@ -20,6 +20,7 @@ mod secret;
 mod server;
 mod tls;
 mod web;
+mod websocket;
 
 pub use auth::*;
 pub use check::check_fields;
@@ -34,6 +35,7 @@ pub use secret::Secret;
 pub use server::*;
 pub use tls::*;
 pub use web::*;
+pub use websocket::*;
 
 pub mod docs;
 pub mod env;

@@ -2,7 +2,7 @@
 
 from . import cqrs, database, eventsourcing, graphql, grpc, guards, messaging, saga, validation
 from ._cello import Headers, Request, UploadedFile, __version__
-from ._unavailable import placeholder_class, placeholder_function
+from ._unavailable import placeholder_function
 from .app import App
 from .background import BackgroundTasks
 from .client import AsyncClient, HttpResponse
@@ -17,6 +17,7 @@ from .config import (
     HealthCheckConfig,
     Http2Config,
     Http3Config,
+    WebSocketConfig,
     JwtConfig,
     KafkaConfig,
     LimitsConfig,
@@ -58,11 +59,10 @@ from .responses import Response
 from .routing import Blueprint
 from .sse import SseEvent, SseStream
 from .templating import MiniJinjaEngine, TemplateEngine, TemplateError, TemplateNotFound
-from .websocket import WebSocketMessage
+from .websocket import SyncWebSocket, WebSocket, WebSocketDisconnect, WebSocketMessage
 
 # Published names whose features arrive with later issues: importable, and using them raises
 # FeatureNotAvailable (a NotImplementedError) naming the issue.
-WebSocket = placeholder_class("cello", "WebSocket", 12)
 cache = placeholder_function("cello", "cache", 10)
 
 __all__ = [
@@ -143,6 +143,9 @@ __all__ = [
     "UnauthorizedError",
     "UploadedFile",
     "WebSocketMessage",
+    "SyncWebSocket",
+    "WebSocketDisconnect",
+    "WebSocketConfig",
     "__version__",
     "validate_jwt_config",
     "validate_rate_limit_config",

@@ -80,6 +80,8 @@ pub struct PyRequest {
     files_dict: OnceLock<Py<PyDict>>,
     context: OnceLock<Py<PyDict>>,
     request_id: OnceLock<Py<PyString>>,
+    /// The connection of a WebSocket route's request.
+    websocket: Option<Arc<crate::websocket::WsConn>>,
 }
 
 impl PyRequest {
@@ -98,12 +100,14 @@ impl PyRequest {
             files_dict: OnceLock::new(),
             context: OnceLock::new(),
             request_id: OnceLock::new(),
+            websocket: None,
         }
     }
 
     /// Wrap a routed request.
     pub fn from_routed(mut req: RoutedRequest, state: &AppState) -> Self {
         let client = req.parts.extensions.remove::<ClientInfo>();
+        let websocket = req.parts.extensions.remove::<Arc<crate::websocket::WsConn>>();
         let peer_trusted = req
             .peer
             .is_some_and(|p| !state.trusted.is_empty() && state.is_trusted(p.ip()));
@@ -126,6 +130,12 @@ impl PyRequest {
             root_path: state.root_path.clone(),
             client,
         })
+        .with_websocket(websocket)
+    }
+
+    fn with_websocket(mut self, ws: Option<Arc<crate::websocket::WsConn>>) -> Self {
+        self.websocket = ws;
+        self
     }
 
     /// The first value of header `name`, decoded as ISO-8859-1.
@@ -401,6 +411,17 @@ fn or_default<'py, T: IntoPyObject<'py>>(
 
 #[pymethods]
 impl PyRequest {
+    /// The `Last-Event-ID` header of an SSE reconnection (`None` on a first connection).
+    #[getter]
+    fn last_event_id(&self) -> Option<String> {
+        self.header("last-event-id").map(Cow::into_owned)
+    }
+
+    /// The WebSocket connection of a WebSocket route's request (`None` otherwise).
+    fn _websocket(&self) -> Option<crate::websocket::WebSocketConn> {
+        self.websocket.clone().map(crate::websocket::WebSocketConn::new)
+    }
+
     /// `Request(method, path, params=None, query=None, headers=None, body=None, *,
     /// client=None, trusted_proxies=None)`: a request built by hand (tests). `path` may carry
     /// a query string or be an absolute `http(s)://host/...` URL; `query` values may be lists;

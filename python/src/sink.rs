@@ -17,6 +17,14 @@ use crate::runtime::Ctx;
 pub struct BodySink {
     tx: Mutex<Option<mpsc::Sender<io::Result<Bytes>>>>,
     ctx: Arc<Ctx>,
+    /// Cancelled when the body ends on our side, so `gone()` watchers let go of their sender.
+    done: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for BodySink {
+    fn drop(&mut self) {
+        self.done.cancel();
+    }
 }
 
 impl BodySink {
@@ -24,6 +32,7 @@ impl BodySink {
         Self {
             tx: Mutex::new(Some(tx)),
             ctx,
+            done: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -92,13 +101,44 @@ impl BodySink {
         Ok(fut)
     }
 
+    /// An asyncio future that completes (with `None`) when the client has gone: the
+    /// response body was dropped. Lets the pump cancel a producer that is waiting for its
+    /// next item, instead of noticing only at the next send.
+    fn gone(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let event_loop = self.ctx.event_loop.bind(py);
+        let fut = event_loop.call_method0("create_future")?.unbind();
+        let Some(tx) = self.sender() else {
+            return Err(PyConnectionResetError::new_err("the stream is closed"));
+        };
+        let handle = self
+            .ctx
+            .io
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("the I/O runtime is not running"))?;
+        let (ctx, fut2, done) = (self.ctx.clone(), fut.clone_ref(py), self.done.clone());
+        handle.spawn(async move {
+            tokio::select! {
+                () = tx.closed() => {
+                    Python::attach(|py| {
+                        let _ = ctx.hooks.call_method1(py, "resolve", (fut2, py.None()));
+                    });
+                }
+                // The body ended normally: drop our sender so the response can finish.
+                () = done.cancelled() => {}
+            }
+        });
+        Ok(fut)
+    }
+
     /// End the body normally.
     fn close(&self) {
+        self.done.cancel();
         self.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 
     /// End the body with an error: the client sees a truncated response.
     fn abort(&self) {
+        self.done.cancel();
         if let Some(tx) = self.tx.lock().unwrap_or_else(PoisonError::into_inner).take() {
             let _ = tx.try_send(Err(io::Error::other("the response stream failed")));
         }

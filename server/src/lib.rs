@@ -29,6 +29,7 @@ pub mod service;
 pub mod stack;
 pub mod target;
 pub mod telemetry;
+pub mod websocket;
 
 pub use body::{RequestBody, RequestStream, ResponseBody};
 pub use builder::{App, ServeOptions, Server, ServerBuilder, ShutdownHandle};

@@ -36,8 +36,10 @@ pub enum Target {
     Proxy(Arc<crate::proxy::ProxyEndpoint>),
     /// A directory of static files (not reachable from config yet).
     Static(std::path::PathBuf),
-    /// A WebSocket upgrade (not reachable from config yet).
-    WebSocket,
+    /// A WebSocket route: the handshake is checked here (426/400 when it is not one), then
+    /// the endpoint gets the request with a [`crate::websocket::Handshake`] in its
+    /// extensions and answers `101` by accepting it (or refuses with any other response).
+    WebSocket(Arc<dyn Endpoint>),
     /// A gRPC service (not reachable from config yet).
     Grpc,
 }
@@ -57,7 +59,7 @@ impl Target {
             Self::Document { .. } => "document",
             Self::Proxy(_) => "proxy",
             Self::Static(_) => "static files",
-            Self::WebSocket => "WebSocket",
+            Self::WebSocket(_) => "WebSocket",
             Self::Grpc => "gRPC",
         }
     }
@@ -159,6 +161,7 @@ pub(crate) async fn dispatch(
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             return r;
         }
+        Target::WebSocket(e) => return dispatch_websocket(config, &**e, call).await,
         other => {
             return problem(
                 StatusCode::NOT_IMPLEMENTED,
@@ -203,6 +206,35 @@ pub(crate) async fn dispatch(
         tls,
     };
     endpoint.call(routed).await
+}
+
+/// A WebSocket route: check the handshake, then let the endpoint accept or refuse it.
+async fn dispatch_websocket(config: &ServerConfig, endpoint: &dyn Endpoint, call: RouteCall) -> Response<ResponseBody> {
+    let RouteCall {
+        req,
+        params,
+        route,
+        conn,
+    } = call;
+    let (mut parts, _) = req.into_parts();
+    match crate::websocket::Handshake::from_parts(&mut parts, &config.websocket) {
+        Ok(hs) => {
+            parts.extensions.insert(crate::websocket::PendingHandshake::new(hs));
+        }
+        Err(resp) => return resp,
+    }
+    let (peer, tls) = conn.as_ref().map_or((None, false), |c| (c.peer, c.tls));
+    endpoint
+        .call(RoutedRequest {
+            parts,
+            body: Bytes::new(),
+            stream: None,
+            params,
+            route,
+            peer,
+            tls,
+        })
+        .await
 }
 
 /// The fast path: a body-less request to an endpoint needs no async step before it, so

@@ -127,9 +127,7 @@ def test_class_methods_of_unbuilt_features_raise():
         Database.connect("sqlite://x")
 
 
-def test_websocket_and_cache_name_their_issue():
-    with pytest.raises(NotImplementedError, match="issue 12"):
-        cello.WebSocket()
+def test_cache_names_its_issue():
     with pytest.raises(NotImplementedError, match="issue 10"):
         cello.cache(ttl=5)
 
