@@ -397,6 +397,78 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoint::RoutedRequest;
+    use crate::{ServeOptions, Server, Target};
+    use cello_config::ServerConfig;
+
+    /// A Rust echo endpoint: accepts and echoes through the session's channels.
+    fn echo_app(config: ServerConfig) -> crate::App {
+        let mut b = Server::builder(config);
+        b.route(
+            &[http::Method::GET],
+            "/ws",
+            Target::WebSocket(Arc::new(|mut req: RoutedRequest| async move {
+                let hs = req.parts.extensions.remove::<PendingHandshake>().and_then(|p| p.take()).unwrap();
+                let (resp, session) = hs.accept(None, &[]);
+                let (in_tx, mut in_rx) = mpsc::channel(4);
+                let (out_tx, out_rx) = mpsc::channel(4);
+                tokio::spawn(session.run(in_tx, out_rx));
+                tokio::spawn(async move {
+                    while let Some(m) = in_rx.recv().await {
+                        if matches!(m, WsMessage::Close(..)) || out_tx.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                resp
+            })),
+        )
+        .unwrap();
+        b.build().unwrap()
+    }
+
+    async fn start(config: ServerConfig) -> (crate::App, std::net::SocketAddr) {
+        let app = echo_app(config);
+        let listener = crate::Listener::bind_tcp(([127, 0, 0, 1], 0).into()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = app.clone();
+        tokio::spawn(async move { serving.serve(listener, ServeOptions { drain_timeout: Duration::from_secs(5), signals: false }).await });
+        (app, addr)
+    }
+
+    async fn client(addr: std::net::SocketAddr) -> WebSocketStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let cfg = WireConfig::default().max_message_size(None).max_frame_size(None);
+        tokio_tungstenite::client_async_with_config(format!("ws://{addr}/ws"), tcp, Some(cfg))
+            .await
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test]
+    async fn echo_then_1009_for_an_oversized_message_then_1001_on_drain() {
+        let mut config = ServerConfig::default();
+        config.websocket.max_message_size = 1000;
+        let (app, addr) = start(config).await;
+
+        let mut ws = client(addr).await;
+        ws.send(Message::text("hi")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+        ws.send(Message::binary(vec![7u8; 2000])).await.unwrap();
+        match ws.next().await.unwrap().unwrap() {
+            Message::Close(Some(f)) => assert_eq!(u16::from(f.code), close::TOO_BIG),
+            other => panic!("expected a 1009 close, got {other:?}"),
+        }
+
+        let mut ws = client(addr).await;
+        ws.send(Message::text("again")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("again"));
+        app.stop();
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap() {
+            Message::Close(Some(f)) => assert_eq!(u16::from(f.code), close::GOING_AWAY),
+            other => panic!("expected a 1001 close, got {other:?}"),
+        }
+    }
 
     #[test]
     fn close_reasons_are_cut_on_a_char_boundary() {

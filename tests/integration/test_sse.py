@@ -50,9 +50,10 @@ def test_last_event_id_reaches_the_handler(server):
 
 def test_heartbeat_comments_while_the_source_is_quiet(server):
     with httpx.stream("GET", server.url("/quiet?hb=0.2"), timeout=10) as r:
-        first = next(r.iter_text())
+        it = r.iter_text()
+        first = next(it)
         assert first == ": keep-alive\n\n"
-        rest = "".join(r.iter_text())
+        rest = "".join(it)
     assert rest.count(": keep-alive\n\n") >= 2
     assert rest.endswith("data: late\n\n")
 

@@ -349,7 +349,7 @@ def test_per_message_deflate_is_refused_not_ignored():
     app = cello.App()
     with pytest.raises(cello.FeatureNotAvailable, match="permessage-deflate"):
         app.set_websocket(WebSocketConfig(per_message_deflate=True))
-    with pytest.raises(ValueError, match="perMessageDeflate"):
+    with pytest.raises(cello.ConfigError, match="perMessageDeflate"):
         cello._cello.validate_config(json.dumps({"websocket": {"perMessageDeflate": True}}))
 
 
