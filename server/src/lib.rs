@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod router;
 pub mod serve;
 pub mod service;
+pub mod spool;
 pub mod stack;
 pub mod target;
 pub mod telemetry;

@@ -132,7 +132,10 @@ pub async fn read(
         None => Ok((buf.freeze(), None)),
         Some((mut w, path)) => {
             w.flush().await.map_err(|e| io_failed(&e))?;
-            Ok((Bytes::new(), Some(Spooled(Arc::new(SpooledFile { file: path, len: total })))))
+            Ok((
+                Bytes::new(),
+                Some(Spooled(Arc::new(SpooledFile { file: path, len: total }))),
+            ))
         }
     }
 }
@@ -163,7 +166,9 @@ mod tests {
         drop(s);
         assert!(!path.exists(), "the spool file outlives its request");
 
-        let resp = read(&config, &parts(), RequestBody::full(vec![0u8; 200]), 100).await.unwrap_err();
+        let resp = read(&config, &parts(), RequestBody::full(vec![0u8; 200]), 100)
+            .await
+            .unwrap_err();
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

@@ -175,17 +175,29 @@ pub(crate) async fn dispatch(
         route,
         conn,
     } = call;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let max = parts
         .extensions
         .get::<BodyLimit>()
         .map_or(config.limits.max_body_size, |l| l.0);
+    let spool_ok = matches!(target, Target::Endpoint(_));
     let (body, stream) = if options.stream_body {
         if let Err(resp) = read_body(config, &parts, RequestBody::empty(), max).await {
             return resp; // Content-Length over the limit: refused before reading
         }
         let timeout = Duration::from_secs_f64(config.timeouts.read_body);
         (Bytes::new(), Some(Box::new(RequestStream::new(body, max, timeout))))
+    } else if spool_ok {
+        // Handlers get big bodies through a temporary file, never one big buffer.
+        match crate::spool::read(config, &parts, body, max).await {
+            Ok((b, spooled)) => {
+                if let Some(s) = spooled {
+                    parts.extensions.insert(s);
+                }
+                (b, None)
+            }
+            Err(resp) => return resp,
+        }
     } else {
         match read_body(config, &parts, body, max).await {
             Ok(b) => (b, None),

@@ -408,7 +408,12 @@ mod tests {
             &[http::Method::GET],
             "/ws",
             Target::WebSocket(Arc::new(|mut req: RoutedRequest| async move {
-                let hs = req.parts.extensions.remove::<PendingHandshake>().and_then(|p| p.take()).unwrap();
+                let hs = req
+                    .parts
+                    .extensions
+                    .remove::<PendingHandshake>()
+                    .and_then(|p| p.take())
+                    .unwrap();
                 let (resp, session) = hs.accept(None, &[]);
                 let (in_tx, mut in_rx) = mpsc::channel(4);
                 let (out_tx, out_rx) = mpsc::channel(4);
@@ -432,7 +437,17 @@ mod tests {
         let listener = crate::Listener::bind_tcp(([127, 0, 0, 1], 0).into()).unwrap();
         let addr = listener.local_addr().unwrap();
         let serving = app.clone();
-        tokio::spawn(async move { serving.serve(listener, ServeOptions { drain_timeout: Duration::from_secs(5), signals: false }).await });
+        tokio::spawn(async move {
+            serving
+                .serve(
+                    listener,
+                    ServeOptions {
+                        drain_timeout: Duration::from_secs(5),
+                        signals: false,
+                    },
+                )
+                .await
+        });
         (app, addr)
     }
 
@@ -464,7 +479,12 @@ mod tests {
         ws.send(Message::text("again")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("again"));
         app.stop();
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Message::Close(Some(f)) => assert_eq!(u16::from(f.code), close::GOING_AWAY),
             other => panic!("expected a 1001 close, got {other:?}"),
         }
