@@ -60,6 +60,8 @@ fn io_failed(e: &std::io::Error) -> Response<ResponseBody> {
 
 /// Read `body` within `max` bytes and `timeouts.readBody`: in memory up to the threshold,
 /// else into a temporary file.
+// The refusal is the response itself, returned as is (as `target::read_body` does).
+#[allow(clippy::result_large_err)]
 pub async fn read(
     config: &ServerConfig,
     parts: &http::request::Parts,

@@ -90,7 +90,7 @@ fn has_token(headers: &http::HeaderMap, name: HeaderName, token: &str) -> bool {
 }
 
 fn upgrade_required(detail: &str) -> Response<ResponseBody> {
-    let mut resp = problem(StatusCode::UPGRADE_REQUIRED, detail.to_owned());
+    let mut resp = problem(StatusCode::UPGRADE_REQUIRED, detail);
     resp.headers_mut()
         .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     resp.headers_mut()
@@ -101,6 +101,8 @@ fn upgrade_required(detail: &str) -> Response<ResponseBody> {
 impl Handshake {
     /// Check the upgrade request (RFC 6455 §4.2.1) and take what the session needs from its
     /// extensions. A plain request is 426, a malformed handshake 400.
+    // The refusal is the response itself, returned as is: boxing it would only add an allocation.
+    #[allow(clippy::result_large_err)]
     pub fn from_parts(
         parts: &mut http::request::Parts,
         config: &WebSocketConfig,
