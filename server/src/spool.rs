@@ -153,13 +153,15 @@ mod tests {
     #[tokio::test]
     async fn small_bodies_stay_in_memory_and_big_ones_go_to_a_file_that_is_removed() {
         let config = ServerConfig::default();
-        let (b, s) = read(&config, &parts(), RequestBody::full("hello"), 100).await.unwrap();
+        let Ok((b, s)) = read(&config, &parts(), RequestBody::full("hello"), 100).await else {
+            panic!("a small body was refused");
+        };
         assert_eq!((&b[..], s.is_none()), (&b"hello"[..], true));
 
         let big = vec![7u8; SPOOL_THRESHOLD + 10];
-        let (b, s) = read(&config, &parts(), RequestBody::full(big.clone()), 1 << 30)
-            .await
-            .unwrap();
+        let Ok((b, s)) = read(&config, &parts(), RequestBody::full(big.clone()), 1 << 30).await else {
+            panic!("a big body was refused");
+        };
         let s = s.expect("spooled");
         assert!(b.is_empty());
         assert_eq!(s.0.len(), big.len() as u64);
@@ -168,9 +170,9 @@ mod tests {
         drop(s);
         assert!(!path.exists(), "the spool file outlives its request");
 
-        let resp = read(&config, &parts(), RequestBody::full(vec![0u8; 200]), 100)
-            .await
-            .unwrap_err();
+        let Err(resp) = read(&config, &parts(), RequestBody::full(vec![0u8; 200]), 100).await else {
+            panic!("a body over the limit was accepted");
+        };
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }
