@@ -48,6 +48,7 @@ pub static KINDS: &[Kind] = &[
     kind!(crate::TlsConfig, "TlsConfig", required = ["cert_path", "key_path"]),
     kind!(crate::Http2Config, "Http2Config"),
     kind!(crate::Http3Config, "Http3Config"),
+    kind!(crate::WebSocketConfig, "WebSocketConfig"),
     kind!(crate::JwtConfig, "JwtConfig", required = ["secret"]),
     kind!(crate::RateLimitConfig, "RateLimitConfig"),
     kind!(crate::SessionConfig, "SessionConfig"),

@@ -21,6 +21,7 @@ mod secret;
 mod server;
 mod tls;
 mod web;
+mod websocket;
 
 pub use auth::*;
 pub use cache::*;
@@ -36,6 +37,7 @@ pub use secret::Secret;
 pub use server::*;
 pub use tls::*;
 pub use web::*;
+pub use websocket::*;
 
 pub mod docs;
 pub mod env;

@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub health: crate::HealthConfig,
     /// OpenTelemetry tracing.
     pub telemetry: crate::TelemetryConfig,
+    /// WebSocket keep-alive, limits and buffering.
+    pub websocket: crate::WebSocketConfig,
     /// TLS termination (not implemented yet: a present section is rejected).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::TlsConfig>,
@@ -85,6 +87,7 @@ impl Default for ServerConfig {
             prometheus: crate::PrometheusConfig::default(),
             health: crate::HealthConfig::default(),
             telemetry: crate::TelemetryConfig::default(),
+            websocket: crate::WebSocketConfig::default(),
             tls: None,
             http3: None,
             jwt: None,
@@ -122,6 +125,7 @@ impl ServerConfig {
         self.prometheus.validate()?;
         self.health.validate()?;
         self.telemetry.validate()?;
+        self.websocket.validate()?;
         for p in &self.trusted_proxies {
             if parse_cidr(p).is_none() {
                 return Err(invalid(

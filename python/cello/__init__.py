@@ -2,7 +2,6 @@
 
 from . import cqrs, database, eventsourcing, graphql, grpc, guards, messaging, saga, validation
 from ._cello import Headers, Request, UploadedFile, __version__
-from ._unavailable import placeholder_class
 from .app import App
 from .background import BackgroundTasks
 from .caching import cache
@@ -33,6 +32,7 @@ from .config import (
     ThreadPoolConfig,
     TimeoutConfig,
     TlsConfig,
+    WebSocketConfig,
     validate_jwt_config,
     validate_rate_limit_config,
     validate_session_config,
@@ -59,11 +59,10 @@ from .responses import Response
 from .routing import Blueprint
 from .sse import SseEvent, SseStream
 from .templating import MiniJinjaEngine, TemplateEngine, TemplateError, TemplateNotFound
-from .websocket import WebSocketMessage
+from .websocket import SyncWebSocket, WebSocket, WebSocketDisconnect, WebSocketMessage
 
 # Published names whose features arrive with later issues: importable, and using them raises
 # FeatureNotAvailable (a NotImplementedError) naming the issue.
-WebSocket = placeholder_class("cello", "WebSocket", 12)
 
 __all__ = [
     "AsyncClient",
@@ -143,6 +142,9 @@ __all__ = [
     "UnauthorizedError",
     "UploadedFile",
     "WebSocketMessage",
+    "SyncWebSocket",
+    "WebSocketDisconnect",
+    "WebSocketConfig",
     "__version__",
     "validate_jwt_config",
     "validate_rate_limit_config",

@@ -51,6 +51,21 @@ class _ClientGone(Exception):
     """The client of a streamed response went away (not an error of the stream)."""
 
 
+def _cancel_when_gone(sink: Any) -> Any:
+    """Cancel the running pump task as soon as the client leaves, even while the producer
+    waits for its next item (an SSE generator blocked on a queue learns at once, not at its
+    next event). Returns the watcher future (cancelled by the caller when the body ends)."""
+    task = asyncio.current_task()
+    watcher = sink.gone()
+
+    def fire(fut: asyncio.Future) -> None:
+        if not fut.cancelled() and task is not None and not task.done():
+            task.cancel()
+
+    watcher.add_done_callback(fire)
+    return watcher
+
+
 async def _pump(iterable: Any, sink: Any) -> None:
     """Feed a sync or async iterable into a streaming response body.
 
@@ -58,6 +73,25 @@ async def _pump(iterable: Any, sink: Any) -> None:
     ``ConnectionResetError`` of its own included) aborts it, so the client sees a
     truncated response, never a clean end of a failed stream.
     """
+    watcher = _cancel_when_gone(sink) if hasattr(iterable, "__aiter__") else None
+    try:
+        await _pump_items(iterable, sink)
+    except asyncio.CancelledError:
+        # The client left (or the server stops): the async generator was closed where it
+        # waited (its ``finally`` ran); the body never ends cleanly.
+        sink.abort()
+        closer = getattr(iterable, "aclose", None)
+        if closer is not None:
+            try:
+                await closer()
+            except RuntimeError:
+                pass  # already closing
+    finally:
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+
+
+async def _pump_items(iterable: Any, sink: Any) -> None:
     try:
         if hasattr(iterable, "__aiter__"):
             async for chunk in iterable:
@@ -76,6 +110,8 @@ async def _pump(iterable: Any, sink: Any) -> None:
             await closer()
         elif hasattr(iterable, "close"):
             iterable.close()
+    except asyncio.CancelledError:
+        raise
     except BaseException as exc:
         sink.abort()
         if isinstance(exc, Exception):
@@ -230,7 +266,10 @@ class Executor:
         background.attach(app, self.loop, self.hooks)
         routes, endpoints = app._compile()
         endpoints = observability.wrap_endpoints(config, endpoints)
-        self.core = _cello.Runtime(json.dumps(config), routes, endpoints, self.hooks, Response, self.loop)
+        websockets = [i for i, r in enumerate(app._flatten()) if r.websocket]
+        self.core = _cello.Runtime(
+            json.dumps(config), routes, endpoints, self.hooks, Response, self.loop, websocket_routes=websockets
+        )
         self.loop.add_reader(self.core.wake_fd(), self.core.drain)
         observability.attach(self.loop)
         self._closed = False

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import _cli, _env
 from .caching import EdgeMixin
-from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
+from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig, WebSocketConfig
 from .errors import FeatureNotAvailable, HTTPException
 from .params import compile_endpoint
 from .routing import Blueprint, Routes
@@ -75,6 +75,7 @@ class App(Routes, EdgeMixin):
         self._timeouts = TimeoutConfig()
         self._threadpool = ThreadPoolConfig()
         self._http2 = Http2Config()
+        self._websocket: WebSocketConfig | None = None
         self._trusted_proxies: list[str] = []
         self._cluster: ClusterConfig | None = None
         self._executor: Any = None
@@ -93,6 +94,18 @@ class App(Routes, EdgeMixin):
     def set_http2(self, config: Http2Config) -> None:
         _refuse_push(config.enable_push)
         self._http2 = config
+
+    def set_websocket(self, config: WebSocketConfig) -> None:
+        """WebSocket keep-alive pings, idle timeout, message size limit and queue sizes."""
+        if not isinstance(config, WebSocketConfig):
+            raise TypeError(f"set_websocket() takes a WebSocketConfig, not {type(config).__name__}")
+        if config.per_message_deflate:
+            raise FeatureNotAvailable(
+                "WebSocketConfig(per_message_deflate=True): permessage-deflate",
+                issue=12,
+                hint="the WebSocket library Cello uses (tungstenite) has no compression; leave it False",
+            )
+        self._websocket = config
 
     def set_cluster(self, config: ClusterConfig) -> None:
         """Process settings for ``run()`` and ``cello run``: ``workers``, ``max_restarts`` (quick
@@ -120,6 +133,7 @@ class App(Routes, EdgeMixin):
             "timeouts": self._timeouts._to_config(),
             "threadpool": self._threadpool._to_config(),
             "http2": self._http2._to_config(),
+            **({"websocket": self._websocket._to_config()} if self._websocket is not None else {}),
             "trustedProxies": list(self._trusted_proxies),
             **self._observability_config(),
             **self._edge_config(),
@@ -354,6 +368,12 @@ class App(Routes, EdgeMixin):
     def _compile(self) -> tuple[list[tuple[list[str], str, bool]], list[Callable[..., Any]]]:
         routes, endpoints = [], []
         for r in self._flatten():
+            if r.websocket:
+                from .di import compile_websocket
+
+                routes.append((r.methods, r.path, False))
+                endpoints.append(compile_websocket(self, r, _PARAM.findall(r.path)))
+                continue
             blocking = r.blocking and not inspect.iscoroutinefunction(r.handler)
             routes.append((r.methods, r.path, blocking))
             endpoints.append(compile_endpoint(self, r, _PARAM.findall(r.path)))

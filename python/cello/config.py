@@ -49,6 +49,7 @@ __all__ = [
     "ThreadPoolConfig",
     "TimeoutConfig",
     "TlsConfig",
+    "WebSocketConfig",
     "validate_jwt_config",
     "validate_rate_limit_config",
     "validate_session_config",
@@ -315,6 +316,13 @@ class TlsConfig(_Config):
 
 class Http3Config(_Config):
     pass
+
+
+class WebSocketConfig(_Config):
+    """WebSocket keep-alive and limits (``app.set_websocket(config)``, ``websocket:`` in
+    ``cello.yaml``): ``ping_interval`` / ``idle_timeout`` seconds (0 turns each off),
+    ``max_message_size`` bytes (bigger closes with 1009), ``queue_size`` messages buffered each
+    way. ``per_message_deflate=True`` is refused: compression is not available."""
 
 
 # ---- deployment --------------------------------------------------------------------------------

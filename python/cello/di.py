@@ -9,6 +9,7 @@ sync dependencies stays a plain call on the loop (or in the pool when ``blocking
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import typing
@@ -182,10 +183,15 @@ def _split_annotated(ann: Any) -> tuple[Any, list[Any]]:
     return ann, []
 
 
-def analyze(app: App, call: Any, path_params: tuple[str, ...], *, overrides: bool = True) -> Plan:
-    """Turn ``call``'s signature into a Plan (once, at start-up)."""
+def analyze(
+    app: App, call: Any, path_params: tuple[str, ...], *, overrides: bool = True, websocket: bool = False
+) -> Plan:
+    """Turn ``call``'s signature into a Plan (once, at start-up). For a WebSocket handler
+    (``websocket=True``) the "request" every getter sees is the ``WebSocket`` itself, and a
+    parameter named ``ws``/``websocket`` receives it too."""
     from ._cello import Request
     from .background import BackgroundTasks
+    from .websocket import SyncWebSocket, WebSocket
 
     try:
         sig = inspect.signature(call)
@@ -218,6 +224,9 @@ def analyze(app: App, call: Any, path_params: tuple[str, ...], *, overrides: boo
         is_request = marker is None and (
             p.name in ("request", "req")
             or ann is Request
+            or ann is WebSocket
+            or ann is SyncWebSocket
+            or (websocket and p.name in ("ws", "websocket") and ann is inspect.Parameter.empty)
             or (len(params) == 1 and p.name not in path_params and ann is inspect.Parameter.empty)
         )
         if is_request:
@@ -719,6 +728,112 @@ def compile_route(app: App, route: RouteDef, path_params: list[str]) -> Callable
     return async_endpoint
 
 
+def compile_websocket(app: App, route: RouteDef, path_params: list[str]) -> Callable[[Any], Any]:
+    """The endpoint of a WebSocket route. Guards, ``Depends`` and typed parameters resolve
+    against the upgrade request before the handler runs, so a refusal is an HTTP answer
+    (401/403/422, problem+json) and no connection is opened. The handler then gets a
+    ``WebSocket`` (async) or a ``SyncWebSocket`` (sync, on its own thread, accepted before it
+    runs). Returning without accepting refuses with 403; an exception after accepting closes
+    with 1011; returning closes with 1000."""
+    from .errors import HTTPException
+    from .websocket import SyncWebSocket, WebSocket, WebSocketDisconnect, run_in_thread
+
+    handler = route.handler
+    pp = tuple(path_params)
+    guards, guard_deps = _guard_fields(app, list(route.guards), pp)
+    plan = analyze(app, handler, pp, websocket=True)
+    guard_plan = Plan(None, guard_deps, "sync") if guard_deps else None
+    is_sync = plan.kind == "sync"
+    name = getattr(handler, "__name__", "websocket")
+    offered_choice = list(getattr(route, "subprotocols", None) or [])
+
+    async def ws_endpoint(request: Any) -> Any:
+        conn = request._websocket()
+        if conn is None:
+            raise HTTPException(426, "this route speaks WebSocket")
+        ws = (SyncWebSocket if is_sync else WebSocket)(conn, request)
+        if guards:
+            _run_guards(guards, ws)
+        ctx = Ctx(app, pp)
+        error: BaseException | None = None
+        try:
+            if guard_plan is not None:
+                _check_guards(list((await solve_async(guard_plan, ws, ctx)).values()))
+            kwargs = await solve_async(plan, ws, ctx)
+            if ctx.errors:
+                raise RequestValidationError(ctx.errors)
+            if is_sync:
+                # The published sync style never calls accept(): the route's preferred
+                # subprotocol (if the client offered one) is chosen here.
+                chosen = next((p for p in offered_choice if p in ws.subprotocols), None)
+                ws.accept(chosen)
+                await run_in_thread(_run_sync, plan, kwargs, ws, name)
+            else:
+                result = _call(plan, kwargs)
+                if inspect.isawaitable(result):
+                    await result
+        except WebSocketDisconnect as e:
+            error = e  # the peer left: nothing to report
+        except BaseException as e:
+            error = e
+            if not ws.accepted:
+                if ctx.exits:
+                    await teardown(ctx.exits, e)
+                raise  # guards, validation, dependencies: an HTTP answer
+            if not isinstance(e, asyncio.CancelledError):
+                log.error("WebSocket handler %s failed", name, exc_info=(type(e), e, e.__traceback__))
+                await _close_quietly(ws, 1011, "internal error")
+            elif not ws.closed:
+                await _close_quietly(ws, 1001, "")
+        finally:
+            if ws.accepted and error is None and not is_sync:
+                await _close_quietly(ws, 1000, "")
+        if ctx.exits:
+            await teardown(ctx.exits, error)
+        if not ws.accepted:
+            raise HTTPException(403, "the WebSocket handler did not accept the connection")
+        if isinstance(error, asyncio.CancelledError):
+            raise error
+        return None
+
+    ws_endpoint.__name__ = name
+    return ws_endpoint
+
+
+def _run_sync(plan: Plan, kwargs: dict[str, Any], ws: Any, name: str) -> None:
+    """A sync handler on its thread; it closes the connection itself (never the loop, which
+    must not block on a full send queue)."""
+    from .websocket import WebSocketDisconnect
+
+    try:
+        _call(plan, kwargs)
+    except WebSocketDisconnect:
+        return
+    except Exception as e:  # noqa: BLE001 - logged, and the peer learns with 1011
+        log.error("WebSocket handler %s failed", name, exc_info=(type(e), e, e.__traceback__))
+        _close_sync(ws, 1011, "internal error")
+        return
+    _close_sync(ws, 1000, "")
+
+
+def _close_sync(ws: Any, code: int, reason: str) -> None:
+    try:
+        ws.close(code, reason)
+    except Exception:  # noqa: BLE001 - the connection is gone already
+        pass
+
+
+async def _close_quietly(ws: Any, code: int, reason: str) -> None:
+    if ws.closed:
+        return
+    try:
+        result = ws.close(code, reason)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:  # noqa: BLE001 - the connection is gone already
+        pass
+
+
 def _first_param(handler: Any) -> tuple[str, ...]:
     try:
         params = list(inspect.signature(handler).parameters.values())
@@ -728,4 +843,4 @@ def _first_param(handler: Any) -> tuple[str, ...]:
     return tuple(p.name for p in params[:1] if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-__all__ = ["Depends", "Plan", "analyze", "compile_route"]
+__all__ = ["Depends", "Plan", "analyze", "compile_route", "compile_websocket"]

@@ -663,13 +663,16 @@ class Response:
         return r
 
     @classmethod
-    def sse(cls, events: Any, status: int | None = None) -> Response:
+    def sse(cls, events: Any, status: int | None = None, heartbeat: float | None = 15.0) -> Response:
         """A ``text/event-stream`` of Server-Sent Events. ``events`` is a sync or async
         iterable (or an ``SseStream``) of ``SseEvent``s, dicts (``{"data": ..., "event":
-        ..., "id": ..., "retry": ...}``; other dicts are sent as JSON data) or strings."""
+        ..., "id": ..., "retry": ...}``; other dicts are sent as JSON data) or strings.
+        ``heartbeat``: seconds of silence (async sources) after which a ``: keep-alive``
+        comment is sent; ``None`` or 0 sends none. Never compressed or buffered: the body is
+        written as events come, and the client leaving cancels the generator at once."""
         from .sse import sse_chunks
 
-        r = cls.stream(sse_chunks(events), content_type="text/event-stream", status=status)
+        r = cls.stream(sse_chunks(events, heartbeat), content_type="text/event-stream", status=status)
         r._headers.append(("cache-control", "no-cache"))
         r._headers.append(("x-accel-buffering", "no"))  # tell nginx-style proxies not to buffer
         return r

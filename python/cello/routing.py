@@ -29,6 +29,9 @@ class RouteDef:
     include_in_schema: bool = True
     deprecated: bool = False
     responses: dict[Any, Any] | None = None
+    # WebSocket routes (``@app.websocket``): a GET upgrade, never in the OpenAPI document.
+    websocket: bool = False
+    subprotocols: list[str] | None = None
 
 
 def join_paths(prefix: str, path: str) -> str:
@@ -127,6 +130,36 @@ class Routes:
 
     def head(self, path: str, guards=None, name=None, **kw):
         return self._method("HEAD", path, guards=guards, name=name, **kw)
+
+    def websocket(
+        self,
+        path: str,
+        *,
+        name: str | None = None,
+        guards: Sequence[Any] | None = None,
+        subprotocols: Sequence[str] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register a WebSocket handler: ``async def h(ws)`` (``await ws.accept()``, ...) or a
+        sync ``def h(ws)`` (run on its own thread; ``ws.recv()`` is ``None`` once closed). Path
+        parameters, guards and ``Depends`` apply to the upgrade request. ``subprotocols``: the
+        ones a sync handler accepts, in the server's order of preference."""
+
+        def decorator(handler: Handler) -> Handler:
+            self._routes.append(
+                RouteDef(
+                    methods=["GET"],
+                    path=path,
+                    handler=handler,
+                    name=name or getattr(handler, "__name__", path),
+                    guards=list(guards or []),
+                    include_in_schema=False,
+                    websocket=True,
+                    subprotocols=list(subprotocols) if subprotocols else None,
+                )
+            )
+            return handler
+
+        return decorator
 
     def register_blueprint(self, blueprint: Routes) -> None:
         """Mount ``blueprint`` (and its nested blueprints) under this one's prefix."""

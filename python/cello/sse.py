@@ -275,11 +275,18 @@ def _chunk(item: Any) -> str:
     return SseEvent.from_value(item).to_sse_string()
 
 
-def sse_chunks(events: Any) -> Any:
-    """Map a sync or async iterable of events (or a single event) to SSE text chunks."""
+HEARTBEAT = ": keep-alive\n\n"
+
+
+def sse_chunks(events: Any, heartbeat: float | None = None) -> Any:
+    """Map a sync or async iterable of events (or a single event) to SSE text chunks. With
+    ``heartbeat`` (seconds), an async source that is quiet that long gets a comment line
+    (``: keep-alive``) so proxies keep the connection and a vanished client is noticed."""
     if isinstance(events, (SseEvent, str, bytes, Mapping)):
         events = [events]
     if hasattr(events, "__aiter__"):
+        if heartbeat:
+            return _with_heartbeat(events, float(heartbeat))
 
         async def agen() -> AsyncIterator[str]:
             source = events.__aiter__()
@@ -304,3 +311,36 @@ def sse_chunks(events: Any) -> Any:
                 closer()
 
     return gen()
+
+
+async def _with_heartbeat(events: Any, every: float) -> AsyncIterator[str]:
+    source = events.__aiter__()
+    pending: asyncio.Future | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(source.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield HEARTBEAT
+                continue
+            fut, pending = pending, None
+            try:
+                item = fut.result()
+            except StopAsyncIteration:
+                return
+            yield _chunk(item)
+    finally:
+        if pending is not None:
+            # Cancel the producer where it waits, and let it finish before closing it.
+            pending.cancel()
+            try:
+                await pending
+            except BaseException:  # noqa: BLE001 - CancelledError, StopAsyncIteration, its own error
+                pass
+        closer = getattr(source, "aclose", None)
+        if closer is not None:
+            try:
+                await closer()
+            except RuntimeError:
+                pass

@@ -18,6 +18,7 @@ pub mod request;
 pub mod runtime;
 pub mod sink;
 pub mod templates;
+pub mod websocket;
 
 #[pymodule]
 fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -29,6 +30,7 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<request::form::UploadedFile>()?;
     m.add_class::<sink::BodySink>()?;
     m.add_class::<templates::Templates>()?;
+    m.add_class::<websocket::WebSocketConn>()?;
     m.add_function(wrap_pyfunction!(json::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(json::loads, m)?)?;
     m.add_function(wrap_pyfunction!(errors::validate_config, m)?)?;

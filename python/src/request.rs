@@ -80,6 +80,12 @@ pub struct PyRequest {
     files_dict: OnceLock<Py<PyDict>>,
     context: OnceLock<Py<PyDict>>,
     request_id: OnceLock<Py<PyString>>,
+    /// The connection of a WebSocket route's request.
+    websocket: Option<Arc<crate::websocket::WsConn>>,
+    /// A body the server spooled to a temporary file (`data.body` is then empty).
+    spooled: Option<cello_server::spool::Spooled>,
+    /// The spooled body, once something asked for all of it.
+    spooled_bytes: OnceLock<bytes::Bytes>,
 }
 
 impl PyRequest {
@@ -98,12 +104,17 @@ impl PyRequest {
             files_dict: OnceLock::new(),
             context: OnceLock::new(),
             request_id: OnceLock::new(),
+            websocket: None,
+            spooled: None,
+            spooled_bytes: OnceLock::new(),
         }
     }
 
     /// Wrap a routed request.
     pub fn from_routed(mut req: RoutedRequest, state: &AppState) -> Self {
         let client = req.parts.extensions.remove::<ClientInfo>();
+        let websocket = req.parts.extensions.remove::<Arc<crate::websocket::WsConn>>();
+        let spooled = req.parts.extensions.remove::<cello_server::spool::Spooled>();
         let peer_trusted = req
             .peer
             .is_some_and(|p| !state.trusted.is_empty() && state.is_trusted(p.ip()));
@@ -126,6 +137,30 @@ impl PyRequest {
             root_path: state.root_path.clone(),
             client,
         })
+        .with_websocket(websocket, spooled)
+    }
+
+    fn with_websocket(
+        mut self,
+        ws: Option<Arc<crate::websocket::WsConn>>,
+        spooled: Option<cello_server::spool::Spooled>,
+    ) -> Self {
+        self.websocket = ws;
+        self.spooled = spooled;
+        self
+    }
+
+    /// The whole body: the buffer, or the spool file read once (only when asked for).
+    fn raw_body(&self) -> PyResult<&bytes::Bytes> {
+        let Some(s) = &self.spooled else {
+            return Ok(&self.data.body);
+        };
+        if let Some(b) = self.spooled_bytes.get() {
+            return Ok(b);
+        }
+        let data = std::fs::read(s.0.path())
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("could not read the request body: {e}")))?;
+        Ok(self.spooled_bytes.get_or_init(|| bytes::Bytes::from(data)))
     }
 
     /// The first value of header `name`, decoded as ISO-8859-1.
@@ -217,10 +252,10 @@ impl PyRequest {
         }
         let mt = self.media_type();
         let parsed = if mt == "application/x-www-form-urlencoded" {
-            form::urlencoded(&self.data.body)
+            form::urlencoded(self.raw_body()?)
         } else if mt.starts_with("multipart/") {
             let ct = self.header("content-type").map(Cow::into_owned).unwrap_or_default();
-            let body = self.data.body.clone();
+            let body = self.raw_body()?.clone();
             py.detach(move || form::multipart(&ct, body))
                 .map_err(|e| form::bad_request(py, format!("malformed multipart body: {e}")))?
         } else {
@@ -401,6 +436,33 @@ fn or_default<'py, T: IntoPyObject<'py>>(
 
 #[pymethods]
 impl PyRequest {
+    /// The body as an async iterator of `bytes` chunks, read from memory or from the
+    /// temporary file a large body was spooled to (`async for chunk in request.stream()`).
+    fn stream(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let module = py.import("cello._body")?;
+        let out = match &self.spooled {
+            Some(s) => module.call_method1("stream", (py.None(), s.0.path().to_string_lossy().into_owned()))?,
+            None => module.call_method1("stream", (PyBytes::new(py, &self.data.body), py.None()))?,
+        };
+        Ok(out.unbind())
+    }
+
+    /// Where a large body was spooled (`None` for bodies kept in memory); for tests.
+    fn _spool_path(&self) -> Option<String> {
+        self.spooled.as_ref().map(|s| s.0.path().to_string_lossy().into_owned())
+    }
+
+    /// The `Last-Event-ID` header of an SSE reconnection (`None` on a first connection).
+    #[getter]
+    fn last_event_id(&self) -> Option<String> {
+        self.header("last-event-id").map(Cow::into_owned)
+    }
+
+    /// The WebSocket connection of a WebSocket route's request (`None` otherwise).
+    fn _websocket(&self) -> Option<crate::websocket::WebSocketConn> {
+        self.websocket.clone().map(crate::websocket::WebSocketConn::new)
+    }
+
     /// `Request(method, path, params=None, query=None, headers=None, body=None, *,
     /// client=None, trusted_proxies=None)`: a request built by hand (tests). `path` may carry
     /// a query string or be an absolute `http(s)://host/...` URL; `query` values may be lists;
@@ -655,7 +717,7 @@ impl PyRequest {
     }
 
     fn body<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        cached(py, &self.body, || Ok(PyBytes::new(py, &self.data.body)))
+        cached(py, &self.body, || Ok(PyBytes::new(py, self.raw_body()?)))
     }
 
     /// The body as text, decoded with the `Content-Type` charset (UTF-8 by default);
@@ -669,7 +731,7 @@ impl PyRequest {
                 return Ok(s.unbind());
             }
         }
-        Ok(PyString::new(py, &String::from_utf8_lossy(&self.data.body))
+        Ok(PyString::new(py, &String::from_utf8_lossy(self.raw_body()?))
             .into_any()
             .unbind())
     }
@@ -677,7 +739,7 @@ impl PyRequest {
     /// The body parsed as JSON (once; the same object on every call). Malformed JSON raises
     /// `JsonDecodeError`, which handlers turn into a 400 naming the line and column.
     fn json<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        cached(py, &self.json, || crate::json::parse(py, &self.data.body))
+        cached(py, &self.json, || crate::json::parse(py, self.raw_body()?))
     }
 
     /// Form fields (urlencoded or multipart text parts) as a dict; `{}` for other bodies.

@@ -64,14 +64,21 @@ impl CancelSlot {
 }
 
 /// Queues a cancellation if the response future is dropped before it finished.
-struct CancelOnDrop {
+pub(crate) struct CancelOnDrop {
     slot: Option<Arc<CancelSlot>>,
     shared: Arc<Shared>,
 }
 
 impl CancelOnDrop {
+    pub(crate) fn new(slot: Arc<CancelSlot>, shared: Arc<Shared>) -> Self {
+        Self {
+            slot: Some(slot),
+            shared,
+        }
+    }
+
     /// The request was answered: nothing to cancel.
-    fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         self.slot = None;
     }
 }
@@ -376,8 +383,11 @@ impl Runtime {
 
 #[pymethods]
 impl Runtime {
-    /// `routes[i] = (methods, path, blocking)` leads to `endpoints[i]`.
+    /// `routes[i] = (methods, path, blocking)` leads to `endpoints[i]`; the indices in
+    /// `websocket_routes` are WebSocket routes (GET upgrades).
     #[new]
+    #[pyo3(signature = (config_json, routes, endpoints, hooks, response_type, event_loop, websocket_routes = Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         config_json: &str,
@@ -386,6 +396,7 @@ impl Runtime {
         hooks: Py<PyAny>,
         response_type: Py<PyAny>,
         event_loop: Py<PyAny>,
+        websocket_routes: Vec<usize>,
     ) -> PyResult<Self> {
         if routes.len() != endpoints.len() {
             return Err(PyValueError::new_err("routes and endpoints differ in length"));
@@ -402,6 +413,11 @@ impl Runtime {
             handler_timeout: Duration::from_secs_f64(config.timeouts.handler),
             queue: queue.clone(),
         });
+        let ws_endpoint: Arc<dyn Endpoint> = Arc::new(crate::websocket::WsEndpoint {
+            shared: shared.clone(),
+            event_loop: Arc::new(event_loop.clone_ref(py)),
+            handler_timeout: Duration::from_secs_f64(config.timeouts.handler),
+        });
         let mut builder = Server::builder(config);
         for (i, (methods, path, _)) in routes.iter().enumerate() {
             let methods = methods
@@ -410,9 +426,12 @@ impl Runtime {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| PyValueError::new_err(format!("bad method for {path}: {e}")))?;
             // Route index `i` is the handler index `run_one` looks up.
-            let index = builder
-                .route(&methods, path, Target::Endpoint(endpoint.clone()))
-                .map_err(server_err)?;
+            let target = if websocket_routes.contains(&i) {
+                Target::WebSocket(ws_endpoint.clone())
+            } else {
+                Target::Endpoint(endpoint.clone())
+            };
+            let index = builder.route(&methods, path, target).map_err(server_err)?;
             debug_assert_eq!(index, i);
         }
         let access = shared.clone();

@@ -33,6 +33,14 @@ pub struct BodySink {
     /// The data channel and the completion signal; both taken on close/abort.
     ends: Mutex<Option<(mpsc::Sender<Bytes>, oneshot::Sender<()>)>>,
     ctx: Arc<Ctx>,
+    /// Cancelled when the body ends on our side, so `gone()` watchers let go of their sender.
+    done: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for BodySink {
+    fn drop(&mut self) {
+        self.done.cancel();
+    }
 }
 
 /// The read end: the response body.
@@ -51,6 +59,7 @@ pub(crate) fn channel(ctx: Arc<Ctx>) -> (BodySink, ResponseBody) {
     let sink = BodySink {
         ends: Mutex::new(Some((tx, end_tx))),
         ctx,
+        done: tokio_util::sync::CancellationToken::new(),
     };
     let body = SinkBody {
         rx,
@@ -193,8 +202,38 @@ impl BodySink {
         Ok(fut)
     }
 
+    /// An asyncio future that completes (with `None`) when the client has gone: the
+    /// response body was dropped. Lets the pump cancel a producer that is waiting for its
+    /// next item, instead of noticing only at the next send.
+    fn gone(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let event_loop = self.ctx.event_loop.bind(py);
+        let fut = event_loop.call_method0("create_future")?.unbind();
+        let Some(tx) = self.sender() else {
+            return Err(PyConnectionResetError::new_err("the stream is closed"));
+        };
+        let handle = self
+            .ctx
+            .io
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("the I/O runtime is not running"))?;
+        let (ctx, fut2, done) = (self.ctx.clone(), fut.clone_ref(py), self.done.clone());
+        handle.spawn(async move {
+            tokio::select! {
+                () = tx.closed() => {
+                    Python::attach(|py| {
+                        let _ = ctx.hooks.call_method1(py, "resolve", (fut2, py.None()));
+                    });
+                }
+                // The body ended on our side: drop our sender so the response can finish.
+                () = done.cancelled() => {}
+            }
+        });
+        Ok(fut)
+    }
+
     /// End the body normally.
     fn close(&self) {
+        self.done.cancel();
         if let Some((tx, end)) = self.ends.lock().unwrap_or_else(PoisonError::into_inner).take() {
             let _ = end.send(()); // before the sender drops: see `SinkBody::poll_frame`
             drop(tx);
@@ -204,6 +243,7 @@ impl BodySink {
     /// End the body with an error: the client sees a truncated response. Cannot be
     /// lost: dropping the completion signal unsent is the abort.
     fn abort(&self) {
+        self.done.cancel();
         drop(self.ends.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 }

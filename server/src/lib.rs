@@ -28,10 +28,12 @@ pub mod proxy;
 pub mod router;
 pub mod serve;
 pub mod service;
+pub mod spool;
 pub mod stack;
 pub mod statics;
 pub mod target;
 pub mod telemetry;
+pub mod websocket;
 
 pub use body::{RequestBody, RequestStream, ResponseBody};
 pub use builder::{App, ServeOptions, Server, ServerBuilder, ShutdownHandle};

@@ -113,6 +113,29 @@ struct Live {
     idle: tokio::sync::Notify,
 }
 
+/// A connection's claim on `max_connections` and on the drain: released when the last
+/// holder lets go. Requests see it as a [`ConnHold`], so a connection that outlives its
+/// HTTP exchange (a WebSocket after the upgrade) keeps counting and hears the drain.
+pub struct ConnLease {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    live: Arc<Live>,
+    /// Cancelled when the server starts draining.
+    pub shutdown: ShutdownHandle,
+}
+
+impl Drop for ConnLease {
+    fn drop(&mut self) {
+        if self.live.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.live.idle.notify_waiters();
+        }
+    }
+}
+
+/// Request extension: a weak handle on the connection's [`ConnLease`] (weak, so a request
+/// object kept alive by a handler never holds a connection slot).
+#[derive(Clone)]
+pub struct ConnHold(pub std::sync::Weak<ConnLease>);
+
 /// Serve until `shutdown` is cancelled; then stop accepting, let in-flight requests
 /// finish (at most `drain` long) and return.
 pub(crate) async fn run(
@@ -136,19 +159,16 @@ pub(crate) async fn run(
             return;
         };
         live.count.fetch_add(1, Ordering::AcqRel);
-        let (state, service, builder, live, shutdown) = (
-            state.clone(),
-            service.clone(),
-            builder.clone(),
-            live.clone(),
-            shutdown.clone(),
-        );
+        let lease = Arc::new(ConnLease {
+            _permit: permit,
+            live: live.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let (state, service, builder, shutdown) = (state.clone(), service.clone(), builder.clone(), shutdown.clone());
         tokio::spawn(async move {
-            serve_connection(&state, service, &builder, stream, peer, shutdown).await;
-            drop(permit);
-            if live.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-                live.idle.notify_waiters();
-            }
+            let hold = ConnHold(Arc::downgrade(&lease));
+            serve_connection(&state, service, &builder, stream, peer, shutdown, hold).await;
+            drop(lease);
         });
     };
     loop {
@@ -240,6 +260,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: ShutdownHandle,
+    hold: ConnHold,
 ) {
     let info = ConnInfo::new(Some(peer), false);
     let io = TokioIo::new(ConnIo {
@@ -255,6 +276,7 @@ async fn serve_connection(
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let mut req = req.map(RequestBody::Incoming);
         req.extensions_mut().insert(info.clone());
+        req.extensions_mut().insert(hold.clone());
         service.run(req)
     });
     let conn = builder.serve_connection_with_upgrades(io, service);

@@ -699,7 +699,14 @@ mod tests {
             Target::document(r#"{"openapi":"3.1.0"}"#, "application/json"),
         )
         .unwrap();
-        b.route(&[Method::GET], "/ws", Target::WebSocket).unwrap();
+        b.route(
+            &[Method::GET],
+            "/ws",
+            Target::WebSocket(Arc::new(|_: RoutedRequest| async {
+                Response::new(ResponseBody::Empty)
+            })),
+        )
+        .unwrap();
         extra(&mut b);
         b.build().unwrap()
     }
@@ -791,10 +798,29 @@ mod tests {
         let (s, h, b) = call(&app, get("/openapi.json")).await;
         assert_eq!((s, &b[..]), (StatusCode::OK, &br#"{"openapi":"3.1.0"}"#[..]));
         assert_eq!(h["content-type"], "application/json");
-        let (s, h, b) = call(&app, get("/ws")).await;
-        assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(h["content-type"], "application/problem+json");
-        assert!(String::from_utf8_lossy(&b).contains("WebSocket routes are not implemented yet"));
+        // A plain GET to a WebSocket route is told to upgrade; an upgrade without a real
+        // connection (in-process) cannot be served.
+        let (s, h, _) = call(&app, get("/ws")).await;
+        assert_eq!(s, StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(
+            (&h["content-type"], &h["upgrade"]),
+            (
+                &"application/problem+json".parse::<http::HeaderValue>().unwrap(),
+                &"websocket".parse::<http::HeaderValue>().unwrap()
+            )
+        );
+        let mut req = get("/ws");
+        for (k, v) in [
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ] {
+            req.headers_mut().insert(k, v.parse().unwrap());
+        }
+        let (s, _, b) = call(&app, req).await;
+        assert_eq!(s, StatusCode::UPGRADE_REQUIRED);
+        assert!(String::from_utf8_lossy(&b).contains("real HTTP/1.1 connection"));
     }
 
     #[tokio::test]

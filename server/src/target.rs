@@ -36,8 +36,10 @@ pub enum Target {
     Proxy(Arc<crate::proxy::ProxyEndpoint>),
     /// A directory of static files (a `staticFiles` mount), served on the I/O thread.
     Static(Arc<crate::statics::StaticMount>),
-    /// A WebSocket upgrade (not reachable from config yet).
-    WebSocket,
+    /// A WebSocket route: the handshake is checked here (426/400 when it is not one), then
+    /// the endpoint gets the request with a [`crate::websocket::Handshake`] in its
+    /// extensions and answers `101` by accepting it (or refuses with any other response).
+    WebSocket(Arc<dyn Endpoint>),
     /// A gRPC service (not reachable from config yet).
     Grpc,
 }
@@ -57,7 +59,7 @@ impl Target {
             Self::Document { .. } => "document",
             Self::Proxy(_) => "proxy",
             Self::Static(_) => "static files",
-            Self::WebSocket => "WebSocket",
+            Self::WebSocket(_) => "WebSocket",
             Self::Grpc => "gRPC",
         }
     }
@@ -169,6 +171,7 @@ pub(crate) async fn dispatch(
             let (parts, _) = call.req.into_parts();
             return crate::statics::serve(mount, &parts.method, &parts.headers, rel).await;
         }
+        Target::WebSocket(e) => return dispatch_websocket(config, &**e, call).await,
         other => {
             return problem(
                 StatusCode::NOT_IMPLEMENTED,
@@ -182,17 +185,29 @@ pub(crate) async fn dispatch(
         route,
         conn,
     } = call;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let max = parts
         .extensions
         .get::<BodyLimit>()
         .map_or(config.limits.max_body_size, |l| l.0);
+    let spool_ok = matches!(target, Target::Endpoint(_));
     let (body, stream) = if options.stream_body {
         if let Err(resp) = read_body(config, &parts, RequestBody::empty(), max).await {
             return resp; // Content-Length over the limit: refused before reading
         }
         let timeout = Duration::from_secs_f64(config.timeouts.read_body);
         (Bytes::new(), Some(Box::new(RequestStream::new(body, max, timeout))))
+    } else if spool_ok {
+        // Handlers get big bodies through a temporary file, never one big buffer.
+        match crate::spool::read(config, &parts, body, max).await {
+            Ok((b, spooled)) => {
+                if let Some(s) = spooled {
+                    parts.extensions.insert(s);
+                }
+                (b, None)
+            }
+            Err(resp) => return resp,
+        }
     } else {
         match read_body(config, &parts, body, max).await {
             Ok(b) => (b, None),
@@ -213,6 +228,35 @@ pub(crate) async fn dispatch(
         tls,
     };
     endpoint.call(routed).await
+}
+
+/// A WebSocket route: check the handshake, then let the endpoint accept or refuse it.
+async fn dispatch_websocket(config: &ServerConfig, endpoint: &dyn Endpoint, call: RouteCall) -> Response<ResponseBody> {
+    let RouteCall {
+        req,
+        params,
+        route,
+        conn,
+    } = call;
+    let (mut parts, _) = req.into_parts();
+    match crate::websocket::Handshake::from_parts(&mut parts, &config.websocket) {
+        Ok(hs) => {
+            parts.extensions.insert(crate::websocket::PendingHandshake::new(hs));
+        }
+        Err(resp) => return resp,
+    }
+    let (peer, tls) = conn.as_ref().map_or((None, false), |c| (c.peer, c.tls));
+    endpoint
+        .call(RoutedRequest {
+            parts,
+            body: Bytes::new(),
+            stream: None,
+            params,
+            route,
+            peer,
+            tls,
+        })
+        .await
 }
 
 /// The fast path: a body-less request to an endpoint needs no async step before it, so

@@ -127,10 +127,7 @@ def test_class_methods_of_unbuilt_features_raise():
         Database.connect("sqlite://x")
 
 
-def test_websocket_names_its_issue_and_cache_is_real():
-    with pytest.raises(NotImplementedError, match="issue 12"):
-        cello.WebSocket()
-
+def test_cache_is_real():
     @cello.cache(ttl=5, tags=["t"])
     def handler():
         return "x"

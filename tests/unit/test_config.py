@@ -85,6 +85,14 @@ SIGNATURES = {
         ("initial_max_streams_bidi", 100),
         ("enable_0rtt", False),
     ],
+    # Not in API.md (issue 12 adds it; see docs/websocket.md).
+    "WebSocketConfig": [
+        ("ping_interval", 20),
+        ("idle_timeout", 60),
+        ("max_message_size", 1048576),
+        ("queue_size", 16),
+        ("per_message_deflate", False),
+    ],
     "JwtConfig": [
         ("secret", REQ),
         ("algorithm", "HS256"),

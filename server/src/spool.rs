@@ -1,0 +1,178 @@
+//! Request bodies for handlers, read without holding a large body in memory: up to
+//! [`SPOOL_THRESHOLD`] bytes stay in one buffer; a bigger body is written to an anonymous-named
+//! temporary file as it arrives (deleted when the last holder lets go). The size limit, the
+//! `Content-Length` check and the read deadline are those of buffered bodies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::problem::problem;
+use cello_config::ServerConfig;
+
+/// Bodies up to this many bytes stay in memory.
+pub const SPOOL_THRESHOLD: usize = 1 << 20;
+
+/// A body spooled to disk. The file is removed when this is dropped.
+pub struct SpooledFile {
+    file: tempfile::TempPath,
+    len: u64,
+}
+
+impl SpooledFile {
+    /// Where the body is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.file
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty (never, in practice: small bodies are not spooled).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Request extension: the body of this request is in a file (the `body` field is empty).
+#[derive(Clone)]
+pub struct Spooled(pub Arc<SpooledFile>);
+
+fn too_large(max: u64) -> Response<ResponseBody> {
+    problem(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body exceeds the limit of {max} bytes"),
+    )
+}
+
+fn io_failed(e: &std::io::Error) -> Response<ResponseBody> {
+    tracing::error!(error = %e, "could not spool a request body to disk");
+    problem(StatusCode::INSUFFICIENT_STORAGE, "the request body could not be stored")
+}
+
+/// Read `body` within `max` bytes and `timeouts.readBody`: in memory up to the threshold,
+/// else into a temporary file.
+// The refusal is the response itself, returned as is (as `target::read_body` does).
+#[allow(clippy::result_large_err)]
+pub async fn read(
+    config: &ServerConfig,
+    parts: &http::request::Parts,
+    mut body: RequestBody,
+    max: u64,
+) -> Result<(Bytes, Option<Spooled>), Response<ResponseBody>> {
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
+        match len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(n) if n > max => {
+                return Err(problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body of {n} bytes exceeds the limit of {max} bytes"),
+                ));
+            }
+            Some(_) => {}
+            None => return Err(problem(StatusCode::BAD_REQUEST, "invalid Content-Length")),
+        }
+    }
+    if body.is_end_stream() {
+        return Ok((Bytes::new(), None));
+    }
+    let deadline = tokio::time::sleep(Duration::from_secs_f64(config.timeouts.read_body));
+    tokio::pin!(deadline);
+    let mut buf = BytesMut::new();
+    let mut file: Option<(tokio::io::BufWriter<tokio::fs::File>, tempfile::TempPath)> = None;
+    let mut total: u64 = 0;
+    loop {
+        let frame = tokio::select! {
+            () = &mut deadline => {
+                return Err(problem(StatusCode::REQUEST_TIMEOUT, "the request body was not received in time"));
+            }
+            f = body.frame() => f,
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => {
+                return Err(problem(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                ))
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(d) => d,
+                Err(_) => continue, // trailers
+            },
+        };
+        total += data.len() as u64;
+        if total > max {
+            return Err(too_large(max));
+        }
+        if let Some((w, _)) = file.as_mut() {
+            w.write_all(&data).await.map_err(|e| io_failed(&e))?;
+            continue;
+        }
+        buf.extend_from_slice(&data);
+        if buf.len() > SPOOL_THRESHOLD {
+            // Past the threshold: everything so far and the rest go to disk.
+            let named = tempfile::Builder::new()
+                .prefix("cello-body-")
+                .tempfile()
+                .map_err(|e| io_failed(&e))?;
+            let (std_file, path) = named.into_parts();
+            let mut w = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(std_file));
+            w.write_all(&buf).await.map_err(|e| io_failed(&e))?;
+            buf = BytesMut::new();
+            file = Some((w, path));
+        }
+    }
+    match file {
+        None => Ok((buf.freeze(), None)),
+        Some((mut w, path)) => {
+            w.flush().await.map_err(|e| io_failed(&e))?;
+            Ok((
+                Bytes::new(),
+                Some(Spooled(Arc::new(SpooledFile { file: path, len: total }))),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> http::request::Parts {
+        http::Request::post("/").body(()).unwrap().into_parts().0
+    }
+
+    #[tokio::test]
+    async fn small_bodies_stay_in_memory_and_big_ones_go_to_a_file_that_is_removed() {
+        let config = ServerConfig::default();
+        let Ok((b, s)) = read(&config, &parts(), RequestBody::full("hello"), 100).await else {
+            panic!("a small body was refused");
+        };
+        assert_eq!((&b[..], s.is_none()), (&b"hello"[..], true));
+
+        let big = vec![7u8; SPOOL_THRESHOLD + 10];
+        let Ok((b, s)) = read(&config, &parts(), RequestBody::full(big.clone()), 1 << 30).await else {
+            panic!("a big body was refused");
+        };
+        let s = s.expect("spooled");
+        assert!(b.is_empty());
+        assert_eq!(s.0.len(), big.len() as u64);
+        let path = s.0.path().to_owned();
+        assert_eq!(std::fs::read(&path).unwrap(), big);
+        drop(s);
+        assert!(!path.exists(), "the spool file outlives its request");
+
+        let Err(resp) = read(&config, &parts(), RequestBody::full(vec![0u8; 200]), 100).await else {
+            panic!("a body over the limit was accepted");
+        };
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}
