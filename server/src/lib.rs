@@ -20,6 +20,7 @@ pub mod ext;
 pub mod files;
 pub mod forwarded;
 pub mod health;
+pub mod http3;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;
@@ -29,6 +30,7 @@ pub mod service;
 pub mod stack;
 pub mod target;
 pub mod telemetry;
+pub mod tls;
 
 pub use body::{RequestBody, RequestStream, ResponseBody};
 pub use builder::{App, ServeOptions, Server, ServerBuilder, ShutdownHandle};

@@ -70,6 +70,9 @@ SIGNATURES = {
         ("initial_window_size", 1048576),
         ("max_frame_size", 16384),
         ("enable_push", False),
+        # issue 12: HTTP/2 keep-alive pings, after API.md's fields
+        ("keep_alive_interval", None),
+        ("keep_alive_timeout", 20),
     ],
     "Http3Config": [
         ("max_idle_timeout", 30),
@@ -333,6 +336,8 @@ def test_to_config_keys_are_the_rust_field_names():
         "initial_window_size": 1048576,
         "max_frame_size": 16384,
         "enable_push": False,
+        "keep_alive_interval": None,
+        "keep_alive_timeout": 20.0,
     }
 
 
