@@ -174,6 +174,14 @@ async fn serve_conn(
                 let _ = h3.shutdown(0).await;
                 continue;
             }
+            // Reap finished requests; once draining, the connection ends with its last one
+            // (h3 itself would wait for the client to hang up).
+            done = requests.join_next(), if draining || !requests.is_empty() => {
+                if done.is_none() {
+                    break;
+                }
+                continue;
+            }
             a = h3.accept() => a,
         };
         match accepted {
