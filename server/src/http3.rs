@@ -201,6 +201,10 @@ async fn serve_conn(
         }
     }
     while requests.join_next().await.is_some() {}
+    // CONNECTION_CLOSE discards stream data the peer has not acknowledged yet: give the
+    // last responses a few round trips to land (or the client a chance to close first).
+    let grace = (quic.rtt() * 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let _ = tokio::time::timeout(grace, quic.closed()).await;
     quic.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"");
 }
 

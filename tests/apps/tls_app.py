@@ -42,7 +42,7 @@ def index(request):
 
 @app.post("/echo")
 def echo(request):
-    body = request.body
+    body = request.body()
     return {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
