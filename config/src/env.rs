@@ -97,10 +97,12 @@ table! {
         "Address of the operator's `/metrics` and `/health` (default: `POD_IP`, else 127.0.0.1).";
     LEADER_ELECTION = "CELLO_LEADER_ELECTION", "bool", "false", "operator", "chart",
         "`true`: elect a leader through a Lease (needs `POD_NAME` and `POD_NAMESPACE`).";
-    TLS_CERT_FILE = "CELLO_TLS_CERT_FILE", "path", "", "(nothing yet: TLS is not implemented)", "operator",
-        "Certificate the operator mounts for `spec.tls`.";
-    TLS_KEY_FILE = "CELLO_TLS_KEY_FILE", "path", "", "(nothing yet: TLS is not implemented)", "operator",
-        "Private key the operator mounts for `spec.tls`.";
+    TLS_CERT_FILE = "CELLO_TLS_CERT_FILE", "path", "", "cello run, app.run(), cello-dataplane", "operator",
+        "Serve HTTPS with this PEM certificate chain (`--ssl-certfile`; the operator mounts it for `spec.tls` with `termination: pod`).";
+    TLS_KEY_FILE = "CELLO_TLS_KEY_FILE", "path", "", "cello run, app.run(), cello-dataplane", "operator",
+        "PEM private key (PKCS#8, RSA or EC) of `CELLO_TLS_CERT_FILE` (`--ssl-keyfile`).";
+    TLS_CA_FILE = "CELLO_TLS_CA_FILE", "path", "", "cello run, app.run(), cello-dataplane", "",
+        "PEM CA bundle: clients must present a certificate it signs (mutual TLS, `--ssl-ca-certs`).";
     SECRET_KEY = "CELLO_SECRET_KEY", "str", "", "(nothing yet: sessions are not implemented)", "",
         "Default signing key of sessions (`SessionConfig.secret`).";
     CONSUMER = "CELLO_CONSUMER", "str", "", "(nothing yet)", "operator",

@@ -38,10 +38,10 @@ pub struct ServerConfig {
     pub telemetry: crate::TelemetryConfig,
     /// WebSocket keep-alive, limits and buffering.
     pub websocket: crate::WebSocketConfig,
-    /// TLS termination (not implemented yet: a present section is rejected).
+    /// TLS termination (rustls): certificate, key, versions, client certificates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::TlsConfig>,
-    /// HTTP/3 over QUIC (not implemented yet).
+    /// HTTP/3 over QUIC on the same port number (UDP); needs `tls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http3: Option<crate::Http3Config>,
     /// JWT verification (not implemented yet).
@@ -126,6 +126,24 @@ impl ServerConfig {
         self.health.validate()?;
         self.telemetry.validate()?;
         self.websocket.validate()?;
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
+        if let Some(h3) = &self.http3 {
+            h3.validate()?;
+            if self.tls.is_none() {
+                return Err(invalid(
+                    "http3",
+                    "HTTP/3 needs the `tls` section (QUIC is always encrypted, with the same certificate)",
+                ));
+            }
+            if h3.enable_0rtt {
+                return Err(invalid(
+                    "http3.enable0rtt",
+                    "0-RTT is not supported (replayable requests); leave enable_0rtt false",
+                ));
+            }
+        }
         for p in &self.trusted_proxies {
             if parse_cidr(p).is_none() {
                 return Err(invalid(
@@ -151,8 +169,6 @@ impl ServerConfig {
     /// feature issue removes its line here when the layer exists.
     fn reject_unbuilt_sections(&self) -> Result<()> {
         let present = [
-            ("tls", "TLS", self.tls.is_some()),
-            ("http3", "HTTP/3", self.http3.is_some()),
             ("jwt", "JWT authentication", self.jwt.is_some()),
             ("rateLimit", "rate limiting", self.rate_limit.is_some()),
             ("session", "sessions", self.session.is_some()),
@@ -321,6 +337,14 @@ pub struct Http2Config {
     /// Server push; accepted for compatibility, browsers removed push so it is never used.
     #[serde(alias = "enable_push")]
     pub enable_push: bool,
+    /// Seconds between HTTP/2 PING frames that check the peer is alive (unset: no pings).
+    #[serde(alias = "keep_alive_interval")]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
+    pub keep_alive_interval: Option<f64>,
+    /// Seconds to wait for a PING's acknowledgement before closing the connection.
+    #[serde(alias = "keep_alive_timeout")]
+    #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
+    pub keep_alive_timeout: f64,
 }
 
 impl Default for Http2Config {
@@ -330,6 +354,8 @@ impl Default for Http2Config {
             initial_window_size: 1_048_576,
             max_frame_size: 16_384,
             enable_push: false,
+            keep_alive_interval: None,
+            keep_alive_timeout: 20.0,
         }
     }
 }
@@ -344,6 +370,14 @@ impl Http2Config {
         }
         if self.max_concurrent_streams == 0 {
             return Err(invalid("http2.maxConcurrentStreams", "must be at least 1"));
+        }
+        for (name, v) in [
+            ("http2.keepAliveInterval", self.keep_alive_interval),
+            ("http2.keepAliveTimeout", Some(self.keep_alive_timeout)),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(invalid(name, "must be a positive number of seconds"));
+            }
         }
         Ok(())
     }
@@ -445,10 +479,7 @@ mod tests {
     #[test]
     fn sections_not_built_yet_are_refused() {
         for (doc, what) in [
-            (
-                r#"{"tls":{"certPath":"c","keyPath":"k"}}"#,
-                "TLS is not implemented yet",
-            ),
+            (r#"{"http3":{}}"#, "HTTP/3 needs the `tls` section"),
             (r#"{"rate_limit":{}}"#, "rate limiting is not implemented yet"),
         ] {
             let err = ServerConfig::from_json(doc).unwrap_err();

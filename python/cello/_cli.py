@@ -41,6 +41,9 @@ class RunOptions:
     worker_timeout: float | None = None  # None: TimeoutConfig.worker_timeout (default 30)
     cpu_affinity: bool = False  # ClusterConfig.cpu_affinity: pin each worker to one CPU
     reload_dirs: list[str] = field(default_factory=list)
+    ssl_certfile: str | None = None  # HTTPS: PEM certificate chain (with ssl_keyfile)
+    ssl_keyfile: str | None = None
+    ssl_ca_certs: str | None = None  # mutual TLS: clients must present a certificate this CA signs
     app_spec: str | None = None  # "module:attr" as given to the cello command; None for app.run()
 
 
@@ -94,6 +97,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="a worker whose event loop has not turned for this long is stuck: /health/live answers 503 "
         "and the supervisor replaces it (CELLO_WORKER_TIMEOUT, default TimeoutConfig.worker_timeout = 30)",
+    )
+    p.add_argument(
+        "--ssl-certfile", metavar="FILE", help="serve HTTPS with this PEM certificate chain (CELLO_TLS_CERT_FILE)"
+    )
+    p.add_argument("--ssl-keyfile", metavar="FILE", help="PEM private key of --ssl-certfile (CELLO_TLS_KEY_FILE)")
+    p.add_argument(
+        "--ssl-ca-certs",
+        metavar="FILE",
+        help="PEM CA bundle: require client certificates it signs, mutual TLS (CELLO_TLS_CA_FILE)",
     )
     p.add_argument(
         "--max-restarts",
@@ -206,6 +218,13 @@ def options_from_args(args: argparse.Namespace, defaults: dict, environ=None) ->
     if worker_timeout is not None and not (math.isfinite(worker_timeout) and worker_timeout > 0):
         raise UsageError("--worker-timeout must be a positive number of seconds")
     reload_dirs = list(args.reload_dirs or [])
+    ssl_certfile = _first(getattr(args, "ssl_certfile", None), _env.get("CELLO_TLS_CERT_FILE", environ))
+    ssl_keyfile = _first(getattr(args, "ssl_keyfile", None), _env.get("CELLO_TLS_KEY_FILE", environ))
+    ssl_ca_certs = _first(getattr(args, "ssl_ca_certs", None), _env.get("CELLO_TLS_CA_FILE", environ))
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise UsageError("--ssl-certfile and --ssl-keyfile go together (CELLO_TLS_CERT_FILE / CELLO_TLS_KEY_FILE)")
+    if ssl_ca_certs and not ssl_certfile:
+        raise UsageError("--ssl-ca-certs needs --ssl-certfile and --ssl-keyfile")
 
     # The server process started by the reloader: fixed port, no second reloader.
     reloader_port = _env.lookup(RELOADER_PORT_ENV, environ)
@@ -241,7 +260,20 @@ def options_from_args(args: argparse.Namespace, defaults: dict, environ=None) ->
         cpu_affinity=bool(d.get("cpu_affinity", False)),
         reload_dirs=reload_dirs,
         app_spec=d.get("app_spec"),
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        ssl_ca_certs=ssl_ca_certs,
     )
+
+
+def tls_section(opts: RunOptions) -> dict | None:
+    """The ``tls`` section (``cello_config::TlsConfig``) the ``--ssl-*`` options ask for."""
+    if not opts.ssl_certfile:
+        return None
+    out = {"cert_path": opts.ssl_certfile, "key_path": opts.ssl_keyfile}
+    if opts.ssl_ca_certs:
+        out.update(ca_path=opts.ssl_ca_certs, require_client_cert=True)
+    return out
 
 
 def cluster_defaults(cluster) -> dict:

@@ -119,6 +119,35 @@ class App(Routes, EdgeMixin):
     def set_trusted_proxies(self, proxies: list[str]) -> None:
         self._trusted_proxies = [str(p) for p in proxies]
 
+    def enable_tls(self, config: Any) -> None:
+        """Serve HTTPS (rustls): ``TlsConfig(cert_path, key_path, ca_path=None, min_version="1.2",
+        max_version="1.3", require_client_cert=False)``. The files are checked now; ALPN offers
+        ``h2`` and ``http/1.1``; SIGHUP re-reads them. ``--ssl-*`` flags and ``cello.yaml`` win."""
+        from .config import TlsConfig, validate_tls_config
+
+        if not isinstance(config, TlsConfig):
+            raise TypeError(f"enable_tls() takes a TlsConfig, not {type(config).__name__}")
+        self._tls = validate_tls_config(config)
+
+    def enable_http3(self, config: Any = None) -> None:
+        """Serve HTTP/3 over QUIC too: UDP on the same port number, the TLS certificate of
+        ``enable_tls`` / ``--ssl-*`` (required), ``Alt-Svc`` on HTTP/1.1 and HTTP/2 responses.
+        ``Http3Config(max_idle_timeout=30, max_udp_payload_size=1350, initial_max_streams_bidi=100,
+        enable_0rtt=False)``; ``enable_0rtt=True`` raises ``FeatureNotAvailable``."""
+        from .config import Http3Config
+
+        config = Http3Config() if config is None else config
+        if not isinstance(config, Http3Config):
+            raise TypeError(f"enable_http3() takes an Http3Config, not {type(config).__name__}")
+        if config.enable_0rtt:
+            raise FeatureNotAvailable(
+                "Http3Config(enable_0rtt=True): HTTP/3 0-RTT",
+                issue=12,
+                hint="0-RTT data is replayable; leave enable_0rtt False",
+            )
+        config._validate()
+        self._http3 = config
+
     def enable_body_limit(self, max_body_size: int) -> None:
         self._limits.max_body_size = int(max_body_size)
 
@@ -137,6 +166,8 @@ class App(Routes, EdgeMixin):
             "trustedProxies": list(self._trusted_proxies),
             **self._observability_config(),
             **self._edge_config(),
+            **({"tls": self._tls._to_config()} if getattr(self, "_tls", None) is not None else {}),
+            **({"http3": self._http3._to_config()} if getattr(self, "_http3", None) is not None else {}),
         }
 
     # ---- observability ------------------------------------------------------------------
@@ -415,6 +446,9 @@ class App(Routes, EdgeMixin):
         config["rootPath"] = opts.root_path or ""
         if opts.worker_timeout is not None:
             config["timeouts"] = {**config["timeouts"], "worker_timeout": float(opts.worker_timeout)}
+        tls = _cli.tls_section(opts)
+        if tls is not None:
+            config["tls"] = tls
         config = _with_config_file(config, _env.lookup("CELLO_CONFIG"))
         _refuse_push(
             bool((config.get("http2") or {}).get("enablePush") or (config.get("http2") or {}).get("enable_push"))

@@ -50,6 +50,8 @@ pub fn server_err(e: cello_server::Error) -> PyErr {
         cello_server::Error::Bind { .. } | cello_server::Error::Io(_) => PyOSError::new_err(e.to_string()),
         cello_server::Error::Route { .. } => PyValueError::new_err(e.to_string()),
         cello_server::Error::Config(c) => config_err(c),
+        // Unusable certificate/key/CA files: a configuration problem.
+        cello_server::Error::Tls(_) => ConfigError::new_err(e.to_string()),
     }
 }
 

@@ -56,6 +56,8 @@ pub struct RequestData {
     pub root_path: Option<Arc<str>>,
     /// The client as the stack's trusted-proxy layer resolved it (trusted peers only).
     pub client: Option<ClientInfo>,
+    /// The subject of the verified TLS client certificate (mTLS), if one was presented.
+    pub client_cert: Option<Arc<str>>,
 }
 
 /// Parsed form body, Python side.
@@ -115,6 +117,11 @@ impl PyRequest {
         let client = req.parts.extensions.remove::<ClientInfo>();
         let websocket = req.parts.extensions.remove::<Arc<crate::websocket::WsConn>>();
         let spooled = req.parts.extensions.remove::<cello_server::spool::Spooled>();
+        let client_cert = req
+            .parts
+            .extensions
+            .remove::<cello_server::tls::ClientCert>()
+            .map(|c| c.subject);
         let peer_trusted = req
             .peer
             .is_some_and(|p| !state.trusted.is_empty() && state.is_trusted(p.ip()));
@@ -136,6 +143,7 @@ impl PyRequest {
             },
             root_path: state.root_path.clone(),
             client,
+            client_cert,
         })
         .with_websocket(websocket, spooled)
     }
@@ -532,6 +540,7 @@ impl PyRequest {
             trusted: if peer_trusted { trusted } else { Vec::new() },
             root_path: None,
             client: None,
+            client_cert: None,
         }))
     }
 
@@ -659,6 +668,9 @@ impl PyRequest {
                 d.set_item("client_ip", ip.to_string())?;
             }
             d.set_item("scheme", self.scheme_str())?;
+            if let Some(subject) = &self.data.client_cert {
+                d.set_item("client_cert", &**subject)?;
+            }
             Ok(d)
         })
     }

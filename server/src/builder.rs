@@ -119,12 +119,18 @@ impl ServerBuilder {
                 options,
             })
             .collect();
+        // Certificate files are read now, so a bad one fails the start, not the first client.
+        let tls = match &config.tls {
+            Some(t) => Some(Arc::new(crate::tls::TlsAcceptor::load(t)?)),
+            None => None,
+        };
         let state = Arc::new(state);
         let service = crate::stack::build(&state);
         Ok(App {
             inner: Arc::new(Inner {
                 state,
                 service,
+                tls,
                 drain: ShutdownHandle::new(),
                 stop: ShutdownHandle::new(),
             }),
@@ -135,6 +141,8 @@ impl ServerBuilder {
 struct Inner {
     state: Arc<AppState>,
     service: HttpService,
+    /// TLS termination (`config.tls`): the listener is wrapped by [`App::serve`].
+    tls: Option<Arc<crate::tls::TlsAcceptor>>,
     /// Cancelled when a drain begins.
     drain: ShutdownHandle,
     /// Cancelled when the listener must close (after the drain delay).
@@ -245,18 +253,76 @@ impl App {
                 stop.cancel();
             });
         }
+        // HTTP/3: UDP on the TCP listener's port number, same certificate.
+        let quic = match &state.config.http3 {
+            Some(_) => Some(Arc::new(crate::http3::QuicListener::bind(
+                listener.local_addr()?,
+                &state.config,
+            )?)),
+            None => None,
+        };
+        let listener = match (&self.inner.tls, listener) {
+            (Some(tls), Listener::Tcp(l)) => {
+                reload_on_sighup(tls.clone(), quic.clone(), self.inner.stop.clone());
+                Listener::Tls(l, tls.clone())
+            }
+            (_, l) => l,
+        };
+        let alt_svc = match &quic {
+            Some(_) => crate::http3::alt_svc(listener.local_addr()?.port()),
+            None => None,
+        };
+        let h3 = quic.map(|q| {
+            tokio::spawn(crate::http3::run(
+                state.clone(),
+                self.inner.service.clone(),
+                q,
+                self.inner.stop.clone(),
+                opts.drain_timeout,
+            ))
+        });
         let res = crate::serve::run(
             state.clone(),
             self.inner.service.clone(),
             listener,
             self.inner.stop.clone(),
             opts.drain_timeout,
+            alt_svc,
         )
         .await;
+        if let Some(h3) = h3 {
+            let _ = h3.await;
+        }
         let s = state.clone();
         let _ = tokio::task::spawn_blocking(move || crate::health::on_stop(&s, Duration::from_secs(3))).await;
         res
     }
+}
+
+/// SIGHUP re-reads the certificate files: new connections get the new certificate, open
+/// ones keep theirs (nothing is dropped); unreadable files keep the old one, with a warning.
+fn reload_on_sighup(
+    tls: Arc<crate::tls::TlsAcceptor>,
+    quic: Option<Arc<crate::http3::QuicListener>>,
+    stop: ShutdownHandle,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: TLS certificates will not be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            match tls.reload().and_then(|()| quic.as_ref().map_or(Ok(()), |q| q.reload())) {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate"),
+            }
+        }
+    });
 }
 
 type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);

@@ -14,6 +14,9 @@ pub enum Error {
     /// Any other I/O failure.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// TLS certificate, key or CA files could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Configuration was rejected.
     #[error(transparent)]
     Config(#[from] cello_config::Error),

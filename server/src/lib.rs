@@ -22,6 +22,7 @@ pub mod ext;
 pub mod files;
 pub mod forwarded;
 pub mod health;
+pub mod http3;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;
@@ -33,6 +34,7 @@ pub mod stack;
 pub mod statics;
 pub mod target;
 pub mod telemetry;
+pub mod tls;
 pub mod websocket;
 
 pub use body::{RequestBody, RequestStream, ResponseBody};

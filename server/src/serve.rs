@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::problem::{problem_body, PROBLEM_JSON};
 use crate::service::{AppState, ConnActivity, ConnInfo};
 use crate::stack::HttpService;
+use crate::tls::{ClientCert, TlsAcceptor};
 
 /// Bind a TCP listener with SO_REUSEPORT (so worker processes share the port).
 pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener> {
@@ -79,11 +80,12 @@ pub fn config_addr(config: &cello_config::ServerConfig) -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip, config.port))
 }
 
-/// A bound listener. Only TCP today; TLS and QUIC listeners become variants here (the
-/// accept loop hands each connection's stream to the same stack).
+/// A bound listener (the accept loop hands each connection's stream to the same stack).
 pub enum Listener {
     /// Plain TCP (HTTP/1.1 and HTTP/2 prior knowledge).
     Tcp(std::net::TcpListener),
+    /// TLS over TCP: each connection is handshaken first (ALPN `h2` or `http/1.1`).
+    Tls(std::net::TcpListener, Arc<TlsAcceptor>),
 }
 
 impl Listener {
@@ -101,7 +103,7 @@ impl Listener {
     /// The bound address.
     pub fn local_addr(&self) -> Result<SocketAddr> {
         match self {
-            Self::Tcp(l) => Ok(l.local_addr()?),
+            Self::Tcp(l) | Self::Tls(l, _) => Ok(l.local_addr()?),
         }
     }
 }
@@ -144,8 +146,12 @@ pub(crate) async fn run(
     listener: Listener,
     shutdown: ShutdownHandle,
     drain: Duration,
+    alt_svc: Option<http::HeaderValue>,
 ) -> Result<()> {
-    let Listener::Tcp(listener) = listener;
+    let (listener, tls) = match listener {
+        Listener::Tcp(l) => (l, None),
+        Listener::Tls(l, t) => (l, Some(t)),
+    };
     let listener = TcpListener::from_std(listener)?;
     let builder = Arc::new(conn_builder(&state));
     let permits = Arc::new(Semaphore::new(
@@ -164,10 +170,23 @@ pub(crate) async fn run(
             live: live.clone(),
             shutdown: shutdown.clone(),
         });
-        let (state, service, builder, shutdown) = (state.clone(), service.clone(), builder.clone(), shutdown.clone());
+        let (state, service, builder, shutdown, tls) = (
+            state.clone(),
+            service.clone(),
+            builder.clone(),
+            shutdown.clone(),
+            tls.clone(),
+        );
+        let extras = Extras {
+            alt_svc: alt_svc.clone(),
+            ..Extras::default()
+        };
         tokio::spawn(async move {
             let hold = ConnHold(Arc::downgrade(&lease));
-            serve_connection(&state, service, &builder, stream, peer, shutdown, hold).await;
+            match tls {
+                None => serve_connection(&state, service, &builder, stream, peer, extras, shutdown, hold).await,
+                Some(tls) => serve_tls(&state, service, &builder, stream, peer, &tls, extras, shutdown, hold).await,
+            }
             drop(lease);
         });
     };
@@ -230,7 +249,11 @@ fn conn_builder(state: &AppState) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(cfg.http2.max_concurrent_streams)
         .initial_stream_window_size(cfg.http2.initial_window_size)
         .max_frame_size(cfg.http2.max_frame_size)
-        .max_header_list_size(u32::try_from(cfg.limits.max_header_size).unwrap_or(u32::MAX));
+        // The connection window is at least the stream window, so one stream can use all of it.
+        .initial_connection_window_size(cfg.http2.initial_window_size.max(1 << 20))
+        .max_header_list_size(u32::try_from(cfg.limits.max_header_size).unwrap_or(u32::MAX))
+        .keep_alive_interval(cfg.http2.keep_alive_interval.map(Duration::from_secs_f64))
+        .keep_alive_timeout(Duration::from_secs_f64(cfg.http2.keep_alive_timeout));
     b
 }
 
@@ -253,16 +276,100 @@ async fn reject_busy(mut stream: TcpStream) {
     .await;
 }
 
-async fn serve_connection(
+/// Per-connection facts beside the stream: TLS, the client certificate, `Alt-Svc`.
+#[derive(Clone, Default)]
+struct Extras {
+    tls: bool,
+    client_cert: Option<ClientCert>,
+    /// Advertised on every response when HTTP/3 is on.
+    alt_svc: Option<http::HeaderValue>,
+}
+
+/// Handshake, then serve. The handshake counts against `read_header` (a client that never
+/// finishes it is cut off); plain HTTP sent to the TLS port gets a 400 problem and a close.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls(
     state: &AppState,
     service: HttpService,
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     peer: SocketAddr,
+    tls: &TlsAcceptor,
+    extras: Extras,
     shutdown: ShutdownHandle,
     hold: ConnHold,
 ) {
-    let info = ConnInfo::new(Some(peer), false);
+    let read_header = Duration::from_secs_f64(state.config.timeouts.read_header);
+    let handshake = async {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            // 0x16: a TLS handshake record; anything else is not TLS.
+            Ok(1) if first[0] == 0x16 => {}
+            Ok(1) => {
+                refuse_plain_http(stream).await;
+                return None;
+            }
+            _ => return None,
+        }
+        match tls.acceptor().accept(stream).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+        }
+    };
+    match tokio::time::timeout(read_header, handshake).await {
+        Ok(Some(stream)) => {
+            let extras = Extras {
+                tls: true,
+                client_cert: crate::tls::client_cert(stream.get_ref().1),
+                ..extras
+            };
+            serve_connection(state, service, builder, stream, peer, extras, shutdown, hold).await;
+        }
+        Ok(None) => {}
+        Err(_) => tracing::debug!(%peer, "TLS handshake not completed in time; closing"),
+    }
+}
+
+/// Plain HTTP on the TLS port: say so in a problem+json 400 (readable by the client that
+/// made the mistake) and close.
+async fn refuse_plain_http(mut stream: TcpStream) {
+    let body = problem_body(
+        http::StatusCode::BAD_REQUEST,
+        Some("this port serves HTTPS: the request was sent as plain HTTP"),
+        None,
+    );
+    let head = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: {PROBLEM_JSON}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await
+    }
+    .await;
+}
+
+/// Serve one connection (plain TCP or an established TLS stream).
+async fn serve_connection<S>(
+    state: &AppState,
+    service: HttpService,
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    peer: SocketAddr,
+    extras: Extras,
+    shutdown: ShutdownHandle,
+    hold: ConnHold,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = ConnInfo::new(Some(peer), extras.tls);
+    let Extras {
+        client_cert, alt_svc, ..
+    } = extras;
     let io = TokioIo::new(ConnIo {
         inner: stream,
         activity: info.activity.clone(),
@@ -277,7 +384,17 @@ async fn serve_connection(
         let mut req = req.map(RequestBody::Incoming);
         req.extensions_mut().insert(info.clone());
         req.extensions_mut().insert(hold.clone());
-        service.run(req)
+        if let Some(cert) = &client_cert {
+            req.extensions_mut().insert(cert.clone());
+        }
+        let (fut, alt_svc) = (service.run(req), alt_svc.clone());
+        async move {
+            let mut resp = fut.await?;
+            if let Some(v) = alt_svc {
+                resp.headers_mut().entry(http::header::ALT_SVC).or_insert(v);
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);

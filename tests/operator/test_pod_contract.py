@@ -394,3 +394,54 @@ def test_cello_run_starts_in_a_container_like_environment(cello_bin):
         assert proc.returncode == 0, log.read_text()[-3000:]
     finally:
         shutil.rmtree(appdir, ignore_errors=True)
+
+
+def test_tls_pod_serves_https_where_the_probes_say(cello_bin, tmp_path):
+    """`tls.termination: pod`: the operator mounts the Secret and sets `CELLO_TLS_*`; `cello run`
+    started with exactly that env serves HTTPS, and every probe (scheme HTTPS) passes."""
+    import ssl
+
+    trustme = pytest.importorskip("trustme") if os.environ.get("CI") != "true" else __import__("trustme")
+    pod = Pod("tls-secret-pod", tmp_path)
+    spec = pod.template["spec"]
+    volume = next(v for v in spec["volumes"] if "secret" in v)
+    mount = next(m for m in pod.container["volumeMounts"] if m["name"] == volume["name"])
+    # The Secret (type kubernetes.io/tls: keys tls.crt and tls.key), where the Deployment mounts it.
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(secret_dir / "tls.crt"))
+    cert.private_key_pem.write_to_path(str(secret_dir / "tls.key"))
+    env = base_env(pod, cello_bin)
+    tls_vars = {k: v for k, v in env.items() if k.startswith("CELLO_TLS_")}
+    assert set(tls_vars) == {"CELLO_TLS_CERT_FILE", "CELLO_TLS_KEY_FILE"}, tls_vars
+    for k, v in tls_vars.items():
+        assert v.startswith(mount["mountPath"] + "/"), f"{k}={v} is outside the Secret mount"
+        env[k] = str(secret_dir / v[len(mount["mountPath"]) + 1 :])
+    probes = [pod.container[k] for k in ("startupProbe", "livenessProbe", "readinessProbe") if k in pod.container]
+    assert probes and all(p["httpGet"].get("scheme") == "HTTPS" for p in probes)
+
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    log = tmp_path / "cello.log"
+    proc = start([str(cello_bin)] + pod.argv[1:], env, tmp_path, log)
+    try:
+        wait_until_serving(proc, pod.port, log)
+        for kind, port, path in pod.probes():
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", timeout=5, context=ctx) as r:
+                        code = r.status
+                except urllib.error.HTTPError as e:
+                    code = e.code
+                if code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert code == 200, f"{kind} https {path} -> {code}\n{log.read_text()[-2000:]}"
+        # Plain HTTP, as a probe without `scheme: HTTPS` would send, is refused.
+        code, _ = get(pod.port, "/health/live")
+        assert code == 400
+    finally:
+        stop(proc)

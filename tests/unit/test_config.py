@@ -78,6 +78,9 @@ SIGNATURES = {
         ("initial_window_size", 1048576),
         ("max_frame_size", 16384),
         ("enable_push", False),
+        # issue 12: HTTP/2 keep-alive pings, after API.md's fields
+        ("keep_alive_interval", None),
+        ("keep_alive_timeout", 20),
     ],
     "Http3Config": [
         ("max_idle_timeout", 30),
@@ -357,6 +360,8 @@ def test_to_config_keys_are_the_rust_field_names():
         "initial_window_size": 1048576,
         "max_frame_size": 16384,
         "enable_push": False,
+        "keep_alive_interval": None,
+        "keep_alive_timeout": 20.0,
     }
 
 
@@ -696,9 +701,12 @@ def test_server_sections_not_built_yet_are_refused():
 
     from cello import _cello
 
+    # TLS and HTTP/3 are built (issue 12): a tls section is accepted (its files are read at
+    # start), http3 needs tls.
+    _cello.validate_config(json.dumps({"tls": {"certPath": "c.pem", "keyPath": "k.pem"}}))
+    with pytest.raises(_cello.ConfigError, match="needs the `tls` section"):
+        _cello.validate_config(json.dumps({"http3": {}}))
     for section, what in [
-        ("tls", "TLS"),
-        ("http3", "HTTP/3"),
         ("jwt", "JWT authentication"),
         ("rateLimit", "rate limiting"),
         ("rate_limit", "rate limiting"),

@@ -40,6 +40,15 @@ struct Args {
     /// Do not serve Prometheus metrics.
     #[arg(long)]
     no_metrics: bool,
+    /// Serve HTTPS with this PEM certificate chain (overrides the file's `tls`).
+    #[arg(long, env = cello_config::env::TLS_CERT_FILE, requires = "tls_key_file")]
+    tls_cert_file: Option<String>,
+    /// PEM private key of `--tls-cert-file`.
+    #[arg(long, env = cello_config::env::TLS_KEY_FILE, requires = "tls_cert_file")]
+    tls_key_file: Option<String>,
+    /// PEM CA bundle: clients must present a certificate it signs (mutual TLS).
+    #[arg(long, env = cello_config::env::TLS_CA_FILE, requires = "tls_cert_file")]
+    tls_ca_file: Option<String>,
     /// Seconds to let in-flight requests finish on SIGTERM.
     #[arg(long, env = cello_config::env::SHUTDOWN_TIMEOUT, default_value_t = 30.0)]
     shutdown_timeout: f64,
@@ -58,6 +67,16 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
     }
     if let Some(port) = args.port {
         config.port = port;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
+        let base = config.tls.take().unwrap_or_default();
+        config.tls = Some(cello_config::TlsConfig {
+            cert_path: cert.clone(),
+            key_path: key.clone(),
+            require_client_cert: args.tls_ca_file.is_some() || base.require_client_cert,
+            ca_path: args.tls_ca_file.clone().or(base.ca_path.clone()),
+            ..base
+        });
     }
     // A sidecar exists to give the app probes and metrics: on unless turned off.
     config.health.enabled = !args.no_health;
