@@ -2,21 +2,20 @@
 
 read_header=1 s, idle=3 s, write=2 s; max_connections=300 (plus the probe reserve);
 max_requests_per_connection=3; a 24 MiB budget for buffered bodies (10 MiB each at most);
-HTTP/2: at most 2 MiB of unsent response data per connection, 64 MiB in all."""
+HTTP/2: at most 2 MiB of unsent response data per connection, 64 MiB in all (these two and the
+budget from conn_hardening.yaml)."""
 
-from cello import App, Http2Config, LimitsConfig, Response, TimeoutConfig
+import os
+from pathlib import Path
+
+from cello import App, LimitsConfig, Response, TimeoutConfig
+
+# The body budget and the HTTP/2 caps come from cello.yaml, as in a deployment.
+os.environ.setdefault("CELLO_CONFIG", str(Path(__file__).with_name("conn_hardening.yaml")))
 
 app = App()
-app.set_limits(
-    LimitsConfig(
-        max_connections=300,
-        max_requests_per_connection=3,
-        max_body_size=10 * 1024 * 1024,
-        max_buffered_bytes=24 * 1024 * 1024,
-    )
-)
+app.set_limits(LimitsConfig(max_connections=300, max_requests_per_connection=3, max_body_size=10 * 1024 * 1024))
 app.set_timeouts(TimeoutConfig(read_header=1, idle=3, write=2, read_body=20, handler=20))
-app.set_http2(Http2Config(max_buffered_per_connection=2 * 1024 * 1024, max_buffered_total=64 * 1024 * 1024))
 
 BIG = b"x" * (1536 * 1024)
 
