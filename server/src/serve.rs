@@ -125,7 +125,7 @@ struct Slots {
     main: Arc<Semaphore>,
     // `None` when no probe is served (nothing to reserve for).
     reserve: Option<Arc<Semaphore>>,
-    per_ip: Option<(u64, Arc<std::sync::Mutex<HashMap<IpAddr, u64>>>)>,
+    per_ip: Option<(u64, IpCounts)>,
 }
 
 /// A held connection slot (released on drop).
