@@ -81,6 +81,8 @@ table! {
         "Seconds a worker's Python thread may go without turning its event loop before `/health/live` answers 503 and the supervisor replaces the worker (`timeouts.workerTimeout`).";
     MAX_RESTARTS = "CELLO_MAX_RESTARTS", "int", "5", "cello run, app.run()", "",
         "Worker crashes per minute after which every restart waits the full backoff (restarts never stop).";
+    MAX_CONNECTIONS_PER_IP = "CELLO_MAX_CONNECTIONS_PER_IP", "int", "", "cello run, app.run(), cello-dataplane", "",
+        "Open connections one client IP may hold per worker (`limits.maxConnectionsPerIp`); unset: no cap.";
     CGROUP_ROOT = "CELLO_CGROUP_ROOT", "path", "/sys/fs/cgroup", "cello run (workers=auto)", "",
         "Where the cgroup CPU quota is read from.";
     CONFIG = "CELLO_CONFIG", "path", "", "app.run(), cello run, cello-dataplane", "operator",

@@ -42,11 +42,19 @@ macro_rules! kind {
 /// Every kind, in API.md's order.
 pub static KINDS: &[Kind] = &[
     kind!(crate::TimeoutConfig, "TimeoutConfig"),
-    kind!(crate::LimitsConfig, "LimitsConfig", hidden = ["max_headers"]),
+    kind!(
+        crate::LimitsConfig,
+        "LimitsConfig",
+        hidden = ["max_headers", "max_buffered_bytes"]
+    ),
     kind!(crate::ThreadPoolConfig, "ThreadPoolConfig"),
     kind!(crate::ClusterConfig, "ClusterConfig"),
     kind!(crate::TlsConfig, "TlsConfig", required = ["cert_path", "key_path"]),
-    kind!(crate::Http2Config, "Http2Config"),
+    kind!(
+        crate::Http2Config,
+        "Http2Config",
+        hidden = ["max_buffered_per_connection", "max_buffered_total"]
+    ),
     kind!(crate::Http3Config, "Http3Config"),
     kind!(crate::WebSocketConfig, "WebSocketConfig"),
     kind!(crate::JwtConfig, "JwtConfig", required = ["secret"]),

@@ -226,6 +226,15 @@ pub struct LimitsConfig {
     #[serde(alias = "max_queued_requests")]
     #[schemars(range(min = 1))]
     pub max_queued_requests: u64,
+    /// Open connections one client IP address may hold per worker; further connections get
+    /// 429 and are closed. Unset: no per-address cap (`CELLO_MAX_CONNECTIONS_PER_IP`).
+    #[serde(alias = "max_connections_per_ip", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_connections_per_ip: Option<u64>,
+    /// Budget, per worker, for request bodies held in memory (all requests together);
+    /// a body that would exceed it gets 503 (0: no budget).
+    #[serde(alias = "max_buffered_bytes")]
+    pub max_buffered_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -237,6 +246,8 @@ impl Default for LimitsConfig {
             max_requests_per_connection: 1000,
             max_headers: 100,
             max_queued_requests: 4096,
+            max_connections_per_ip: None,
+            max_buffered_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -254,6 +265,12 @@ impl LimitsConfig {
         }
         if self.max_queued_requests == 0 {
             return Err(invalid("limits.maxQueuedRequests", "must be at least 1"));
+        }
+        if self.max_connections_per_ip == Some(0) {
+            return Err(invalid(
+                "limits.maxConnectionsPerIp",
+                "must be at least 1 (leave it unset for no cap)",
+            ));
         }
         Ok(())
     }
@@ -345,6 +362,14 @@ pub struct Http2Config {
     #[serde(alias = "keep_alive_timeout")]
     #[schemars(range(min = 0), extend("exclusiveMinimum" = true))]
     pub keep_alive_timeout: f64,
+    /// Response bytes one HTTP/2 connection may hold unsent (streams the peer does not
+    /// read); beyond it new streams get 503, and a connection that makes no write progress
+    /// for `timeouts.write` is closed (0: no cap).
+    #[serde(alias = "max_buffered_per_connection")]
+    pub max_buffered_per_connection: u64,
+    /// The same, for all HTTP/2 connections of a worker together (0: no cap).
+    #[serde(alias = "max_buffered_total")]
+    pub max_buffered_total: u64,
 }
 
 impl Default for Http2Config {
@@ -356,6 +381,8 @@ impl Default for Http2Config {
             enable_push: false,
             keep_alive_interval: None,
             keep_alive_timeout: 20.0,
+            max_buffered_per_connection: 16 * 1024 * 1024,
+            max_buffered_total: 256 * 1024 * 1024,
         }
     }
 }

@@ -1,5 +1,6 @@
 """Cello: a Python web framework whose HTTP engine, routing and JSON run in Rust."""
 
+from . import _memory  # noqa: F401, I001  (before the extension loads: allocator settings)
 from . import cqrs, database, eventsourcing, graphql, grpc, guards, messaging, saga, validation
 from ._cello import Headers, Request, UploadedFile, __version__
 from .app import App

@@ -450,6 +450,10 @@ class App(Routes, EdgeMixin):
         if tls is not None:
             config["tls"] = tls
         config = _with_config_file(config, _env.lookup("CELLO_CONFIG"))
+        per_ip = _env.get_int("CELLO_MAX_CONNECTIONS_PER_IP")
+        if per_ip is not None:
+            limits = {k: v for k, v in (config.get("limits") or {}).items() if k != "maxConnectionsPerIp"}
+            config["limits"] = {**limits, "max_connections_per_ip": per_ip}
         _refuse_push(
             bool((config.get("http2") or {}).get("enablePush") or (config.get("http2") or {}).get("enable_push"))
         )

@@ -212,3 +212,61 @@ impl ResponseBody {
         )))
     }
 }
+
+pin_project_lite::pin_project! {
+    /// An HTTP/2 streamed response body that keeps its stream counted as open (for the
+    /// idle timer) and counts its bytes as unsent (for the buffered-data caps).
+    pub struct CountedBody {
+        #[pin]
+        inner: ResponseBody,
+        activity: std::sync::Arc<crate::service::ConnActivity>,
+        budgets: std::sync::Arc<crate::service::Budgets>,
+    }
+
+    impl PinnedDrop for CountedBody {
+        fn drop(this: Pin<&mut Self>) {
+            this.activity.streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+impl CountedBody {
+    /// Wrap `inner`; the caller has counted the stream as open.
+    pub fn new(
+        inner: ResponseBody,
+        activity: std::sync::Arc<crate::service::ConnActivity>,
+        budgets: std::sync::Arc<crate::service::Budgets>,
+    ) -> Self {
+        Self {
+            inner,
+            activity,
+            budgets,
+        }
+    }
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &r {
+            if let Some(d) = frame.data_ref() {
+                let n = d.len() as u64;
+                this.activity.unsent.fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+                this.budgets.h2_unsent.fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

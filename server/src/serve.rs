@@ -4,8 +4,9 @@
 //! SO_REUSEPORT). Each connection is served by hyper's auto builder, which speaks
 //! HTTP/1.1 and detects HTTP/2 prior knowledge on the same port.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ pub use tokio_util::sync::CancellationToken as ShutdownHandle;
 use crate::body::RequestBody;
 use crate::error::{Error, Result};
 use crate::problem::{problem_body, PROBLEM_JSON};
-use crate::service::{AppState, ConnActivity, ConnInfo};
+use crate::service::{AppState, Budgets, ConnActivity, ConnInfo};
 use crate::stack::HttpService;
 use crate::tls::{ClientCert, TlsAcceptor};
 
@@ -119,7 +120,7 @@ struct Live {
 /// holder lets go. Requests see it as a [`ConnHold`], so a connection that outlives its
 /// HTTP exchange (a WebSocket after the upgrade) keeps counting and hears the drain.
 pub struct ConnLease {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _slot: Slot,
     live: Arc<Live>,
     /// Cancelled when the server starts draining.
     pub shutdown: ShutdownHandle,
@@ -133,10 +134,106 @@ impl Drop for ConnLease {
     }
 }
 
+/// Connection slots beyond `max_connections` kept for probes: a connection admitted on
+/// one may only ask for `/health/*` or `/metrics` (anything else gets 503), and is closed
+/// after its answer, so Kubernetes can still tell a busy server from a dead one.
+pub const PROBE_RESERVE: usize = 16;
+
+/// Admission: `max_connections` slots, the probe reserve, and per-address counts
+/// (`max_connections_per_ip`).
+struct Slots {
+    main: Arc<Semaphore>,
+    // `None` when no probe is served (nothing to reserve for).
+    reserve: Option<Arc<Semaphore>>,
+    per_ip: Option<(u64, IpCounts)>,
+}
+
+/// A held connection slot (released on drop).
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _ip: Option<IpSlot>,
+    reserved: bool,
+}
+
+impl Slot {
+    fn reserved(&self) -> bool {
+        self.reserved
+    }
+}
+
+type IpCounts = Arc<std::sync::Mutex<HashMap<IpAddr, u64>>>;
+
+/// One connection counted against its address (`max_connections_per_ip`).
+struct IpSlot(IpAddr, IpCounts);
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.1.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.0);
+            }
+        }
+    }
+}
+
 /// Request extension: a weak handle on the connection's [`ConnLease`] (weak, so a request
 /// object kept alive by a handler never holds a connection slot).
 #[derive(Clone)]
 pub struct ConnHold(pub std::sync::Weak<ConnLease>);
+
+/// An IPv4 client seen through a dual-stack socket counts as its IPv4 address.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+impl Slots {
+    fn new(state: &AppState) -> Self {
+        let limits = &state.config.limits;
+        let probes = state.health.is_some() || state.metrics.is_some();
+        Self {
+            main: Arc::new(Semaphore::new(
+                usize::try_from(limits.max_connections).unwrap_or(10_000),
+            )),
+            reserve: probes.then(|| Arc::new(Semaphore::new(PROBE_RESERVE))),
+            per_ip: limits.max_connections_per_ip.map(|n| (n, Arc::default())),
+        }
+    }
+
+    /// A slot for a connection from `ip`, or why there is none.
+    fn admit(&self, ip: IpAddr) -> std::result::Result<Slot, Refusal> {
+        let ip_slot = match &self.per_ip {
+            Some((max, map)) => {
+                let ip = canonical_ip(ip);
+                let mut m = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let n = m.entry(ip).or_insert(0);
+                if *n >= *max {
+                    return Err(Refusal::PerIp);
+                }
+                *n += 1;
+                Some(IpSlot(ip, map.clone()))
+            }
+            None => None,
+        };
+        let (permit, reserved) = match self.main.clone().try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => match self.reserve.as_ref().map(|r| r.clone().try_acquire_owned()) {
+                Some(Ok(p)) => (p, true),
+                // `ip_slot` drops here: the address gets its count back.
+                _ => return Err(Refusal::Busy),
+            },
+        };
+        Ok(Slot {
+            _permit: permit,
+            _ip: ip_slot,
+            reserved,
+        })
+    }
+}
 
 /// Serve until `shutdown` is cancelled; then stop accepting, let in-flight requests
 /// finish (at most `drain` long) and return.
@@ -154,19 +251,21 @@ pub(crate) async fn run(
     };
     let listener = TcpListener::from_std(listener)?;
     let builder = Arc::new(conn_builder(&state));
-    let permits = Arc::new(Semaphore::new(
-        usize::try_from(state.config.limits.max_connections).unwrap_or(10_000),
-    ));
+    let slots = Arc::new(Slots::new(&state));
     let live = Arc::new(Live::default());
     let spawn_conn = |stream: TcpStream, peer: SocketAddr| {
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tokio::spawn(reject_busy(stream));
-            return;
+        let slot = match slots.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tokio::spawn(reject(stream, why));
+                return;
+            }
         };
         live.count.fetch_add(1, Ordering::AcqRel);
+        let reserved = slot.reserved();
         let lease = Arc::new(ConnLease {
-            _permit: permit,
+            _slot: slot,
             live: live.clone(),
             shutdown: shutdown.clone(),
         });
@@ -184,8 +283,8 @@ pub(crate) async fn run(
         tokio::spawn(async move {
             let hold = ConnHold(Arc::downgrade(&lease));
             match tls {
-                None => serve_connection(&state, service, &builder, stream, peer, extras, shutdown, hold).await,
-                Some(tls) => serve_tls(&state, service, &builder, stream, peer, &tls, extras, shutdown, hold).await,
+                None => serve_connection(&state, service, &builder, stream, peer, extras, shutdown, hold, reserved).await,
+                Some(tls) => serve_tls(&state, service, &builder, stream, peer, &tls, extras, shutdown, hold, reserved).await,
             }
             drop(lease);
         });
@@ -257,15 +356,32 @@ fn conn_builder(state: &AppState) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Answer a connection over `max_connections` with 503 and close it.
-async fn reject_busy(mut stream: TcpStream) {
-    let body = problem_body(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        Some("the server has reached its connection limit"),
-        None,
-    );
+/// Why a connection is turned away at accept.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// `max_connections` (and the probe reserve) are taken: 503.
+    Busy,
+    /// The client's address holds `max_connections_per_ip` connections: 429.
+    PerIp,
+}
+
+/// Answer a refused connection with a problem+json and close it.
+async fn reject(mut stream: TcpStream, why: Refusal) {
+    let (status, detail) = match why {
+        Refusal::Busy => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "the server has reached its connection limit",
+        ),
+        Refusal::PerIp => (
+            http::StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from this address",
+        ),
+    };
+    let body = problem_body(status, Some(detail), None);
     let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {PROBLEM_JSON}\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: {PROBLEM_JSON}\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -298,6 +414,7 @@ async fn serve_tls(
     extras: Extras,
     shutdown: ShutdownHandle,
     hold: ConnHold,
+    reserved: bool,
 ) {
     let read_header = Duration::from_secs_f64(state.config.timeouts.read_header);
     let handshake = async {
@@ -326,7 +443,7 @@ async fn serve_tls(
                 client_cert: crate::tls::client_cert(stream.get_ref().1),
                 ..extras
             };
-            serve_connection(state, service, builder, stream, peer, extras, shutdown, hold).await;
+            serve_connection(state, service, builder, stream, peer, extras, shutdown, hold, reserved).await;
         }
         Ok(None) => {}
         Err(_) => tracing::debug!(%peer, "TLS handshake not completed in time; closing"),
@@ -363,18 +480,30 @@ async fn serve_connection<S>(
     extras: Extras,
     shutdown: ShutdownHandle,
     hold: ConnHold,
+    reserved: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let info = ConnInfo::new(Some(peer), extras.tls);
+    let mut info = ConnInfo::new(Some(peer), extras.tls);
+    info.budgets = Some(state.budgets.clone());
+    // The first request's head is due `read_header` after accept (a TLS handshake, when
+    // there is one, runs inside this deadline too): a silent connection is not idle.
+    info.activity.head_since_ms.store(1, Ordering::Release);
+    info.activity.reserved.store(reserved, Ordering::Relaxed);
+    let _unsent = UnsentGuard(info.activity.clone(), state.budgets.clone());
     let Extras {
         client_cert, alt_svc, ..
     } = extras;
     let io = TokioIo::new(ConnIo {
         inner: stream,
         activity: info.activity.clone(),
+        budgets: state.budgets.clone(),
         epoch: info.epoch,
         first_read: true,
+        scan: HeadScan::default(),
+        chunks: ChunkWatch::default(),
+        chunk_error: false,
+        chunk_limit: state.max_body_limit(),
         pending: None,
         write_timeout: Duration::from_secs_f64(state.config.timeouts.write),
         write_stall: None,
@@ -399,10 +528,12 @@ async fn serve_connection<S>(
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let timeouts = &state.config.timeouts;
-    let (idle, read_header) = (
-        Duration::from_secs_f64(timeouts.idle),
-        Duration::from_secs_f64(timeouts.read_header),
-    );
+    let limits = WatchLimits {
+        idle: Duration::from_secs_f64(timeouts.idle),
+        read_header: Duration::from_secs_f64(timeouts.read_header),
+        write: Duration::from_secs_f64(timeouts.write),
+    };
+    let mut bound = None;
     tokio::select! {
         res = conn.as_mut() => { log_conn_result(res); return; }
         () = shutdown.cancelled() => {
@@ -417,21 +548,49 @@ async fn serve_connection<S>(
                 };
                 tokio::select! {
                     res = conn.as_mut() => { log_conn_result(res); return; }
-                    _ = tokio::time::timeout(read_header, first_request) => {}
+                    _ = tokio::time::timeout(limits.read_header, first_request) => {}
                 }
             }
         }
-        end = conn_watch(&activity, epoch, idle, read_header) => {
-            if end == WatchEnd::SlowHead {
+        end = conn_watch(&activity, epoch, &limits) => match end {
+            WatchEnd::SlowHead => {
                 // A client that never finishes its head gets no more of our time.
                 tracing::debug!(%peer, "request head not received in time; closing");
                 return;
             }
+            WatchEnd::Stalled => {
+                tracing::debug!(%peer, "HTTP/2 peer does not read its responses; closing");
+                return;
+            }
+            // Idle: what is left is at most response data being flushed.
+            WatchEnd::Idle => bound = Some(limits.write),
+            WatchEnd::Goaway => {}
         }
     }
-    // Drain: hyper finishes in-flight requests, then closes.
+    // Drain: hyper finishes in-flight requests (HTTP/2: GOAWAY), then closes.
     conn.as_mut().graceful_shutdown();
-    log_conn_result(conn.await);
+    match bound {
+        Some(b) => match tokio::time::timeout(b, conn).await {
+            Ok(res) => log_conn_result(res),
+            Err(_) => tracing::debug!(%peer, "connection did not finish after GOAWAY; closing"),
+        },
+        None => log_conn_result(conn.await),
+    }
+}
+
+/// Gives a closed connection's unsent HTTP/2 bytes back to the global count.
+struct UnsentGuard(Arc<ConnActivity>, Arc<Budgets>);
+
+impl Drop for UnsentGuard {
+    fn drop(&mut self) {
+        let left = self.0.unsent.swap(0, Ordering::AcqRel);
+        if left > 0 {
+            let _ = self
+                .1
+                .h2_unsent
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(left)));
+        }
+    }
 }
 
 fn log_conn_result(res: std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>) {
@@ -442,35 +601,261 @@ fn log_conn_result(res: std::result::Result<(), Box<dyn std::error::Error + Send
 
 #[derive(Debug, PartialEq, Eq)]
 enum WatchEnd {
+    /// Nothing happened for `idle` (HTTP/2: no open stream for `idle`, whatever control
+    /// frames the peer sends).
     Idle,
+    /// A request head (the first one: since accept) took longer than `read_header`.
     SlowHead,
+    /// HTTP/2 `max_requests_per_connection` reached: GOAWAY.
+    Goaway,
+    /// HTTP/2 response data waits unsent and the socket took nothing for `write`.
+    Stalled,
+}
+
+struct WatchLimits {
+    idle: Duration,
+    read_header: Duration,
+    write: Duration,
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Resolves when the connection has been idle (no I/O, no request) for `idle`, or
-/// when a request head has been arriving for longer than `read_header`.
-async fn conn_watch(act: &ConnActivity, epoch: Instant, idle: Duration, read_header: Duration) -> WatchEnd {
-    let tick = (idle.min(read_header) / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+/// Resolves when the connection should end (see [`WatchEnd`]).
+async fn conn_watch(act: &ConnActivity, epoch: Instant, lim: &WatchLimits) -> WatchEnd {
+    let tick =
+        (lim.idle.min(lim.read_header).min(lim.write) / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut last = act.io_events.load(Ordering::Relaxed);
     let mut quiet_since = Instant::now();
+    let mut last_written = act.written.load(Ordering::Relaxed);
+    let mut write_since = Instant::now();
     loop {
-        tokio::time::sleep(tick).await;
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            () = act.wake.notified() => {}
+        }
+        if act.goaway.load(Ordering::Acquire) {
+            return WatchEnd::Goaway;
+        }
         let busy = act.inflight.load(Ordering::Acquire) > 0;
         let head = act.head_since_ms.load(Ordering::Acquire);
-        if !busy && head > 0 && millis(epoch.elapsed()).saturating_sub(head) >= millis(read_header) {
+        if !busy && head > 0 && millis(epoch.elapsed()).saturating_sub(head) >= millis(lim.read_header) {
             return WatchEnd::SlowHead;
+        }
+        if act.h2.load(Ordering::Relaxed) {
+            // Control frames (PING, SETTINGS, WINDOW_UPDATE) are no reason to stay open.
+            if busy || act.streams.load(Ordering::Acquire) > 0 {
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= lim.idle {
+                return WatchEnd::Idle;
+            }
+            let written = act.written.load(Ordering::Relaxed);
+            if written != last_written || act.unsent.load(Ordering::Acquire) == 0 {
+                last_written = written;
+                write_since = Instant::now();
+            } else if write_since.elapsed() >= lim.write {
+                return WatchEnd::Stalled;
+            }
+            continue;
         }
         let now = act.io_events.load(Ordering::Relaxed);
         if now != last || busy {
             last = now;
             quiet_since = Instant::now();
-        } else if quiet_since.elapsed() >= idle {
+        } else if quiet_since.elapsed() >= lim.idle {
             return WatchEnd::Idle;
         }
     }
+}
+
+/// Finds bare-LF line endings in a request head (RFC 9112 §2.2 lets a server reject
+/// them; accepting them is how request smuggling through lenient proxies starts).
+#[derive(Default)]
+struct HeadScan {
+    // Scanning a head now.
+    active: bool,
+    prev: u8,
+    // Consecutive line ends seen (two: the head is complete).
+    ends: u8,
+    // Bytes of `transfer-encoding:` matched at the start of this line, and whether the
+    // line still matches.
+    te: u8,
+    te_miss: bool,
+    // Bytes of `chunked` matched on a Transfer-Encoding line.
+    ck: u8,
+    // The head declares a chunked body.
+    chunked: bool,
+}
+
+const TE_NAME: &[u8] = b"transfer-encoding:";
+const CHUNKED: &[u8] = b"chunked";
+
+/// What [`HeadScan::feed`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Scanned {
+    /// The head goes on in the next read.
+    More,
+    /// A bare LF before the end of the head.
+    BareLf,
+    /// The head ends at this offset of the bytes fed.
+    End(usize),
+}
+
+impl HeadScan {
+    fn feed(&mut self, bytes: &[u8]) -> Scanned {
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'\n' if self.prev != b'\r' => return Scanned::BareLf,
+                b'\n' => {
+                    self.ends += 1;
+                    (self.te, self.te_miss, self.ck) = (0, false, 0);
+                    if self.ends == 2 {
+                        self.active = false;
+                        return Scanned::End(i + 1);
+                    }
+                }
+                b'\r' => {}
+                _ => {
+                    self.ends = 0;
+                    self.match_te(b.to_ascii_lowercase());
+                }
+            }
+            self.prev = b;
+        }
+        Scanned::More
+    }
+}
+
+impl HeadScan {
+    /// Follow `Transfer-Encoding: ... chunked` across reads, one (lowercased) byte at a time.
+    fn match_te(&mut self, b: u8) {
+        let n = usize::from(self.te);
+        if n < TE_NAME.len() {
+            if !self.te_miss && TE_NAME[n] == b {
+                self.te += 1;
+            } else {
+                self.te_miss = true;
+            }
+            return;
+        }
+        if CHUNKED.get(usize::from(self.ck)) == Some(&b) {
+            self.ck += 1;
+            if usize::from(self.ck) == CHUNKED.len() {
+                self.chunked = true;
+            }
+        } else {
+            self.ck = u8::from(b == CHUNKED[0]);
+        }
+    }
+}
+
+/// Follows the chunk-size lines of a chunked request body, to refuse a declared chunk
+/// larger than any body limit at once (413) instead of waiting for its bytes until the
+/// body timeout.
+#[derive(Default)]
+struct ChunkWatch {
+    state: ChunkState,
+    size: u64,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Not in a chunked body.
+    #[default]
+    Off,
+    /// Hex digits of a size line.
+    Size,
+    /// The rest of a size line (extensions), up to its LF.
+    SizeRest,
+    /// Chunk data still to come, then CRLF.
+    Data(u64),
+    /// CR or LF after chunk data.
+    DataEnd,
+}
+
+/// Marks the read error hyper passes on when a declared chunk is too large.
+#[derive(Debug, thiserror::Error)]
+#[error("a chunk of the request body is larger than the body limit")]
+pub struct ChunkTooLarge;
+
+impl ChunkWatch {
+    /// Follow `bytes`; `true` when a declared chunk exceeds `limit`.
+    fn feed(&mut self, mut bytes: &[u8], limit: u64) -> bool {
+        while !bytes.is_empty() {
+            match self.state {
+                ChunkState::Off => return false,
+                ChunkState::Size => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    match (b as char).to_digit(16) {
+                        Some(d) => {
+                            self.size = self.size.saturating_mul(16).saturating_add(u64::from(d));
+                            if self.size > limit {
+                                self.state = ChunkState::Off;
+                                return true;
+                            }
+                        }
+                        None if b == b'\n' => self.end_size_line(),
+                        None => self.state = ChunkState::SizeRest,
+                    }
+                }
+                ChunkState::SizeRest => match bytes.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        bytes = &bytes[i + 1..];
+                        self.end_size_line();
+                    }
+                    None => return false,
+                },
+                ChunkState::Data(left) => {
+                    let n = u64::try_from(bytes.len()).unwrap_or(u64::MAX).min(left);
+                    bytes = &bytes[usize::try_from(n).unwrap_or(bytes.len())..];
+                    self.state = if n == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - n)
+                    };
+                }
+                ChunkState::DataEnd => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    if b == b'\n' {
+                        self.state = ChunkState::Size;
+                        self.size = 0;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn end_size_line(&mut self) {
+        // The last chunk: trailers and the next request are hyper's business.
+        self.state = if self.size == 0 {
+            ChunkState::Off
+        } else {
+            ChunkState::Data(self.size)
+        };
+    }
+}
+
+/// A read that starts a request head starts with a method token and a space.
+fn looks_like_request_line(b: &[u8]) -> bool {
+    let n = b.iter().take(8).take_while(|c| c.is_ascii_uppercase()).count();
+    n >= 3 && b.get(n) == Some(&b' ')
+}
+
+/// The 400 a head with bare-LF line endings gets.
+fn bare_lf_response() -> Vec<u8> {
+    let status = http::StatusCode::BAD_REQUEST;
+    let body = problem_body(status, Some("request lines must end with CRLF"), None);
+    let mut out = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: {PROBLEM_JSON}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 pin_project! {
@@ -481,8 +866,15 @@ pin_project! {
         #[pin]
         inner: S,
         activity: Arc<ConnActivity>,
+        budgets: Arc<Budgets>,
         epoch: Instant,
         first_read: bool,
+        scan: HeadScan,
+        chunks: ChunkWatch,
+        // A declared chunk was too large: the next read fails.
+        chunk_error: bool,
+        // No route takes a body larger than this.
+        chunk_limit: u64,
         // A rewritten error response still being written, and how much of it is out.
         pending: Option<(Vec<u8>, usize)>,
         // `timeouts.write`: how long a write may make no progress.
@@ -536,6 +928,22 @@ fn rewrite_parse_error(buf: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl<S> ConnIo<S> {
+    /// Bytes the socket took: progress for the stall check, and (HTTP/2) unsent response
+    /// data leaving (frame headers count too, so unsent is never overstated for long).
+    fn count_written(&self, n: u64) {
+        let act = &*self.activity;
+        act.written.fetch_add(n, Ordering::Relaxed);
+        let unsent = act.unsent.load(Ordering::Acquire);
+        if unsent > 0 {
+            let take = n.min(unsent);
+            act.unsent.fetch_sub(take, Ordering::AcqRel);
+            let _ = self
+                .budgets
+                .h2_unsent
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(take)));
+        }
+    }
+
     /// `timeouts.write`: a write that stays blocked that long (the client stopped
     /// reading) fails, which closes the connection.
     fn watch_write<T>(self: Pin<&mut Self>, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
@@ -578,25 +986,72 @@ impl<S: AsyncWrite> ConnIo<S> {
     }
 }
 
-impl<S: AsyncRead> AsyncRead for ConnIo<S> {
+impl<S: AsyncRead + AsyncWrite> AsyncRead for ConnIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
+        let mut this = self.project();
+        if std::mem::take(this.chunk_error) {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, ChunkTooLarge)));
+        }
         let before = buf.filled().len();
-        let r = this.inner.poll_read(cx, buf);
+        let r = this.inner.as_mut().poll_read(cx, buf);
         let got = &buf.filled()[before..];
         if !got.is_empty() {
             let act = &**this.activity;
             act.io_events.fetch_add(1, Ordering::Relaxed);
             if std::mem::take(this.first_read) && got.starts_with(b"PRI * HTTP/2") {
                 act.h2.store(true, Ordering::Relaxed);
+                // HTTP/2 has no per-request head timer; its idle rule counts open streams.
+                act.head_since_ms.store(0, Ordering::Release);
             }
             // Bytes with no request in flight are (part of) the next request head.
-            if !act.h2.load(Ordering::Relaxed)
-                && act.inflight.load(Ordering::Acquire) == 0
-                && act.head_since_ms.load(Ordering::Acquire) == 0
-            {
-                act.head_since_ms
-                    .store(millis(this.epoch.elapsed()).max(1), Ordering::Release);
+            if !act.h2.load(Ordering::Relaxed) && act.inflight.load(Ordering::Acquire) == 0 {
+                if act.head_since_ms.load(Ordering::Acquire) == 0 {
+                    act.head_since_ms
+                        .store(millis(this.epoch.elapsed()).max(1), Ordering::Release);
+                }
+                let fresh = !this.scan.active && looks_like_request_line(got);
+                if fresh {
+                    *this.chunks = ChunkWatch::default();
+                    *this.scan = HeadScan {
+                        active: true,
+                        ..HeadScan::default()
+                    };
+                }
+                if this.scan.active {
+                    match this.scan.feed(got) {
+                        Scanned::More => {}
+                        Scanned::BareLf => {
+                            // Answer 400 ourselves and end the stream: hyper never sees the head.
+                            this.scan.active = false;
+                            buf.set_filled(before);
+                            let out = bare_lf_response();
+                            let n = match this.inner.as_mut().poll_write(cx, &out) {
+                                Poll::Ready(Ok(n)) => n,
+                                _ => 0,
+                            };
+                            *this.pending = Some((out, n));
+                            return Poll::Ready(Ok(()));
+                        }
+                        Scanned::End(end) => {
+                            if this.scan.chunked {
+                                *this.chunks = ChunkWatch {
+                                    state: ChunkState::Size,
+                                    size: 0,
+                                };
+                                if this.chunks.feed(&got[end..], *this.chunk_limit) {
+                                    // hyper gets the head now and the error with the body
+                                    // (an error while it reads the head would just close).
+                                    buf.set_filled(before + end);
+                                    *this.chunk_error = true;
+                                }
+                            }
+                        }
+                    }
+                }
+                return r;
+            }
+            if this.chunks.state != ChunkState::Off && this.chunks.feed(got, *this.chunk_limit) {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, ChunkTooLarge)));
             }
         }
         r
@@ -613,8 +1068,10 @@ impl<S: AsyncWrite> AsyncWrite for ConnIo<S> {
             }
         }
         self.activity.io_events.fetch_add(1, Ordering::Relaxed);
-        // Only a complete error head (a few hundred bytes) can be hyper's.
-        if buf.len() < 512 && buf.first() == Some(&b'H') {
+        // Only a complete error head (a few hundred bytes) can be hyper's, and only while
+        // a head is pending that never reached the stack (a handler's own bodiless 400 is
+        // written after the connection layer cleared `head_since_ms`).
+        if buf.len() < 512 && buf.first() == Some(&b'H') && self.activity.head_since_ms.load(Ordering::Acquire) != 0 {
             if let Some(replacement) = rewrite_parse_error(buf) {
                 *self.as_mut().project().pending = Some((replacement, 0));
                 let _ = self.as_mut().poll_pending(cx);
@@ -622,6 +1079,9 @@ impl<S: AsyncWrite> AsyncWrite for ConnIo<S> {
             }
         }
         let r = self.as_mut().project().inner.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.count_written(*n as u64);
+        }
         self.watch_write(cx, r)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -644,6 +1104,76 @@ impl<S: AsyncWrite> AsyncWrite for ConnIo<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_lf_is_found_only_inside_the_head() {
+        let mut s = HeadScan::default();
+        assert_eq!(s.feed(b"GET / HTTP/1.1\nHost: x\n\n"), Scanned::BareLf);
+        let mut s = HeadScan::default();
+        let ok = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody\nwith\nlf";
+        assert_eq!(s.feed(ok), Scanned::End(27));
+        // Split across reads, CR in one read and LF in the next.
+        let mut s = HeadScan::default();
+        assert_eq!(s.feed(b"GET / HTTP/1.1\r"), Scanned::More);
+        assert_eq!(s.feed(b"\nHost: x\r\n\r\n"), Scanned::End(12));
+        assert!(looks_like_request_line(b"POST /x HTTP/1.1"));
+        assert!(!looks_like_request_line(b"hello world"));
+        assert!(!looks_like_request_line(b"\x16\x03\x01"));
+    }
+
+    #[test]
+    fn chunk_sizes_over_the_limit_are_caught() {
+        let declares_chunked = |reads: &[&[u8]]| {
+            let mut s = HeadScan::default();
+            reads.iter().for_each(|r| {
+                s.feed(r);
+            });
+            s.chunked
+        };
+        assert!(declares_chunked(&[
+            b"POST / HTTP/1.1\r\nTransfer-Enc",
+            b"oding: gzip, Chunked\r\n\r\n"
+        ]));
+        assert!(!declares_chunked(&[b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"]));
+        assert!(!declares_chunked(&[
+            b"POST / HTTP/1.1\r\nX-Transfer-Encoding: chunked\r\n\r\n"
+        ]));
+        assert!(!declares_chunked(&[b"POST /chunked HTTP/1.1\r\n\r\n"]));
+        let watch = || ChunkWatch {
+            state: ChunkState::Size,
+            size: 0,
+        };
+        let mut w = watch();
+        assert!(w.feed(b"FFFFFFFFFFFFFFFF\r\n", 1000));
+        let mut w = watch();
+        assert!(!w.feed(b"5\r\nhello\r\n3e8;x=y\r\n", 1000));
+        assert!(!w.feed(&[b'a'; 1000], 1000));
+        assert!(w.feed(b"\r\n3e9\r\n", 1000));
+        let mut w = watch();
+        assert!(!w.feed(b"0\r\n\r\n", 1000));
+        assert!(w.state == ChunkState::Off);
+    }
+
+    #[tokio::test]
+    async fn per_address_slots_are_counted_and_given_back() {
+        let mut config = cello_config::ServerConfig::default();
+        config.limits.max_connections = 2;
+        config.limits.max_connections_per_ip = Some(1);
+        config.health.enabled = true;
+        let state = AppState::new(crate::router::RouterBuilder::new().build().unwrap(), config, None);
+        let slots = Slots::new(&state);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        let first = slots.admit(a).ok().unwrap();
+        assert!(matches!(slots.admit(a), Err(Refusal::PerIp)));
+        let second = slots.admit(b).ok().unwrap();
+        assert!(!first.reserved() && !second.reserved());
+        // max_connections taken: the probe reserve.
+        let third = slots.admit("10.0.0.3".parse().unwrap()).ok().unwrap();
+        assert!(third.reserved());
+        drop(first);
+        assert!(slots.admit(a).is_ok());
+    }
 
     #[test]
     fn hyper_parse_errors_become_problem_json() {

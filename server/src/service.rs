@@ -61,6 +61,8 @@ pub struct AppState {
     pub cache: Option<Arc<crate::cache::ResponseCache>>,
     /// Per-route circuit breakers, when `circuitBreaker` is set.
     pub breakers: Option<Arc<crate::breaker::Breakers>>,
+    /// Buffered request bodies and unsent HTTP/2 response data, all connections.
+    pub budgets: Arc<Budgets>,
 }
 
 impl AppState {
@@ -107,7 +109,16 @@ impl AppState {
             metrics,
             health,
             telemetry,
+            budgets: Arc::default(),
         }
+    }
+
+    /// The largest body any route accepts (`limits.max_body_size` or a route's own).
+    pub fn max_body_limit(&self) -> u64 {
+        self.targets
+            .iter()
+            .filter_map(|e| e.options.max_body_size)
+            .fold(self.config.limits.max_body_size, u64::max)
     }
 
     /// Whether `peer` is a configured trusted proxy.
@@ -155,6 +166,76 @@ pub struct ConnActivity {
     pub h2: std::sync::atomic::AtomicBool,
     /// Counts the connection in the open-connections gauge while it lives.
     pub counted: crate::metrics::ConnGuard,
+    /// The connection holds one of the probe-reserve slots: it may only ask for probes.
+    pub reserved: std::sync::atomic::AtomicBool,
+    /// HTTP/2: the stream cap was reached, send GOAWAY (the watchdog acts on it).
+    pub goaway: std::sync::atomic::AtomicBool,
+    /// HTTP/2: streamed response bodies still open.
+    pub streams: AtomicU64,
+    /// HTTP/2: response bytes handed to hyper and not yet written to the socket.
+    pub unsent: AtomicU64,
+    /// Bytes written to the socket so far.
+    pub written: AtomicU64,
+    /// Wakes the watchdog early (GOAWAY requested).
+    pub wake: tokio::sync::Notify,
+}
+
+/// Memory budgets shared by all connections of a server (see `LimitsConfig::max_buffered_bytes`
+/// and `Http2Config::max_buffered_*`).
+#[derive(Default)]
+pub struct Budgets {
+    /// Request body bytes held in memory right now.
+    pub bodies: AtomicU64,
+    /// HTTP/2 response bytes handed to hyper and not yet written, all connections.
+    pub h2_unsent: AtomicU64,
+}
+
+impl Budgets {
+    /// Reserve `n` bytes of the body budget `max` (0: unlimited); `None` when it is spent.
+    pub fn reserve_body(self: &Arc<Self>, n: u64, max: u64) -> Option<BodyReservation> {
+        use std::sync::atomic::Ordering;
+        if max == 0 {
+            return Some(BodyReservation { budgets: None, n: 0 });
+        }
+        let prev = self.bodies.fetch_add(n, Ordering::AcqRel);
+        if prev.saturating_add(n) > max {
+            self.bodies.fetch_sub(n, Ordering::AcqRel);
+            return None;
+        }
+        Some(BodyReservation {
+            budgets: Some(self.clone()),
+            n,
+        })
+    }
+}
+
+/// Bytes of the body budget held until dropped (the request is answered).
+pub struct BodyReservation {
+    budgets: Option<Arc<Budgets>>,
+    n: u64,
+}
+
+impl BodyReservation {
+    /// Hold `more` bytes too; `false` (nothing taken) when that would pass `max`.
+    pub fn grow(&mut self, more: u64, max: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let Some(b) = &self.budgets else { return true };
+        let prev = b.bodies.fetch_add(more, Ordering::AcqRel);
+        if prev.saturating_add(more) > max {
+            b.bodies.fetch_sub(more, Ordering::AcqRel);
+            return false;
+        }
+        self.n += more;
+        true
+    }
+}
+
+impl Drop for BodyReservation {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budgets {
+            b.bodies.fetch_sub(self.n, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
 }
 
 /// Per-connection facts the pipeline needs.
@@ -168,6 +249,8 @@ pub struct ConnInfo {
     pub activity: Arc<ConnActivity>,
     /// When the connection was accepted.
     pub epoch: std::time::Instant,
+    /// The server's memory budgets (sockets only; in-process requests have none).
+    pub budgets: Option<Arc<Budgets>>,
 }
 
 impl ConnInfo {
@@ -178,6 +261,7 @@ impl ConnInfo {
             tls,
             activity: Arc::default(),
             epoch: std::time::Instant::now(),
+            budgets: None,
         }
     }
 }

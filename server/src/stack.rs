@@ -223,17 +223,39 @@ where
         self.inner.poll_ready(cx)
     }
     fn call(&mut self, req: Req) -> Self::Future {
+        let conn = req.extensions().get::<ConnInfo>();
         if !crate::health::is_builtin(&self.state, &req) {
+            // A connection admitted on the probe reserve (over `max_connections`) is for
+            // probes only.
+            if conn.is_some_and(|c| c.activity.reserved.load(Ordering::Relaxed)) {
+                let mut resp = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server has reached its connection limit",
+                );
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return Either::Left(Box::pin(futures_util::future::ready(Ok(resp))));
+            }
             return Either::Right(self.inner.call(req));
         }
+        // A probe is a request in flight for the connection watchdog: its head is complete,
+        // and a readiness check slower than `read_header` must end in its 503, not in a cut
+        // connection.
+        let busy = conn.map(|c| {
+            c.activity.head_since_ms.store(0, Ordering::Release);
+            ProbeInFlight::new(c)
+        });
         let state = self.state.clone();
-        // A probe is a request in flight for the connection watchdog: a readiness check
-        // slower than `read_header` must end in its 503, not in a cut connection.
-        let busy = req.extensions().get::<ConnInfo>().map(ProbeInFlight::new);
         Either::Left(Box::pin(async move {
-            let resp = crate::health::builtin(&state, &req)
+            let mut resp = crate::health::builtin(&state, &req)
                 .await
                 .unwrap_or_else(|| problem(StatusCode::NOT_FOUND, "no such probe"));
+            if busy.as_ref().is_some_and(|b| b.0.reserved.load(Ordering::Relaxed)) {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             drop(busy);
             Ok(resp)
         }))
@@ -267,6 +289,7 @@ layer!(ConnLayer => Conn);
 pub struct ConnPost {
     conn: Option<ConnInfo>,
     close: bool,
+    h2: bool,
 }
 
 impl Post for ConnPost {
@@ -276,10 +299,35 @@ impl Post for ConnPost {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(c) = self.conn {
+            if self.h2 {
+                resp = track_h2_body(&c, resp);
+            }
             c.activity.inflight.fetch_sub(1, Ordering::AcqRel);
         }
         resp
     }
+}
+
+/// HTTP/2: count the response's bytes as unsent until the socket takes them (the
+/// per-connection and global caps), and keep a streamed body's stream counted as open
+/// (the idle timer ignores control frames).
+fn track_h2_body(c: &ConnInfo, resp: Resp) -> Resp {
+    let Some(budgets) = &c.budgets else { return resp };
+    let act = &c.activity;
+    if let Some(n) = http_body::Body::size_hint(resp.body()).exact() {
+        act.unsent.fetch_add(n, Ordering::AcqRel);
+        budgets.h2_unsent.fetch_add(n, Ordering::AcqRel);
+        return resp;
+    }
+    // Streamed: one box, for streamed HTTP/2 responses only.
+    act.streams.fetch_add(1, Ordering::AcqRel);
+    resp.map(|body| {
+        ResponseBody::Boxed(http_body_util::BodyExt::boxed(crate::body::CountedBody::new(
+            body,
+            act.clone(),
+            budgets.clone(),
+        )))
+    })
 }
 
 impl<S> Service<Req> for Conn<S>
@@ -288,26 +336,58 @@ where
 {
     type Response = Resp;
     type Error = Infallible;
-    type Future = Then<S::Future, ConnPost>;
+    type Future = Either<Ready<Result<Resp, Infallible>>, Then<S::Future, ConnPost>>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
     fn call(&mut self, req: Req) -> Self::Future {
         let conn = req.extensions().get::<ConnInfo>().cloned();
         let mut close = false;
+        let h2 = req.version() == http::Version::HTTP_2;
         if let Some(c) = &conn {
             let act = &c.activity;
+            let limits = &self.state.config.limits;
+            if h2 {
+                if let Some(resp) = h2_over_budget(&self.state, c) {
+                    return Either::Left(ready(resp));
+                }
+            }
             act.inflight.fetch_add(1, Ordering::AcqRel);
             act.head_since_ms.store(0, Ordering::Release);
             let n = act.served.fetch_add(1, Ordering::Relaxed) + 1;
-            let max = self.state.config.limits.max_requests_per_connection;
+            let max = limits.max_requests_per_connection;
             close = max > 0 && n >= max;
+            if close && h2 {
+                // HTTP/2 has no `Connection: close`: the watchdog sends GOAWAY.
+                act.goaway.store(true, Ordering::Release);
+                act.wake.notify_one();
+                close = false;
+            }
         }
-        Then {
+        Either::Right(Then {
             inner: self.inner.call(req),
-            post: Some(ConnPost { conn, close }),
-        }
+            post: Some(ConnPost { conn, close, h2 }),
+        })
     }
+}
+
+/// 503 for a new HTTP/2 stream while its connection, or all of them, hold more unsent
+/// response data than `http2.maxBufferedPerConnection` / `maxBufferedTotal`.
+fn h2_over_budget(state: &AppState, c: &ConnInfo) -> Option<Resp> {
+    let cfg = &state.config.http2;
+    let conn_over = cfg.max_buffered_per_connection > 0
+        && c.activity.unsent.load(Ordering::Acquire) > cfg.max_buffered_per_connection;
+    let all_over =
+        cfg.max_buffered_total > 0 && state.budgets.h2_unsent.load(Ordering::Acquire) > cfg.max_buffered_total;
+    (conn_over || all_over).then(|| {
+        let mut resp = problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too much response data is waiting for clients that do not read it",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp
+    })
 }
 
 // ---- access ----------------------------------------------------------------------
@@ -1002,5 +1082,59 @@ mod tests {
         }
         assert_eq!(statuses, [None, Some(HeaderValue::from_static("close"))]);
         assert_eq!(conn.activity.inflight.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn h2_streams_past_the_cap_send_goaway_and_reserved_connections_get_probes_only() {
+        let mut c = ServerConfig::default();
+        c.limits.max_requests_per_connection = 2;
+        c.health.enabled = true;
+        let app = app(c, |_| {});
+        let conn = ConnInfo::new(None, false);
+        for _ in 0..2 {
+            let mut req = get("/items/1");
+            *req.version_mut() = http::Version::HTTP_2;
+            req.extensions_mut().insert(conn.clone());
+            let resp = app.service().run(req).await.unwrap();
+            assert!(resp.headers().get("connection").is_none());
+        }
+        assert!(conn.activity.goaway.load(Ordering::Acquire));
+
+        let reserved = ConnInfo::new(None, false);
+        reserved.activity.reserved.store(true, Ordering::Relaxed);
+        let mut req = get("/items/1");
+        req.extensions_mut().insert(reserved.clone());
+        let resp = app.service().run(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let mut req = get("/health/live");
+        req.extensions_mut().insert(reserved.clone());
+        let resp = app.service().run(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["connection"], "close");
+        assert_eq!(reserved.activity.inflight.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn bodies_past_the_buffered_budget_get_503() {
+        let mut c = ServerConfig::default();
+        c.limits.max_buffered_bytes = 4;
+        c.limits.max_body_size = 100;
+        let app = app(c, |_| {});
+        let mut conn = ConnInfo::new(None, false);
+        conn.budgets = Some(Arc::default());
+        for (body, declared, want) in [
+            (&b"1234"[..], true, StatusCode::OK),
+            (b"12345", true, StatusCode::SERVICE_UNAVAILABLE),
+            (b"12345", false, StatusCode::SERVICE_UNAVAILABLE),
+            (b"1234", false, StatusCode::OK),
+        ] {
+            let mut req = post("/items/1", body, declared);
+            req.extensions_mut().insert(conn.clone());
+            let resp = app.service().run(req).await.unwrap();
+            assert_eq!(resp.status(), want);
+        }
+        // Given back after each request.
+        let budgets = conn.budgets.as_ref().unwrap();
+        assert_eq!(budgets.bodies.load(Ordering::Acquire), 0);
     }
 }

@@ -18,7 +18,7 @@ use crate::endpoint::{Endpoint, ResponseFuture, RoutedRequest};
 use crate::ext::BodyLimit;
 use crate::problem::problem;
 use crate::router::Route;
-use crate::service::ConnInfo;
+use crate::service::{BodyReservation, ConnInfo};
 use cello_config::ServerConfig;
 
 /// A route's destination.
@@ -108,32 +108,82 @@ pub(crate) async fn read_body(
     parts: &http::request::Parts,
     body: RequestBody,
     max: u64,
+    budget: Option<&mut BodyReservation>,
 ) -> Result<Bytes, Response<ResponseBody>> {
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
-        let len = len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
-        match len {
+    let declared = match parts.headers.get(header::CONTENT_LENGTH) {
+        Some(len) => match len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
             Some(n) if n > max => {
                 return Err(problem(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the request body of {n} bytes exceeds the limit of {max} bytes"),
                 ));
             }
-            Some(_) => {}
+            Some(n) => Some(n),
             None => return Err(problem(StatusCode::BAD_REQUEST, "invalid Content-Length")),
-        }
-    }
+        },
+        None => None,
+    };
     if body.is_end_stream() {
         return Ok(Bytes::new());
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let timeout = Duration::from_secs_f64(config.timeouts.read_body);
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body exceeds the limit of {max} bytes"),
+    let budget_max = config.limits.max_buffered_bytes;
+    let collect = async {
+        match budget {
+            // A declared length is taken from the budget up front (the common case: one
+            // atomic add); a chunked body takes it frame by frame.
+            Some(res) if budget_max > 0 => {
+                if let Some(n) = declared {
+                    if !res.grow(n, budget_max) {
+                        return Err(BodyError::Budget);
+                    }
+                }
+                let mut body = Limited::new(body, limit);
+                let mut buf = bytes::BytesMut::new();
+                let mut first: Option<Bytes> = None;
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(BodyError::Read)?;
+                    let Ok(data) = frame.into_data() else { continue };
+                    if declared.is_none() && !res.grow(data.len() as u64, budget_max) {
+                        return Err(BodyError::Budget);
+                    }
+                    // One frame is the whole body more often than not: keep it uncopied.
+                    match first.take() {
+                        None if buf.is_empty() => first = Some(data),
+                        prev => {
+                            if let Some(p) = prev {
+                                // Sized once from the declared length: no doubling copies.
+                                let want = declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+                                buf.reserve(want.max(p.len() + data.len()));
+                                buf.extend_from_slice(&p);
+                            }
+                            buf.extend_from_slice(&data);
+                        }
+                    }
+                }
+                Ok(first.unwrap_or_else(|| buf.freeze()))
+            }
+            _ => Limited::new(body, limit)
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .map_err(BodyError::Read),
+        }
+    };
+    match tokio::time::timeout(timeout, collect).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(BodyError::Budget)) => Err(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is holding too many request bodies; retry shortly",
         )),
-        Ok(Err(e)) => Err(problem(
+        Ok(Err(BodyError::Read(e))) if e.is::<http_body_util::LengthLimitError>() || chunk_too_large(&*e) => {
+            Err(problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body exceeds the limit of {max} bytes"),
+            ))
+        }
+        Ok(Err(BodyError::Read(e))) => Err(problem(
             StatusCode::BAD_REQUEST,
             format!("could not read the request body: {e}"),
         )),
@@ -142,6 +192,29 @@ pub(crate) async fn read_body(
             "the request body was not received in time",
         )),
     }
+}
+
+/// The connection refused a declared chunk larger than any body limit.
+fn chunk_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<crate::serve::ChunkTooLarge>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|i| i.is::<crate::serve::ChunkTooLarge>()) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+enum BodyError {
+    /// `limits.max_buffered_bytes` is spent.
+    Budget,
+    Read(crate::body::BoxError),
 }
 
 /// Answer `call` with `target`.
@@ -191,8 +264,13 @@ pub(crate) async fn dispatch(
         .get::<BodyLimit>()
         .map_or(config.limits.max_body_size, |l| l.0);
     let spool_ok = matches!(target, Target::Endpoint(_));
+    // Held until the endpoint answered: the body's bytes count against the budget meanwhile.
+    let mut budget = conn
+        .as_ref()
+        .and_then(|c| c.budgets.as_ref())
+        .and_then(|b| b.reserve_body(0, config.limits.max_buffered_bytes));
     let (body, stream) = if options.stream_body {
-        if let Err(resp) = read_body(config, &parts, RequestBody::empty(), max).await {
+        if let Err(resp) = read_body(config, &parts, RequestBody::empty(), max, None).await {
             return resp; // Content-Length over the limit: refused before reading
         }
         let timeout = Duration::from_secs_f64(config.timeouts.read_body);
@@ -209,7 +287,7 @@ pub(crate) async fn dispatch(
             Err(resp) => return resp,
         }
     } else {
-        match read_body(config, &parts, body, max).await {
+        match read_body(config, &parts, body, max, budget.as_mut()).await {
             Ok(b) => (b, None),
             Err(resp) => return resp,
         }
@@ -227,7 +305,9 @@ pub(crate) async fn dispatch(
         peer,
         tls,
     };
-    endpoint.call(routed).await
+    let resp = endpoint.call(routed).await;
+    drop(budget);
+    resp
 }
 
 /// A WebSocket route: check the handshake, then let the endpoint accept or refuse it.

@@ -15,6 +15,10 @@ use cello_server::{ServeOptions, Server, Target};
 use clap::Parser;
 use http::Method;
 
+/// mimalloc gives freed memory back to the OS after a burst (glibc's arenas do not).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cello-dataplane",
@@ -52,6 +56,9 @@ struct Args {
     /// Seconds to let in-flight requests finish on SIGTERM.
     #[arg(long, env = cello_config::env::SHUTDOWN_TIMEOUT, default_value_t = 30.0)]
     shutdown_timeout: f64,
+    /// Open connections one client address may hold (overrides `limits.maxConnectionsPerIp`).
+    #[arg(long, env = cello_config::env::MAX_CONNECTIONS_PER_IP)]
+    max_connections_per_ip: Option<u64>,
 }
 
 fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
@@ -77,6 +84,9 @@ fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
             ca_path: args.tls_ca_file.clone().or(base.ca_path.clone()),
             ..base
         });
+    }
+    if let Some(n) = args.max_connections_per_ip {
+        config.limits.max_connections_per_ip = Some(n);
     }
     // A sidecar exists to give the app probes and metrics: on unless turned off.
     config.health.enabled = !args.no_health;

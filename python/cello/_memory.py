@@ -1,0 +1,36 @@
+"""Memory given back to the OS after a burst (issue 9 item 4). Imported before ``_cello`` loads.
+
+- Rust allocations use mimalloc; ``MIMALLOC_PURGE_DELAY=0`` makes it return freed pages at once
+  instead of on a later allocation of the same thread (an idle server never got them back).
+  mimalloc reads it when the extension loads, so it is set here, first; a value already in the
+  environment wins.
+- Python objects of 1 MiB and more (request bodies as ``bytes``) get their own mapping from
+  glibc, unmapped when freed: glibc's dynamic threshold otherwise moves them into per-thread
+  arenas after the first one, and those stay at their peak.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
+
+_M_MMAP_THRESHOLD = -3
+
+
+def _tune_glibc() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return
+    try:
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
+_tune_glibc()
