@@ -12,6 +12,7 @@ from typing import Any
 
 from . import _cli, _env
 from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
+from .edge import EdgeMiddleware
 from .errors import FeatureNotAvailable, HTTPException
 from .params import compile_endpoint
 from .routing import Blueprint, Routes
@@ -58,7 +59,7 @@ def _refuse_push(enabled: bool) -> None:
         )
 
 
-class App(Routes):
+class App(EdgeMiddleware, Routes):
     """A Cello application."""
 
     def __init__(self, *, lifespan: Callable[[App], Any] | None = None) -> None:
@@ -121,6 +122,7 @@ class App(Routes):
             "http2": self._http2._to_config(),
             "trustedProxies": list(self._trusted_proxies),
             **self._observability_config(),
+            **self._edge_config(),
         }
 
     # ---- observability ------------------------------------------------------------------
@@ -255,10 +257,13 @@ class App(Routes):
 
     def _plain_response(self, result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
         """Turn an exception handler's result into (status, headers, body)."""
+        from .problems import ProblemDetails
         from .responses import Response
 
         status = None
         headers: Any = None
+        if isinstance(result, ProblemDetails):
+            result = result.to_response()
         if isinstance(result, tuple):
             result, status, *rest = result
             headers = rest[0] if rest else None
@@ -382,7 +387,8 @@ class App(Routes):
         from ._runtime import Executor
 
         config = self.server_config(opts.host, opts.port, opts.debug)
-        config["accessLog"] = bool(opts.access_log)
+        # enable_logging() turns the access log on whatever the command line says.
+        config["accessLog"] = bool(opts.access_log) or bool(config.get("accessLog"))
         config["rootPath"] = opts.root_path or ""
         config = _with_config_file(config, _env.lookup("CELLO_CONFIG"))
         _refuse_push(

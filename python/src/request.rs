@@ -56,6 +56,10 @@ pub struct RequestData {
     pub root_path: Option<Arc<str>>,
     /// The client as the stack's trusted-proxy layer resolved it (trusted peers only).
     pub client: Option<ClientInfo>,
+    /// The id the request-id layer propagated or generated (when it is on).
+    pub request_id: Option<Arc<str>>,
+    /// The CSP nonce of this request (security headers with a nonce CSP).
+    pub csp_nonce: Option<Arc<str>>,
 }
 
 /// Parsed form body, Python side.
@@ -104,6 +108,16 @@ impl PyRequest {
     /// Wrap a routed request.
     pub fn from_routed(mut req: RoutedRequest, state: &AppState) -> Self {
         let client = req.parts.extensions.remove::<ClientInfo>();
+        let request_id = req
+            .parts
+            .extensions
+            .remove::<cello_server::middleware::request_id::RequestId>()
+            .map(|r| r.0);
+        let csp_nonce = req
+            .parts
+            .extensions
+            .remove::<cello_server::middleware::security::CspNonce>()
+            .map(|n| n.0);
         let peer_trusted = req
             .peer
             .is_some_and(|p| !state.trusted.is_empty() && state.is_trusted(p.ip()));
@@ -125,6 +139,8 @@ impl PyRequest {
             },
             root_path: state.root_path.clone(),
             client,
+            request_id,
+            csp_nonce,
         })
     }
 
@@ -470,6 +486,8 @@ impl PyRequest {
             trusted: if peer_trusted { trusted } else { Vec::new() },
             root_path: None,
             client: None,
+            request_id: None,
+            csp_nonce: None,
         }))
     }
 
@@ -859,9 +877,13 @@ impl PyRequest {
         self.host_string()
     }
 
-    /// `X-Request-ID` when sane, else a UUID4 generated once for this request.
+    /// The request-id layer's id when it is on; else `X-Request-ID` when sane, else a
+    /// UUID4 generated once for this request.
     fn request_id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
         cached(py, &self.request_id, || {
+            if let Some(id) = &self.data.request_id {
+                return Ok(PyString::new(py, id));
+            }
             if let Some(id) = self.header("x-request-id") {
                 if parse::sane_request_id(&id) {
                     return Ok(PyString::new(py, &id));
@@ -869,6 +891,12 @@ impl PyRequest {
             }
             py.import("uuid")?.call_method0("uuid4")?.str()
         })
+    }
+
+    /// This request's CSP nonce (`enable_security_headers` with a CSP using `"nonce"`),
+    /// else `None`.
+    fn csp_nonce(&self) -> Option<&str> {
+        self.data.csp_nonce.as_deref()
     }
 
     fn __repr__(&self) -> String {

@@ -185,8 +185,11 @@ impl Runtime {
 
 #[pymethods]
 impl Runtime {
-    /// `routes[i] = (methods, path, blocking)` leads to `endpoints[i]`.
+    /// `routes[i] = (methods, path, blocking)` leads to `endpoints[i]`; `body_limits[i]`
+    /// is that route's own `max_body_size` (`None`: `limits.maxBodySize`).
     #[new]
+    #[pyo3(signature = (config_json, routes, endpoints, hooks, response_type, event_loop, body_limits=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         config_json: &str,
@@ -195,6 +198,7 @@ impl Runtime {
         hooks: Py<PyAny>,
         response_type: Py<PyAny>,
         event_loop: Py<PyAny>,
+        body_limits: Option<Vec<Option<u64>>>,
     ) -> PyResult<Self> {
         if routes.len() != endpoints.len() {
             return Err(PyValueError::new_err("routes and endpoints differ in length"));
@@ -212,9 +216,13 @@ impl Runtime {
                 .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| PyValueError::new_err(format!("bad method for {path}: {e}")))?;
+            let options = cello_server::RouteOptions {
+                max_body_size: body_limits.as_ref().and_then(|l| l.get(i).copied().flatten()),
+                ..cello_server::RouteOptions::default()
+            };
             // Route index `i` is the handler index `run_one` looks up.
             let index = builder
-                .route(&methods, path, Target::Endpoint(endpoint.clone()))
+                .route_with(&methods, path, Target::Endpoint(endpoint.clone()), options)
                 .map_err(server_err)?;
             debug_assert_eq!(index, i);
         }
@@ -429,6 +437,7 @@ type AccessTuple = (
     f64,
     Option<String>,
     Option<(String, String)>,
+    Option<String>,
 );
 
 fn access_tuple(rec: &AccessRecord) -> AccessTuple {
@@ -441,6 +450,7 @@ fn access_tuple(rec: &AccessRecord) -> AccessTuple {
         rec.duration.as_secs_f64() * 1000.0,
         rec.peer.map(|p| p.to_string()),
         rec.trace.clone(),
+        rec.request_id.as_deref().map(str::to_owned),
     )
 }
 

@@ -21,6 +21,7 @@ pub mod files;
 pub mod forwarded;
 pub mod health;
 pub mod metrics;
+pub mod middleware;
 pub mod problem;
 pub mod proxy;
 pub mod router;
