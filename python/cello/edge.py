@@ -101,9 +101,7 @@ class EdgeMiddleware:
         if config is None:
             config = SecurityHeadersConfig()
         if not isinstance(config, SecurityHeadersConfig):
-            raise TypeError(
-                f"enable_security_headers() takes a SecurityHeadersConfig, not {type(config).__name__}"
-            )
+            raise TypeError(f"enable_security_headers() takes a SecurityHeadersConfig, not {type(config).__name__}")
         cfg = config._to_config()
         if isinstance(config.csp, str):
             raise TypeError("SecurityHeadersConfig.csp must be a CSP builder, not a str")
@@ -171,7 +169,10 @@ class EdgeMiddleware:
 
 
 def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    if inspect.iscoroutinefunction(fn):
+        return True
+    # A callable object with ``async def __call__``.
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def as_response(result: Any) -> Any:

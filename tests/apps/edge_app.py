@@ -6,7 +6,7 @@ import asyncio
 import os
 import threading
 
-from cello import CSP, App, HTTPException, ProblemDetails, Response, SecurityHeadersConfig
+from cello import CSP, App, Response, SecurityHeadersConfig
 
 app = App()
 app.enable_request_id()

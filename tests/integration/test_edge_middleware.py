@@ -98,7 +98,7 @@ def test_request_id_is_propagated_or_generated(client):
     r = client.get("/id", headers={"X-Request-ID": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
     assert r.json()["id"] == "abc-123"
-    for bad in ("has space", "x" * 200, "quote\"d", ""):
+    for bad in ("has space", "x" * 200, 'quote"d', ""):
         r = client.get("/id", headers={"X-Request-ID": bad})
         rid = r.headers["x-request-id"]
         assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", rid), rid
@@ -130,7 +130,9 @@ def test_security_headers_and_a_fresh_nonce_per_request(client):
         assert r.headers["cross-origin-opener-policy"] == "same-origin"
     nonces = []
     for r in (a, b):
-        m = re.fullmatch(r"default-src 'self'; script-src 'self' 'nonce-([A-Za-z0-9+/]+)'", r.headers["content-security-policy"])
+        m = re.fullmatch(
+            r"default-src 'self'; script-src 'self' 'nonce-([A-Za-z0-9+/]+)'", r.headers["content-security-policy"]
+        )
         assert m, r.headers["content-security-policy"]
         assert f"nonce='{m.group(1)}'" in r.text
         nonces.append(m.group(1))
@@ -211,19 +213,21 @@ def test_compression_is_skipped(server, path, headers):
 
 def test_streaming_response_is_compressed_as_it_streams(server, client):
     d = __import__("zlib").decompressobj(16 + 15)
-    with httpx.Client(base_url=server.base_url, timeout=20) as c:
-        with c.stream("GET", "/stream", headers={"Accept-Encoding": "gzip"}) as r:
-            assert r.headers["content-encoding"] == "gzip"
-            assert "content-length" not in r.headers
-            seen = b""
-            chunks = r.iter_raw()
-            # The first chunk arrives (and decodes) while the handler still waits.
-            while b"first chunk" not in seen:
-                seen += d.decompress(next(chunks))
-            assert b"second" not in seen
-            client.post("/release")
-            for chunk in chunks:
-                seen += d.decompress(chunk)
+    with (
+        httpx.Client(base_url=server.base_url, timeout=20) as c,
+        c.stream("GET", "/stream", headers={"Accept-Encoding": "gzip"}) as r,
+    ):
+        assert r.headers["content-encoding"] == "gzip"
+        assert "content-length" not in r.headers
+        seen = b""
+        chunks = r.iter_raw()
+        # The first chunk arrives (and decodes) while the handler still waits.
+        while b"first chunk" not in seen:
+            seen += d.decompress(next(chunks))
+        assert b"second" not in seen
+        client.post("/release")
+        for chunk in chunks:
+            seen += d.decompress(chunk)
     assert seen.endswith(b"second chunk " * 20)
 
 

@@ -104,7 +104,13 @@ def test_problem_details_as_value_and_as_exception(client):
     r = client.get("/problem-value")
     assert r.status_code == 402
     assert r.headers["content-type"] == "application/problem+json"
-    assert r.json() == {"type": "about:blank", "title": "Out of credit", "status": 402, "detail": "balance 0", "balance": 0}
+    assert r.json() == {
+        "type": "about:blank",
+        "title": "Out of credit",
+        "status": 402,
+        "detail": "balance 0",
+        "balance": 0,
+    }
     r = client.get("/problem-raised")
     assert r.status_code == 410
     assert r.headers["content-type"] == "application/problem+json"
