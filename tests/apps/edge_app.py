@@ -96,7 +96,7 @@ def nonce(request):
 
 @app.get("/own-frame")
 def own_frame(request):
-    return Response.text("framed", headers={"X-Frame-Options": "SAMEORIGIN"})
+    return Response("framed", headers={"X-Frame-Options": "SAMEORIGIN"}, content_type="text/plain")
 
 
 @app.get("/boom")
@@ -125,7 +125,7 @@ def put_doc(request):
 
 @app.get("/dated")
 def dated(request):
-    return Response.text("dated", headers={"Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    return Response("dated", headers={"Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"}, content_type="text/plain")
 
 
 @app.post("/upload")
