@@ -53,9 +53,24 @@ pub struct ServerConfig {
     /// Sessions (not implemented yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<crate::SessionConfig>,
-    /// Security response headers (not implemented yet).
+    /// Security response headers (present: on).
     #[serde(alias = "security_headers", skip_serializing_if = "Option::is_none")]
     pub security_headers: Option<crate::SecurityHeadersConfig>,
+    /// CORS (present: on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<crate::CorsConfig>,
+    /// Response compression (present: on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<crate::CompressionConfig>,
+    /// Request ids (present: on).
+    #[serde(alias = "request_id", skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<crate::RequestIdConfig>,
+    /// ETags and conditional requests (present: on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<crate::EtagConfig>,
+    /// Access-log filtering and format (the log itself is `accessLog`).
+    #[serde(alias = "access_log_options", skip_serializing_if = "Option::is_none")]
+    pub access_log_options: Option<crate::AccessLogConfig>,
     /// Static directories served by Rust on the I/O thread: one mount or a list.
     #[serde(
         alias = "static_files",
@@ -94,6 +109,11 @@ impl Default for ServerConfig {
             rate_limit: None,
             session: None,
             security_headers: None,
+            cors: None,
+            compression: None,
+            request_id: None,
+            etag: None,
+            access_log_options: None,
             static_files: Vec::new(),
             cache: None,
             circuit_breaker: None,
@@ -162,6 +182,21 @@ impl ServerConfig {
         if let Some(b) = &self.circuit_breaker {
             b.validate()?;
         }
+        if let Some(c) = &self.security_headers {
+            c.validate()?;
+        }
+        if let Some(c) = &self.cors {
+            c.validate()?;
+        }
+        if let Some(c) = &self.compression {
+            c.validate()?;
+        }
+        if let Some(c) = &self.request_id {
+            c.validate()?;
+        }
+        if let Some(c) = &self.access_log_options {
+            c.validate()?;
+        }
         self.reject_unbuilt_sections()
     }
 
@@ -172,7 +207,6 @@ impl ServerConfig {
             ("jwt", "JWT authentication", self.jwt.is_some()),
             ("rateLimit", "rate limiting", self.rate_limit.is_some()),
             ("session", "sessions", self.session.is_some()),
-            ("securityHeaders", "security headers", self.security_headers.is_some()),
         ];
         match present.iter().find(|(_, _, on)| *on) {
             Some((field, what, _)) => Err(invalid(

@@ -41,6 +41,22 @@ pub struct SecurityHeadersConfig {
     /// `; preload` on HSTS.
     #[serde(alias = "hsts_preload")]
     pub hsts_preload: bool,
+    /// `Permissions-Policy` value (`camera=(), geolocation=()`).
+    #[serde(alias = "permissions_policy")]
+    #[schemars(regex(pattern = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"))]
+    pub permissions_policy: Option<String>,
+    /// `Cross-Origin-Opener-Policy`.
+    #[serde(alias = "cross_origin_opener_policy")]
+    #[schemars(extend("enum" = ["same-origin", "same-origin-allow-popups", "unsafe-none", "noopener-allow-popups", null]))]
+    pub cross_origin_opener_policy: Option<String>,
+    /// `Cross-Origin-Embedder-Policy`.
+    #[serde(alias = "cross_origin_embedder_policy")]
+    #[schemars(extend("enum" = ["require-corp", "credentialless", "unsafe-none", null]))]
+    pub cross_origin_embedder_policy: Option<String>,
+    /// `Cross-Origin-Resource-Policy`.
+    #[serde(alias = "cross_origin_resource_policy")]
+    #[schemars(extend("enum" = ["same-origin", "same-site", "cross-origin", null]))]
+    pub cross_origin_resource_policy: Option<String>,
     /// `Content-Security-Policy` to send as well (Python sets it from a `CSP` builder).
     pub csp: Option<CspConfig>,
 }
@@ -55,6 +71,10 @@ impl Default for SecurityHeadersConfig {
             hsts_max_age: None,
             hsts_include_subdomains: false,
             hsts_preload: false,
+            permissions_policy: None,
+            cross_origin_opener_policy: None,
+            cross_origin_embedder_policy: None,
+            cross_origin_resource_policy: None,
             csp: None,
         }
     }
@@ -115,6 +135,9 @@ const CSP_KEYWORDS: [&str; 9] = [
 ];
 const CSP_QUOTED_PREFIXES: [&str; 4] = ["nonce-", "sha256-", "sha384-", "sha512-"];
 
+/// The source that stands for the per-request nonce (`'nonce-<random>'` on the wire).
+pub const CSP_NONCE: &str = "'nonce'";
+
 /// A Content-Security-Policy (`CSP` builder in Python): directive → sources.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
@@ -134,6 +157,10 @@ impl CspConfig {
             ));
         }
         let lower = source.to_ascii_lowercase();
+        if lower == "nonce" || lower == "'nonce'" {
+            // The placeholder the security-headers layer replaces with each request's nonce.
+            return Ok(CSP_NONCE.to_owned());
+        }
         if CSP_KEYWORDS.contains(&lower.as_str()) || CSP_QUOTED_PREFIXES.iter().any(|p| source.starts_with(p)) {
             return Ok(format!("'{source}'"));
         }
@@ -157,6 +184,16 @@ impl CspConfig {
             }
         }
         Ok(())
+    }
+
+    /// Whether a directive asks for the per-request nonce.
+    pub fn has_nonce(&self) -> bool {
+        self.directives.values().flatten().any(|s| s == CSP_NONCE)
+    }
+
+    /// The header value with the nonce placeholder replaced by `'nonce-{nonce}'`.
+    pub fn build_with_nonce(&self, nonce: &str) -> String {
+        self.build().replace(CSP_NONCE, &format!("'nonce-{nonce}'"))
     }
 
     /// The header value, directives in [`CSP_DIRECTIVES`] order, unknown ones after, sorted.

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _cello, background, observability
 from .errors import HTTPException, problem_body
+from .problems import ProblemDetails
 
 if TYPE_CHECKING:
     from .app import App
@@ -140,6 +141,7 @@ class Hooks:
         self.tasks: set[asyncio.Future] = set()
         self.pool_size = pool_size
         self._pool: Any = None
+        self.access_format = "common"  # enable_logging(format=...)
 
     def _track(self, task: asyncio.Future, responder: Any) -> asyncio.Future:
         self.tasks.add(task)
@@ -178,28 +180,39 @@ class Hooks:
     def access(self, records: list[tuple]) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
-        for method, target, version, status, size, ms, client, trace in records:
-            access_log.info(
-                '%s - "%s %s %s" %d %s %.2fms',
-                client or "-",
-                method,
-                target,
-                version,
-                status,
-                "-" if size is None else size,
-                ms,
-                extra={
-                    "client": client,
-                    "method": method,
-                    "path": target,
-                    "http_version": version,
-                    "status": status,
-                    "size": size,
-                    "duration_ms": round(ms, 3),
-                    "trace_id": trace[0] if trace else None,
-                    "span_id": trace[1] if trace else None,
-                },
-            )
+        fmt = self.access_format
+        for method, target, version, status, size, ms, client, trace, request_id in records:
+            fields = {
+                "client": client,
+                "method": method,
+                "path": target,
+                "http_version": version,
+                "status": status,
+                "size": size,
+                "duration_ms": round(ms, 3),
+                "trace_id": trace[0] if trace else None,
+                "span_id": trace[1] if trace else None,
+                "request_id": request_id,
+            }
+            if fmt == "common":
+                access_log.info(
+                    '%s - "%s %s %s" %d %s %.2fms%s',
+                    client or "-",
+                    method,
+                    target,
+                    version,
+                    status,
+                    "-" if size is None else size,
+                    ms,
+                    f" {request_id}" if request_id else "",
+                    extra=fields,
+                )
+            elif fmt == "json":
+                access_log.info("%s", json.dumps(fields, separators=(",", ":")), extra=fields)
+            else:
+                text = {k: "-" if v is None else v for k, v in fields.items()}
+                text["version"] = version
+                access_log.info("%s", fmt.format(**text), extra=fields)
 
     def health(self, timeout: float) -> Any:
         """The readiness checks as a coroutine (scheduled on this loop from Rust)."""
@@ -232,6 +245,9 @@ class Hooks:
                 return self.app._plain_response(result)
             except Exception as inner:  # noqa: BLE001 - the handler itself failed: report that
                 exc = inner
+        if isinstance(exc, ProblemDetails):
+            headers = [("content-type", "application/problem+json"), *exc.headers.items()]
+            return exc.status, headers, exc.to_json().encode()
         if isinstance(exc, HTTPException):
             headers = [("content-type", "application/problem+json"), *exc.headers.items()]
             extra = getattr(exc, "extra", None) or {}
@@ -263,12 +279,23 @@ class Executor:
         self.loop = new_event_loop()
         pool_size = int((config.get("threadpool") or {}).get("size", 64))
         self.hooks = Hooks(app, self.loop, bool(config.get("debug")), pool_size)
+        log_options = config.get("accessLogOptions") or config.get("access_log_options") or {}
+        self.hooks.access_format = str(log_options.get("format") or "common")
         background.attach(app, self.loop, self.hooks)
         routes, endpoints = app._compile()
         endpoints = observability.wrap_endpoints(config, endpoints)
+        endpoints = app._wrap_endpoints(endpoints, [r.handler for r in app._flatten()])
+        limits = [r.max_body_size for r in app._flatten()]
         websockets = [i for i, r in enumerate(app._flatten()) if r.websocket]
         self.core = _cello.Runtime(
-            json.dumps(config), routes, endpoints, self.hooks, Response, self.loop, websocket_routes=websockets
+            json.dumps(config),
+            routes,
+            endpoints,
+            self.hooks,
+            Response,
+            self.loop,
+            websocket_routes=websockets,
+            body_limits=limits,
         )
         self.loop.add_reader(self.core.wake_fd(), self.core.drain)
         observability.attach(self.loop)

@@ -13,6 +13,7 @@ from typing import Any
 from . import _cli, _env
 from .caching import EdgeMixin
 from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig, WebSocketConfig
+from .edge import EdgeMiddleware
 from .errors import FeatureNotAvailable, HTTPException
 from .params import compile_endpoint
 from .routing import Blueprint, Routes
@@ -59,7 +60,7 @@ def _refuse_push(enabled: bool) -> None:
         )
 
 
-class App(Routes, EdgeMixin):
+class App(EdgeMiddleware, Routes, EdgeMixin):
     """A Cello application."""
 
     def __init__(self, *, lifespan: Callable[[App], Any] | None = None) -> None:
@@ -166,6 +167,7 @@ class App(Routes, EdgeMixin):
             "trustedProxies": list(self._trusted_proxies),
             **self._observability_config(),
             **self._edge_config(),
+            **self._cache_config(),
             **({"tls": self._tls._to_config()} if getattr(self, "_tls", None) is not None else {}),
             **({"http3": self._http3._to_config()} if getattr(self, "_http3", None) is not None else {}),
         }
@@ -302,10 +304,13 @@ class App(Routes, EdgeMixin):
 
     def _plain_response(self, result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
         """Turn an exception handler's result into (status, headers, body)."""
+        from .problems import ProblemDetails
         from .responses import Response
 
         status = None
         headers: Any = None
+        if isinstance(result, ProblemDetails):
+            result = result.to_response()
         if isinstance(result, tuple):
             result, status, *rest = result
             headers = rest[0] if rest else None
@@ -442,7 +447,8 @@ class App(Routes, EdgeMixin):
         from ._runtime import Executor
 
         config = self.server_config(opts.host, opts.port, opts.debug)
-        config["accessLog"] = bool(opts.access_log)
+        # enable_logging() turns the access log on whatever the command line says.
+        config["accessLog"] = bool(opts.access_log) or bool(config.get("accessLog"))
         config["rootPath"] = opts.root_path or ""
         if opts.worker_timeout is not None:
             config["timeouts"] = {**config["timeouts"], "worker_timeout": float(opts.worker_timeout)}

@@ -139,7 +139,8 @@ class EdgeMixin:
         live = self.__dict__.setdefault("_live_executors", weakref.WeakSet())
         live.add(executor)
 
-    def _edge_config(self) -> dict[str, Any]:
+    def _cache_config(self) -> dict[str, Any]:
+        """Static mounts, cache and breaker sections, for ``server_config()``."""
         out: dict[str, Any] = {}
         mounts = self.__dict__.get("_static_mounts")
         if mounts:

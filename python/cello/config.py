@@ -424,6 +424,14 @@ class SecurityHeadersConfig(_Config):
             if self.hsts_preload:
                 hsts += "; preload"
             out.append(("Strict-Transport-Security", hsts))
+        for name, value in (
+            ("Permissions-Policy", self.permissions_policy),
+            ("Cross-Origin-Opener-Policy", self.cross_origin_opener_policy),
+            ("Cross-Origin-Embedder-Policy", self.cross_origin_embedder_policy),
+            ("Cross-Origin-Resource-Policy", self.cross_origin_resource_policy),
+        ):
+            if value:
+                out.append((name, value))
         if self.csp:
             out.append(("Content-Security-Policy", self.csp.build() if isinstance(self.csp, CSP) else str(self.csp)))
         return out
@@ -438,7 +446,9 @@ class SecurityHeadersConfig(_Config):
 class CSP:
     """A Content-Security-Policy builder over ``cello_config::CspConfig``. Each directive
     method takes a list of sources (or one str), replaces that directive and returns the
-    builder; keywords such as ``self``, ``none``, ``unsafe-inline`` and ``nonce-…``/``sha256-…``
+    builder; the source ``"nonce"`` stands for a fresh per-request nonce (the security-headers
+    layer writes ``'nonce-…'``; handlers read it as ``request.csp_nonce()``). Keywords such as
+    ``self``, ``none``, ``unsafe-inline`` and ``nonce-…``/``sha256-…``
     values are quoted for you. ``build()`` writes directives in a fixed order (Rust's
     ``CSP_DIRECTIVES``) whatever the call order."""
 

@@ -30,11 +30,28 @@ def problem_body(status: int, detail: str | None = None, instance: str | None = 
 class HTTPException(Exception):
     """Raise to answer with ``status_code`` and a problem+json body (FastAPI habit)."""
 
-    def __init__(self, status_code: int, detail: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status_code: int | None = None,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        status: int | None = None,
+    ) -> None:
+        # ``HTTPException(status, detail, headers=None)``; ``status_code=`` is FastAPI's name.
+        if status_code is None:
+            status_code = status
+        if status_code is None:
+            raise TypeError("HTTPException() needs a status code")
+        status_code = int(status_code)
         super().__init__(detail or _phrase(status_code))
         self.status_code = status_code
         self.detail = detail if detail is not None else _phrase(status_code)
         self.headers = dict(headers or {})
+
+    @property
+    def status(self) -> int:
+        return self.status_code
 
 
 class FeatureNotAvailable(NotImplementedError):

@@ -13,8 +13,11 @@ __all__ = ["ProblemDetails"]
 _MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 
 
-class ProblemDetails:
+class ProblemDetails(Exception):
     """``ProblemDetails(type_uri, title, status, detail=None, instance=None)``.
+
+    Return it from a handler or raise it: either way the client gets this document as
+    ``application/problem+json`` with its status (``headers`` adds response headers).
 
     ``with_extension(key, value)`` adds a member (chainable); ``to_json()`` gives the
     document, ``to_response()`` a ``Response`` with ``application/problem+json``.
@@ -22,7 +25,7 @@ class ProblemDetails:
     status phrase.
     """
 
-    __slots__ = ("detail", "extensions", "instance", "status", "title", "type_uri")
+    __slots__ = ("detail", "extensions", "headers", "instance", "status", "title", "type_uri")
 
     def __init__(
         self,
@@ -45,6 +48,8 @@ class ProblemDetails:
         self.detail = detail
         self.instance = instance
         self.extensions: dict[str, Any] = {}
+        self.headers: dict[str, str] = {}
+        super().__init__(detail or title)
 
     def with_extension(self, key: str, value: Any) -> ProblemDetails:
         if not isinstance(key, str) or not key:
@@ -68,8 +73,15 @@ class ProblemDetails:
 
     def to_response(self, headers: dict[str, str] | None = None) -> Response:
         return Response(
-            _dumps(self.to_dict()), status=self.status, headers=headers, content_type="application/problem+json"
+            _dumps(self.to_dict()),
+            status=self.status,
+            headers={**self.headers, **(headers or {})} or None,
+            content_type="application/problem+json",
         )
+
+    def __cello_response__(self) -> Response:
+        """How the runtime turns a returned ``ProblemDetails`` into a response."""
+        return self.to_response()
 
     def __repr__(self) -> str:
         return f"ProblemDetails({self.type_uri!r}, {self.title!r}, {self.status!r}, detail={self.detail!r})"

@@ -32,6 +32,8 @@ class RouteDef:
     # WebSocket routes (``@app.websocket``): a GET upgrade, never in the OpenAPI document.
     websocket: bool = False
     subprotocols: list[str] | None = None
+    # The route's own body limit in bytes (``limits.max_body_size`` when None).
+    max_body_size: int | None = None
 
 
 def join_paths(prefix: str, path: str) -> str:
@@ -72,9 +74,14 @@ class Routes:
         include_in_schema: bool = True,
         deprecated: bool = False,
         responses: dict[Any, Any] | None = None,
+        max_body_size: int | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Register ``handler`` for ``methods`` (default ``["GET"]``) on ``path``."""
+        """Register ``handler`` for ``methods`` (default ``["GET"]``) on ``path``;
+        ``max_body_size`` (bytes) replaces the app's body limit for this route (413 beyond it,
+        checked while the body is read)."""
         methods = [m.upper() for m in (methods or ["GET"])]
+        if max_body_size is not None and (isinstance(max_body_size, bool) or int(max_body_size) < 0):
+            raise ValueError(f"max_body_size must be a non-negative int, got {max_body_size!r}")
 
         def decorator(handler: Handler) -> Handler:
             self._routes.append(
@@ -94,6 +101,7 @@ class Routes:
                     include_in_schema=include_in_schema,
                     deprecated=deprecated,
                     responses=responses,
+                    max_body_size=None if max_body_size is None else int(max_body_size),
                 )
             )
             return handler

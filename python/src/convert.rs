@@ -321,6 +321,13 @@ fn build(ctx: &Arc<Ctx>, result: &Bound<'_, PyAny>) -> PyResult<Built> {
             iterable: result.clone().unbind(),
         });
     }
+    if result.hasattr("__cello_response__")? {
+        // `ProblemDetails` and other objects that know their response.
+        let resp = result.call_method0("__cello_response__")?;
+        if !resp.hasattr("__cello_response__")? {
+            return build(ctx, &resp);
+        }
+    }
     Ok(Built::Ready(with_body(StatusCode::OK, JSON, json::to_vec(result)?)))
 }
 

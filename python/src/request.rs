@@ -58,6 +58,10 @@ pub struct RequestData {
     pub client: Option<ClientInfo>,
     /// The subject of the verified TLS client certificate (mTLS), if one was presented.
     pub client_cert: Option<Arc<str>>,
+    /// The id the request-id layer propagated or generated (when it is on).
+    pub request_id: Option<Arc<str>>,
+    /// The CSP nonce of this request (security headers with a nonce CSP).
+    pub csp_nonce: Option<Arc<str>>,
 }
 
 /// Parsed form body, Python side.
@@ -122,6 +126,16 @@ impl PyRequest {
             .extensions
             .remove::<cello_server::tls::ClientCert>()
             .map(|c| c.subject);
+        let request_id = req
+            .parts
+            .extensions
+            .remove::<cello_server::middleware::request_id::RequestId>()
+            .map(|r| r.0);
+        let csp_nonce = req
+            .parts
+            .extensions
+            .remove::<cello_server::middleware::security::CspNonce>()
+            .map(|n| n.0);
         let peer_trusted = req
             .peer
             .is_some_and(|p| !state.trusted.is_empty() && state.is_trusted(p.ip()));
@@ -144,6 +158,8 @@ impl PyRequest {
             root_path: state.root_path.clone(),
             client,
             client_cert,
+            request_id,
+            csp_nonce,
         })
         .with_websocket(websocket, spooled)
     }
@@ -541,6 +557,8 @@ impl PyRequest {
             root_path: None,
             client: None,
             client_cert: None,
+            request_id: None,
+            csp_nonce: None,
         }))
     }
 
@@ -933,9 +951,13 @@ impl PyRequest {
         self.host_string()
     }
 
-    /// `X-Request-ID` when sane, else a UUID4 generated once for this request.
+    /// The request-id layer's id when it is on; else `X-Request-ID` when sane, else a
+    /// UUID4 generated once for this request.
     fn request_id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
         cached(py, &self.request_id, || {
+            if let Some(id) = &self.data.request_id {
+                return Ok(PyString::new(py, id));
+            }
             if let Some(id) = self.header("x-request-id") {
                 if parse::sane_request_id(&id) {
                     return Ok(PyString::new(py, &id));
@@ -943,6 +965,12 @@ impl PyRequest {
             }
             py.import("uuid")?.call_method0("uuid4")?.str()
         })
+    }
+
+    /// This request's CSP nonce (`enable_security_headers` with a CSP using `"nonce"`),
+    /// else `None`.
+    fn csp_nonce(&self) -> Option<&str> {
+        self.data.csp_nonce.as_deref()
     }
 
     fn __repr__(&self) -> String {

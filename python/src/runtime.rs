@@ -384,9 +384,10 @@ impl Runtime {
 #[pymethods]
 impl Runtime {
     /// `routes[i] = (methods, path, blocking)` leads to `endpoints[i]`; the indices in
-    /// `websocket_routes` are WebSocket routes (GET upgrades).
+    /// `websocket_routes` are WebSocket routes (GET upgrades); `body_limits[i]` is that
+    /// route's own `max_body_size` (`None`: `limits.maxBodySize`).
     #[new]
-    #[pyo3(signature = (config_json, routes, endpoints, hooks, response_type, event_loop, websocket_routes = Vec::new()))]
+    #[pyo3(signature = (config_json, routes, endpoints, hooks, response_type, event_loop, websocket_routes = Vec::new(), body_limits = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -397,6 +398,7 @@ impl Runtime {
         response_type: Py<PyAny>,
         event_loop: Py<PyAny>,
         websocket_routes: Vec<usize>,
+        body_limits: Option<Vec<Option<u64>>>,
     ) -> PyResult<Self> {
         if routes.len() != endpoints.len() {
             return Err(PyValueError::new_err("routes and endpoints differ in length"));
@@ -425,13 +427,19 @@ impl Runtime {
                 .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| PyValueError::new_err(format!("bad method for {path}: {e}")))?;
+            let options = cello_server::RouteOptions {
+                max_body_size: body_limits.as_ref().and_then(|l| l.get(i).copied().flatten()),
+                ..cello_server::RouteOptions::default()
+            };
             // Route index `i` is the handler index `run_one` looks up.
             let target = if websocket_routes.contains(&i) {
                 Target::WebSocket(ws_endpoint.clone())
             } else {
                 Target::Endpoint(endpoint.clone())
             };
-            let index = builder.route(&methods, path, target).map_err(server_err)?;
+            let index = builder
+                .route_with(&methods, path, target, options)
+                .map_err(server_err)?;
             debug_assert_eq!(index, i);
         }
         let access = shared.clone();
@@ -685,6 +693,7 @@ type AccessTuple = (
     f64,
     Option<String>,
     Option<(String, String)>,
+    Option<String>,
 );
 
 fn access_tuple(rec: &AccessRecord) -> AccessTuple {
@@ -697,6 +706,7 @@ fn access_tuple(rec: &AccessRecord) -> AccessTuple {
         rec.duration.as_secs_f64() * 1000.0,
         rec.peer.map(|p| p.to_string()),
         rec.trace.clone(),
+        rec.request_id.as_deref().map(str::to_owned),
     )
 }
 

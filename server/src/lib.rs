@@ -24,6 +24,7 @@ pub mod forwarded;
 pub mod health;
 pub mod http3;
 pub mod metrics;
+pub mod middleware;
 pub mod problem;
 pub mod proxy;
 pub mod router;

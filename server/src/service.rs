@@ -29,6 +29,8 @@ pub struct AccessRecord {
     pub peer: Option<SocketAddr>,
     /// (trace id, span id) of the request's server span, when tracing is on.
     pub trace: Option<(String, String)>,
+    /// The request id, when the request-id layer is on.
+    pub request_id: Option<std::sync::Arc<str>>,
 }
 
 /// Receives access records; must not block (it runs on the I/O thread).

@@ -1,24 +1,34 @@
 //! The request path as one tower stack, built once from the config by [`build`].
 //!
-//! Order, outermost first (only enabled layers are present; [`describe`] lists them):
+//! **The order of every layer is defined here, once** (docs/middleware.md repeats it;
+//! `the_full_stack_runs_in_the_documented_order` checks it). Outermost first; only enabled
+//! layers are present ([`describe`] lists them, [`ORDER`] is the full list):
 //!
-//! 1. `probes`      — `/health/*` and `/metrics`, answered before anything is counted
-//!    (`health.enabled` / `prometheus.enabled`).
-//! 2. `connection`  — in-flight accounting for the connection watchdog and the
-//!    per-connection request cap (`Connection: close` on the last one). Always on.
-//! 3. `access`      — one [`AccessRecord`] per request (`access_log`).
-//! 4. `observe`     — request metrics and the server span (`prometheus` / `telemetry`).
-//!    The access layer wraps it because it logs the span's ids.
-//! 5. *(slot for the Rust middleware of DESIGN.md §2b, in its order: request-id →
-//!    CORS → security headers → compression → rate limit → auth → session → CSRF →
-//!    cache → circuit breaker; each an `option_layer` here.)*
-//! 6. `trusted_proxy` — client address, scheme and host from forwarding headers, when
-//!    the peer is a `trusted_proxies` entry ([`ClientInfo`]).
-//! 7. `root_path`   — the part of the path the router ignores (`root_path`).
-//! 8. `protocol`    — one Host header on HTTP/1.1, valid percent-encoding. Always on.
-//! 9. router (the service itself) — 404, 405, OPTIONS, HEAD, then the route's own stack
-//!    (per-route body limit, timeout, ...) and its [`Target`](crate::target::Target):
-//!    body limit and read timeout, Python middleware and the handler live behind it.
+//! 1. `probes`          — `/health/*` and `/metrics`, answered before anything is counted.
+//! 2. `connection`      — in-flight accounting and the per-connection request cap. Always on.
+//! 3. `request_id`      — propagate or generate the request id (`requestId`); outside the
+//!    access log and tracing so both carry it.
+//! 4. `access`          — one [`AccessRecord`] per request (`accessLog`, `accessLogOptions`).
+//! 5. `observe`         — request metrics and the server span (`prometheus` / `telemetry`).
+//! 6. `trusted_proxy`   — client address, scheme and host from forwarding headers.
+//! 7. `root_path`       — the part of the path the router ignores.
+//! 8. `cors`            — preflights answered here; CORS headers on every answer inside,
+//!    rejections (401/403/404/405/413/429/503) and cache hits included (`cors`).
+//! 9. `security_headers` — security headers and the CSP nonce (`securityHeaders`).
+//! 10. `compression`    — br/zstd/gzip by `Accept-Encoding` (`compression`).
+//! 11. `conditional`    — ETag, 304 and 412 (`etag`); inside compression, so it tags the
+//!     identity body (compression weakens the tag).
+//! 12. `rate_limit`     — (issue 11) 429 with `Retry-After`.
+//! 13. `auth`           — (issue 11) JWT / basic / API key: 401 with `WWW-Authenticate`.
+//! 14. `session`        — (issue 11) `request.session`.
+//! 15. `csrf`           — (issue 11) 403 on a missing or wrong token.
+//! 16. `cache`          — (issue 10, h10b) response cache; a hit never reaches the router.
+//! 17. `circuit_breaker` — (issue 10, h10b) 503 with `Retry-After` while a route is open.
+//! 18. `protocol`       — one Host header on HTTP/1.1, valid percent-encoding. Always on.
+//! 19. router (the service itself) — 404, 405, OPTIONS, HEAD, then the route's own stack:
+//!     body limit (per route or `limits.maxBodySize`, enforced while reading), timeout,
+//!     then the [`Target`](crate::target::Target). For a Python route the Python middleware
+//!     (`app.use`) runs last, around the handler, on the Python thread.
 //!
 //! The whole stack is one concrete type, boxed once into [`HttpService`]; layer futures
 //! are concrete too, so a request costs one box for the stack plus the router's.
@@ -38,6 +48,7 @@ use tower::{Layer, Service, ServiceBuilder};
 use crate::body::{RequestBody, ResponseBody};
 use crate::ext::{ClientInfo, ConnInfo, MatchedRoute, RootPrefix, TraceIds};
 use crate::metrics::observe::Observation;
+use crate::middleware as mw;
 use crate::problem::problem;
 use crate::router::Lookup;
 use crate::service::{AccessRecord, AppState};
@@ -86,48 +97,69 @@ impl Service<Req> for HttpService {
     }
 }
 
+/// Every layer of the stack, outermost first (see the module docs).
+pub const ORDER: [&str; 19] = [
+    "probes",
+    "connection",
+    "request_id",
+    "access",
+    "observe",
+    "trusted_proxy",
+    "root_path",
+    "cors",
+    "security_headers",
+    "compression",
+    "conditional",
+    "rate_limit",
+    "auth",
+    "session",
+    "csrf",
+    "cache",
+    "circuit_breaker",
+    "protocol",
+    "router",
+];
+
 /// The layer names of the stack `state` gets, outermost first.
 pub fn describe(state: &AppState) -> Vec<&'static str> {
     let c = &state.config;
-    let mut out = Vec::new();
-    if state.metrics.is_some() || state.health.is_some() {
-        out.push("probes");
-    }
-    out.push("connection");
-    if state.access.is_some() {
-        out.push("access");
-    }
-    if state.metrics.is_some() || state.telemetry.is_some() {
-        out.push("observe");
-    }
-    if !c.trusted_proxies.is_empty() {
-        out.push("trusted_proxy");
-    }
-    if state.root_path.is_some() {
-        out.push("root_path");
-    }
-    if state.cache.is_some() {
-        out.push("cache");
-    }
-    if state.breakers.is_some() {
-        out.push("circuit_breaker");
-    }
-    out.push("protocol");
-    out.push("router");
-    out
+    let on = |name: &str| match name {
+        "probes" => state.metrics.is_some() || state.health.is_some(),
+        "request_id" => c.request_id.is_some(),
+        "access" => state.access.is_some(),
+        "observe" => state.metrics.is_some() || state.telemetry.is_some(),
+        "trusted_proxy" => !c.trusted_proxies.is_empty(),
+        "root_path" => state.root_path.is_some(),
+        "cors" => c.cors.is_some(),
+        "security_headers" => c.security_headers.is_some(),
+        "compression" => c.compression.is_some(),
+        "conditional" => c.etag.is_some(),
+        "cache" => state.cache.is_some(),
+        "circuit_breaker" => state.breakers.is_some(),
+        "connection" | "protocol" | "router" => true,
+        // Issue 11 layers add their condition here.
+        _ => false,
+    };
+    ORDER.into_iter().filter(|n| on(n)).collect()
 }
 
 /// Build the stack for `state` (see the module docs for the order).
 pub fn build(state: &Arc<AppState>) -> HttpService {
     let st = |on: bool| on.then(|| state.clone());
+    let c = &state.config;
     let svc = ServiceBuilder::new()
         .option_layer(st(state.metrics.is_some() || state.health.is_some()).map(ProbesLayer))
         .layer(ConnLayer(state.clone()))
+        .option_layer(c.request_id.as_ref().and_then(mw::request_id::RequestIdLayer::new))
         .option_layer(st(state.access.is_some()).map(AccessLayer))
         .option_layer(st(state.metrics.is_some() || state.telemetry.is_some()).map(ObserveLayer))
-        // DESIGN.md §2b middleware goes here, each as `.option_layer(...)`.
         .option_layer(st(!state.trusted.is_empty()).map(TrustedProxyLayer))
         .option_layer(st(state.root_path.is_some()).map(RootPathLayer))
+        .option_layer(c.cors.as_ref().map(mw::cors::CorsLayer::new))
+        .option_layer(c.security_headers.as_ref().map(mw::security::SecurityHeadersLayer::new))
+        .option_layer(c.compression.as_ref().map(mw::compression::CompressionLayer::new))
+        .option_layer(c.etag.as_ref().map(mw::conditional::ConditionalLayer::new))
+        // Issue 11 (rate limit → auth → session → CSRF) goes here.
         // Response cache, then circuit breaker (a hit never counts against a breaker).
         .option_layer(state.cache.clone().map(crate::cache::CacheLayer))
         .option_layer(st(state.breakers.is_some()).map(crate::breaker::BreakerLayer))
@@ -404,6 +436,7 @@ pub struct AccessPost {
     version: http::Version,
     start: std::time::Instant,
     peer: Option<std::net::SocketAddr>,
+    request_id: Option<Arc<str>>,
 }
 
 impl Post for AccessPost {
@@ -424,6 +457,7 @@ impl Post for AccessPost {
             duration: self.start.elapsed(),
             peer: self.peer,
             trace,
+            request_id: self.request_id,
         });
         resp
     }
@@ -440,7 +474,21 @@ where
         self.inner.poll_ready(cx)
     }
     fn call(&mut self, req: Req) -> Self::Future {
+        let excluded = self.state.config.access_log_options.as_ref().is_some_and(|o| {
+            let path = req.uri().path();
+            o.exclude_paths.iter().any(|e| match e.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix),
+                None => path == e,
+            })
+        });
+        if excluded {
+            return Then {
+                inner: self.inner.call(req),
+                post: None,
+            };
+        }
         let post = AccessPost {
+            request_id: req.extensions().get::<mw::request_id::RequestId>().map(|r| r.0.clone()),
             state: self.state.clone(),
             method: req.method().clone(),
             target: req
@@ -828,6 +876,93 @@ mod tests {
                 "router"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn the_full_stack_runs_in_the_documented_order() {
+        let mut c = ServerConfig::default();
+        c.request_id = Some(cello_config::RequestIdConfig::default());
+        c.cors = Some(cello_config::CorsConfig {
+            origins: vec!["https://a.example".into()],
+            ..cello_config::CorsConfig::default()
+        });
+        c.security_headers = Some(cello_config::SecurityHeadersConfig::default());
+        c.compression = Some(cello_config::CompressionConfig {
+            min_size: 1,
+            ..cello_config::CompressionConfig::default()
+        });
+        c.etag = Some(cello_config::EtagConfig::default());
+        c.access_log = true;
+        c.prometheus.enabled = true;
+        let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = records.clone();
+        let mut b = Server::builder(c);
+        b.route(&[Method::GET], "/big", Target::document("x".repeat(4000), "text/plain"))
+            .unwrap();
+        let app = b
+            .access_log(Arc::new(move |r| sink.lock().unwrap().push(r)))
+            .build()
+            .unwrap();
+        // Only enabled layers, in ORDER's order.
+        let expected: Vec<_> = ORDER
+            .iter()
+            .copied()
+            .filter(|n| !matches!(*n, "trusted_proxy" | "root_path") && !is_later(n))
+            .collect();
+        assert_eq!(app.layers(), expected);
+
+        let req = |path: &str, extra: &[(&str, &str)]| {
+            let mut r = Request::get(path)
+                .header("host", "t")
+                .header("origin", "https://a.example")
+                .header("accept-encoding", "gzip");
+            for (k, v) in extra {
+                r = r.header(*k, *v);
+            }
+            r.body(RequestBody::empty()).unwrap()
+        };
+        // A router 404 passes back out through conditional, compression, security headers,
+        // CORS and request id: all of them are outside the router.
+        let (s, h, _) = call(&app, req("/nope", &[("x-request-id", "rid-1")])).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(h["access-control-allow-origin"], "https://a.example");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["x-request-id"], "rid-1");
+        // Conditional is inside compression: it tagged the identity body, compression
+        // weakened the tag.
+        let (s, h, _) = call(&app, req("/big", &[])).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(h["content-encoding"], "gzip");
+        let tag = h["etag"].to_str().unwrap().to_owned();
+        assert!(tag.starts_with("W/\""), "{tag}");
+        // A 304 made by the conditional layer still gets CORS and security headers.
+        let (s, h, b) = call(&app, req("/big", &[("if-none-match", &tag)])).await;
+        assert_eq!((s, b.len()), (StatusCode::NOT_MODIFIED, 0));
+        assert_eq!(h["access-control-allow-origin"], "https://a.example");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        // A preflight never reaches the router, yet the access log (inside request id) has
+        // the id.
+        let pre = Request::options("/nope")
+            .header("host", "t")
+            .header("origin", "https://a.example")
+            .header("access-control-request-method", "GET")
+            .header("x-request-id", "rid-pre")
+            .body(RequestBody::empty())
+            .unwrap();
+        let (s, h, _) = call(&app, pre).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        assert_eq!(h["x-request-id"], "rid-pre");
+        let recs = records.lock().unwrap();
+        let last = recs.last().unwrap();
+        assert_eq!((last.status, last.request_id.as_deref()), (204, Some("rid-pre")));
+    }
+
+    /// Layers of other issues not built in this tree yet.
+    fn is_later(name: &str) -> bool {
+        matches!(
+            name,
+            "rate_limit" | "auth" | "session" | "csrf" | "cache" | "circuit_breaker"
+        )
     }
 
     #[tokio::test]

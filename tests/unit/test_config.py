@@ -138,6 +138,10 @@ SIGNATURES = {
         ("hsts_max_age", None),
         ("hsts_include_subdomains", False),
         ("hsts_preload", False),
+        ("permissions_policy", None),  # issue 10
+        ("cross_origin_opener_policy", None),
+        ("cross_origin_embedder_policy", None),
+        ("cross_origin_resource_policy", None),
     ],
     "StaticFilesConfig": [
         ("root", REQ),
@@ -711,7 +715,6 @@ def test_server_sections_not_built_yet_are_refused():
         ("rateLimit", "rate limiting"),
         ("rate_limit", "rate limiting"),
         ("session", "sessions"),
-        ("securityHeaders", "security headers"),
     ]:
         with pytest.raises(_cello.ConfigError, match=f"{what} is not implemented yet"):
             _cello.validate_config(json.dumps({section: {}}))

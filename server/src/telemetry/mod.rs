@@ -312,6 +312,10 @@ impl Telemetry {
         {
             attrs.push(KeyValue::new("user_agent.original", ua.to_owned()));
         }
+        if let Some(id) = parts.extensions.get::<crate::middleware::request_id::RequestId>() {
+            // The request-id layer runs outside this one (see stack.rs).
+            attrs.push(KeyValue::new("http.request.id", id.0.to_string()));
+        }
         let tracer = &self.pipeline().tracer;
         let span = tracer
             .span_builder(name)

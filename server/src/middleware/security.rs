@@ -1,0 +1,162 @@
+//! Security response headers and the Content-Security-Policy. Headers are computed once;
+//! a header the handler set itself is left alone (a route can override). When the CSP
+//! uses the `'nonce'` placeholder, each request gets a fresh nonce: on the request as
+//! [`CspNonce`] (Python: `request.csp_nonce()`) and in that response's CSP header.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use cello_config::{CspConfig, SecurityHeadersConfig};
+use http::{HeaderName, HeaderValue};
+use tower::Service;
+
+use crate::stack::{Post, Req, Resp, Then};
+
+/// The request's CSP nonce (request extension, when the CSP asks for one).
+#[derive(Clone, Debug)]
+pub struct CspNonce(pub Arc<str>);
+
+const CSP: HeaderName = HeaderName::from_static("content-security-policy");
+
+/// Built once from [`SecurityHeadersConfig`].
+pub struct Settings {
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// A CSP with the nonce placeholder, rendered per request.
+    nonce_csp: Option<CspConfig>,
+}
+
+impl Settings {
+    /// The headers of a validated `cfg`, in a fixed order.
+    pub fn new(cfg: &SecurityHeadersConfig) -> Self {
+        let mut out: Vec<(&'static str, String)> = Vec::new();
+        if let Some(v) = &cfg.x_frame_options {
+            out.push(("x-frame-options", v.clone()));
+        }
+        if cfg.x_content_type_options {
+            out.push(("x-content-type-options", "nosniff".into()));
+        }
+        if let Some(v) = &cfg.x_xss_protection {
+            out.push(("x-xss-protection", v.clone()));
+        }
+        if let Some(v) = &cfg.referrer_policy {
+            out.push(("referrer-policy", v.clone()));
+        }
+        if let Some(age) = cfg.hsts_max_age {
+            let mut v = format!("max-age={age}");
+            if cfg.hsts_include_subdomains {
+                v.push_str("; includeSubDomains");
+            }
+            if cfg.hsts_preload {
+                v.push_str("; preload");
+            }
+            out.push(("strict-transport-security", v));
+        }
+        for (name, v) in [
+            ("permissions-policy", &cfg.permissions_policy),
+            ("cross-origin-opener-policy", &cfg.cross_origin_opener_policy),
+            ("cross-origin-embedder-policy", &cfg.cross_origin_embedder_policy),
+            ("cross-origin-resource-policy", &cfg.cross_origin_resource_policy),
+        ] {
+            if let Some(v) = v {
+                out.push((name, v.clone()));
+            }
+        }
+        let mut nonce_csp = None;
+        if let Some(csp) = cfg.csp.as_ref().filter(|c| !c.directives.is_empty()) {
+            if csp.has_nonce() {
+                nonce_csp = Some(csp.clone());
+            } else {
+                out.push(("content-security-policy", csp.build()));
+            }
+        }
+        let headers = out
+            .into_iter()
+            .filter_map(|(n, v)| Some((HeaderName::from_static(n), HeaderValue::from_str(&v).ok()?)))
+            .collect();
+        Self { headers, nonce_csp }
+    }
+}
+
+super::settings_layer!(SecurityHeadersLayer, SecurityHeaders, Settings);
+
+impl SecurityHeadersLayer {
+    /// The layer for a validated `cfg`.
+    pub fn new(cfg: &SecurityHeadersConfig) -> Self {
+        Self(Arc::new(Settings::new(cfg)))
+    }
+}
+
+/// Adds the headers the response does not have yet.
+pub struct SecurityPost {
+    cfg: Arc<Settings>,
+    csp: Option<HeaderValue>,
+}
+
+impl Post for SecurityPost {
+    fn post(self, mut resp: Resp) -> Resp {
+        let h = resp.headers_mut();
+        for (name, value) in &self.cfg.headers {
+            if !h.contains_key(name) {
+                h.insert(name.clone(), value.clone());
+            }
+        }
+        if let Some(csp) = self.csp {
+            h.entry(CSP).or_insert(csp);
+        }
+        resp
+    }
+}
+
+/// A fresh nonce: 128 random bits, base64 without padding (CSP `base64-value`).
+fn nonce() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut out = String::with_capacity(24);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+impl<S> Service<Req> for SecurityHeaders<S>
+where
+    S: Service<Req, Response = Resp, Error = Infallible>,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Then<S::Future, SecurityPost>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let csp = self.cfg.nonce_csp.as_ref().and_then(|csp| {
+            let n = nonce();
+            let value = HeaderValue::from_str(&csp.build_with_nonce(&n)).ok();
+            req.extensions_mut().insert(CspNonce(Arc::from(n)));
+            value
+        });
+        let post = SecurityPost {
+            cfg: self.cfg.clone(),
+            csp,
+        };
+        Then::new(self.inner.call(req), post)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_are_fresh_base64() {
+        let (a, b) = (nonce(), nonce());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 22);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/'));
+    }
+}
