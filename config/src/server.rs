@@ -42,10 +42,16 @@ pub struct ServerConfig {
     /// HTTP/3 over QUIC (not implemented yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http3: Option<crate::Http3Config>,
-    /// JWT verification (not implemented yet).
+    /// JWT verification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt: Option<crate::JwtConfig>,
-    /// Rate limiting (not implemented yet).
+    /// API keys.
+    #[serde(alias = "api_key", skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<crate::ApiKeyConfig>,
+    /// HTTP Basic authentication.
+    #[serde(alias = "basic_auth", skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<crate::BasicAuthConfig>,
+    /// Rate limiting.
     #[serde(alias = "rate_limit", skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::RateLimitConfig>,
     /// Sessions (not implemented yet).
@@ -78,6 +84,8 @@ impl Default for ServerConfig {
             tls: None,
             http3: None,
             jwt: None,
+            api_key: None,
+            basic_auth: None,
             rate_limit: None,
             session: None,
             security_headers: None,
@@ -121,6 +129,19 @@ impl ServerConfig {
         if !self.root_path.is_empty() && !self.root_path.starts_with('/') {
             return Err(invalid("rootPath", "must start with `/`"));
         }
+        if let Some(jwt) = &self.jwt {
+            jwt.validate()?;
+        }
+        if let Some(k) = &self.api_key {
+            k.validate()?;
+        }
+        if let Some(b) = &self.basic_auth {
+            b.validate()?;
+        }
+        if let Some(r) = &self.rate_limit {
+            r.validate()?;
+            r.validate_backend()?;
+        }
         self.reject_unbuilt_sections()
     }
 
@@ -130,8 +151,6 @@ impl ServerConfig {
         let present = [
             ("tls", "TLS", self.tls.is_some()),
             ("http3", "HTTP/3", self.http3.is_some()),
-            ("jwt", "JWT authentication", self.jwt.is_some()),
-            ("rateLimit", "rate limiting", self.rate_limit.is_some()),
             ("session", "sessions", self.session.is_some()),
             ("securityHeaders", "security headers", self.security_headers.is_some()),
             ("staticFiles", "static files", self.static_files.is_some()),
@@ -411,7 +430,7 @@ mod tests {
                 r#"{"tls":{"certPath":"c","keyPath":"k"}}"#,
                 "TLS is not implemented yet",
             ),
-            (r#"{"rate_limit":{}}"#, "rate limiting is not implemented yet"),
+            (r#"{"session":{}}"#, "sessions is not implemented yet"),
             (
                 r#"{"staticFiles":{"root":"public"}}"#,
                 "static files is not implemented yet",
@@ -422,6 +441,22 @@ mod tests {
         }
         let err = ServerConfig::from_json(r#"{"jwt":{"secrett":"x"}}"#).unwrap_err();
         assert!(err.to_string().contains("secrett"), "{err}");
+    }
+
+    #[test]
+    fn auth_and_rate_limit_sections_are_validated() {
+        let ok = ServerConfig::from_json(r#"{"jwt":{"secret":"0123456789abcdef0123456789abcdef"},"rate_limit":{}}"#);
+        assert!(ok.is_ok(), "{ok:?}");
+        for (doc, what) in [
+            (r#"{"jwt":{"secret":"short"}}"#, "at least 32 bytes"),
+            (r#"{"apiKey":{"keys":{}}}"#, "at least one key"),
+            (r#"{"basicAuth":{}}"#, "users or a verify"),
+            (r#"{"rateLimit":{"backend":"disk"}}"#, "backend"),
+            (r#"{"rateLimit":{"routes":{"/x":{"algorithm":"token_bucket","capacity":0}}}}"#, "route /x"),
+        ] {
+            let err = ServerConfig::from_json(doc).unwrap_err();
+            assert!(err.to_string().contains(what), "{doc}: {err}");
+        }
     }
 
     #[test]

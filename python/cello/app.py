@@ -14,6 +14,7 @@ from . import _cli, _env
 from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
 from .errors import FeatureNotAvailable, HTTPException
 from .params import compile_endpoint
+from ._security import SecurityMixin
 from .routing import Blueprint, Routes
 
 _PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)(?::(?:[^{}]|\{[^{}]*\})*)?\}")
@@ -58,7 +59,7 @@ def _refuse_push(enabled: bool) -> None:
         )
 
 
-class App(Routes):
+class App(SecurityMixin, Routes):
     """A Cello application."""
 
     def __init__(self, *, lifespan: Callable[[App], Any] | None = None) -> None:
@@ -78,6 +79,7 @@ class App(Routes):
         self._cluster: ClusterConfig | None = None
         self._executor: Any = None
         self._lock = threading.Lock()
+        self._security_init()
 
     # ---- configuration -------------------------------------------------------------------
     def set_limits(self, config: LimitsConfig) -> None:
@@ -121,6 +123,7 @@ class App(Routes):
             "http2": self._http2._to_config(),
             "trustedProxies": list(self._trusted_proxies),
             **self._observability_config(),
+            **self._security_config(self._flatten()),
         }
 
     # ---- observability ------------------------------------------------------------------
@@ -351,7 +354,7 @@ class App(Routes):
     # ---- compile and run ---------------------------------------------------------------
     def _compile(self) -> tuple[list[tuple[list[str], str, bool]], list[Callable[..., Any]]]:
         routes, endpoints = [], []
-        for r in self._flatten():
+        for r in self._flatten(guards=self._pre_guards):
             blocking = r.blocking and not inspect.iscoroutinefunction(r.handler)
             routes.append((r.methods, r.path, blocking))
             endpoints.append(compile_endpoint(self, r, _PARAM.findall(r.path)))

@@ -29,6 +29,8 @@ class RouteDef:
     include_in_schema: bool = True
     deprecated: bool = False
     responses: dict[Any, Any] | None = None
+    # The route's own rate limit (a RateLimitConfig), counted in the data plane.
+    rate_limit: Any = None
 
 
 def join_paths(prefix: str, path: str) -> str:
@@ -69,9 +71,15 @@ class Routes:
         include_in_schema: bool = True,
         deprecated: bool = False,
         responses: dict[Any, Any] | None = None,
+        rate_limit: Any = None,
     ) -> Callable[[Handler], Handler]:
         """Register ``handler`` for ``methods`` (default ``["GET"]``) on ``path``."""
         methods = [m.upper() for m in (methods or ["GET"])]
+        if rate_limit is not None:
+            from .config import RateLimitConfig
+
+            if not isinstance(rate_limit, RateLimitConfig):
+                raise TypeError(f"rate_limit= takes a RateLimitConfig, not {type(rate_limit).__name__}")
 
         def decorator(handler: Handler) -> Handler:
             self._routes.append(
@@ -91,6 +99,7 @@ class Routes:
                     include_in_schema=include_in_schema,
                     deprecated=deprecated,
                     responses=responses,
+                    rate_limit=rate_limit,
                 )
             )
             return handler

@@ -56,6 +56,10 @@ pub struct RequestData {
     pub root_path: Option<Arc<str>>,
     /// The client as the stack's trusted-proxy layer resolved it (trusted peers only).
     pub client: Option<ClientInfo>,
+    /// The user an auth layer (JWT, API key, Basic) authenticated: `context["user"]`.
+    pub identity: Option<Arc<serde_json::Value>>,
+    /// Basic credentials the Python `verify` callable still has to accept.
+    pub pending_basic: Option<cello_server::auth::PendingBasic>,
 }
 
 /// Parsed form body, Python side.
@@ -104,6 +108,8 @@ impl PyRequest {
     /// Wrap a routed request.
     pub fn from_routed(mut req: RoutedRequest, state: &AppState) -> Self {
         let client = req.parts.extensions.remove::<ClientInfo>();
+        let identity = req.parts.extensions.remove::<cello_server::auth::Identity>().map(|i| i.0);
+        let pending_basic = req.parts.extensions.remove::<cello_server::auth::PendingBasic>();
         let peer_trusted = req
             .peer
             .is_some_and(|p| !state.trusted.is_empty() && state.is_trusted(p.ip()));
@@ -125,6 +131,8 @@ impl PyRequest {
             },
             root_path: state.root_path.clone(),
             client,
+            identity,
+            pending_basic,
         })
     }
 
@@ -470,6 +478,8 @@ impl PyRequest {
             trusted: if peer_trusted { trusted } else { Vec::new() },
             root_path: None,
             client: None,
+            identity: None,
+            pending_basic: None,
         }))
     }
 
@@ -597,8 +607,21 @@ impl PyRequest {
                 d.set_item("client_ip", ip.to_string())?;
             }
             d.set_item("scheme", self.scheme_str())?;
+            if let Some(user) = &self.data.identity {
+                let bytes = serde_json::to_vec(&**user).unwrap_or_else(|_| b"null".to_vec());
+                d.set_item("user", crate::json::read::parse(py, &bytes)?)?;
+            }
             Ok(d)
         })
+    }
+
+    /// `(user, password, realm)` of Basic credentials the data plane left to the Python
+    /// `verify` callable (`enable_basic_auth(verify=...)`), else `None`.
+    fn _pending_basic(&self) -> Option<(String, String, String)> {
+        self.data
+            .pending_basic
+            .as_ref()
+            .map(|p| (p.user.clone(), p.password.clone(), p.realm.to_string()))
     }
 
     #[pyo3(signature = (key, default=None))]

@@ -12,6 +12,7 @@
 //! [`files`] (file and range responses), [`problem`] (RFC 7807 responses),
 //! [`metrics`] (Prometheus), [`telemetry`] (OpenTelemetry traces), [`health`] (probes).
 
+pub mod auth;
 pub mod body;
 pub mod builder;
 pub mod endpoint;
@@ -23,6 +24,8 @@ pub mod health;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;
+pub mod ratelimit;
+mod ratelimit_redis;
 pub mod router;
 pub mod serve;
 pub mod service;

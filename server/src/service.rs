@@ -57,6 +57,10 @@ pub struct AppState {
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// An outer layer needs the matched route on the response (metrics, tracing).
     pub(crate) observed: bool,
+    /// Authentication gates (JWT, API key, Basic), when configured.
+    pub gates: crate::auth::Gates,
+    /// The rate limiter, when `rateLimit` is configured.
+    pub rate_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
 }
 
 impl AppState {
@@ -89,6 +93,8 @@ impl AppState {
             router,
             targets: Vec::new(),
             observed: metrics.is_some() || telemetry.is_some(),
+            gates: crate::auth::Gates::default(),
+            rate_limit: None,
             config,
             trusted,
             access,

@@ -106,6 +106,18 @@ pub fn describe(state: &AppState) -> Vec<&'static str> {
     if state.root_path.is_some() {
         out.push("root_path");
     }
+    if state.rate_limit.is_some() {
+        out.push("rate_limit");
+    }
+    for (name, on) in [
+        ("jwt", state.gates.jwt.is_some()),
+        ("api_key", state.gates.api_key.is_some()),
+        ("basic_auth", state.gates.basic.is_some()),
+    ] {
+        if on {
+            out.push(name);
+        }
+    }
     out.push("protocol");
     out.push("router");
     out
@@ -122,6 +134,11 @@ pub fn build(state: &Arc<AppState>) -> HttpService {
         // DESIGN.md §2b middleware goes here, each as `.option_layer(...)`.
         .option_layer(st(!state.trusted.is_empty()).map(TrustedProxyLayer))
         .option_layer(st(state.root_path.is_some()).map(RootPathLayer))
+        // Issue 11, who gets in: rate limit → auth (JWT, API key, Basic).
+        .option_layer(state.rate_limit.clone().map(|r| crate::ratelimit::RateLimitLayer(state.clone(), r)))
+        .option_layer(state.gates.jwt.clone().map(crate::auth::GateLayer))
+        .option_layer(state.gates.api_key.clone().map(crate::auth::GateLayer))
+        .option_layer(state.gates.basic.clone().map(crate::auth::GateLayer))
         .layer(ProtocolLayer)
         .service(RouterService(state.clone()));
     HttpService(Arc::new(svc))
@@ -139,8 +156,15 @@ pin_project! {
     /// The inner service's future, then [`Post::post`].
     pub struct Then<F, P> {
         #[pin]
-        inner: F,
-        post: Option<P>,
+        pub(crate) inner: F,
+        pub(crate) post: Option<P>,
+    }
+}
+
+impl<F, P> Then<F, P> {
+    /// `inner`, then `post` on its response.
+    pub fn new(inner: F, post: P) -> Self {
+        Self { inner, post: Some(post) }
     }
 }
 
