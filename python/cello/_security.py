@@ -138,9 +138,7 @@ class SecurityMixin:
         )
 
     def enable_csrf(self, *args: Any, **kwargs: Any) -> None:
-        raise FeatureNotAvailable(
-            "App.enable_csrf: CSRF protection", 11, hint="the CSRF layer is not built yet"
-        )
+        raise FeatureNotAvailable("App.enable_csrf: CSRF protection", 11, hint="the CSRF layer is not built yet")
 
     def _security_config(self, routes: list[Any]) -> dict[str, Any]:
         """The sections for ``server_config``; per-route limits join the rate-limit section."""

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _cli, _env
+from ._security import SecurityMixin
 from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig
 from .errors import FeatureNotAvailable, HTTPException
 from .params import compile_endpoint
-from ._security import SecurityMixin
 from .routing import Blueprint, Routes
 
 _PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)(?::(?:[^{}]|\{[^{}]*\})*)?\}")

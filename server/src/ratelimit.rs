@@ -202,6 +202,7 @@ fn evict(map: &mut HashMap<u64, Slot>, algo: Algo, now: Instant) {
 
 /// The adaptive controller: a factor in `[min/capacity, 1]` applied to the bucket.
 pub struct Adaptive {
+    capacity: f64,
     min_factor: f64,
     threshold: f64,
     /// factor × 1e6.
@@ -226,6 +227,7 @@ impl Adaptive {
     fn new(c: &RateLimitConfig) -> Self {
         let cap = c.capacity as f64;
         Self {
+            capacity: cap,
             min_factor: c.min_capacity.map_or(0.1, |m| m as f64 / cap),
             threshold: c.error_threshold.unwrap_or(0.5),
             factor: AtomicU64::new(1_000_000),
@@ -267,10 +269,20 @@ impl Adaptive {
             st.baseline = Some(st.baseline.map_or(p95, |b| b * 0.8 + p95 * 0.2));
         }
         self.factor.store((f * 1e6) as u64, Ordering::Relaxed);
+        CURRENT_LIMIT.store((self.capacity * f).max(1.0).to_bits(), Ordering::Relaxed);
         st.since = Some(now);
         st.total = 0;
         st.errors = 0;
     }
+}
+
+/// The current limit for the metrics (`f64` bits; `u64::MAX`: no limiter).
+static CURRENT_LIMIT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The limit in force, for the `rate_limit_current` gauge, when rate limiting is on.
+pub fn current_limit_metric() -> Option<f64> {
+    let bits = CURRENT_LIMIT.load(Ordering::Relaxed);
+    (bits != u64::MAX).then(|| f64::from_bits(bits))
 }
 
 /// The configured limiter, built once.
@@ -299,6 +311,7 @@ impl RateLimiter {
     /// From the validated config.
     pub fn new(c: &RateLimitConfig) -> crate::Result<Self> {
         let algo = Algo::from_parts(&c.algorithm, c.capacity, c.refill_rate, c.window_secs);
+        CURRENT_LIMIT.store(algo.limit().to_bits(), Ordering::Relaxed);
         let key_by = match c.key_by.as_str() {
             "ip" => KeyBy::Ip,
             "user" => KeyBy::User,

@@ -15,6 +15,8 @@
 //! 6. `trusted_proxy` — client address, scheme and host from forwarding headers, when
 //!    the peer is a `trusted_proxies` entry ([`ClientInfo`]).
 //! 7. `root_path`   — the part of the path the router ignores (`root_path`).
+//!    Then issue 11's layers: `rate_limit` ([`crate::ratelimit`]), `jwt`, `api_key`,
+//!    `basic_auth` ([`crate::auth`]); they see the resolved client and the router's path.
 //! 8. `protocol`    — one Host header on HTTP/1.1, valid percent-encoding. Always on.
 //! 9. router (the service itself) — 404, 405, OPTIONS, HEAD, then the route's own stack
 //!    (per-route body limit, timeout, ...) and its [`Target`](crate::target::Target):

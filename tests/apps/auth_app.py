@@ -18,6 +18,7 @@ from cello import App, JwtConfig, RateLimitConfig
 from cello.guards import Authenticated, RoleGuard
 
 app = App()
+app.enable_health_checks()
 mode = os.environ.get("CELLO_TEST_AUTH", "jwt")
 SECRET = "0123456789abcdef0123456789abcdef-test"
 
@@ -60,7 +61,7 @@ elif mode in ("rate", "rate_adaptive"):
         if key_by:
             cfg.key_by = key_by
     else:
-        cfg = RateLimitConfig.adaptive(40, 0.01, 4, 0.2)
+        cfg = RateLimitConfig.adaptive(40, 100.0, 4, 0.2)
     if os.environ.get("CELLO_TEST_RATE_BACKEND") == "redis":
         cfg.backend = "redis"
     app.enable_rate_limit(cfg)
