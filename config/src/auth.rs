@@ -370,7 +370,11 @@ impl RouteRateLimit {
     /// Same rules as the app-wide limit for the algorithm's parameters.
     pub fn validate(&self, template: &str) -> Result<()> {
         let full = RateLimitConfig {
-            algorithm: if self.algorithm == "adaptive" { "token_bucket".into() } else { self.algorithm.clone() },
+            algorithm: if self.algorithm == "adaptive" {
+                "token_bucket".into()
+            } else {
+                self.algorithm.clone()
+            },
             capacity: self.capacity,
             refill_rate: self.refill_rate,
             window_secs: self.window_secs,
@@ -482,15 +486,22 @@ impl BasicAuthConfig {
             return Err(invalid("users", "enable_basic_auth needs users or a verify callable"));
         }
         if self.realm.contains(['"', '\\', '\r', '\n']) {
-            return Err(invalid("realm", "the realm must not contain quotes, backslashes or newlines"));
+            return Err(invalid(
+                "realm",
+                "the realm must not contain quotes, backslashes or newlines",
+            ));
         }
         for (user, pw) in &self.users {
             if user.contains(':') {
                 return Err(invalid("users", format!("user name {user:?} must not contain ':'")));
             }
             let pw = pw.as_bytes();
-            if pw.starts_with(b"$2") && !pw.starts_with(b"$2b$") && !pw.starts_with(b"$2a$") && !pw.starts_with(b"$2y$") {
-                return Err(invalid("users", format!("unknown bcrypt hash variant for user {user:?}")));
+            if pw.starts_with(b"$2") && !pw.starts_with(b"$2b$") && !pw.starts_with(b"$2a$") && !pw.starts_with(b"$2y$")
+            {
+                return Err(invalid(
+                    "users",
+                    format!("unknown bcrypt hash variant for user {user:?}"),
+                ));
             }
         }
         Ok(())

@@ -452,7 +452,10 @@ mod tests {
             (r#"{"apiKey":{"keys":{}}}"#, "at least one key"),
             (r#"{"basicAuth":{}}"#, "users or a verify"),
             (r#"{"rateLimit":{"backend":"disk"}}"#, "backend"),
-            (r#"{"rateLimit":{"routes":{"/x":{"algorithm":"token_bucket","capacity":0}}}}"#, "route /x"),
+            (
+                r#"{"rateLimit":{"routes":{"/x":{"algorithm":"token_bucket","capacity":0}}}}"#,
+                "route /x",
+            ),
         ] {
             let err = ServerConfig::from_json(doc).unwrap_err();
             assert!(err.to_string().contains(what), "{doc}: {err}");

@@ -108,7 +108,11 @@ impl PyRequest {
     /// Wrap a routed request.
     pub fn from_routed(mut req: RoutedRequest, state: &AppState) -> Self {
         let client = req.parts.extensions.remove::<ClientInfo>();
-        let identity = req.parts.extensions.remove::<cello_server::auth::Identity>().map(|i| i.0);
+        let identity = req
+            .parts
+            .extensions
+            .remove::<cello_server::auth::Identity>()
+            .map(|i| i.0);
         let pending_basic = req.parts.extensions.remove::<cello_server::auth::PendingBasic>();
         let peer_trusted = req
             .peer

@@ -108,7 +108,11 @@ fn step(algo: Algo, slot: &mut Slot, now: Instant) -> Decision {
                 limit: capacity as u64,
                 remaining: slot.a.floor().max(0.0) as u64,
                 reset: ceil_secs((capacity - slot.a) / rate),
-                retry_after: if allowed { 0 } else { ceil_secs((1.0 - slot.a) / rate).max(1) },
+                retry_after: if allowed {
+                    0
+                } else {
+                    ceil_secs((1.0 - slot.a) / rate).max(1)
+                },
             }
         }
         Algo::Window { max, window } => {
@@ -166,7 +170,11 @@ impl MemoryStore {
         }
         let slot = map.entry(hash).or_insert(Slot {
             // A new bucket is full; a new window is empty.
-            a: if let Algo::Bucket { capacity, .. } = algo { capacity } else { 0.0 },
+            a: if let Algo::Bucket { capacity, .. } = algo {
+                capacity
+            } else {
+                0.0
+            },
             b: 0.0,
             at: now,
             seen: now,
@@ -334,7 +342,10 @@ impl RateLimiter {
             .routes
             .iter()
             .map(|(t, r): (&String, &RouteRateLimit)| {
-                (t.clone(), Algo::from_parts(&r.algorithm, r.capacity, r.refill_rate, r.window_secs))
+                (
+                    t.clone(),
+                    Algo::from_parts(&r.algorithm, r.capacity, r.refill_rate, r.window_secs),
+                )
             })
             .collect();
         Ok(Self {
@@ -545,7 +556,14 @@ where
                 }
                 let start = Instant::now();
                 let resp = inner.call(req).await?;
-                Ok(crate::stack::Post::post(RatePost { decision, limiter, start }, resp))
+                Ok(crate::stack::Post::post(
+                    RatePost {
+                        decision,
+                        limiter,
+                        start,
+                    },
+                    resp,
+                ))
             }));
         }
         let decision = self.limiter.hit_memory(&key, algo);
@@ -574,7 +592,10 @@ mod tests {
             capacity: 3.0,
             rate: 1000.0,
         };
-        let slow = Algo::Bucket { capacity: 3.0, rate: 0.001 };
+        let slow = Algo::Bucket {
+            capacity: 3.0,
+            rate: 0.001,
+        };
         for i in 0..3 {
             assert!(s.hit("k", slow).allowed, "request {i}");
         }
@@ -597,7 +618,10 @@ mod tests {
     #[test]
     fn memory_is_bounded_under_a_flood_of_keys() {
         let s = MemoryStore::default();
-        let algo = Algo::Bucket { capacity: 5.0, rate: 0.01 };
+        let algo = Algo::Bucket {
+            capacity: 5.0,
+            rate: 0.01,
+        };
         for i in 0..200_000 {
             s.hit(&format!("k{i}"), algo);
         }

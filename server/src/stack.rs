@@ -137,7 +137,12 @@ pub fn build(state: &Arc<AppState>) -> HttpService {
         .option_layer(st(!state.trusted.is_empty()).map(TrustedProxyLayer))
         .option_layer(st(state.root_path.is_some()).map(RootPathLayer))
         // Issue 11, who gets in: rate limit → auth (JWT, API key, Basic).
-        .option_layer(state.rate_limit.clone().map(|r| crate::ratelimit::RateLimitLayer(state.clone(), r)))
+        .option_layer(
+            state
+                .rate_limit
+                .clone()
+                .map(|r| crate::ratelimit::RateLimitLayer(state.clone(), r)),
+        )
         .option_layer(state.gates.jwt.clone().map(crate::auth::GateLayer))
         .option_layer(state.gates.api_key.clone().map(crate::auth::GateLayer))
         .option_layer(state.gates.basic.clone().map(crate::auth::GateLayer))
@@ -166,7 +171,10 @@ pin_project! {
 impl<F, P> Then<F, P> {
     /// `inner`, then `post` on its response.
     pub fn new(inner: F, post: P) -> Self {
-        Self { inner, post: Some(post) }
+        Self {
+            inner,
+            post: Some(post),
+        }
     }
 }
 

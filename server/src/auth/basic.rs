@@ -24,8 +24,11 @@ impl Password {
             Password::Plain(p) => constant_time_eq(given.as_bytes(), p),
             Password::Argon2(h) => {
                 use argon2::password_hash::{PasswordHash, PasswordVerifier};
-                PasswordHash::new(h)
-                    .is_ok_and(|parsed| argon2::Argon2::default().verify_password(given.as_bytes(), &parsed).is_ok())
+                PasswordHash::new(h).is_ok_and(|parsed| {
+                    argon2::Argon2::default()
+                        .verify_password(given.as_bytes(), &parsed)
+                        .is_ok()
+                })
             }
             Password::Bcrypt(h) => bcrypt::verify(given, h).unwrap_or(false),
         }

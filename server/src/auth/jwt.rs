@@ -40,7 +40,8 @@ fn bad(reason: impl std::fmt::Display) -> Error {
 }
 
 fn parse_alg(name: &str) -> Result<Algorithm, Error> {
-    name.parse::<Algorithm>().map_err(|_| bad(format!("unknown JWT algorithm {name:?}")))
+    name.parse::<Algorithm>()
+        .map_err(|_| bad(format!("unknown JWT algorithm {name:?}")))
 }
 
 fn pem_key(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, Error> {
@@ -80,7 +81,11 @@ impl JwtGate {
         } else if let Some(path) = &c.jwks_path {
             jwks_keys(path, alg)?
         } else {
-            let pem = c.public_key.as_deref().map(str::as_bytes).unwrap_or(c.secret.as_bytes());
+            let pem = c
+                .public_key
+                .as_deref()
+                .map(str::as_bytes)
+                .unwrap_or(c.secret.as_bytes());
             Keys::One(pem_key(alg, pem)?)
         };
         // The one algorithm: `alg: none`, another algorithm and HS/RS confusion all fail
@@ -90,11 +95,14 @@ impl JwtGate {
         validation.validate_nbf = true;
         validation.required_spec_claims.clear();
         validation.validate_aud = c.audience.is_some();
+        // A configured issuer/audience is also required to be present in the token.
         if let Some(aud) = &c.audience {
             validation.set_audience(&[aud]);
+            validation.required_spec_claims.insert("aud".into());
         }
         if let Some(iss) = &c.issuer {
             validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
         }
         Ok(Self {
             keys,

@@ -173,3 +173,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
