@@ -195,3 +195,19 @@ def test_basic_python_verify(serve):
     assert_401(bad, "Basic")
     assert 'realm="py"' in bad.headers["www-authenticate"]
     assert_401(get(server, "/me"), "Basic")
+
+
+def test_openapi_security_schemes_follow_enable_calls():
+    from cello import App, JwtConfig
+
+    app = App()
+
+    @app.get("/x")
+    def x():
+        return {}
+
+    app.enable_jwt(JwtConfig("s" * 32))
+    app.enable_api_key(["k"], header_name="X-Key")
+    schemes = app.openapi()["components"]["securitySchemes"]
+    assert schemes["bearerAuth"]["scheme"] == "bearer"
+    assert schemes["apiKeyAuth"] == {"type": "apiKey", "in": "header", "name": "X-Key"}
