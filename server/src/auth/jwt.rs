@@ -55,7 +55,7 @@ fn pem_key(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, Error> {
     key.map_err(|e| bad(format!("the {alg:?} public key cannot be read: {e}")))
 }
 
-fn jwks_keys(path: &str, alg: Algorithm) -> Result<Keys, Error> {
+fn jwks_keys(path: &str) -> Result<Keys, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read jwks_path {path}: {e}")))?;
     let set: jsonwebtoken::jwk::JwkSet =
         serde_json::from_str(&text).map_err(|e| bad(format!("jwks_path {path} is not a JWKS document: {e}")))?;
@@ -67,7 +67,6 @@ fn jwks_keys(path: &str, alg: Algorithm) -> Result<Keys, Error> {
     if keys.is_empty() {
         return Err(bad(format!("jwks_path {path} has no keys")));
     }
-    let _ = alg;
     Ok(Keys::Set(keys))
 }
 
@@ -79,7 +78,7 @@ impl JwtGate {
         let keys = if hmac {
             Keys::One(DecodingKey::from_secret(c.secret.as_bytes()))
         } else if let Some(path) = &c.jwks_path {
-            jwks_keys(path, alg)?
+            jwks_keys(path)?
         } else {
             let pem = c
                 .public_key
