@@ -48,8 +48,17 @@ pub static KINDS: &[Kind] = &[
     kind!(crate::TlsConfig, "TlsConfig", required = ["cert_path", "key_path"]),
     kind!(crate::Http2Config, "Http2Config"),
     kind!(crate::Http3Config, "Http3Config"),
-    kind!(crate::JwtConfig, "JwtConfig", required = ["secret"], hidden = ["exclude_paths"]),
-    kind!(crate::RateLimitConfig, "RateLimitConfig", hidden = ["routes", "routes_only"]),
+    kind!(
+        crate::JwtConfig,
+        "JwtConfig",
+        required = ["secret"],
+        hidden = ["exclude_paths"]
+    ),
+    kind!(
+        crate::RateLimitConfig,
+        "RateLimitConfig",
+        hidden = ["routes", "routes_only"]
+    ),
     kind!(crate::SessionConfig, "SessionConfig"),
     kind!(crate::SecurityHeadersConfig, "SecurityHeadersConfig", hidden = ["csp"]),
     kind!(crate::CspConfig, "CSP"),
