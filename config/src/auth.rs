@@ -47,6 +47,9 @@ pub struct JwtConfig {
     pub audience: Option<String>,
     /// Reject requests without a token (off: a valid token is used when present).
     pub required: bool,
+    /// Paths (exact, or a prefix ending in `*`) that are never checked.
+    #[serde(alias = "exclude_paths")]
+    pub exclude_paths: Vec<String>,
 }
 
 impl Default for JwtConfig {
@@ -62,6 +65,7 @@ impl Default for JwtConfig {
             issuer: None,
             audience: None,
             required: true,
+            exclude_paths: Vec::new(),
         }
     }
 }
@@ -247,6 +251,30 @@ pub struct RateLimitConfig {
     /// Where counters live: `memory` (per worker) or `redis` (shared by workers and pods).
     #[schemars(extend("enum" = ["memory", "redis"]))]
     pub backend: String,
+    /// Redis server for `backend="redis"` (`redis://host:port[/db]`).
+    #[serde(alias = "redis_url")]
+    pub redis_url: String,
+    /// Per-route overrides: route template (as declared, e.g. `/items/{id}`) → its own limit.
+    pub routes: std::collections::BTreeMap<String, RouteRateLimit>,
+    /// Limit only the routes in `routes` (set when only per-route limits are declared).
+    #[serde(alias = "routes_only")]
+    pub routes_only: bool,
+}
+
+/// A route's own limit (`@app.get(..., rate_limit=RateLimitConfig(...))`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteRateLimit {
+    /// `token_bucket`, `sliding_window` or `adaptive` (adaptive acts as a token bucket here).
+    pub algorithm: String,
+    /// Bucket size or requests per window.
+    pub capacity: i64,
+    /// Tokens per second.
+    #[serde(default, alias = "refill_rate")]
+    pub refill_rate: f64,
+    /// Window length in seconds.
+    #[serde(default, alias = "window_secs")]
+    pub window_secs: f64,
 }
 
 impl Default for RateLimitConfig {
@@ -260,6 +288,9 @@ impl Default for RateLimitConfig {
             min_capacity: None,
             error_threshold: None,
             backend: "memory".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            routes: std::collections::BTreeMap::new(),
+            routes_only: false,
         }
     }
 }
@@ -330,6 +361,148 @@ impl RateLimitConfig {
                     RATE_KEYS.join(", ")
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl RouteRateLimit {
+    /// Same rules as the app-wide limit for the algorithm's parameters.
+    pub fn validate(&self, template: &str) -> Result<()> {
+        let full = RateLimitConfig {
+            algorithm: if self.algorithm == "adaptive" {
+                "token_bucket".into()
+            } else {
+                self.algorithm.clone()
+            },
+            capacity: self.capacity,
+            refill_rate: self.refill_rate,
+            window_secs: self.window_secs,
+            ..RateLimitConfig::default()
+        };
+        full.validate()
+            .map_err(|e| invalid("routes", format!("rate limit of route {template}: {e}")))
+    }
+}
+
+impl RateLimitConfig {
+    /// The backend and the per-route overrides.
+    pub fn validate_backend(&self) -> Result<()> {
+        if !matches!(self.backend.as_str(), "memory" | "redis") {
+            return Err(invalid(
+                "backend",
+                format!("backend must be 'memory' or 'redis', got {:?}", self.backend),
+            ));
+        }
+        if self.backend == "redis" && !self.redis_url.starts_with("redis://") {
+            return Err(invalid(
+                "redis_url",
+                format!("redis_url must be a redis:// URL, got {:?}", self.redis_url),
+            ));
+        }
+        for (t, r) in &self.routes {
+            r.validate(t)?;
+        }
+        Ok(())
+    }
+}
+
+/// `app.enable_api_key(keys, header_name="X-API-Key", query_param=None, exclude_paths=None)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Accepted key → the identity put in `request.context["user"]` (any JSON value).
+    pub keys: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Header carrying the key.
+    #[serde(alias = "header_name")]
+    #[schemars(regex(pattern = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"))]
+    pub header_name: String,
+    /// Query parameter that may carry the key instead.
+    #[serde(alias = "query_param")]
+    pub query_param: Option<String>,
+    /// Paths (exact, or a prefix ending in `*`) that are never checked.
+    #[serde(alias = "exclude_paths")]
+    pub exclude_paths: Vec<String>,
+}
+
+impl Default for ApiKeyConfig {
+    fn default() -> Self {
+        Self {
+            keys: Default::default(),
+            header_name: "X-API-Key".into(),
+            query_param: None,
+            exclude_paths: Vec::new(),
+        }
+    }
+}
+
+impl ApiKeyConfig {
+    /// At least one key; no empty key.
+    pub fn validate(&self) -> Result<()> {
+        check_fields("", self)?;
+        if self.keys.is_empty() {
+            return Err(invalid("keys", "enable_api_key needs at least one key"));
+        }
+        if self.keys.keys().any(|k| k.is_empty()) {
+            return Err(invalid("keys", "an API key must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// `app.enable_basic_auth(users=None, verify=None, realm="cello", exclude_paths=None)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    /// User → password: plain text, or an `$argon2…` / `$2b$…` hash.
+    pub users: std::collections::BTreeMap<String, Secret>,
+    /// The realm of the `WWW-Authenticate` challenge.
+    pub realm: String,
+    /// Paths (exact, or a prefix ending in `*`) that are never checked.
+    #[serde(alias = "exclude_paths")]
+    pub exclude_paths: Vec<String>,
+    /// Credentials are checked by a Python `verify(user, password)` callable (set by the
+    /// Python `App`; the data plane then only refuses missing or malformed credentials).
+    #[serde(alias = "python_verify")]
+    pub python_verify: bool,
+}
+
+impl Default for BasicAuthConfig {
+    fn default() -> Self {
+        Self {
+            users: Default::default(),
+            realm: "cello".into(),
+            exclude_paths: Vec::new(),
+            python_verify: false,
+        }
+    }
+}
+
+impl BasicAuthConfig {
+    /// Users or a verifier; a realm that fits in a quoted string; known hash formats.
+    pub fn validate(&self) -> Result<()> {
+        check_fields("", self)?;
+        if self.users.is_empty() && !self.python_verify {
+            return Err(invalid("users", "enable_basic_auth needs users or a verify callable"));
+        }
+        if self.realm.contains(['"', '\\', '\r', '\n']) {
+            return Err(invalid(
+                "realm",
+                "the realm must not contain quotes, backslashes or newlines",
+            ));
+        }
+        for (user, pw) in &self.users {
+            if user.contains(':') {
+                return Err(invalid("users", format!("user name {user:?} must not contain ':'")));
+            }
+            let pw = pw.as_bytes();
+            if pw.starts_with(b"$2") && !pw.starts_with(b"$2b$") && !pw.starts_with(b"$2a$") && !pw.starts_with(b"$2y$")
+            {
+                return Err(invalid(
+                    "users",
+                    format!("unknown bcrypt hash variant for user {user:?}"),
+                ));
+            }
         }
         Ok(())
     }

@@ -57,8 +57,17 @@ pub static KINDS: &[Kind] = &[
     ),
     kind!(crate::Http3Config, "Http3Config"),
     kind!(crate::WebSocketConfig, "WebSocketConfig"),
-    kind!(crate::JwtConfig, "JwtConfig", required = ["secret"]),
-    kind!(crate::RateLimitConfig, "RateLimitConfig"),
+    kind!(
+        crate::JwtConfig,
+        "JwtConfig",
+        required = ["secret"],
+        hidden = ["exclude_paths"]
+    ),
+    kind!(
+        crate::RateLimitConfig,
+        "RateLimitConfig",
+        hidden = ["routes", "routes_only"]
+    ),
     kind!(crate::SessionConfig, "SessionConfig"),
     kind!(crate::SecurityHeadersConfig, "SecurityHeadersConfig", hidden = ["csp"]),
     kind!(crate::CspConfig, "CSP"),

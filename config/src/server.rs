@@ -44,10 +44,16 @@ pub struct ServerConfig {
     /// HTTP/3 over QUIC on the same port number (UDP); needs `tls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http3: Option<crate::Http3Config>,
-    /// JWT verification (not implemented yet).
+    /// JWT verification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt: Option<crate::JwtConfig>,
-    /// Rate limiting (not implemented yet).
+    /// API keys.
+    #[serde(alias = "api_key", skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<crate::ApiKeyConfig>,
+    /// HTTP Basic authentication.
+    #[serde(alias = "basic_auth", skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<crate::BasicAuthConfig>,
+    /// Rate limiting.
     #[serde(alias = "rate_limit", skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::RateLimitConfig>,
     /// Sessions (not implemented yet).
@@ -106,6 +112,8 @@ impl Default for ServerConfig {
             tls: None,
             http3: None,
             jwt: None,
+            api_key: None,
+            basic_auth: None,
             rate_limit: None,
             session: None,
             security_headers: None,
@@ -197,6 +205,19 @@ impl ServerConfig {
         if let Some(c) = &self.access_log_options {
             c.validate()?;
         }
+        if let Some(jwt) = &self.jwt {
+            jwt.validate()?;
+        }
+        if let Some(k) = &self.api_key {
+            k.validate()?;
+        }
+        if let Some(b) = &self.basic_auth {
+            b.validate()?;
+        }
+        if let Some(r) = &self.rate_limit {
+            r.validate()?;
+            r.validate_backend()?;
+        }
         self.reject_unbuilt_sections()
     }
 
@@ -204,8 +225,6 @@ impl ServerConfig {
     /// feature issue removes its line here when the layer exists.
     fn reject_unbuilt_sections(&self) -> Result<()> {
         let present = [
-            ("jwt", "JWT authentication", self.jwt.is_some()),
-            ("rateLimit", "rate limiting", self.rate_limit.is_some()),
             ("session", "sessions", self.session.is_some()),
         ];
         match present.iter().find(|(_, _, on)| *on) {
@@ -541,7 +560,7 @@ mod tests {
     fn sections_not_built_yet_are_refused() {
         for (doc, what) in [
             (r#"{"http3":{}}"#, "HTTP/3 needs the `tls` section"),
-            (r#"{"rate_limit":{}}"#, "rate limiting is not implemented yet"),
+            (r#"{"session":{}}"#, "sessions is not implemented yet"),
         ] {
             let err = ServerConfig::from_json(doc).unwrap_err();
             assert!(err.to_string().contains(what), "{err}");
@@ -564,6 +583,25 @@ mod tests {
         assert!(err.to_string().contains("staticFiles"), "{err}");
         let err = ServerConfig::from_json(r#"{"staticFiles":{"root":""}}"#).unwrap_err();
         assert!(err.to_string().contains("root"), "{err}");
+    }
+
+    #[test]
+    fn auth_and_rate_limit_sections_are_validated() {
+        let ok = ServerConfig::from_json(r#"{"jwt":{"secret":"0123456789abcdef0123456789abcdef"},"rate_limit":{}}"#);
+        assert!(ok.is_ok(), "{ok:?}");
+        for (doc, what) in [
+            (r#"{"jwt":{"secret":"short"}}"#, "at least 32 bytes"),
+            (r#"{"apiKey":{"keys":{}}}"#, "at least one key"),
+            (r#"{"basicAuth":{}}"#, "users or a verify"),
+            (r#"{"rateLimit":{"backend":"disk"}}"#, "backend"),
+            (
+                r#"{"rateLimit":{"routes":{"/x":{"algorithm":"token_bucket","capacity":0}}}}"#,
+                "route /x",
+            ),
+        ] {
+            let err = ServerConfig::from_json(doc).unwrap_err();
+            assert!(err.to_string().contains(what), "{doc}: {err}");
+        }
     }
 
     #[test]

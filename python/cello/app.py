@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _cli, _env
+from ._security import SecurityMixin
 from .caching import EdgeMixin
 from .config import ClusterConfig, Http2Config, LimitsConfig, ThreadPoolConfig, TimeoutConfig, WebSocketConfig
 from .edge import EdgeMiddleware
@@ -60,7 +61,7 @@ def _refuse_push(enabled: bool) -> None:
         )
 
 
-class App(EdgeMiddleware, Routes, EdgeMixin):
+class App(SecurityMixin, EdgeMiddleware, Routes, EdgeMixin):
     """A Cello application."""
 
     def __init__(self, *, lifespan: Callable[[App], Any] | None = None) -> None:
@@ -81,6 +82,7 @@ class App(EdgeMiddleware, Routes, EdgeMixin):
         self._cluster: ClusterConfig | None = None
         self._executor: Any = None
         self._lock = threading.Lock()
+        self._security_init()
 
     # ---- configuration -------------------------------------------------------------------
     def set_limits(self, config: LimitsConfig) -> None:
@@ -170,6 +172,7 @@ class App(EdgeMiddleware, Routes, EdgeMixin):
             **self._cache_config(),
             **({"tls": self._tls._to_config()} if getattr(self, "_tls", None) is not None else {}),
             **({"http3": self._http3._to_config()} if getattr(self, "_http3", None) is not None else {}),
+            **self._security_config(self._flatten()),
         }
 
     # ---- observability ------------------------------------------------------------------
@@ -403,7 +406,7 @@ class App(EdgeMiddleware, Routes, EdgeMixin):
     # ---- compile and run ---------------------------------------------------------------
     def _compile(self) -> tuple[list[tuple[list[str], str, bool]], list[Callable[..., Any]]]:
         routes, endpoints = [], []
-        for r in self._flatten():
+        for r in self._flatten(guards=self._pre_guards):
             if r.websocket:
                 from .di import compile_websocket
 

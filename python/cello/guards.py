@@ -14,6 +14,7 @@ Guards combine with ``And``, ``Or``, ``Not`` or the ``&``, ``|``, ``~`` operator
 
 from __future__ import annotations
 
+import hmac
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -28,9 +29,13 @@ __all__ = [
     "GuardError",
     "Not",
     "Or",
+    "Permission",
     "PermissionGuard",
+    "Role",
     "RoleGuard",
     "UnauthorizedError",
+    "constant_time_compare",
+    "verify_guards",
 ]
 
 
@@ -254,3 +259,27 @@ class Not(Guard):
 
     def __repr__(self) -> str:
         return f"Not({self.guard!r})"
+
+
+# The published 1.x names.
+Role = RoleGuard
+Permission = PermissionGuard
+
+
+def verify_guards(guards: Iterable[Callable[[Any], Any]], request: Any) -> bool:
+    """Run ``guards`` as a route does: the first failure raises its ``GuardError``
+    (``UnauthorizedError`` 401, ``ForbiddenError`` 403; a guard returning ``False`` is a 403);
+    ``True`` when all pass."""
+    from .params import _run_guards
+
+    _run_guards(list(guards), request)
+    return True
+
+
+def constant_time_compare(a: str | bytes, b: str | bytes) -> bool:
+    """Compare two secrets in time independent of where they differ (``hmac.compare_digest``)."""
+    if isinstance(a, str):
+        a = a.encode()
+    if isinstance(b, str):
+        b = b.encode()
+    return hmac.compare_digest(a, b)

@@ -197,14 +197,15 @@ def _security(app: App) -> tuple[dict[str, Any], list[dict[str, list[str]]]]:
         return {}, []
     schemes: dict[str, Any] = {}
     jwt = config.get("jwt") or {}
-    if jwt.get("enabled"):
+    # A present section is an enabled layer (issue 11 writes no `enabled` key).
+    if jwt and jwt.get("enabled", True):
         schemes["bearerAuth"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     api_key = config.get("apiKey") or config.get("api_key") or {}
-    if api_key.get("enabled"):
+    if api_key and api_key.get("enabled", True):
         header = api_key.get("headerName") or api_key.get("header_name") or "X-API-Key"
         schemes["apiKeyAuth"] = {"type": "apiKey", "in": "header", "name": header}
     basic = config.get("basicAuth") or config.get("basic_auth") or {}
-    if basic.get("enabled"):
+    if basic and basic.get("enabled", True):
         schemes["basicAuth"] = {"type": "http", "scheme": "basic"}
     return schemes, [{name: []} for name in schemes]
 

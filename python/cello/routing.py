@@ -34,6 +34,8 @@ class RouteDef:
     subprotocols: list[str] | None = None
     # The route's own body limit in bytes (``limits.max_body_size`` when None).
     max_body_size: int | None = None
+    # The route's own rate limit (a RateLimitConfig), counted in the data plane.
+    rate_limit: Any = None
 
 
 def join_paths(prefix: str, path: str) -> str:
@@ -75,6 +77,7 @@ class Routes:
         deprecated: bool = False,
         responses: dict[Any, Any] | None = None,
         max_body_size: int | None = None,
+        rate_limit: Any = None,
     ) -> Callable[[Handler], Handler]:
         """Register ``handler`` for ``methods`` (default ``["GET"]``) on ``path``;
         ``max_body_size`` (bytes) replaces the app's body limit for this route (413 beyond it,
@@ -82,6 +85,11 @@ class Routes:
         methods = [m.upper() for m in (methods or ["GET"])]
         if max_body_size is not None and (isinstance(max_body_size, bool) or int(max_body_size) < 0):
             raise ValueError(f"max_body_size must be a non-negative int, got {max_body_size!r}")
+        if rate_limit is not None:
+            from .config import RateLimitConfig
+
+            if not isinstance(rate_limit, RateLimitConfig):
+                raise TypeError(f"rate_limit= takes a RateLimitConfig, not {type(rate_limit).__name__}")
 
         def decorator(handler: Handler) -> Handler:
             self._routes.append(
@@ -102,6 +110,7 @@ class Routes:
                     deprecated=deprecated,
                     responses=responses,
                     max_body_size=None if max_body_size is None else int(max_body_size),
+                    rate_limit=rate_limit,
                 )
             )
             return handler

@@ -62,6 +62,10 @@ pub struct RequestData {
     pub request_id: Option<Arc<str>>,
     /// The CSP nonce of this request (security headers with a nonce CSP).
     pub csp_nonce: Option<Arc<str>>,
+    /// The user an auth layer (JWT, API key, Basic) authenticated: `context["user"]`.
+    pub identity: Option<Arc<serde_json::Value>>,
+    /// Basic credentials the Python `verify` callable still has to accept.
+    pub pending_basic: Option<cello_server::auth::PendingBasic>,
 }
 
 /// Parsed form body, Python side.
@@ -136,6 +140,12 @@ impl PyRequest {
             .extensions
             .remove::<cello_server::middleware::security::CspNonce>()
             .map(|n| n.0);
+        let identity = req
+            .parts
+            .extensions
+            .remove::<cello_server::auth::Identity>()
+            .map(|i| i.0);
+        let pending_basic = req.parts.extensions.remove::<cello_server::auth::PendingBasic>();
         let peer_trusted = req
             .peer
             .is_some_and(|p| !state.trusted.is_empty() && state.is_trusted(p.ip()));
@@ -160,6 +170,8 @@ impl PyRequest {
             client_cert,
             request_id,
             csp_nonce,
+            identity,
+            pending_basic,
         })
         .with_websocket(websocket, spooled)
     }
@@ -559,6 +571,8 @@ impl PyRequest {
             client_cert: None,
             request_id: None,
             csp_nonce: None,
+            identity: None,
+            pending_basic: None,
         }))
     }
 
@@ -689,8 +703,21 @@ impl PyRequest {
             if let Some(subject) = &self.data.client_cert {
                 d.set_item("client_cert", &**subject)?;
             }
+            if let Some(user) = &self.data.identity {
+                let bytes = serde_json::to_vec(&**user).unwrap_or_else(|_| b"null".to_vec());
+                d.set_item("user", crate::json::read::parse(py, &bytes)?)?;
+            }
             Ok(d)
         })
+    }
+
+    /// `(user, password, realm)` of Basic credentials the data plane left to the Python
+    /// `verify` callable (`enable_basic_auth(verify=...)`), else `None`.
+    fn _pending_basic(&self) -> Option<(String, String, String)> {
+        self.data
+            .pending_basic
+            .as_ref()
+            .map(|p| (p.user.clone(), p.password.clone(), p.realm.to_string()))
     }
 
     #[pyo3(signature = (key, default=None))]

@@ -107,6 +107,11 @@ impl ServerBuilder {
         let access = self.access.filter(|_| self.config.access_log);
         let config = Arc::new(self.config.clone());
         let mut state = AppState::new(router, self.config, access);
+        state.gates = crate::auth::Gates::build(&state.config)?;
+        state.rate_limit = match &state.config.rate_limit {
+            Some(c) => Some(Arc::new(crate::ratelimit::RateLimiter::new(c)?)),
+            None => None,
+        };
         if let (Some(h), Some(c)) = (&state.health, self.checker) {
             h.set_checker(c);
         }

@@ -12,6 +12,7 @@
 //! [`files`] (file and range responses), [`statics`] (static directory mounts), [`problem`] (RFC 7807 responses),
 //! [`metrics`] (Prometheus), [`telemetry`] (OpenTelemetry traces), [`health`] (probes).
 
+pub mod auth;
 pub mod body;
 pub mod breaker;
 pub mod builder;
@@ -27,6 +28,8 @@ pub mod metrics;
 pub mod middleware;
 pub mod problem;
 pub mod proxy;
+pub mod ratelimit;
+mod ratelimit_redis;
 pub mod router;
 pub mod serve;
 pub mod service;

@@ -65,6 +65,10 @@ pub struct AppState {
     pub breakers: Option<Arc<crate::breaker::Breakers>>,
     /// Buffered request bodies and unsent HTTP/2 response data, all connections.
     pub budgets: Arc<Budgets>,
+    /// Authentication gates (JWT, API key, Basic), when configured.
+    pub gates: crate::auth::Gates,
+    /// The rate limiter, when `rateLimit` is configured.
+    pub rate_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
 }
 
 impl AppState {
@@ -97,6 +101,8 @@ impl AppState {
             router,
             targets: Vec::new(),
             observed: metrics.is_some() || telemetry.is_some() || config.cache.is_some(),
+            gates: crate::auth::Gates::default(),
+            rate_limit: None,
             cache: config
                 .cache
                 .clone()

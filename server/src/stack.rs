@@ -19,7 +19,7 @@
 //! 11. `conditional`    — ETag, 304 and 412 (`etag`); inside compression, so it tags the
 //!     identity body (compression weakens the tag).
 //! 12. `rate_limit`     — (issue 11) 429 with `Retry-After`.
-//! 13. `auth`           — (issue 11) JWT / basic / API key: 401 with `WWW-Authenticate`.
+//! 13. `jwt`, `api_key`, `basic_auth` — (issue 11) 401 with `WWW-Authenticate`, in that order.
 //! 14. `session`        — (issue 11) `request.session`.
 //! 15. `csrf`           — (issue 11) 403 on a missing or wrong token.
 //! 16. `cache`          — (issue 10, h10b) response cache; a hit never reaches the router.
@@ -98,7 +98,7 @@ impl Service<Req> for HttpService {
 }
 
 /// Every layer of the stack, outermost first (see the module docs).
-pub const ORDER: [&str; 19] = [
+pub const ORDER: [&str; 21] = [
     "probes",
     "connection",
     "request_id",
@@ -111,7 +111,9 @@ pub const ORDER: [&str; 19] = [
     "compression",
     "conditional",
     "rate_limit",
-    "auth",
+    "jwt",
+    "api_key",
+    "basic_auth",
     "session",
     "csrf",
     "cache",
@@ -136,8 +138,12 @@ pub fn describe(state: &AppState) -> Vec<&'static str> {
         "conditional" => c.etag.is_some(),
         "cache" => state.cache.is_some(),
         "circuit_breaker" => state.breakers.is_some(),
+        "rate_limit" => state.rate_limit.is_some(),
+        "jwt" => state.gates.jwt.is_some(),
+        "api_key" => state.gates.api_key.is_some(),
+        "basic_auth" => state.gates.basic.is_some(),
         "connection" | "protocol" | "router" => true,
-        // Issue 11 layers add their condition here.
+        // Sessions and CSRF (issue 11) add their condition here.
         _ => false,
     };
     ORDER.into_iter().filter(|n| on(n)).collect()
@@ -159,7 +165,16 @@ pub fn build(state: &Arc<AppState>) -> HttpService {
         .option_layer(c.security_headers.as_ref().map(mw::security::SecurityHeadersLayer::new))
         .option_layer(c.compression.as_ref().map(mw::compression::CompressionLayer::new))
         .option_layer(c.etag.as_ref().map(mw::conditional::ConditionalLayer::new))
-        // Issue 11 (rate limit → auth → session → CSRF) goes here.
+        // Issue 11, who gets in: rate limit → auth (JWT, API key, Basic); session → CSRF later.
+        .option_layer(
+            state
+                .rate_limit
+                .clone()
+                .map(|r| crate::ratelimit::RateLimitLayer(state.clone(), r)),
+        )
+        .option_layer(state.gates.jwt.clone().map(crate::auth::GateLayer))
+        .option_layer(state.gates.api_key.clone().map(crate::auth::GateLayer))
+        .option_layer(state.gates.basic.clone().map(crate::auth::GateLayer))
         // Response cache, then circuit breaker (a hit never counts against a breaker).
         .option_layer(state.cache.clone().map(crate::cache::CacheLayer))
         .option_layer(st(state.breakers.is_some()).map(crate::breaker::BreakerLayer))
@@ -180,8 +195,18 @@ pin_project! {
     /// The inner service's future, then [`Post::post`].
     pub struct Then<F, P> {
         #[pin]
-        inner: F,
-        post: Option<P>,
+        pub(crate) inner: F,
+        pub(crate) post: Option<P>,
+    }
+}
+
+impl<F, P> Then<F, P> {
+    /// `inner`, then `post` on its response.
+    pub fn new(inner: F, post: P) -> Self {
+        Self {
+            inner,
+            post: Some(post),
+        }
     }
 }
 
@@ -961,7 +986,7 @@ mod tests {
     fn is_later(name: &str) -> bool {
         matches!(
             name,
-            "rate_limit" | "auth" | "session" | "csrf" | "cache" | "circuit_breaker"
+            "rate_limit" | "jwt" | "api_key" | "basic_auth" | "session" | "csrf" | "cache" | "circuit_breaker"
         )
     }
 

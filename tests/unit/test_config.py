@@ -118,6 +118,7 @@ SIGNATURES = {
         ("min_capacity", None),
         ("error_threshold", None),
         ("backend", "memory"),  # issue 11
+        ("redis_url", "redis://127.0.0.1:6379"),
     ],
     "SessionConfig": [
         ("cookie_name", "session_id"),
@@ -711,9 +712,6 @@ def test_server_sections_not_built_yet_are_refused():
     with pytest.raises(_cello.ConfigError, match="needs the `tls` section"):
         _cello.validate_config(json.dumps({"http3": {}}))
     for section, what in [
-        ("jwt", "JWT authentication"),
-        ("rateLimit", "rate limiting"),
-        ("rate_limit", "rate limiting"),
         ("session", "sessions"),
     ]:
         with pytest.raises(_cello.ConfigError, match=f"{what} is not implemented yet"):
@@ -724,6 +722,10 @@ def test_server_sections_not_built_yet_are_refused():
     _cello.validate_config(json.dumps({"staticFiles": [{"root": "a", "prefix": "/a"}], "cache": {}}))
     _cello.validate_config(json.dumps({"circuitBreaker": {"failureThreshold": 2}}))
     _cello.validate_config(json.dumps({"limits": LimitsConfig()._to_config()}))
+    # issue 11 built these: validated, no longer refused
+    _cello.validate_config(json.dumps({"rateLimit": {}}))
+    with pytest.raises(_cello.ConfigError, match="at least 32 bytes"):
+        _cello.validate_config(json.dumps({"jwt": {}}))
 
 
 def test_csp_order_is_rusts():

@@ -175,3 +175,26 @@ def test_non_guard_exceptions_propagate():
 def test_reprs():
     assert repr(RoleGuard(["a"])) == "RoleGuard(['a'], require_all=False)"
     assert "Authenticated" in repr(Or(Authenticated(), Not(PermissionGuard("x"))))
+
+
+# ---- issue 11: the published module names --------------------------------------------------
+
+
+def test_published_guard_names():
+    import cello.guards as g
+    from cello.guards import ForbiddenError, UnauthorizedError
+
+    assert g.Role is g.RoleGuard and g.Permission is g.PermissionGuard
+
+    class Req:
+        def __init__(self, user):
+            self.context = {"user": user} if user is not None else {}
+
+    assert g.verify_guards([g.Role(["admin"])], Req({"roles": ["admin"]})) is True
+    with pytest.raises(ForbiddenError):
+        g.verify_guards([g.Role(["admin"])], Req({"roles": []}))
+    with pytest.raises(UnauthorizedError):
+        g.verify_guards([g.Permission(["read"])], Req(None))
+    with pytest.raises(ForbiddenError):
+        g.verify_guards([lambda r: False], Req({}))
+    assert g.constant_time_compare("tok", "tok") and not g.constant_time_compare(b"tok", b"tol")

@@ -373,6 +373,14 @@ impl Metrics {
             "Blocking handlers running in the pool.",
             THREADPOOL_BUSY.load(Ordering::Relaxed) as f64,
         );
+        if let Some(limit) = crate::ratelimit::current_limit_metric() {
+            gauge(
+                &mut s,
+                "rate_limit_current",
+                "The rate limit in force (adaptive: after shrinking), requests per bucket.",
+                limit,
+            );
+        }
         s.add(
             &format!("{p}background_task_failures_total"),
             Kind::Counter,

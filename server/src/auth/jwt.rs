@@ -1,0 +1,210 @@
+//! `Bearer` JWTs (`enable_jwt`): one algorithm fixed by config, keys from the secret, a
+//! PEM public key or a local JWKS file (`kid` selects), `exp`/`nbf`/`iat` with leeway,
+//! `iss`/`aud` when configured. Claims become the [`Identity`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cello_config::JwtConfig;
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+
+use super::{app_path, unauthorized, Gate, Identity, PathSet, Verdict};
+use crate::stack::Req;
+use crate::Error;
+
+/// Tokens longer than this are refused before any parsing (a header is capped anyway;
+/// this keeps a cookie-borne token from costing more than a sane one).
+const MAX_TOKEN: usize = 8 * 1024;
+
+enum Keys {
+    One(DecodingKey),
+    /// JWKS: `kid` → key (a token without `kid` is accepted only when there is one key).
+    Set(HashMap<String, DecodingKey>),
+}
+
+/// See the module docs.
+pub struct JwtGate {
+    keys: Keys,
+    validation: Validation,
+    header: http::HeaderName,
+    cookie: Option<String>,
+    required: bool,
+    exclude: PathSet,
+}
+
+fn bad(reason: impl std::fmt::Display) -> Error {
+    Error::Config(cello_config::Error::Invalid {
+        field: "jwt".into(),
+        reason: reason.to_string(),
+    })
+}
+
+fn parse_alg(name: &str) -> Result<Algorithm, Error> {
+    name.parse::<Algorithm>()
+        .map_err(|_| bad(format!("unknown JWT algorithm {name:?}")))
+}
+
+fn pem_key(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, Error> {
+    use Algorithm::*;
+    let key = match alg {
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem),
+        ES256 | ES384 => DecodingKey::from_ec_pem(pem),
+        EdDSA => DecodingKey::from_ed_pem(pem),
+        HS256 | HS384 | HS512 => Ok(DecodingKey::from_secret(pem)),
+    };
+    key.map_err(|e| bad(format!("the {alg:?} public key cannot be read: {e}")))
+}
+
+fn jwks_keys(path: &str) -> Result<Keys, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read jwks_path {path}: {e}")))?;
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&text).map_err(|e| bad(format!("jwks_path {path} is not a JWKS document: {e}")))?;
+    let mut keys = HashMap::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(format!("key {i} of {path}: {e}")))?;
+        keys.insert(jwk.common.key_id.clone().unwrap_or_default(), key);
+    }
+    if keys.is_empty() {
+        return Err(bad(format!("jwks_path {path} has no keys")));
+    }
+    Ok(Keys::Set(keys))
+}
+
+impl JwtGate {
+    /// Parse the key material once; a bad key is a start-up error.
+    pub fn new(c: &JwtConfig) -> Result<Self, Error> {
+        let alg = parse_alg(&c.algorithm)?;
+        let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+        let keys = if hmac {
+            Keys::One(DecodingKey::from_secret(c.secret.as_bytes()))
+        } else if let Some(path) = &c.jwks_path {
+            jwks_keys(path)?
+        } else {
+            let pem = c
+                .public_key
+                .as_deref()
+                .map(str::as_bytes)
+                .unwrap_or(c.secret.as_bytes());
+            Keys::One(pem_key(alg, pem)?)
+        };
+        // The one algorithm: `alg: none`, another algorithm and HS/RS confusion all fail
+        // here, because the header's `alg` must equal this one.
+        let mut validation = Validation::new(alg);
+        validation.leeway = c.leeway.ceil() as u64;
+        validation.validate_nbf = true;
+        validation.required_spec_claims.clear();
+        validation.validate_aud = c.audience.is_some();
+        // A configured issuer/audience is also required to be present in the token.
+        if let Some(aud) = &c.audience {
+            validation.set_audience(&[aud]);
+            validation.required_spec_claims.insert("aud".into());
+        }
+        if let Some(iss) = &c.issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        Ok(Self {
+            keys,
+            validation,
+            header: http::HeaderName::from_bytes(c.header_name.as_bytes()).map_err(bad)?,
+            cookie: c.cookie_name.clone(),
+            required: c.required,
+            exclude: PathSet::new(&c.exclude_paths),
+        })
+    }
+
+    fn token<'a>(&self, req: &'a Req) -> Option<&'a str> {
+        if let Some(v) = req.headers().get(&self.header).and_then(|v| v.to_str().ok()) {
+            let (scheme, rest) = v.trim().split_once(' ').unwrap_or((v, ""));
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Some(rest.trim());
+            }
+            // A header that is there but is not `Bearer ...` is a malformed credential.
+            return Some("");
+        }
+        let name = self.cookie.as_deref()?;
+        cookie_value(req, name)
+    }
+
+    fn verify(&self, token: &str) -> Result<serde_json::Value, &'static str> {
+        if token.is_empty() || token.len() > MAX_TOKEN {
+            return Err("malformed or oversized token");
+        }
+        let key = match &self.keys {
+            Keys::One(k) => k,
+            Keys::Set(set) => {
+                let head = decode_header(token).map_err(|_| "malformed token")?;
+                match head.kid {
+                    Some(kid) => set.get(&kid).ok_or("unknown key id")?,
+                    None if set.len() == 1 => set.values().next().ok_or("unknown key id")?,
+                    None => return Err("the token has no key id"),
+                }
+            }
+        };
+        let data = decode::<serde_json::Value>(token, key, &self.validation).map_err(|e| describe(&e))?;
+        let claims = data.claims;
+        if !claims.is_object() {
+            return Err("the claims are not an object");
+        }
+        // `iat` in the future (beyond the leeway) is refused too: a token cannot be issued later.
+        if let Some(iat) = claims.get("iat").and_then(serde_json::Value::as_f64) {
+            let now = jsonwebtoken::get_current_timestamp() as f64;
+            if iat > now + self.validation.leeway as f64 {
+                return Err("the token was issued in the future");
+            }
+        }
+        Ok(claims)
+    }
+}
+
+fn describe(e: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match e.kind() {
+        ExpiredSignature => "the token has expired",
+        ImmatureSignature => "the token is not valid yet",
+        InvalidSignature => "the token signature is invalid",
+        InvalidAlgorithm => "the token algorithm is not accepted",
+        InvalidIssuer => "the token issuer is not accepted",
+        InvalidAudience => "the token audience is not accepted",
+        _ => "the token is invalid",
+    }
+}
+
+/// The value of cookie `name` in the `Cookie` header(s).
+pub fn cookie_value<'a>(req: &'a Req, name: &str) -> Option<&'a str> {
+    req.headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+}
+
+impl Gate for JwtGate {
+    fn check(&self, req: &mut Req) -> Verdict {
+        if self.exclude.contains(app_path(req)) {
+            return Verdict::Pass;
+        }
+        let Some(token) = self.token(req) else {
+            if !self.required {
+                return Verdict::Pass;
+            }
+            return Verdict::Reject(unauthorized(
+                "Bearer error=\"invalid_request\", error_description=\"a bearer token is required\"".into(),
+                "a bearer token is required",
+            ));
+        };
+        match self.verify(token) {
+            Ok(claims) => {
+                req.extensions_mut().insert(Identity(Arc::new(claims)));
+                Verdict::Pass
+            }
+            Err(why) => Verdict::Reject(unauthorized(
+                format!("Bearer error=\"invalid_token\", error_description=\"{why}\""),
+                why,
+            )),
+        }
+    }
+}
