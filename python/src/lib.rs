@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 pub mod config;
 pub mod convert;
+pub mod data;
 pub mod errors;
 pub mod executor;
 pub mod json;
@@ -37,6 +38,7 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     observability::register(m)?;
     config::register(m)?;
+    data::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
