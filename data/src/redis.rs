@@ -143,7 +143,7 @@ impl Redis {
                 return Err(Error::Config("cluster_mode and a sentinel URL exclude each other".into()));
             }
             return Err(Error::Unsupported(
-                "Redis Sentinel (redis+sentinel:// URLs) is not built yet; connect to the master's URL".into(),
+                "Redis Sentinel (redis+sentinel:// URLs)".into(),
             ));
         }
         if opts.cluster_mode && opts.database != 0 {

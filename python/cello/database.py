@@ -116,7 +116,7 @@ _ERRORS: dict[str, type[Exception]] = {
 def _make_error(kind: str, message: str, sqlstate: str | None, constraint: str | None) -> Exception:
     """Called from Rust: the exception for a data-layer error."""
     if kind == "FeatureNotAvailable":
-        return FeatureNotAvailable(message, 14)
+        return FeatureNotAvailable(message, 14, hint="connect to the master's URL instead")
     cls = _ERRORS.get(kind, DatabaseError)
     return cls(message, sqlstate, constraint)
 
@@ -599,7 +599,7 @@ def _pairs_to_dict(v: Any) -> dict:
         return v
     if not v:
         return {}
-    return dict(zip(v[0::2], v[1::2]))
+    return dict(zip(v[0::2], v[1::2], strict=False))
 
 
 def _ttl_args(ttl: Any) -> list[bytes]:
@@ -856,7 +856,7 @@ class Pipeline(_Commands):
         r = self._redis
         replies = await r._client.pipeline(_executor(), [a for a, _ in queued], self._transaction, r._decode)
         out = []
-        for (_, post), value in zip(queued, replies):
+        for (_, post), value in zip(queued, replies, strict=False):
             if isinstance(value, BaseException) or post is None:
                 out.append(value)
             else:

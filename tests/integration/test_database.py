@@ -8,8 +8,6 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from db_helpers import Loop, url_for
-
 from cello.config import DatabaseConfig
 from cello.database import (
     CheckViolation,
@@ -22,6 +20,7 @@ from cello.database import (
     OperationalError,
     UniqueViolation,
 )
+from db_helpers import Loop, url_for
 
 BACKENDS = ["sqlite", "postgresql", "mysql"]
 
@@ -70,7 +69,9 @@ def test_backend_from_url(db):
 
 def test_execute_returns_rows_affected_and_fetch(db, loop):
     loop.run(db.execute("DELETE FROM dbq_items"))
-    n = loop.run(db.execute("INSERT INTO dbq_items (name, qty, price) VALUES ($1, $2, $3)", "apple", 3, Decimal("1.25")))
+    n = loop.run(
+        db.execute("INSERT INTO dbq_items (name, qty, price) VALUES ($1, $2, $3)", "apple", 3, Decimal("1.25"))
+    )
     assert n == 1
     n = loop.run(db.execute_many("INSERT INTO dbq_items (name, qty) VALUES (?, ?)", [("pear", 1), ("plum", 2)]))
     assert n == 2

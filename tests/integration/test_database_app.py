@@ -18,9 +18,8 @@ import time
 
 import httpx
 import pytest
-from db_helpers import PG_URL, Loop, require
-
 from cello.database import Database
+from db_helpers import PG_URL, Loop, require
 
 
 class Relay:
@@ -93,7 +92,13 @@ def pg_app(serve):
     require(5432, "PostgreSQL")
     return serve(
         "database_app",
-        env={"DB_URL": PG_URL, "POOL_SIZE": "5", "CONN_TIMEOUT": "10", "HANDLER_TIMEOUT": "1", "APP_NAME": "cello-h14-app"},
+        env={
+            "DB_URL": PG_URL,
+            "POOL_SIZE": "5",
+            "CONN_TIMEOUT": "10",
+            "HANDLER_TIMEOUT": "1",
+            "APP_NAME": "cello-h14-app",
+        },
     )
 
 
@@ -178,8 +183,11 @@ def test_pool_metrics(client):
         "cello_db_pool_wait_seconds_total",
         "cello_db_pool_acquires_total",
     ):
-        assert f'{name}{{backend="postgresql",pool="default"}}' in text or f'{name}{{pool="default",backend="postgresql"}}' in text, name
-    assert 'cello_db_pool_max{' in text and "} 5" in text.split("cello_db_pool_max{", 1)[1].split("\n", 1)[0]
+        assert (
+            f'{name}{{backend="postgresql",pool="default"}}' in text
+            or f'{name}{{pool="default",backend="postgresql"}}' in text
+        ), name
+    assert "cello_db_pool_max{" in text and "} 5" in text.split("cello_db_pool_max{", 1)[1].split("\n", 1)[0]
 
 
 def test_reconnect_after_pg_terminate_backend(client):

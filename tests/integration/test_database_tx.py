@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from db_helpers import Loop, url_for
-
 from cello.config import DatabaseConfig
-from cello.database import Database, InterfaceError, TransactionAborted, transactional
+from cello.database import Database, DatabaseError, InterfaceError, TransactionAborted, transactional
+from db_helpers import Loop, url_for
 
 BACKENDS = ["sqlite", "postgresql", "mysql"]
 
@@ -164,7 +163,7 @@ def test_failed_statement_aborts_postgres_transaction(clean, loop):
 
     async def go():
         async with db.begin() as tx:
-            with pytest.raises(Exception):
+            with pytest.raises(DatabaseError):
                 await tx.execute("INSERT INTO nope VALUES (1)")
             with pytest.raises(TransactionAborted):
                 await tx.execute("INSERT INTO dbt_items VALUES ($1)", "x")

@@ -9,11 +9,10 @@ import time
 import httpx
 import pytest
 import redis as redis_py
-from db_helpers import REDIS_URL, Loop, require
-
 from cello.config import RedisConfig
 from cello.database import Redis, RedisUnavailable
 from cello.errors import FeatureNotAvailable
+from db_helpers import REDIS_URL, Loop, require
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,8 @@ PostgreSQL (``DATABASE_URL``, schema ``cello_todo``), migrations applied at star
 from __future__ import annotations
 
 import httpx
-import pytest
-from db_helpers import PG_URL, Loop, require
-
 from cello.database import Database
+from db_helpers import PG_URL, Loop, require
 
 
 def crud(base_url: str) -> None:
@@ -46,9 +44,7 @@ def test_todo_on_postgresql(serve):
         app = serve("todo_example", env={"DATABASE_URL": url})
         crud(app.base_url)
         assert "applied migrations: 001_todos, 002_todos_created" in app.log()
-        tables = loop.run(
-            admin.fetch_all("SELECT name FROM cello_todo.cello_migrations ORDER BY name", tuples=True)
-        )
+        tables = loop.run(admin.fetch_all("SELECT name FROM cello_todo.cello_migrations ORDER BY name", tuples=True))
         assert tables == [("001_todos",), ("002_todos_created",)]
         # A restart applies nothing twice.
         app.stop()
