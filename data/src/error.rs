@@ -143,16 +143,28 @@ mod tests {
     fn sqlstate_classes() {
         assert_eq!(classify_code(Some("25P02"), ""), Kind::TransactionAborted);
         assert_eq!(classify_code(Some("08006"), ""), Kind::Operational);
-        assert_eq!(classify_code(Some("57P01"), "terminating connection"), Kind::Operational);
+        assert_eq!(
+            classify_code(Some("57P01"), "terminating connection"),
+            Kind::Operational
+        );
         assert_eq!(classify_code(Some("42601"), "syntax"), Kind::Database);
         assert_eq!(classify_code(None, "x"), Kind::Database);
         // MySQL/MariaDB: 23000 for every constraint, told apart by the message.
-        assert_eq!(classify_code(Some("23000"), "Duplicate entry 'a' for key 'name'"), Kind::UniqueViolation);
         assert_eq!(
-            classify_code(Some("23000"), "Cannot add or update a child row: a foreign key constraint fails"),
+            classify_code(Some("23000"), "Duplicate entry 'a' for key 'name'"),
+            Kind::UniqueViolation
+        );
+        assert_eq!(
+            classify_code(
+                Some("23000"),
+                "Cannot add or update a child row: a foreign key constraint fails"
+            ),
             Kind::ForeignKeyViolation
         );
-        assert_eq!(classify_code(Some("23000"), "Column 'name' cannot be null"), Kind::NotNullViolation);
+        assert_eq!(
+            classify_code(Some("23000"), "Column 'name' cannot be null"),
+            Kind::NotNullViolation
+        );
         assert_eq!(
             classify_code(Some("23000"), "CONSTRAINT `t.qty` failed for `test`.`t`"),
             Kind::CheckViolation

@@ -138,7 +138,11 @@ pub fn translate(sql: &str, style: Style) -> Result<Translated, Error> {
     if style != Style::Question || order.iter().enumerate().all(|(k, &v)| k == v) && order.len() == params {
         order.clear();
     }
-    Ok(Translated { sql: out, order, params })
+    Ok(Translated {
+        sql: out,
+        order,
+        params,
+    })
 }
 
 fn ident_char_before(b: &[u8], i: usize) -> bool {

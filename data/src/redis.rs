@@ -56,9 +56,12 @@ impl Slots {
             *used = Instant::now();
             return Ok(c.clone());
         }
-        let c = tokio::time::timeout(self.timeout, self.client.get_connection_manager_with_config(self.cfg.clone()))
-            .await
-            .map_err(|_| unreachable_err("Redis", self.timeout))??;
+        let c = tokio::time::timeout(
+            self.timeout,
+            self.client.get_connection_manager_with_config(self.cfg.clone()),
+        )
+        .await
+        .map_err(|_| unreachable_err("Redis", self.timeout))??;
         *slot = Some((c.clone(), Instant::now()));
         Ok(c)
     }
@@ -83,7 +86,10 @@ impl Slots {
     }
 
     fn open(&self) -> usize {
-        self.slots.iter().filter(|s| s.try_lock().map(|g| g.is_some()).unwrap_or(true)).count()
+        self.slots
+            .iter()
+            .filter(|s| s.try_lock().map(|g| g.is_some()).unwrap_or(true))
+            .count()
     }
 }
 
@@ -140,11 +146,11 @@ impl Redis {
                 ));
             }
             if opts.cluster_mode {
-                return Err(Error::Config("cluster_mode and a sentinel URL exclude each other".into()));
+                return Err(Error::Config(
+                    "cluster_mode and a sentinel URL exclude each other".into(),
+                ));
             }
-            return Err(Error::Unsupported(
-                "Redis Sentinel (redis+sentinel:// URLs)".into(),
-            ));
+            return Err(Error::Unsupported("Redis Sentinel (redis+sentinel:// URLs)".into()));
         }
         if opts.cluster_mode && opts.database != 0 {
             return Err(Error::Config(format!(
@@ -163,7 +169,9 @@ impl Redis {
         }
         let nodes = urls.iter().map(|u| node_info(u, &opts)).collect::<Result<Vec<_>>>()?;
         if opts.cluster_mode && nodes.iter().any(|n| n.redis.db != 0) {
-            return Err(Error::Config("Redis Cluster has only database 0: drop the /N from the URL".into()));
+            return Err(Error::Config(
+                "Redis Cluster has only database 0: drop the /N from the URL".into(),
+            ));
         }
         Ok(Self {
             opts,
@@ -221,7 +229,9 @@ impl Redis {
         }
         Ok(match self.conns().await? {
             Conns::Single(slots) => {
-                let mut c = slots.get(self.next.fetch_add(1, Ordering::Relaxed) % slots.slots.len()).await?;
+                let mut c = slots
+                    .get(self.next.fetch_add(1, Ordering::Relaxed) % slots.slots.len())
+                    .await?;
                 cmd.query_async(&mut c).await?
             }
             Conns::Cluster(c) => cmd.query_async(&mut c.clone()).await?,
@@ -252,7 +262,9 @@ impl Redis {
         }
         Ok(match self.conns().await? {
             Conns::Single(slots) => {
-                let mut c = slots.get(self.next.fetch_add(1, Ordering::Relaxed) % slots.slots.len()).await?;
+                let mut c = slots
+                    .get(self.next.fetch_add(1, Ordering::Relaxed) % slots.slots.len())
+                    .await?;
                 pipe.query_async(&mut c).await?
             }
             Conns::Cluster(c) => pipe.query_async(&mut c.clone()).await?,

@@ -144,7 +144,11 @@ static POOLS: Registry = Mutex::new(Vec::new());
 pub fn pool_stats() -> Vec<PoolStats> {
     let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
     pools.retain(|w| w.strong_count() > 0);
-    pools.iter().filter_map(std::sync::Weak::upgrade).map(|db| db.stats()).collect()
+    pools
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .map(|db| db.stats())
+        .collect()
 }
 
 fn secs(v: f64) -> Option<Duration> {
@@ -185,13 +189,21 @@ impl Database {
                     c = c.application_name(name);
                 }
                 let p = pool_options::<Postgres>(&o, false);
-                Pool::Pg(if o.lazy { p.connect_lazy_with(c) } else { p.connect_with(c).await? })
+                Pool::Pg(if o.lazy {
+                    p.connect_lazy_with(c)
+                } else {
+                    p.connect_with(c).await?
+                })
             }
             Backend::MySql => {
                 let url = o.url.replacen("mariadb://", "mysql://", 1);
                 let c = sqlx::mysql::MySqlConnectOptions::from_str(&url).map_err(cfg)?;
                 let p = pool_options::<MySql>(&o, false);
-                Pool::My(if o.lazy { p.connect_lazy_with(c) } else { p.connect_with(c).await? })
+                Pool::My(if o.lazy {
+                    p.connect_lazy_with(c)
+                } else {
+                    p.connect_with(c).await?
+                })
             }
             Backend::Sqlite => {
                 let memory = o.url.contains(":memory:") || o.url.contains("mode=memory");
@@ -206,8 +218,16 @@ impl Database {
                     c.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 };
                 let p = pool_options::<Sqlite>(&o, memory);
-                let p = if memory { p.max_connections(o.pool_size.max(1)) } else { p };
-                Pool::Lite(if o.lazy { p.connect_lazy_with(c) } else { p.connect_with(c).await? })
+                let p = if memory {
+                    p.max_connections(o.pool_size.max(1))
+                } else {
+                    p
+                };
+                Pool::Lite(if o.lazy {
+                    p.connect_lazy_with(c)
+                } else {
+                    p.connect_with(c).await?
+                })
             }
         };
         let db = Arc::new(Self {
@@ -217,7 +237,10 @@ impl Database {
             waits: Waits::default(),
             name: name.to_owned(),
         });
-        POOLS.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::downgrade(&db));
+        POOLS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(&db));
         Ok(db)
     }
 
@@ -259,7 +282,13 @@ impl Database {
             }
             Err(e) => {
                 let e = Error::from(e);
-                if matches!(e, Error::Db { kind: Kind::PoolTimeout, .. }) {
+                if matches!(
+                    e,
+                    Error::Db {
+                        kind: Kind::PoolTimeout,
+                        ..
+                    }
+                ) {
                     self.waits.timeouts.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e)

@@ -49,7 +49,11 @@ fn decode_rows(rows: Vec<SqliteRow>) -> Result<Output> {
         return Ok(Output::Rows(Rows::default()));
     };
     let columns: std::sync::Arc<[String]> = first.columns().iter().map(|c| c.name().to_owned()).collect();
-    let declared: Vec<String> = first.columns().iter().map(|c| c.type_info().name().to_owned()).collect();
+    let declared: Vec<String> = first
+        .columns()
+        .iter()
+        .map(|c| c.type_info().name().to_owned())
+        .collect();
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut values = Vec::with_capacity(columns.len());

@@ -12,8 +12,8 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString,
-    PyTime, PyTuple, PyType,
+    PyBool, PyByteArray, PyBytes, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTime,
+    PyTuple, PyType,
 };
 
 fn class(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, module: &str, name: &str) -> PyResult<Py<PyType>> {
@@ -110,7 +110,12 @@ pub fn to_value(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Value> {
         return Ok(Value::Array(items));
     }
     if let Ok(v) = obj.getattr("value") {
-        if obj.get_type().mro().iter().any(|t| t.getattr("__name__").is_ok_and(|n| n.to_string() == "Enum")) {
+        if obj
+            .get_type()
+            .mro()
+            .iter()
+            .any(|t| t.getattr("__name__").is_ok_and(|n| n.to_string() == "Enum"))
+        {
             return to_value(&v, n);
         }
     }
@@ -184,9 +189,12 @@ pub fn to_pyerr(py: Python<'_>, e: Error) -> PyErr {
         Error::Config(m) => return PyValueError::new_err(m),
         Error::State(m) => ("InterfaceError", m, None, None),
         Error::Unsupported(m) => ("FeatureNotAvailable", m, None, None),
-        Error::Redis { message, unavailable } => {
-            (if unavailable { "RedisUnavailable" } else { "RedisError" }, message, None, None)
-        }
+        Error::Redis { message, unavailable } => (
+            if unavailable { "RedisUnavailable" } else { "RedisError" },
+            message,
+            None,
+            None,
+        ),
     };
     let made = py
         .import("cello.database")

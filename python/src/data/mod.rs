@@ -21,15 +21,12 @@ where
     C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 {
     let handle = cello_data::runtime().handle().clone();
-    executor.get().spawn_on(
-        py,
-        &handle,
-        async move { Ok(fut.await) },
-        move |py, out| match out {
+    executor
+        .get()
+        .spawn_on(py, &handle, async move { Ok(fut.await) }, move |py, out| match out {
             Ok(v) => convert(py, v),
             Err(e) => Err(convert::to_pyerr(py, e)),
-        },
-    )
+        })
 }
 
 /// Pool figures for `/metrics`: `cello_db_pool_*{pool, backend}`.
@@ -37,7 +34,10 @@ fn pool_metrics() -> Vec<cello_server::metrics::ExtraSample> {
     use cello_server::metrics::ExtraSample as S;
     let mut out = Vec::new();
     for p in sql::all_stats() {
-        let labels = vec![("pool".to_owned(), p.name.clone()), ("backend".to_owned(), p.backend.to_owned())];
+        let labels = vec![
+            ("pool".to_owned(), p.name.clone()),
+            ("backend".to_owned(), p.backend.to_owned()),
+        ];
         let mut push = |name: &'static str, help: &'static str, counter: bool, value: f64| {
             out.push(S {
                 name,
@@ -47,9 +47,24 @@ fn pool_metrics() -> Vec<cello_server::metrics::ExtraSample> {
                 value,
             });
         };
-        push("db_pool_max", "Connections a database pool may open.", false, p.max.into());
-        push("db_pool_size", "Connections a database pool holds open.", false, p.size.into());
-        push("db_pool_idle", "Idle connections of a database pool.", false, p.idle.into());
+        push(
+            "db_pool_max",
+            "Connections a database pool may open.",
+            false,
+            p.max.into(),
+        );
+        push(
+            "db_pool_size",
+            "Connections a database pool holds open.",
+            false,
+            p.size.into(),
+        );
+        push(
+            "db_pool_idle",
+            "Idle connections of a database pool.",
+            false,
+            p.idle.into(),
+        );
         push(
             "db_pool_in_use",
             "Connections of a database pool in use.",

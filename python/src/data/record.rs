@@ -70,7 +70,12 @@ pub fn rows_to_py(py: Python<'_>, rows: Rows, tuples: bool) -> PyResult<Py<PyLis
             list.append(tuple)?;
             continue;
         }
-        let rec = Bound::new(py, Record { values: tuple.clone().unbind() })?;
+        let rec = Bound::new(
+            py,
+            Record {
+                values: tuple.clone().unbind(),
+            },
+        )?;
         let dict = rec.as_any().cast::<PyDict>()?;
         for (name, value) in names.iter().zip(tuple.iter()) {
             dict.set_item(name, value)?;

@@ -107,10 +107,18 @@ impl RedisClient {
 
     /// One command (each argument `bytes`); awaitable.
     #[pyo3(signature = (executor, args, decode = true))]
-    fn cmd(&self, py: Python<'_>, executor: &Bound<'_, Executor>, args: &Bound<'_, PyAny>, decode: bool) -> PyResult<Py<PyAny>> {
+    fn cmd(
+        &self,
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        args: &Bound<'_, PyAny>,
+        decode: bool,
+    ) -> PyResult<Py<PyAny>> {
         let args = args_of(args)?;
         let redis = self.redis.clone();
-        spawn(py, executor, async move { redis.cmd(args).await }, move |py, v| reply(py, v, decode))
+        spawn(py, executor, async move { redis.cmd(args).await }, move |py, v| {
+            reply(py, v, decode)
+        })
     }
 
     /// Several commands in one round trip; awaitable, resolves to the list of replies.
@@ -128,17 +136,22 @@ impl RedisClient {
             all.push(args_of(&c?)?);
         }
         let redis = self.redis.clone();
-        spawn(py, executor, async move { redis.pipeline(all, atomic).await }, move |py, vs| {
-            let list = PyList::empty(py);
-            for v in vs {
-                // A failed command inside a pipeline is returned, not raised (as redis-py does).
-                match reply(py, v, decode) {
-                    Ok(x) => list.append(x)?,
-                    Err(e) => list.append(e.into_value(py))?,
+        spawn(
+            py,
+            executor,
+            async move { redis.pipeline(all, atomic).await },
+            move |py, vs| {
+                let list = PyList::empty(py);
+                for v in vs {
+                    // A failed command inside a pipeline is returned, not raised (as redis-py does).
+                    match reply(py, v, decode) {
+                        Ok(x) => list.append(x)?,
+                        Err(e) => list.append(e.into_value(py))?,
+                    }
                 }
-            }
-            Ok(list.into_any().unbind())
-        })
+                Ok(list.into_any().unbind())
+            },
+        )
     }
 
     /// Connections open now.
@@ -155,9 +168,12 @@ impl RedisClient {
         patterns: Vec<String>,
     ) -> PyResult<Py<PyAny>> {
         let redis = self.redis.clone();
-        spawn(py, executor, async move { redis.subscribe(channels, patterns).await }, |py, sub| {
-            Ok(Py::new(py, RedisSubscription { sub: Arc::new(sub) })?.into_any())
-        })
+        spawn(
+            py,
+            executor,
+            async move { redis.subscribe(channels, patterns).await },
+            |py, sub| Ok(Py::new(py, RedisSubscription { sub: Arc::new(sub) })?.into_any()),
+        )
     }
 }
 
@@ -169,9 +185,16 @@ pub struct RedisSubscription {
 
 fn message(py: Python<'_>, m: Message, decode: bool) -> PyResult<Py<PyAny>> {
     let payload = reply(py, Value::BulkString(m.payload), decode)?;
-    Ok(PyTuple::new(py, [m.channel.into_pyobject(py)?.into_any().unbind(), m.pattern.into_pyobject(py)?.unbind(), payload])?
-        .into_any()
-        .unbind())
+    Ok(PyTuple::new(
+        py,
+        [
+            m.channel.into_pyobject(py)?.into_any().unbind(),
+            m.pattern.into_pyobject(py)?.unbind(),
+            payload,
+        ],
+    )?
+    .into_any()
+    .unbind())
 }
 
 #[pymethods]
@@ -180,10 +203,15 @@ impl RedisSubscription {
     #[pyo3(signature = (executor, decode = true))]
     fn next(&self, py: Python<'_>, executor: &Bound<'_, Executor>, decode: bool) -> PyResult<Py<PyAny>> {
         let sub = self.sub.clone();
-        spawn(py, executor, async move { Ok(sub.next().await) }, move |py, m| match m {
-            Some(m) => message(py, m, decode),
-            None => Ok(py.None()),
-        })
+        spawn(
+            py,
+            executor,
+            async move { Ok(sub.next().await) },
+            move |py, m| match m {
+                Some(m) => message(py, m, decode),
+                None => Ok(py.None()),
+            },
+        )
     }
 
     fn close(&self) {

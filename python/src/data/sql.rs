@@ -104,9 +104,12 @@ impl SqlPool {
             application_name,
             lazy,
         };
-        spawn(py, executor, async move { Database::connect(opts, &name).await }, |py, db| {
-            Ok(Py::new(py, SqlPool { db })?.into_any())
-        })
+        spawn(
+            py,
+            executor,
+            async move { Database::connect(opts, &name).await },
+            |py, db| Ok(Py::new(py, SqlPool { db })?.into_any()),
+        )
     }
 
     /// `postgresql`, `mysql` or `sqlite`.
@@ -237,7 +240,13 @@ impl SqlTx {
     }
 
     /// `verb`: `create`, `release` or `rollback_to`.
-    fn savepoint(&self, py: Python<'_>, executor: &Bound<'_, Executor>, verb: &str, name: String) -> PyResult<Py<PyAny>> {
+    fn savepoint(
+        &self,
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        verb: &str,
+        name: String,
+    ) -> PyResult<Py<PyAny>> {
         let verb = match verb {
             "create" => Savepoint::Create,
             "release" => Savepoint::Release,
@@ -245,7 +254,12 @@ impl SqlTx {
             _ => return Err(PyValueError::new_err(format!("unknown savepoint verb {verb:?}"))),
         };
         let tx = self.tx.clone();
-        spawn(py, executor, async move { tx.savepoint(verb, &name).await }, |py, ()| Ok(py.None()))
+        spawn(
+            py,
+            executor,
+            async move { tx.savepoint(verb, &name).await },
+            |py, ()| Ok(py.None()),
+        )
     }
 
     fn commit(&self, py: Python<'_>, executor: &Bound<'_, Executor>) -> PyResult<Py<PyAny>> {
@@ -273,4 +287,3 @@ impl SqlTx {
 pub fn all_stats() -> Vec<sql::PoolStats> {
     sql::pool_stats()
 }
-

@@ -423,7 +423,13 @@ impl Metrics {
             for x in source() {
                 let pairs: Vec<(&str, &str)> = x.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 let kind = if x.counter { Kind::Counter } else { Kind::Gauge };
-                s.add(&format!("{ns}_{}", x.name), kind, x.help, labels(&pairs), Value::Number(x.value));
+                s.add(
+                    &format!("{ns}_{}", x.name),
+                    kind,
+                    x.help,
+                    labels(&pairs),
+                    Value::Number(x.value),
+                );
             }
         }
         s
