@@ -18,4 +18,15 @@ fi
 if command -v pg_ctlcluster >/dev/null; then
     start 5432 postgresql pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
 fi
+if command -v mariadbd >/dev/null || command -v mysqld >/dev/null; then
+    start 3306 mariadb service mariadb start
+    # The data-layer tests use database `test` (root, empty password, over TCP).
+    if up 3306 && command -v mysql >/dev/null; then
+        mysql -uroot -e "CREATE DATABASE IF NOT EXISTS test" >/dev/null 2>&1 || true
+    fi
+fi
+if up 5432 && command -v psql >/dev/null; then
+    psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" 2>/dev/null | grep -q 1 ||
+        psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE test" >/dev/null 2>&1 || true
+fi
 exit 0

@@ -252,6 +252,18 @@ class Hooks:
             headers = [("content-type", "application/problem+json"), *exc.headers.items()]
             extra = getattr(exc, "extra", None) or {}
             return exc.status_code, headers, problem_body(exc.status_code, exc.detail, request.path, **extra)
+        if type(exc).__module__ == "cello.database":
+            from .database import problem_for
+
+            mapped = problem_for(exc)
+            if mapped is not None:
+                status, detail, extra = mapped
+                if status >= 500:
+                    error_log.error("%s in %s %s: %s", type(exc).__name__, request.method, request.path, exc)
+                headers = [("content-type", "application/problem+json")]
+                if status == 503:
+                    headers.append(("retry-after", "1"))
+                return status, headers, problem_body(status, detail, request.path, **extra)
         if isinstance(exc, _cello.JsonDecodeError):
             return 400, [("content-type", "application/problem+json")], problem_body(400, str(exc), request.path)
         error_log.error(

@@ -382,6 +382,19 @@ class App(SecurityMixin, EdgeMiddleware, Routes, EdgeMixin):
 
         return openapi.build(self, **(getattr(self, "_openapi_options", None) or {}))
 
+    def enable_database(self, config: Any = None) -> Any:
+        """A SQL pool as ``app.database`` and the singleton ``database`` (``None``: SQLite
+        ``sqlite://cello.db`` in the working directory)."""
+        from .database import enable_database
+
+        return enable_database(self, config)
+
+    def enable_redis(self, config: Any = None) -> Any:
+        """Redis as ``app.redis``, ``request.redis`` and the singleton ``redis``."""
+        from .database import enable_redis
+
+        return enable_redis(self, config)
+
     def register_singleton(self, name: str, value: Any) -> None:
         self._singletons[name] = value
 
@@ -416,6 +429,10 @@ class App(SecurityMixin, EdgeMiddleware, Routes, EdgeMixin):
             blocking = r.blocking and not inspect.iscoroutinefunction(r.handler)
             routes.append((r.methods, r.path, blocking))
             endpoints.append(compile_endpoint(self, r, _PARAM.findall(r.path)))
+        if "redis" in self._singletons:
+            from .database import attach_to_requests
+
+            endpoints = attach_to_requests(self, endpoints)
         return routes, endpoints
 
     def run(

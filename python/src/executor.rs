@@ -312,6 +312,16 @@ impl Executor {
         let handle = self.io()?;
         future_into_py(py, &self.bridge, &handle, &self.event_loop, fut, convert)
     }
+
+    /// Await `fut`, run on another runtime (`handle`: the data layer's), from this loop.
+    pub fn spawn_on<F, T, C>(&self, py: Python<'_>, handle: &Handle, fut: F, convert: C) -> PyResult<Py<PyAny>>
+    where
+        F: Future<Output = PyResult<T>> + Send + 'static,
+        T: Send + 'static,
+        C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+    {
+        future_into_py(py, &self.bridge, handle, &self.event_loop, fut, convert)
+    }
 }
 
 #[pymethods]

@@ -14,6 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod config;
 pub mod convert;
+pub mod data;
 pub mod errors;
 pub mod executor;
 pub mod json;
@@ -44,6 +45,7 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     observability::register(m)?;
     config::register(m)?;
+    data::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

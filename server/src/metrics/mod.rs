@@ -38,6 +38,29 @@ pub static OFFLOAD_SWITCHES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new
 /// Requests refused with 503 because the queue to the Python thread was full.
 pub static QUEUE_REJECTED: AtomicU64 = AtomicU64::new(0);
 
+/// A figure from outside the server (the data layer's pools), added to every snapshot.
+#[derive(Debug, Clone)]
+pub struct ExtraSample {
+    /// Name after the `{namespace}_` prefix, e.g. `db_pool_size`.
+    pub name: &'static str,
+    pub help: &'static str,
+    /// A counter (else a gauge).
+    pub counter: bool,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Sources of [`ExtraSample`]s (registered once per process by the crates that own them).
+static SOURCES: Mutex<Vec<fn() -> Vec<ExtraSample>>> = Mutex::new(Vec::new());
+
+/// Add a source of extra samples to every `/metrics` snapshot of this process.
+pub fn register_source(source: fn() -> Vec<ExtraSample>) {
+    let mut all = SOURCES.lock().unwrap_or_else(PoisonError::into_inner);
+    if !all.iter().any(|s| std::ptr::fn_addr_eq(*s, source)) {
+        all.push(source);
+    }
+}
+
 /// Counts a connection while it lives (embedded in the connection's activity record).
 #[derive(Debug)]
 pub struct ConnGuard(());
@@ -431,6 +454,20 @@ impl Metrics {
             String::new(),
             Value::Histogram(self.handler.snapshot(1e9)),
         );
+        let ns = &self.namespace;
+        for source in SOURCES.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            for x in source() {
+                let pairs: Vec<(&str, &str)> = x.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let kind = if x.counter { Kind::Counter } else { Kind::Gauge };
+                s.add(
+                    &format!("{ns}_{}", x.name),
+                    kind,
+                    x.help,
+                    labels(&pairs),
+                    Value::Number(x.value),
+                );
+            }
+        }
         s
     }
 

@@ -1,0 +1,2 @@
+ALTER TABLE todos ADD COLUMN created_at TIMESTAMP NULL;
+CREATE INDEX todos_done ON todos (done);

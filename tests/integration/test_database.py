@@ -1,0 +1,231 @@
+"""Issue 14 items 1, 2 and 4: pools, queries, type mapping and errors against real PostgreSQL,
+MariaDB and SQLite (tables ``dbq_*``; PostgreSQL schema ``cello_dbq``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import pytest
+from cello.config import DatabaseConfig
+from cello.database import (
+    CheckViolation,
+    Database,
+    DatabaseError,
+    ForeignKeyViolation,
+    IntegrityError,
+    Json,
+    NotNullViolation,
+    OperationalError,
+    UniqueViolation,
+)
+from db_helpers import Loop, url_for
+
+BACKENDS = ["sqlite", "postgresql", "mysql"]
+
+
+@pytest.fixture(scope="module")
+def loop():
+    lp = Loop()
+    yield lp
+    lp.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def db(request, loop, tmp_path_factory):
+    backend = request.param
+    url = url_for(backend, tmp_path_factory.mktemp(backend))
+    if backend == "postgresql":
+        setup = Database(url)
+        loop.run(setup.execute("CREATE SCHEMA IF NOT EXISTS cello_dbq"))
+        loop.run(setup.close())
+        url += "?options=-csearch_path%3Dcello_dbq"
+    database = loop.run(Database.connect(DatabaseConfig(url, pool_size=4)))
+    for t in ("dbq_child", "dbq_parent", "dbq_items"):
+        loop.run(database.execute(f"DROP TABLE IF EXISTS {t}"))
+    auto = {
+        "postgresql": "id SERIAL PRIMARY KEY",
+        "mysql": "id INTEGER PRIMARY KEY AUTO_INCREMENT",
+        "sqlite": "id INTEGER PRIMARY KEY AUTOINCREMENT",
+    }[backend]
+    loop.run(
+        database.execute(
+            f"CREATE TABLE dbq_items ({auto}, name VARCHAR(50) NOT NULL UNIQUE, qty INTEGER CHECK (qty >= 0), "
+            "price DECIMAL(10,2))"
+        )
+    )
+    loop.run(database.execute("CREATE TABLE dbq_parent (id INTEGER PRIMARY KEY)"))
+    loop.run(
+        database.execute("CREATE TABLE dbq_child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES dbq_parent(id))")
+    )
+    yield database
+    loop.run(database.close())
+
+
+def test_backend_from_url(db):
+    assert db.backend in BACKENDS
+
+
+def test_execute_returns_rows_affected_and_fetch(db, loop):
+    loop.run(db.execute("DELETE FROM dbq_items"))
+    n = loop.run(
+        db.execute("INSERT INTO dbq_items (name, qty, price) VALUES ($1, $2, $3)", "apple", 3, Decimal("1.25"))
+    )
+    assert n == 1
+    n = loop.run(db.execute_many("INSERT INTO dbq_items (name, qty) VALUES (?, ?)", [("pear", 1), ("plum", 2)]))
+    assert n == 2
+    rows = loop.run(db.fetch_all("SELECT name, qty FROM dbq_items ORDER BY name"))
+    assert [dict(r) for r in rows] == [
+        {"name": "apple", "qty": 3},
+        {"name": "pear", "qty": 1},
+        {"name": "plum", "qty": 2},
+    ]
+    # Records also index by position; tuples mode gives plain tuples.
+    assert rows[0][0] == "apple" and rows[0]["qty"] == 3 and rows[0][-1] == 3
+    assert loop.run(db.fetch_all("SELECT name, qty FROM dbq_items ORDER BY name", tuples=True))[0] == ("apple", 3)
+    one = loop.run(db.fetch_one("SELECT qty, price FROM dbq_items WHERE name = $1", "apple"))
+    assert one["qty"] == 3 and one["price"] == Decimal("1.25")
+    assert loop.run(db.fetch_one("SELECT * FROM dbq_items WHERE name = $1", "nope")) is None
+    assert loop.run(db.fetch_val("SELECT COUNT(*) FROM dbq_items")) == 3
+    assert loop.run(db.fetch_val("SELECT qty FROM dbq_items WHERE name = ?", "nope")) is None
+    assert loop.run(db.execute("UPDATE dbq_items SET qty = qty + 1")) == 3
+
+
+def test_dollar_placeholders_reordered_and_reused(db, loop):
+    row = loop.run(db.fetch_one("SELECT $2 AS b, $1 AS a, $2 AS b2", "one", "two"))
+    assert (row["a"], row["b"], row["b2"]) == ("one", "two", "two")
+
+
+def test_wrong_parameter_count_is_an_error_before_sending(db, loop):
+    with pytest.raises(TypeError, match="takes 2 parameters, 1 given"):
+        loop.run(db.fetch_all("SELECT $1, $2", 1))
+    with pytest.raises(TypeError, match="parameter \\$1: cannot send a set"):
+        loop.run(db.fetch_all("SELECT $1", {1, 2}))
+
+
+def test_type_round_trip(db, loop):
+    aware = dt.datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    naive = dt.datetime(2024, 5, 6, 7, 8, 9)
+    u = uuid.uuid4()
+    t = {
+        "postgresql": "i BIGINT, n NUMERIC(20,6), f DOUBLE PRECISION, s TEXT, b BOOLEAN, bin BYTEA, d DATE, "
+        "tm TIME, ts TIMESTAMP, tz TIMESTAMPTZ, u UUID, j JSONB, arr INTEGER[], tarr TEXT[], nul INTEGER",
+        "mysql": "i BIGINT, n DECIMAL(20,6), f DOUBLE, s TEXT, b BOOLEAN, bin BLOB, d DATE, tm TIME(6), "
+        "ts DATETIME(6), tz TIMESTAMP(6) NULL, u CHAR(36), j JSON, arr JSON, tarr JSON, nul INTEGER",
+        "sqlite": "i INTEGER, n TEXT, f REAL, s TEXT, b BOOLEAN, bin BLOB, d DATE, tm TIME, ts DATETIME, "
+        "tz DATETIME, u TEXT, j TEXT, arr TEXT, tarr TEXT, nul INTEGER",
+    }[db.backend]
+    loop.run(db.execute("DROP TABLE IF EXISTS dbq_types"))
+    loop.run(db.execute(f"CREATE TABLE dbq_types ({t})"))
+    cols = "i, n, f, s, b, bin, d, tm, ts, tz, u, j, arr, tarr, nul"
+    params = (
+        2**40,
+        Decimal("12345.678901"),
+        1.5,
+        "héllo",
+        True,
+        b"\x00\xff",
+        dt.date(2024, 5, 6),
+        dt.time(7, 8, 9),
+        naive,
+        aware,
+        u,
+        {"a": [1, 2], "b": None},
+        [1, 2, 3],
+        ["x", "y"],
+        None,
+    )
+    ph = ", ".join(f"${i}" for i in range(1, 16))
+    assert loop.run(db.execute(f"INSERT INTO dbq_types ({cols}) VALUES ({ph})", *params)) == 1
+    r = loop.run(db.fetch_one(f"SELECT {cols} FROM dbq_types"))
+    assert r["i"] == 2**40 and isinstance(r["i"], int)
+    assert r["f"] == 1.5
+    assert r["s"] == "héllo"
+    assert r["b"] is True
+    assert r["bin"] == b"\x00\xff"
+    assert r["d"] == dt.date(2024, 5, 6)
+    assert r["tm"] == dt.time(7, 8, 9)
+    assert r["ts"] == naive and r["ts"].tzinfo is None
+    # Aware stays aware: the same instant.
+    assert r["tz"].tzinfo is not None and r["tz"] == aware
+    assert r["nul"] is None
+    if db.backend == "sqlite":
+        assert Decimal(r["n"]) == Decimal("12345.678901")
+        assert r["u"] == str(u)
+    else:
+        assert r["n"] == Decimal("12345.678901") and isinstance(r["n"], Decimal)
+        assert str(r["u"]) == str(u)
+    if db.backend == "postgresql":
+        assert r["u"] == u
+        assert r["j"] == {"a": [1, 2], "b": None}
+        assert r["arr"] == [1, 2, 3]
+        assert r["tarr"] == ["x", "y"]
+    elif db.backend == "mysql":
+        # MariaDB's JSON is LONGTEXT with a binary collation: the JSON text comes back (bytes).
+        import json
+
+        j = r["j"]
+        assert (json.loads(j) if isinstance(j, (str, bytes)) else j) == {"a": [1, 2], "b": None}
+    # JSON forced for a list, and NULL into a typed column.
+    assert loop.run(db.execute("UPDATE dbq_types SET j = $1, i = $2", Json([1, {"k": "v"}]), None)) == 1
+    assert loop.run(db.fetch_val("SELECT i FROM dbq_types")) is None
+
+
+def test_integrity_errors(db, loop):
+    loop.run(db.execute("DELETE FROM dbq_items"))
+    loop.run(db.execute("INSERT INTO dbq_items (name, qty) VALUES ($1, $2)", "dup", 1))
+    with pytest.raises(UniqueViolation) as e:
+        loop.run(db.execute("INSERT INTO dbq_items (name, qty) VALUES ($1, $2)", "dup", 1))
+    assert isinstance(e.value, IntegrityError) and isinstance(e.value, DatabaseError)
+    assert e.value.sqlstate
+    if db.backend == "postgresql":
+        assert e.value.sqlstate == "23505" and e.value.constraint == "dbq_items_name_key"
+    with pytest.raises(NotNullViolation):
+        loop.run(db.execute("INSERT INTO dbq_items (name, qty) VALUES ($1, $2)", None, 1))
+    with pytest.raises(CheckViolation):
+        loop.run(db.execute("INSERT INTO dbq_items (name, qty) VALUES ($1, $2)", "neg", -1))
+    with pytest.raises(ForeignKeyViolation):
+        loop.run(db.execute("INSERT INTO dbq_child (id, parent_id) VALUES ($1, $2)", 1, 999))
+
+
+def test_syntax_error_is_a_database_error(db, loop):
+    with pytest.raises(DatabaseError) as e:
+        loop.run(db.fetch_all("SELEC nothing"))
+    assert not isinstance(e.value, (IntegrityError, OperationalError))
+
+
+def test_unreachable_server_is_operational(loop):
+    bad = Database(DatabaseConfig("postgresql://postgres@127.0.0.1:1/test", connection_timeout_secs=1))
+    with pytest.raises(OperationalError):
+        loop.run(bad.fetch_val("SELECT 1"))
+
+
+def test_config_errors(loop):
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        Database("oracle://x")
+    with pytest.raises(ValueError, match="application_name"):
+        loop.run(Database.connect(DatabaseConfig("sqlite::memory:", application_name="x")))
+
+
+def test_default_config_and_memory(loop, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db = Database()
+    assert db.url == "sqlite://cello.db"
+    assert loop.run(db.fetch_val("SELECT 41 + 1")) == 42
+    assert (tmp_path / "cello.db").exists()
+    loop.run(db.close())
+    mem = loop.run(Database.connect("sqlite://:memory:"))
+    loop.run(mem.execute("CREATE TABLE t (x INTEGER)"))
+    loop.run(mem.execute("INSERT INTO t VALUES (?)", 5))
+    assert loop.run(mem.fetch_val("SELECT x FROM t")) == 5
+    loop.run(mem.close())
+
+
+def test_postgres_config_url_and_application_name(loop):
+    url_for("postgresql", None)
+    cfg = DatabaseConfig.postgres("127.0.0.1", database="test", user="postgres")
+    cfg.application_name = "cello-h14-test"
+    db = loop.run(Database.connect(cfg))
+    assert loop.run(db.fetch_val("SELECT current_setting('application_name')")) == "cello-h14-test"
+    loop.run(db.close())
