@@ -224,9 +224,7 @@ impl ServerConfig {
     /// Sections whose feature is not built yet are refused, never silently ignored; each
     /// feature issue removes its line here when the layer exists.
     fn reject_unbuilt_sections(&self) -> Result<()> {
-        let present = [
-            ("session", "sessions", self.session.is_some()),
-        ];
+        let present = [("session", "sessions", self.session.is_some())];
         match present.iter().find(|(_, _, on)| *on) {
             Some((field, what, _)) => Err(invalid(
                 field,

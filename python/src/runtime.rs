@@ -53,7 +53,7 @@ pub struct CancelSlot {
     /// The queued request, until the Python thread takes it. Whoever gives up on it
     /// (a 504, a client gone) takes it out, so its body is freed at once even when the
     /// Python thread is stuck and the job stays queued.
-    request: Mutex<Option<RoutedRequest>>,
+    pub(crate) request: Mutex<Option<RoutedRequest>>,
 }
 
 impl CancelSlot {
@@ -369,7 +369,7 @@ pub struct Runtime {
     app: App,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

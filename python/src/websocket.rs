@@ -76,7 +76,8 @@ impl Endpoint for WsEndpoint {
         req.parts.extensions.insert(conn);
         let (tx, mut rx) = oneshot::channel();
         let slot = Arc::new(CancelSlot::default());
-        self.shared.push_batched(Job::Request(req, tx, slot.clone()));
+        *crate::runtime::lock(&slot.request) = Some(req);
+        self.shared.push_batched(Job::Request(tx, slot.clone()));
         let mut guard = CancelOnDrop::new(slot.clone(), self.shared.clone());
         let (shared, limit) = (self.shared.clone(), self.handler_timeout);
         Box::pin(async move {

@@ -283,8 +283,18 @@ pub(crate) async fn run(
         tokio::spawn(async move {
             let hold = ConnHold(Arc::downgrade(&lease));
             match tls {
-                None => serve_connection(&state, service, &builder, stream, peer, extras, shutdown, hold, reserved).await,
-                Some(tls) => serve_tls(&state, service, &builder, stream, peer, &tls, extras, shutdown, hold, reserved).await,
+                None => {
+                    serve_connection(
+                        &state, service, &builder, stream, peer, extras, shutdown, hold, reserved,
+                    )
+                    .await
+                }
+                Some(tls) => {
+                    serve_tls(
+                        &state, service, &builder, stream, peer, &tls, extras, shutdown, hold, reserved,
+                    )
+                    .await
+                }
             }
             drop(lease);
         });
@@ -471,6 +481,7 @@ async fn refuse_plain_http(mut stream: TcpStream) {
 }
 
 /// Serve one connection (plain TCP or an established TLS stream).
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<S>(
     state: &AppState,
     service: HttpService,

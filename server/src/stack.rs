@@ -210,16 +210,6 @@ impl<F, P> Then<F, P> {
     }
 }
 
-impl<F, P> Then<F, P> {
-    /// Run `inner`, then `post` on its response.
-    pub fn new(inner: F, post: P) -> Self {
-        Self {
-            inner,
-            post: Some(post),
-        }
-    }
-}
-
 impl<F, P> Future for Then<F, P>
 where
     F: Future<Output = Result<Resp, Infallible>>,
@@ -815,6 +805,7 @@ impl Service<Req> for RouterService {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)] // tests build configs step by step
 mod tests {
     use std::time::Duration;
 

@@ -376,9 +376,9 @@ impl Database {
 impl Conn {
     async fn run(&mut self, sql: &str, params: Vec<Value>, op: Op) -> Result<Output> {
         match self {
-            Conn::Pg(c) => pg::run(&mut **c, sql, params, op).await,
-            Conn::My(c) => mysql::run(&mut **c, sql, params, op).await,
-            Conn::Lite(c) => sqlite::run(&mut **c, sql, params, op).await,
+            Conn::Pg(c) => pg::run(c, sql, params, op).await,
+            Conn::My(c) => mysql::run(c, sql, params, op).await,
+            Conn::Lite(c) => sqlite::run(c, sql, params, op).await,
         }
     }
 

@@ -176,9 +176,11 @@ fn decode(row: &PgRow, i: usize) -> Result<Value> {
         // Enums and domains over text arrive as their text.
         other => match row.try_get_unchecked::<String, _>(i) {
             Ok(s) => Value::Text(s),
-            Err(_) => return Err(Error::Param(format!(
+            Err(_) => {
+                return Err(Error::Param(format!(
                 "column {i} has the PostgreSQL type {other}, which Cello does not decode; cast it in SQL (e.g. ::text)"
-            ))),
+            )))
+            }
         },
     })
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::field_reassign_with_default)] // tests build configs step by step
 //! In-process tests of the issue-11 layers through the whole stack (`App::oneshot`).
 
 use std::sync::Arc;

@@ -51,7 +51,10 @@ pub struct ExtraSample {
 }
 
 /// Sources of [`ExtraSample`]s (registered once per process by the crates that own them).
-static SOURCES: Mutex<Vec<fn() -> Vec<ExtraSample>>> = Mutex::new(Vec::new());
+/// A function giving extra samples (pool gauges and the like) at each snapshot.
+type Source = fn() -> Vec<ExtraSample>;
+
+static SOURCES: Mutex<Vec<Source>> = Mutex::new(Vec::new());
 
 /// Add a source of extra samples to every `/metrics` snapshot of this process.
 pub fn register_source(source: fn() -> Vec<ExtraSample>) {
