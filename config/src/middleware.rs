@@ -100,7 +100,7 @@ pub struct CompressionConfig {
     #[serde(alias = "min_size")]
     pub min_size: u64,
     /// Encodings offered, in the server's order of preference when q-values tie.
-    #[schemars(extend("items" = {"enum": ["br", "zstd", "gzip"]}))]
+    #[schemars(extend("items" = {"type": "string", "enum": ["br", "zstd", "gzip"]}))]
     pub algorithms: Vec<String>,
     /// Compression level (gzip 0-9, br 0-11, zstd 1-22); unset: each codec's fast default.
     #[schemars(range(max = 22))]

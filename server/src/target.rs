@@ -276,6 +276,26 @@ pub(crate) async fn dispatch(
         let timeout = Duration::from_secs_f64(config.timeouts.read_body);
         (Bytes::new(), Some(Box::new(RequestStream::new(body, max, timeout))))
     } else if spool_ok {
+        // The budget counts a declared body up front here too (spooled or not, the handler
+        // may still read it into memory), so a flood of large uploads is refused with 503.
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .filter(|n| *n <= max);
+        let budget_max = config.limits.max_buffered_bytes;
+        if let (Some(res), Some(n)) = (budget.as_mut(), declared) {
+            if budget_max > 0 && !res.grow(n, budget_max) {
+                let mut resp = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is holding too many request bodies; retry shortly",
+                );
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                return resp;
+            }
+        }
         // Handlers get big bodies through a temporary file, never one big buffer.
         match crate::spool::read(config, &parts, body, max).await {
             Ok((b, spooled)) => {
