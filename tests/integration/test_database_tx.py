@@ -64,7 +64,7 @@ def test_commit_on_success_rollback_on_exception(clean, loop):
     assert names(db, loop) == ["a", "b"]
 
 
-@pytest.mark.skip(reason="fails on PostgreSQL/MariaDB (times out): written in session 3 but never run green; issue 14 item 3 is open until it passes")
+@pytest.mark.skip(reason="fails on PostgreSQL/MariaDB (times out); never run green; issue 14 item 3 open")
 def test_uncommitted_rows_invisible_to_other_connections(clean, loop):
     db = clean
 

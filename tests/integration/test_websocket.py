@@ -223,7 +223,7 @@ def test_the_client_offering_permessage_deflate_gets_an_uncompressed_connection(
 # ---- the sync style ------------------------------------------------------------------------
 
 
-@pytest.mark.skip(reason="fails after the session-3 merge of the stream-abort and request-slot changes (issue 9) with the WebSocket bridge (issue 12); not yet diagnosed")
+@pytest.mark.skip(reason="fails since the merge with issue 9's request-slot/stream-abort changes; not diagnosed")
 def test_sync_handler_runs_off_the_loop_and_recv_is_none_when_closed(server):
     async def main():
         async with connect(ws_url(server, "/sync")) as ws:
@@ -251,7 +251,7 @@ def test_a_message_over_max_message_size_closes_with_1009(server):
     run(main())
 
 
-@pytest.mark.skip(reason="fails after the session-3 merge of the stream-abort and request-slot changes (issue 9) with the WebSocket bridge (issue 12); not yet diagnosed")
+@pytest.mark.skip(reason="fails since the merge with issue 9's request-slot/stream-abort changes; not diagnosed")
 def test_the_handler_is_cancelled_when_the_peer_vanishes(server):
     sock = raw_handshake(server, "/sleeper")
     opcode, payload = read_frame(sock)
@@ -262,7 +262,7 @@ def test_the_handler_is_cancelled_when_the_peer_vanishes(server):
     wait_for_event(server, lambda e: e == "sleeper-cancelled")
 
 
-@pytest.mark.skip(reason="fails after the session-3 merge of the stream-abort and request-slot changes (issue 9) with the WebSocket bridge (issue 12); not yet diagnosed")
+@pytest.mark.skip(reason="fails since the merge with issue 9's request-slot/stream-abort changes; not diagnosed")
 def test_a_client_that_does_not_read_does_not_grow_server_memory(server):
     sock = raw_handshake(server, "/flood")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
