@@ -97,6 +97,13 @@ pub async fn read(
         };
         let data = match frame {
             None => break,
+            // A chunk larger than any body limit, refused by the connection (issue 9).
+            Some(Err(e)) if crate::target::chunk_too_large(&*e) => {
+                return Err(problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body exceeds the limit of {max} bytes"),
+                ))
+            }
             Some(Err(e)) => {
                 return Err(problem(
                     StatusCode::BAD_REQUEST,

@@ -195,7 +195,7 @@ pub(crate) async fn read_body(
 }
 
 /// The connection refused a declared chunk larger than any body limit.
-fn chunk_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn chunk_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if err.is::<crate::serve::ChunkTooLarge>() {

@@ -272,7 +272,17 @@ def to_json_schema(node):
             out["exclusiveMinimum"] = out.pop("minimum")
         if node.get("x-kubernetes-int-or-string"):
             out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-        if out.get("format") in {"int32", "int64", "uint8", "uint16", "uint32", "uint64", "double", "float"}:
+        # (a `properties` map may hold a property named "format": only a string is a format)
+        if isinstance(out.get("format"), str) and out["format"] in {
+            "int32",
+            "int64",
+            "uint8",
+            "uint16",
+            "uint32",
+            "uint64",
+            "double",
+            "float",
+        }:
             out.pop("format")
         return out
     if isinstance(node, list):
