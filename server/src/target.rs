@@ -299,6 +299,20 @@ pub(crate) async fn dispatch(
         // Handlers get big bodies through a temporary file, never one big buffer.
         match crate::spool::read(config, &parts, body, max).await {
             Ok((b, spooled)) => {
+                // An undeclared (chunked) body counts what is held in memory once read.
+                if declared.is_none() && budget_max > 0 {
+                    if let Some(res) = budget.as_mut() {
+                        if !res.grow(b.len() as u64, budget_max) {
+                            let mut resp = problem(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "the server is holding too many request bodies; retry shortly",
+                            );
+                            resp.headers_mut()
+                                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                            return resp;
+                        }
+                    }
+                }
                 if let Some(s) = spooled {
                     parts.extensions.insert(s);
                 }
