@@ -87,7 +87,7 @@ class EdgeMixin:
         if exclude_paths is not None:
             cfg["excludePaths"] = _tags(exclude_paths)
         validate_config(json.dumps({"cache": cfg}))
-        self._cache_config = cfg
+        self._cache_settings = cfg
 
     def invalidate_cache(self, tags: list[str] | str | None = None) -> int:
         """Drop this worker's cached responses of routes tagged with any of ``tags`` (every
@@ -150,7 +150,7 @@ class EdgeMixin:
             mark = getattr(r.handler, _MARK, None)
             if mark is not None:
                 routes.append({"template": r.path, "ttl": mark["ttl"], "tags": list(mark["tags"])})
-        base = self.__dict__.get("_cache_config")
+        base = self.__dict__.get("_cache_settings")
         if base is not None or routes:
             cfg = dict(base) if base is not None else {"allRoutes": False}
             cfg["routes"] = routes
