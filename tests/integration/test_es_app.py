@@ -163,11 +163,32 @@ class Noted(Event):
     text: str
 
 
-def dashboard_app(tmp_path):
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """(url or None for memory, table prefix); PostgreSQL tables dropped afterwards."""
+    url = None if request.param == "memory" else url_for(request.param, tmp_path)
+    prefix = f"es_{uuid.uuid4().hex[:8]}_"
+    yield url, prefix
+    if request.param == "postgresql":
+        loop = Loop()
+
+        async def clean():
+            db = await Database.connect(url)
+            await drop_tables(db, prefix)
+            await db.close()
+
+        loop.run(clean())
+        loop.close()
+
+
+def dashboard_app(backend):
+    url, prefix = backend
     app = App()
-    app.enable_database(f"sqlite://{tmp_path}/dash.db")
-    store = app.enable_event_sourcing()
-    sagas = app.enable_sagas(SagaConfig(max_retries=0, retry_delay_ms=1))
+    if url is not None:
+        app.enable_database(url)  # both stores live in the app's database
+    store = app.enable_event_sourcing(table_prefix=prefix)
+    sagas = app.enable_sagas(SagaConfig(max_retries=0, retry_delay_ms=1), table_prefix=prefix)
+    assert url.startswith(store.backend) if url else store.backend == "memory"
 
     def boom(ctx):
         raise RuntimeError("undo exploded <b>")
@@ -184,8 +205,8 @@ def dashboard_app(tmp_path):
     return app
 
 
-def test_dashboards_in_development(tmp_path):
-    app = dashboard_app(tmp_path)
+def test_dashboards_in_development(backend):
+    app = dashboard_app(backend)
     with TestClient(app) as client:
         assert client.post("/seed").json() == {"saga": "compensation_failed"}
         ev = client.get("/events")
@@ -205,8 +226,8 @@ def test_dashboards_in_development(tmp_path):
         assert "http://" not in ev.text and "https://" not in sg.text  # nothing fetched from the internet
 
 
-def test_dashboards_absent_in_production(tmp_path):
-    app = dashboard_app(tmp_path)
+def test_dashboards_absent_in_production(backend):
+    app = dashboard_app(backend)
     with TestClient(app, debug=False) as client:
         client.post("/seed")
         for path in ("/events", "/sagas"):
