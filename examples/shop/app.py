@@ -35,7 +35,12 @@ url = os.environ.get("DATABASE_URL", "sqlite://shop.db")
 db = app.enable_database(DatabaseConfig(url))
 store = app.enable_event_sourcing(table_prefix=f"{PREFIX}es_")
 app.enable_cqrs()
-sagas = app.enable_sagas(SagaConfig(max_retries=2, retry_delay_ms=50), table_prefix=f"{PREFIX}es_")
+sagas = app.enable_sagas(
+    SagaConfig(max_retries=2, retry_delay_ms=50),
+    table_prefix=f"{PREFIX}es_",
+    # How long an order's saga stays with a process that stopped answering (then another resumes it).
+    lease_secs=float(os.environ.get("SHOP_SAGA_LEASE", "10")),
+)
 app.enable_health_checks(HealthCheckConfig())
 
 

@@ -16,6 +16,8 @@ import enum
 import inspect
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -198,6 +200,10 @@ class SagaExecution:
         self.updated_at = self.created_at
         # Called with the execution after each persisted change (the orchestrator's listeners).
         self.listeners: list[Callable[[SagaExecution], Any]] = []
+        # Who runs it, and until when (epoch seconds) others must leave it alone.
+        self.owner: str | None = None
+        self.lease_secs: float = 0.0
+        self.lease_until: float = 0.0
 
     @staticmethod
     def _fresh(name: str) -> dict[str, Any]:
@@ -216,6 +222,8 @@ class SagaExecution:
             "error": self.error,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "owner": self.owner,
+            "lease_until": self.lease_until,
         }
 
     @classmethod
@@ -225,12 +233,16 @@ class SagaExecution:
         ex.context = dict(record.get("context") or {})
         ex.error = record.get("error")
         ex.created_at = record.get("created_at") or ex.created_at
+        ex.owner = record.get("owner")
+        ex.lease_until = float(record.get("lease_until") or 0.0)
         stored = {s["name"]: s for s in record.get("steps") or []}
         ex.steps = [{**cls._fresh(s.name), **stored.get(s.name, {})} for s in saga.steps]
         return ex
 
     async def _save(self) -> None:
         self.updated_at = _now()
+        running = self.status in (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value)
+        self.lease_until = time.time() + self.lease_secs if running and self.lease_secs else 0.0
         # Round-trip through JSON now, so a context that cannot be stored fails here, loudly.
         await self.store.save(json.loads(json.dumps(self.to_record())))
         for listener in list(self.listeners):
@@ -246,6 +258,24 @@ class SagaExecution:
 
     async def run(self, context: dict[str, Any] | None = None) -> SagaResult:
         """Run (or continue) the saga; compensates when a step fails for good."""
+        if not self.lease_secs or self.owner is None:
+            return await self._run(context)
+        # Renew the lease while a long step runs, so no other process resumes this execution.
+        heartbeat = asyncio.ensure_future(self._heartbeat())
+        try:
+            return await self._run(context)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(BaseException):
+                await heartbeat
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.lease_secs / 3))
+            with contextlib.suppress(Exception):  # the next save or renewal tries again
+                await self.store.renew(self.execution_id, self.owner, time.time() + self.lease_secs)
+
+    async def _run(self, context: dict[str, Any] | None) -> SagaResult:
         if context is not None:
             self.context.update(context)
         deadline = time.monotonic() + float(self.config.timeout_ms) / 1000.0
@@ -381,6 +411,18 @@ class MemorySagaStore:
     async def save(self, record: dict[str, Any]) -> None:
         self.records[record["id"]] = json.loads(json.dumps(record))
 
+    async def claim(self, execution_id: str, owner: str, lease_until: float, now: float) -> bool:
+        r = self.records.get(execution_id)
+        if r is None or (r.get("owner") not in (None, owner) and float(r.get("lease_until") or 0) >= now):
+            return False
+        r["owner"], r["lease_until"] = owner, lease_until
+        return True
+
+    async def renew(self, execution_id: str, owner: str, lease_until: float) -> None:
+        r = self.records.get(execution_id)
+        if r is not None and r.get("owner") == owner:
+            r["lease_until"] = lease_until
+
     async def get(self, execution_id: str) -> dict[str, Any] | None:
         r = self.records.get(execution_id)
         return None if r is None else json.loads(json.dumps(r))
@@ -408,7 +450,8 @@ class SqlSagaStore:
         stmt = (
             f"CREATE TABLE IF NOT EXISTS {self.table} (id VARCHAR(64) PRIMARY KEY, saga_name VARCHAR(200) NOT NULL, "
             "status VARCHAR(40) NOT NULL, context TEXT NOT NULL, steps TEXT NOT NULL, error TEXT, "
-            "created_at VARCHAR(40) NOT NULL, updated_at VARCHAR(40) NOT NULL)"
+            "created_at VARCHAR(40) NOT NULL, updated_at VARCHAR(40) NOT NULL, owner VARCHAR(200), "
+            "lease_until DOUBLE PRECISION NOT NULL DEFAULT 0)"
         )
         try:
             await self.db.execute(stmt)
@@ -424,10 +467,10 @@ class SqlSagaStore:
 
     async def save(self, r: dict[str, Any]) -> None:
         await self.db.execute(
-            f"INSERT INTO {self.table} (id, saga_name, status, context, steps, error, created_at, updated_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
-            "context = excluded.context, steps = excluded.steps, error = excluded.error, "
-            "updated_at = excluded.updated_at",
+            f"INSERT INTO {self.table} (id, saga_name, status, context, steps, error, created_at, updated_at, "
+            "owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO UPDATE SET "
+            "status = excluded.status, context = excluded.context, steps = excluded.steps, error = excluded.error, "
+            "updated_at = excluded.updated_at, owner = excluded.owner, lease_until = excluded.lease_until",
             r["id"],
             r["saga_name"],
             r["status"],
@@ -436,6 +479,28 @@ class SqlSagaStore:
             r.get("error"),
             r["created_at"],
             r["updated_at"],
+            r.get("owner"),
+            float(r.get("lease_until") or 0.0),
+        )
+
+    async def claim(self, execution_id: str, owner: str, lease_until: float, now: float) -> bool:
+        """Take over an execution whose lease has run out (one process wins)."""
+        n = await self.db.execute(
+            f"UPDATE {self.table} SET owner = $1, lease_until = $2 WHERE id = $3 "
+            "AND (owner IS NULL OR owner = $1 OR lease_until < $4)",
+            owner,
+            float(lease_until),
+            execution_id,
+            float(now),
+        )
+        return n == 1
+
+    async def renew(self, execution_id: str, owner: str, lease_until: float) -> None:
+        await self.db.execute(
+            f"UPDATE {self.table} SET lease_until = $1 WHERE id = $2 AND owner = $3",
+            float(lease_until),
+            execution_id,
+            owner,
         )
 
     @staticmethod
@@ -449,9 +514,11 @@ class SqlSagaStore:
             "error": r["error"],
             "created_at": r["created_at"],
             "updated_at": r["updated_at"],
+            "owner": r["owner"],
+            "lease_until": float(r["lease_until"] or 0.0),
         }
 
-    _COLS = "id, saga_name, status, context, steps, error, created_at, updated_at"
+    _COLS = "id, saga_name, status, context, steps, error, created_at, updated_at, owner, lease_until"
 
     async def get(self, execution_id: str) -> dict[str, Any] | None:
         r = await self.db.fetch_one(f"SELECT {self._COLS} FROM {self.table} WHERE id = $1", execution_id)
@@ -493,6 +560,7 @@ class SagaOrchestrator:
         url: str | None = None,
         store: Any = None,
         table_prefix: str = "cello_es_",
+        lease_secs: float = 10.0,
     ) -> None:
         if config is not None and not isinstance(config, SagaConfig):
             raise TypeError(f"SagaOrchestrator needs a SagaConfig, not {type(config).__name__}")
@@ -502,6 +570,13 @@ class SagaOrchestrator:
         self.listeners: list[Callable[[SagaExecution], Any]] = []
         self._opened = False
         self._running: dict[str, asyncio.Task] = {}
+        if lease_secs <= 0:
+            raise ValueError("lease_secs must be positive")
+        # An execution is run by one orchestrator at a time: its owner renews a lease while it
+        # runs; another process resumes it only once the lease has run out (the owner died).
+        self.lease_secs = float(lease_secs)
+        self.owner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._active: set[str] = set()
 
     @classmethod
     async def connect(cls, config: SagaConfig | None = None, **kwargs: Any) -> SagaOrchestrator:
@@ -529,14 +604,33 @@ class SagaOrchestrator:
         return listener
 
     def _execution(
-        self, saga: Saga, record: dict[str, Any] | None = None, execution_id: str | None = None
+        self, saga: Saga, record: dict[str, Any] | None = None, execution_id: str | None = None, own: bool = False
     ) -> SagaExecution:
         if record is None:
             ex = SagaExecution(saga, execution_id, self.config, self.store)
         else:
             ex = SagaExecution.from_record(saga, record, self.config, self.store)
         ex.listeners = self.listeners
+        if own:
+            ex.owner = self.owner_id
+            ex.lease_secs = self.lease_secs
         return ex
+
+    async def _run_owned(self, ex: SagaExecution, context: dict[str, Any] | None = None) -> SagaResult:
+        self._active.add(ex.execution_id)
+        try:
+            return await ex.run(context)
+        finally:
+            self._active.discard(ex.execution_id)
+
+    async def _claim(self, execution_id: str) -> dict[str, Any] | None:
+        """The record, if this orchestrator may run it now (not running here, lease free)."""
+        if execution_id in self._active:
+            return None
+        now = time.time()
+        if not await self.store.claim(execution_id, self.owner_id, now + self.lease_secs, now):
+            return None
+        return await self.store.get(execution_id)
 
     def register(self, saga: Saga) -> Saga:
         if not isinstance(saga, Saga):
@@ -561,8 +655,8 @@ class SagaOrchestrator:
         s = self._saga(saga)
         if execution_id is not None and await self.store.get(execution_id) is not None:
             raise SagaError(f"saga execution {execution_id!r} exists already")
-        ex = self._execution(s, execution_id=execution_id)
-        return await ex.run(dict(context or {}))
+        ex = self._execution(s, execution_id=execution_id, own=True)
+        return await self._run_owned(ex, dict(context or {}))
 
     async def get_execution(self, execution_id: str) -> SagaExecution | None:
         await self.open()
@@ -590,18 +684,26 @@ class SagaOrchestrator:
         return out
 
     async def resume_pending(self) -> list[SagaResult]:
-        """Continue every execution left running or compensating (after a crash): completed
-        steps are skipped, an interrupted non-idempotent step leads to compensation."""
+        """Continue the executions left running or compensating by a process that died (their
+        lease ran out): completed steps are skipped, an interrupted non-idempotent step leads
+        to compensation. Among several processes, each execution is taken by one."""
         await self.open()
         results = []
         for status in (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value):
-            for record in await self.store.list(status, 10_000):
-                saga = self.sagas.get(record["saga_name"])
+            for listed in await self.store.list(status, 10_000):
+                saga = self.sagas.get(listed["saga_name"])
                 if saga is None:
-                    log.warning("saga %s %s: not registered, cannot resume", record["saga_name"], record["id"])
+                    log.warning("saga %s %s: not registered, cannot resume", listed["saga_name"], listed["id"])
                     continue
-                ex = self._execution(saga, record)
-                results.append(await ex.run())
+                if (
+                    listed.get("owner") not in (None, self.owner_id)
+                    and float(listed.get("lease_until") or 0) >= time.time()
+                ):
+                    continue  # alive elsewhere
+                record = await self._claim(listed["id"])
+                if record is None or record["status"] not in (SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value):
+                    continue
+                results.append(await self._run_owned(self._execution(saga, record, own=True)))
         return results
 
     async def retry(self, execution_id: str) -> SagaResult:
@@ -610,9 +712,13 @@ class SagaOrchestrator:
         ex = await self.get_execution(execution_id)
         if ex is None:
             raise SagaError(f"no saga execution {execution_id!r}")
-        if ex.saga_name not in self.sagas:
+        saga = self.sagas.get(ex.saga_name)
+        if saga is None:
             raise SagaError(f"saga {ex.saga_name!r} is not registered")
-        return await ex.run()
+        record = await self._claim(execution_id)
+        if record is None:
+            raise SagaError(f"saga execution {execution_id!r} is being run by another process")
+        return await self._run_owned(self._execution(saga, record, own=True))
 
 
 def enable_sagas(
@@ -622,17 +728,26 @@ def enable_sagas(
     url: str | None = None,
     resume: bool = True,
     table_prefix: str = "cello_es_",
+    lease_secs: float = 10.0,
 ) -> SagaOrchestrator:
     """``app.enable_sagas``: a ``SagaOrchestrator`` as ``app.sagas`` and the singleton
     ``saga_orchestrator``, stored in the app's database (``enable_database``) unless ``url``
-    says otherwise; at startup it resumes the executions a previous process left unfinished
-    (``resume``); a ``saga_store`` readiness check."""
+    says otherwise; from startup on it resumes the executions a dead process left unfinished
+    (``resume``; checked every ``lease_secs / 2``); a ``saga_store`` readiness check."""
     from . import observability
 
     database = app._singletons.get("database") if url is None else None
-    orch = SagaOrchestrator(config, database=database, url=url, table_prefix=table_prefix)
+    orch = SagaOrchestrator(config, database=database, url=url, table_prefix=table_prefix, lease_secs=lease_secs)
     app.sagas = orch
     app.register_singleton("saga_orchestrator", orch)
+
+    async def recover() -> None:
+        while True:
+            try:
+                await orch.resume_pending()
+            except Exception as exc:  # noqa: BLE001 - the store may be down; try again later
+                log.warning("resuming sagas failed: %s", exc)
+            await asyncio.sleep(max(0.2, orch.lease_secs / 2))
 
     async def start() -> None:
         from .database import DatabaseError
@@ -642,10 +757,8 @@ def enable_sagas(
         except DatabaseError as exc:
             # Serve anyway: /health/ready answers 503 until the store is reachable.
             log.warning("saga store unreachable at startup: %s", exc)
-            return
         if resume:
-            task = asyncio.ensure_future(orch.resume_pending())
-            orch._running["resume"] = task
+            orch._running["resume"] = asyncio.ensure_future(recover())
 
     async def stop() -> None:
         task = orch._running.pop("resume", None)

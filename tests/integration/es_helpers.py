@@ -49,6 +49,11 @@ class Env:
         self._closers.append(o.close)
         return o
 
+    async def orchestrator_with(self, config=None, **kw) -> SagaOrchestrator:
+        o = await SagaOrchestrator.connect(config, url=self.url, table_prefix=self.prefix, **kw)
+        self._closers.append(o.close)
+        return o
+
     def teardown(self) -> None:
         async def go():
             for close in self._closers:

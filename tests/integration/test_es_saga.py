@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 
 import pytest
 from cello.config import SagaConfig
@@ -227,7 +228,7 @@ def test_saga_api_shapes():
 
 CRASHER = textwrap.dedent(
     """
-    import asyncio, os, signal, sys
+    import asyncio, os, signal, sys, time
     from cello.config import SagaConfig
     from cello.saga import Saga, SagaOrchestrator, SagaStep
 
@@ -263,7 +264,7 @@ CRASHER = textwrap.dedent(
 
     async def main():
         orch = await SagaOrchestrator.connect(SagaConfig(retry_delay_ms=1, enable_logging=False), url=url,
-                                              table_prefix=prefix)
+                                              table_prefix=prefix, lease_secs=0.5)
         orch.register(saga)
         if phase == "first":
             if mode == "between":
@@ -274,7 +275,12 @@ CRASHER = textwrap.dedent(
             await orch.execute("crashy", {{"order": 1}}, execution_id="exec-1")
             note("finished-first")
         else:
-            for r in await orch.resume_pending():
+            # The dead process's lease runs out first (0.5 s), then this one takes over.
+            results, deadline = [], time.monotonic() + 30
+            while not results and time.monotonic() < deadline:
+                results = await orch.resume_pending()
+                await asyncio.sleep(0.05)
+            for r in results:
                 note("resumed " + r.status)
 
     asyncio.run(main())
@@ -317,3 +323,81 @@ def test_sigkill_mid_saga_then_resume_or_compensate(env, tmp_path, mode, expecte
 
     status, context = env.loop.run(check())
     assert status == final and context["order"] == 1
+
+
+def shared(env, orch_kwargs):
+    """Orchestrators of one store: the same URL, or one memory store object."""
+    from cello.saga import MemorySagaStore
+
+    store = MemorySagaStore() if env.backend == "memory" else None
+
+    async def make():
+        if store is not None:
+            return await SagaOrchestrator.connect(FAST, store=store, **orch_kwargs)
+        return await env.orchestrator_with(FAST, **orch_kwargs)
+
+    return make
+
+
+def test_an_abandoned_execution_is_resumed_by_exactly_one_process(env):
+    runs = []
+
+    async def go():
+        gate = asyncio.Event()
+        reached = asyncio.Event()
+
+        async def b(ctx):
+            runs.append("b")
+            reached.set()
+            await gate.wait()
+
+        saga = Saga("race", [SagaStep("a", lambda c: runs.append("a")), SagaStep("b", b, idempotent=True)])
+        make = shared(env, {"lease_secs": 0.3})
+        first, second, third = await make(), await make(), await make()
+        for o in (first, second, third):
+            o.register(saga)
+        # The first process "dies" in step b: its task is cancelled, its lease is not renewed.
+        task = asyncio.ensure_future(first.execute("race", {}, execution_id=f"r-{uuid.uuid4().hex[:6]}"))
+        await reached.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gate.set()
+        # Two others race to resume it once the lease has run out: one wins.
+        deadline = time.monotonic() + 10
+        results: list = []
+        while not results and time.monotonic() < deadline:
+            a, b_ = await asyncio.gather(second.resume_pending(), third.resume_pending())
+            results = a + b_
+            await asyncio.sleep(0.05)
+        assert len(results) == 1 and results[0].status == "completed"
+        assert runs == ["a", "b", "b"]  # b is idempotent: re-run once after the "crash"
+
+    env.loop.run(go())
+
+
+def test_a_live_execution_is_not_taken_over(env):
+    async def go():
+        gate = asyncio.Event()
+        reached = asyncio.Event()
+
+        async def slow(ctx):
+            reached.set()
+            await gate.wait()
+
+        saga = Saga("live", [SagaStep("slow", slow)])
+        make = shared(env, {"lease_secs": 0.3})
+        owner, other = await make(), await make()
+        owner.register(saga)
+        other.register(saga)
+        task = asyncio.ensure_future(owner.execute("live", {}, execution_id=f"l-{uuid.uuid4().hex[:6]}"))
+        await reached.wait()
+        # Longer than the lease: the owner's heartbeat keeps it.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            assert await other.resume_pending() == []
+            await asyncio.sleep(0.1)
+        gate.set()
+        assert (await task).status == "completed"
+
+    env.loop.run(go())

@@ -18,7 +18,7 @@ from es_helpers import Loop, drop_tables
 def shop_env(request, tmp_path):
     url = url_for(request.param, tmp_path)
     prefix = f"es_shop_{uuid.uuid4().hex[:8]}_"
-    yield {"DATABASE_URL": url, "SHOP_PREFIX": prefix}
+    yield {"DATABASE_URL": url, "SHOP_PREFIX": prefix, "SHOP_SAGA_LEASE": "1"}
     if request.param == "postgresql":
         loop = Loop()
 
