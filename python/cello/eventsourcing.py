@@ -656,6 +656,14 @@ def enable_event_sourcing(
     app.on_event("startup")(open_store)
     app.on_event("shutdown")(close_store)
     observability.register_builtin_check("event_store", store.ping)
+
+    def conflict(request: Any, exc: ConcurrencyError) -> Any:
+        from .errors import HTTPException
+
+        # An unhandled lost race is the client's to retry: 409 problem+json, not a 500.
+        raise HTTPException(409, str(exc))
+
+    app._exception_handlers.setdefault(ConcurrencyError, conflict)
     from ._es_dashboard import install
 
     install(app)

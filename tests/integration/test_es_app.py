@@ -266,3 +266,21 @@ def test_dashboards_render_in_headless_chromium(serve, tmp_path):
         shot = subprocess.run([*base, f"--screenshot={png}", server.url(path)], capture_output=True, timeout=90)
         assert png.exists() and png.stat().st_size > 5000, shot.stderr[-2000:]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unhandled_concurrency_error_is_a_409_problem(backend):
+    from cello.eventsourcing import ConcurrencyError
+
+    app = dashboard_app(backend)
+
+    @app.post("/race")
+    async def race():
+        store = app.event_store
+        await store.append("race-1", [Noted(text="a")], expected_version=0)
+        await store.append("race-1", [Noted(text="b")], expected_version=0)
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post("/race")
+        assert r.status_code == 409 and r.headers["content-type"].startswith("application/problem+json")
+        assert "expected version 0" in r.json()["detail"]
+    assert ConcurrencyError.status_code == 409
