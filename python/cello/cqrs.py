@@ -311,7 +311,7 @@ class CommandBus:
     async def _store_aggregate(self, aggregate: Any) -> None:
         if self.event_store is None:
             raise RuntimeError("a command handler returned an aggregate but the bus has no event_store")
-        await self.event_store.save(aggregate)
+        await self.event_store.save(aggregate, publish=bool(self.config.enable_event_sync))
 
     async def _store_events(self, events: list[Any]) -> None:
         if self.event_store is None:
@@ -322,7 +322,7 @@ class CommandBus:
                 raise ValueError(f"event {e.event_type} has no aggregate_id")
             by_aggregate.setdefault(e.aggregate_id, []).append(e)
         for aggregate_id, evs in by_aggregate.items():
-            await self.event_store.append(aggregate_id, evs)
+            await self.event_store.append(aggregate_id, evs, publish=bool(self.config.enable_event_sync))
 
     async def _publish(self, events: list[Any]) -> None:
         if not self.config.enable_event_sync:

@@ -482,10 +482,13 @@ class EventStore:
 
     # ---- writing --------------------------------------------------------------------------------
 
-    async def append(self, aggregate_id: str, events: Iterable[Event], expected_version: int | None = None) -> int:
+    async def append(
+        self, aggregate_id: str, events: Iterable[Event], expected_version: int | None = None, *, publish: bool = True
+    ) -> int:
         """Store ``events`` after the aggregate's last one, in one transaction; with
         ``expected_version``, only if the aggregate is still at that version (else
-        ``ConcurrencyError``). Returns the aggregate's new version."""
+        ``ConcurrencyError``). Returns the aggregate's new version. ``publish``: then call
+        the subscribers and bring the projections up to date."""
         events = list(events)
         aggregate_id = str(aggregate_id)
         if not events:
@@ -496,17 +499,18 @@ class EventStore:
         version = await self._backend.append(
             aggregate_id, events, expected_version, int(self.config.max_events_per_aggregate)
         )
-        await self._publish(events)
+        if publish:
+            await self._publish(events)
         return version
 
-    async def save(self, aggregate: Aggregate) -> int:
+    async def save(self, aggregate: Aggregate, *, publish: bool = True) -> int:
         """Append the aggregate's uncommitted events (checked against the version it was
         loaded at), take a snapshot when a ``snapshot_interval`` boundary is crossed."""
         pending = aggregate.uncommitted_events
         if not pending:
             return aggregate.version
         base = aggregate.version - len(pending)
-        version = await self.append(aggregate.id, pending, expected_version=base)
+        version = await self.append(aggregate.id, pending, expected_version=base, publish=publish)
         aggregate.clear_uncommitted()
         interval = int(self.config.snapshot_interval)
         if self.config.enable_snapshots and interval > 0 and version // interval > base // interval:

@@ -147,12 +147,17 @@ def test_commands_store_events_and_queries_read_them(env):
 def test_event_sync_off_leaves_projections_for_later(env):
     async def go():
         store = await env.store()
+        totals = store.add_projection(Totals())
         cb, _ = make_buses(store, CqrsConfig(enable_event_sync=False))
         seen = []
         cb.on_events(seen.extend)
         w = wid()
         assert (await cb.dispatch(OpenWallet(wallet_id=w, owner="bo"))).success
-        assert seen == [] and await store.get_version(w) == 1
+        assert (await cb.dispatch(Credit(wallet_id=w, amount=3))).success
+        # Stored, but neither published nor projected yet.
+        assert seen == [] and await store.get_version(w) == 2 and totals.totals == {}
+        await store.run_projections()
+        assert totals.totals == {w: 3}
 
     env.loop.run(go())
 
