@@ -395,6 +395,24 @@ class App(SecurityMixin, EdgeMiddleware, Routes, EdgeMixin):
 
         return enable_redis(self, config)
 
+    def enable_event_sourcing(self, config: Any = None, **kwargs: Any) -> Any:
+        """An ``EventStore`` as ``app.event_store`` (the app's database, else memory)."""
+        from .eventsourcing import enable_event_sourcing
+
+        return enable_event_sourcing(self, config, **kwargs)
+
+    def enable_cqrs(self, config: Any = None) -> App:
+        """``app.command_bus`` / ``app.query_bus``, injectable as ``Depends("command_bus")``."""
+        from .cqrs import enable_cqrs
+
+        return enable_cqrs(self, config)
+
+    def enable_sagas(self, config: Any = None, **kwargs: Any) -> Any:
+        """A ``SagaOrchestrator`` as ``app.sagas``, persisted in the app's database."""
+        from .saga import enable_sagas
+
+        return enable_sagas(self, config, **kwargs)
+
     def register_singleton(self, name: str, value: Any) -> None:
         self._singletons[name] = value
 
