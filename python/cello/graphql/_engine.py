@@ -268,10 +268,14 @@ class GraphQL:
         finally:
             current_states.reset(token)
         out = result.formatted
+        refusal = None
+        if result.data is None and result.errors and all(e.path is None for e in result.errors):
+            # A request error (variables could not be coerced): nothing ran, so no "data" entry.
+            out.pop("data", None)
+            refusal = "invalid"
         if tracer is not None:
             out.setdefault("extensions", {})["tracing"] = tracer.finish()
-        # Errors with no data at all: variable coercion failed before anything ran.
-        return out, ("invalid" if result.data is None and result.errors and "data" not in out else None)
+        return out, refusal
 
     async def subscribe(
         self,

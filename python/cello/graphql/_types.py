@@ -116,7 +116,7 @@ class TypeRegistry:
         if tp not in self.outputs:
             self._claim(tp.__name__, tp)
             values = {m.name: g.GraphQLEnumValue(m, description=None) for m in tp}
-            self.outputs[tp] = g.GraphQLEnumType(tp.__name__, values, description=inspect.getdoc(tp) or None)
+            self.outputs[tp] = g.GraphQLEnumType(tp.__name__, values, description=_own_doc(tp))
             self.inputs[tp] = self.outputs[tp]
         return self.outputs[tp]  # type: ignore[return-value]
 
@@ -137,10 +137,10 @@ class TypeRegistry:
                     out[spec.name or attr] = self.field(member, spec, bound=True)
             return out
 
-        doc = inspect.getdoc(tp)
+        doc = _own_doc(tp)
         if dataclasses.is_dataclass(tp) and doc and doc.startswith(tp.__name__ + "("):
             doc = None  # the generated dataclass signature is no description
-        self.outputs[tp] = g.GraphQLObjectType(name, fields, description=doc or None)
+        self.outputs[tp] = g.GraphQLObjectType(name, fields, description=doc)
         return self.outputs[tp]  # type: ignore[return-value]
 
     # ---- inputs ------------------------------------------------------------------------
@@ -245,6 +245,12 @@ def _caller(fn: Callable[..., Any], wants_info: bool, bound: bool, names: set[st
         return fn(info, **kwargs) if wants_info else fn(**kwargs)
 
     return resolve
+
+
+def _own_doc(tp: type) -> str | None:
+    """The class's own docstring (not one inherited from ``Enum`` or ``BaseModel``)."""
+    doc = tp.__dict__.get("__doc__")
+    return inspect.cleandoc(doc) if isinstance(doc, str) and doc.strip() else None
 
 
 def _build(tp: type, data: dict[str, Any]) -> Any:

@@ -15,7 +15,7 @@ import contextlib
 import json
 from typing import Any
 
-from ..websocket import WebSocketDisconnect
+from ..websocket import WebSocket, WebSocketDisconnect
 from ._engine import GraphQL
 
 TRANSPORT_WS = "graphql-transport-ws"
@@ -24,7 +24,7 @@ INIT_TIMEOUT = 10.0
 
 
 def install(app: Any, gql: GraphQL, path: str, limits: dict[str, Any]) -> None:
-    async def graphql_ws(ws: Any) -> None:
+    async def graphql_ws(ws: WebSocket) -> None:
         offered = list(ws.subprotocols)
         if TRANSPORT_WS in offered:
             proto = TRANSPORT_WS
