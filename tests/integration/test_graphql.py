@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 gql_lib = pytest.importorskip("gql")
-from gql import Client, gql  # noqa: E402
+from gql import Client, GraphQLRequest, gql  # noqa: E402
 from gql.transport.aiohttp import AIOHTTPTransport  # noqa: E402
 from gql.transport.exceptions import TransportQueryError  # noqa: E402
 from gql.transport.websockets import WebsocketsTransport  # noqa: E402
@@ -43,12 +43,12 @@ def run(coro):
 async def http_execute(server, query: str, variables=None, **kw):
     transport = AIOHTTPTransport(url=server.url("/graphql"))
     async with Client(transport=transport, **kw) as session:
-        return await session.execute(gql(query), variable_values=variables)
+        return await session.execute(GraphQLRequest(query, variable_values=variables))
 
 
-def post(server, body, accept="application/json", **kw):
-    headers = {"accept": accept} if accept else {}
-    return httpx.post(server.url("/graphql"), json=body, headers=headers, timeout=10, **kw)
+def post(server, body, accept="application/json", headers=None):
+    headers = {**({"accept": accept} if accept else {}), **(headers or {})}
+    return httpx.post(server.url("/graphql"), json=body, headers=headers, timeout=10)
 
 
 # ---- the engine over HTTP, with the gql client -----------------------------------------------
