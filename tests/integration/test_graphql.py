@@ -309,3 +309,16 @@ def test_high_message_rate_drops_nothing(server):
             return expected - 1
 
     assert run(go()) == total
+
+
+def test_http_is_served_after_websocket_sessions(server):
+    # Regression: each WebSocket upgrade used to leave the worker's queue count one lower
+    # than it entered, after which every HTTP request was refused with 503.
+    async def go():
+        for _ in range(3):
+            async with Client(transport=ws_transport(server, "graphql-transport-ws")) as session:
+                assert await session.execute(gql("{ hello }")) == {"hello": "Hello, world!"}
+
+    run(go())
+    for _ in range(5):
+        assert post(server, {"query": "{ hello }"}).status_code == 200
