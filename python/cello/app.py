@@ -346,6 +346,16 @@ class App(SecurityMixin, EdgeMiddleware, Routes, EdgeMixin):
         openapi.install(self, title=title, version=version, description=description, servers=servers,
                         openapi_url=openapi_url, docs_url=docs_url, redoc_url=redoc_url)  # fmt: skip
 
+    def enable_graphql(self, config: Any = None, schema: Any = None, *, subscriptions_path: str | None = None) -> Any:
+        """Serve GraphQL at ``config.path`` (POST and GET, GraphQL over HTTP), GraphiQL there
+        for browsers when ``playground``, and subscriptions over WebSocket at
+        ``subscriptions_path`` (default ``<path>/ws``). ``schema``: a ``GraphQL`` or ``Schema``;
+        ``None`` takes the ``@Query``/``@Mutation``/``@Subscription`` functions of the process.
+        Returns the ``GraphQL``."""
+        from .graphql import _http
+
+        return _http.install(self, config, schema, subscriptions_path)
+
     def enable_templates(
         self,
         template_dir: str = "templates",

@@ -140,7 +140,7 @@ pub struct QueueBound {
 
 impl QueueBound {
     /// Count one more queued request; `false` when the queue is full.
-    fn enter(&self) -> bool {
+    pub(crate) fn enter(&self) -> bool {
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.leave();
             return false;
@@ -149,7 +149,7 @@ impl QueueBound {
     }
 
     /// The Python thread took a queued request off.
-    fn leave(&self) {
+    pub(crate) fn leave(&self) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -419,6 +419,7 @@ impl Runtime {
             shared: shared.clone(),
             event_loop: Arc::new(event_loop.clone_ref(py)),
             handler_timeout: Duration::from_secs_f64(config.timeouts.handler),
+            queue: queue.clone(),
         });
         let mut builder = Server::builder(config);
         for (i, (methods, path, _)) in routes.iter().enumerate() {

@@ -34,6 +34,9 @@ pub struct WsEndpoint {
     pub event_loop: Arc<Py<PyAny>>,
     /// Until `accept()`: the handler's time limit (guards and dependencies run in it).
     pub handler_timeout: Duration,
+    /// The queue bound HTTP requests share: `drain` takes every `Job::Request` off it, so an
+    /// upgrade must enter it too (else the count underflows and every later request is 503).
+    pub queue: Arc<crate::runtime::QueueBound>,
 }
 
 /// One connection, shared by the endpoint future and the Python objects.
@@ -60,6 +63,12 @@ impl Endpoint for WsEndpoint {
                 "a WebSocket endpoint was called without a handshake",
             )));
         };
+        if !self.queue.enter() {
+            return Box::pin(std::future::ready(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the worker is busy: too many requests are already waiting for it",
+            )));
+        }
         let queue = usize::try_from(hs.config().queue_size).unwrap_or(16).max(1);
         let (in_tx, in_rx) = mpsc::channel(queue);
         let (out_tx, out_rx) = mpsc::channel(queue);
