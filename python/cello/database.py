@@ -248,8 +248,11 @@ class Database:
         return pool
 
     def _tx(self) -> Transaction | None:
+        # The open transaction of this task. A task spawned inside the block inherits the
+        # context variable but not the transaction: it runs on a pooled connection of its
+        # own (the transaction's connection serves one task, as its isolation promises).
         tx = _current_tx.get()
-        if tx is not None and tx._db is self and tx._active:
+        if tx is not None and tx._db is self and tx._active and tx._task is asyncio.current_task():
             return tx
         return None
 
@@ -346,6 +349,7 @@ class Transaction:
         self._active = False
         self._done = False
         self._token: contextvars.Token | None = None
+        self._task: asyncio.Task | None = None
 
     @property
     def is_active(self) -> bool:
@@ -368,6 +372,7 @@ class Transaction:
             name = f"cello_sp_{self._root._children}"
             await self._root._raw.savepoint(_executor(), "create", name)
             self._savepoint = name
+        self._task = asyncio.current_task()
         self._active = True
         return self
 
