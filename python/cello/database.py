@@ -859,7 +859,14 @@ class Pipeline(_Commands):
         if not queued:
             return []
         r = self._redis
-        replies = await r._client.pipeline(_executor(), [a for a, _ in queued], self._transaction, r._decode)
+        if r.config.cluster_mode and not self._transaction:
+            # A cluster pipeline may cross hash slots (nodes): send each command to its node,
+            # all at once. (MULTI/EXEC stays one slot, as Redis Cluster requires.)
+            replies = await asyncio.gather(
+                *(r._client.cmd(_executor(), a, r._decode) for a, _ in queued), return_exceptions=True
+            )
+        else:
+            replies = await r._client.pipeline(_executor(), [a for a, _ in queued], self._transaction, r._decode)
         out = []
         for (_, post), value in zip(queued, replies, strict=False):
             if isinstance(value, BaseException) or post is None:
