@@ -11,6 +11,9 @@ start() { # port name command...
     for _ in $(seq 1 30); do up "$port" && return 0; sleep 1; done
     echo "$name did not come up on $port" >&2
 }
+# The Redis Cluster test (tests/integration/test_redis_cluster.py) starts its own nodes
+# from redis-server and forms them with redis-cli; both must be installed.
+command -v redis-cli >/dev/null || echo "redis-cli is missing (Debian: redis-tools)" >&2
 if command -v redis-server >/dev/null; then
     start 6379 redis redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir /tmp --logfile /tmp/redis-ci.log
@@ -19,7 +22,12 @@ if command -v pg_ctlcluster >/dev/null; then
     start 5432 postgresql pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
 fi
 if command -v mariadbd >/dev/null || command -v mysqld >/dev/null; then
-    start 3306 mariadb service mariadb start
+    # The machine image starts it this way (no init system); `service` is the fallback.
+    if [[ -x /usr/sbin/mariadbd ]] && command -v start-stop-daemon >/dev/null; then
+        start 3306 mariadb start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+    else
+        start 3306 mariadb service mariadb start
+    fi
     # The data-layer tests use database `test` (root, empty password, over TCP).
     if up 3306 && command -v mysql >/dev/null; then
         mysql -uroot -e "CREATE DATABASE IF NOT EXISTS test" >/dev/null 2>&1 || true

@@ -203,7 +203,11 @@ impl Redis {
                     client: redis::Client::open(self.nodes[0].clone())?,
                     cfg: redis::aio::ConnectionManagerConfig::new()
                         .set_connection_timeout(t)
-                        .set_number_of_retries(2),
+                        // One quick retry. The crate's backoff starts at a second and grows by
+                        // its factor, so a wrong password or a refused connection would
+                        // otherwise wait out connection_timeout_secs instead of failing.
+                        .set_number_of_retries(1)
+                        .set_max_delay(100),
                     timeout: t,
                     min_idle: (self.opts.min_idle as usize).min(n),
                     idle: (self.opts.idle_timeout_secs > 0.0)

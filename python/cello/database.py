@@ -248,8 +248,11 @@ class Database:
         return pool
 
     def _tx(self) -> Transaction | None:
+        # The open transaction of this task. A task spawned inside the block inherits the
+        # context variable but not the transaction: it runs on a pooled connection of its
+        # own (the transaction's connection serves one task, as its isolation promises).
         tx = _current_tx.get()
-        if tx is not None and tx._db is self and tx._active:
+        if tx is not None and tx._db is self and tx._active and tx._task is asyncio.current_task():
             return tx
         return None
 
@@ -346,6 +349,7 @@ class Transaction:
         self._active = False
         self._done = False
         self._token: contextvars.Token | None = None
+        self._task: asyncio.Task | None = None
 
     @property
     def is_active(self) -> bool:
@@ -368,6 +372,7 @@ class Transaction:
             name = f"cello_sp_{self._root._children}"
             await self._root._raw.savepoint(_executor(), "create", name)
             self._savepoint = name
+        self._task = asyncio.current_task()
         self._active = True
         return self
 
@@ -854,7 +859,14 @@ class Pipeline(_Commands):
         if not queued:
             return []
         r = self._redis
-        replies = await r._client.pipeline(_executor(), [a for a, _ in queued], self._transaction, r._decode)
+        if r.config.cluster_mode and not self._transaction:
+            # A cluster pipeline may cross hash slots (nodes): send each command to its node,
+            # all at once. (MULTI/EXEC stays one slot, as Redis Cluster requires.)
+            replies = await asyncio.gather(
+                *(r._client.cmd(_executor(), a, r._decode) for a, _ in queued), return_exceptions=True
+            )
+        else:
+            replies = await r._client.pipeline(_executor(), [a for a, _ in queued], self._transaction, r._decode)
         out = []
         for (_, post), value in zip(queued, replies, strict=False):
             if isinstance(value, BaseException) or post is None:

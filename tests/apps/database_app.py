@@ -118,6 +118,12 @@ async def query(n: int = 1):
     return {"v": await db.fetch_val("SELECT $1", n)}
 
 
+@app.get("/bad-sql")
+async def bad_sql():
+    # An unhandled DatabaseError that is neither integrity nor availability: 500.
+    return await db.fetch_all("SELEC nothing")
+
+
 @app.get("/stats")
 def stats():
     return db.stats()
@@ -127,6 +133,12 @@ def stats():
 async def redis_get(request: Request, key: str):
     await request.redis.incr(key)
     return {"value": await request.redis.get(key), "same": request.redis is app.redis}
+
+
+@app.get("/redis-di/{key}")
+async def redis_di(key: str, r=Depends("redis")):
+    await r.set(key, "via-depends")
+    return {"value": await app.redis.get(key), "same": r is app.redis}
 
 
 if __name__ == "__main__":

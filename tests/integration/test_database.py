@@ -229,3 +229,34 @@ def test_postgres_config_url_and_application_name(loop):
     db = loop.run(Database.connect(cfg))
     assert loop.run(db.fetch_val("SELECT current_setting('application_name')")) == "cello-h14-test"
     loop.run(db.close())
+
+
+def test_tls_options_in_the_url(loop):
+    """TLS for PostgreSQL/MySQL is set in the URL (``sslmode``, ``ssl-mode``) and honoured."""
+    pg = url_for("postgresql", None)
+    ssl_on = loop.run(Database.connect(pg + "?sslmode=disable"))
+    server_has_tls = loop.run(ssl_on.fetch_val("SELECT current_setting('ssl')")) == "on"
+    query = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    assert loop.run(ssl_on.fetch_val(query)) is False
+    loop.run(ssl_on.close())
+    required = Database(DatabaseConfig(pg + "?sslmode=require", connection_timeout_secs=3))
+    if server_has_tls:
+        assert loop.run(required.fetch_val(query)) is True
+    else:
+        with pytest.raises(OperationalError):
+            loop.run(required.fetch_val("SELECT 1"))
+    loop.run(required.close())
+    my = url_for("mysql", None)
+    plain = loop.run(Database.connect(my + "?ssl-mode=disabled"))
+    cipher = loop.run(plain.fetch_one("SHOW SESSION STATUS LIKE 'Ssl_cipher'"))
+    assert cipher is None or cipher[1] in ("", b"")
+    have_ssl = loop.run(plain.fetch_one("SHOW VARIABLES LIKE 'have_ssl'"))
+    loop.run(plain.close())
+    required = Database(DatabaseConfig(my + "?ssl-mode=required", connection_timeout_secs=3))
+    if have_ssl is not None and have_ssl[1] in ("YES", b"YES"):
+        cipher = loop.run(required.fetch_one("SHOW SESSION STATUS LIKE 'Ssl_cipher'"))
+        assert cipher[1] not in ("", b"")
+    else:
+        with pytest.raises(OperationalError):
+            loop.run(required.fetch_val("SELECT 1"))
+    loop.run(required.close())

@@ -12,6 +12,7 @@ PostgreSQL (table ``dba_items``) and on the embedded SQLite default.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ import time
 import httpx
 import pytest
 from cello.database import Database
-from db_helpers import PG_URL, Loop, require
+from db_helpers import MYSQL_URL, PG_URL, Loop, require
 
 
 class Relay:
@@ -130,6 +131,15 @@ def test_crud_and_409_for_a_unique_violation(client):
     assert client.post("/items/handled", json={"name": "crud-1"}).json()["sqlstate"] == "23505"
 
 
+def test_other_database_errors_are_500_problems(client):
+    r = client.get("/bad-sql")
+    assert r.status_code == 500
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["status"] == 500
+    # The worker lives on.
+    assert client.get("/plain").status_code == 200
+
+
 def test_exception_in_transaction_rolls_back(client):
     r = client.post("/tx/fail", json={"name": "txfail-1"})
     assert r.status_code == 500
@@ -147,8 +157,6 @@ def test_handler_timeout_rolls_back_and_frees_the_connection(client):
 
 
 def test_client_disconnect_rolls_back(pg_app, client):
-    import json
-
     with socket.create_connection((pg_app.host, pg_app.port)) as s:
         body = json.dumps({"name": "gone-1", "sleep": 0.8}).encode()
         s.sendall(
@@ -231,26 +239,39 @@ def test_pool_exhaustion_is_503_after_connection_timeout(serve):
     assert held.status_code == 200
 
 
-@pytest.mark.skip(reason="fails (times out): never run green in session 3; issue 14 item 7 open")
 def test_1000_concurrent_queries_queue_for_the_pool(serve):
     require(5432, "PostgreSQL")
     app = serve("database_app", env={"DB_URL": PG_URL, "POOL_SIZE": "5", "CONN_TIMEOUT": "20", "TABLE": "dba_items"})
 
-    async def go():
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-        async with httpx.AsyncClient(base_url=app.base_url, timeout=60, limits=limits) as c:
-            queries = [asyncio.ensure_future(c.get("/query", params={"n": i})) for i in range(1000)]
-            await asyncio.sleep(0.2)
-            started = time.monotonic()
-            plain = await c.get("/plain")
-            plain_s = time.monotonic() - started
-            done = await asyncio.gather(*queries)
-            return done, plain, plain_s
+    async def get(path: str) -> tuple[int, bytes]:
+        # A bare HTTP/1.1 client: httpx's own cost for 1,000 connections in this process
+        # would be what the test measures.
+        r, w = await asyncio.open_connection(app.host, app.port)
+        w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = await r.read()
+        w.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body
 
-    done, plain, plain_s = asyncio.run(go())
-    assert [r.status_code for r in done] == [200] * 1000
-    assert [r.json()["v"] for r in done] == list(range(1000))
-    assert plain.status_code == 200 and plain_s < 5.0
+    async def go():
+        queries = [asyncio.ensure_future(get(f"/query?n={i}")) for i in range(1000)]
+        # While they queue for the pool's 5 connections, a plain route keeps answering.
+        plain_s = []
+        while not all(q.done() for q in queries) or not plain_s:
+            started = time.monotonic()
+            status, _ = await get("/plain")
+            assert status == 200
+            plain_s.append(time.monotonic() - started)
+            await asyncio.sleep(0.02)
+        return await asyncio.gather(*queries), plain_s
+
+    started = time.monotonic()
+    done, plain_s = asyncio.run(go())
+    total = time.monotonic() - started
+    assert [status for status, _ in done] == [200] * 1000
+    assert [json.loads(body)["v"] for _, body in done] == list(range(1000))
+    print(f"1000 queries in {total:.2f} s; plain route: {len(plain_s)} requests, slowest {max(plain_s):.3f} s")
+    assert max(plain_s) < 2.0, plain_s
 
 
 def test_ready_is_503_while_unreachable_and_recovers(serve):
@@ -289,3 +310,41 @@ def test_sqlite_default_when_no_config(serve, tmp_path):
         assert (tmp_path / "cello.db").exists()
         assert c.post("/items", json={"name": "lite-1"}).status_code == 409
         assert c.get("/stats").json()["backend"] == "sqlite"
+
+
+def test_the_same_app_on_mariadb(serve):
+    """Items 3, 4 and 5 over HTTP on MariaDB (table ``data_my_items``)."""
+    require(3306, "MariaDB")
+    url = MYSQL_URL
+    admin_loop = Loop()
+    admin = Database(url)
+    admin_loop.run(admin.execute("DROP TABLE IF EXISTS data_my_items"))
+    admin_loop.run(admin.close())
+    admin_loop.close()
+    app = serve(
+        "database_app",
+        env={"DB_URL": url, "POOL_SIZE": "3", "HANDLER_TIMEOUT": "1", "TABLE": "data_my_items"},
+        fresh=True,
+    )
+    with httpx.Client(base_url=app.base_url, timeout=30) as c:
+        assert c.post("/items", json={"name": "my-1"}).status_code == 200
+        r = c.post("/items", json={"name": "my-1"})
+        assert r.status_code == 409 and r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["sqlstate"] == "23000"
+        assert c.post("/tx/fail", json={"name": "my-fail"}).status_code == 500
+        assert c.post("/tx/slow", json={"name": "my-slow", "sleep": 5}).status_code == 504
+        assert c.post("/di", json={"name": "my-di"}).json() == {"same": True}
+        assert c.post("/transactional", json={"name": "my-dec", "fail": True}).status_code == 500
+        assert c.get("/bad-sql").status_code == 500
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and c.get("/stats").json()["in_use"] != 0:
+            time.sleep(0.05)
+        assert c.get("/stats").json()["in_use"] == 0
+        assert c.get("/count", params={"prefix": "my-"}).json()["count"] == 2  # my-1, my-di
+        assert c.get("/query", params={"n": 5}).json() == {"v": 5}
+        text = c.get("/metrics").text
+        assert (
+            'cello_db_pool_max{pool="default",backend="mysql"} 3' in text
+            or 'cello_db_pool_max{backend="mysql",pool="default"} 3' in text
+        )
+        assert c.get("/health/ready").status_code == 200

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis as redis_py
 from cello.config import RedisConfig
-from cello.database import Redis, RedisUnavailable
+from cello.database import InterfaceError, Redis, RedisError, RedisUnavailable
 from cello.errors import FeatureNotAvailable
 from db_helpers import REDIS_URL, Loop, require
 
@@ -131,7 +131,6 @@ def test_pubsub_async_iterator(r, loop):
     assert loop.run(go()) == [("h14test-chan", "one"), ("h14test-chan", "two")]
 
 
-@pytest.mark.skip(reason="fails: never run green in session 3; issue 14 item 6 open")
 def test_database_number_and_password_fields(raw, loop):
     r3 = Redis(RedisConfig(url=REDIS_URL, database=3, key_prefix="h14test:"))
     loop.run(r3.set("db3", "x"))
@@ -176,7 +175,10 @@ def test_request_redis_in_an_app(serve, raw):
         assert c.get("/redis/h14test-hits").json() == {"value": "1", "same": True}
         assert c.get("/redis/h14test-hits").json()["value"] == "2"
         assert c.get("/health/ready").status_code == 200
-    raw.delete("dbapp:h14test-hits")
+        # Depends("redis"): the singleton registered by enable_redis.
+        assert c.get("/redis-di/h14test-di").json() == {"value": "via-depends", "same": True}
+    assert raw.get("dbapp:h14test-di") == "via-depends"
+    raw.delete("dbapp:h14test-hits", "dbapp:h14test-di")
 
 
 def test_min_idle_and_idle_timeout(raw, loop):
@@ -197,3 +199,37 @@ def test_min_idle_and_idle_timeout(raw, loop):
     loop.run(wait_idle())
     assert r.open_connections() == 1  # min_idle stays open
     assert loop.run(r.get("idle")) == "8"
+
+
+def test_decode_false_gives_bytes_and_close(raw, loop):
+    rb = Redis(RedisConfig(url=REDIS_URL, key_prefix="h14test:"), decode=False)
+
+    async def go():
+        await rb.set("bin", b"\x00\xffraw")
+        await rb.hset("binh", "f", "v")
+        await rb.rpush("binl", "a", "b")
+        got = (await rb.get("bin"), await rb.hgetall("binh"), await rb.lrange("binl"))
+        pipe = rb.pipeline()
+        pipe.get("bin")
+        piped = await pipe.execute()
+        await rb.close()
+        return got, piped
+
+    got, piped = loop.run(go())
+    assert got == (b"\x00\xffraw", {b"f": b"v"}, [b"a", b"b"])
+    assert piped == [b"\x00\xffraw"]
+    assert raw.exists("h14test:bin") == 1
+    # After close() the client refuses commands with a clear error.
+    with pytest.raises(InterfaceError):
+        loop.run(rb.get("bin"))
+
+
+def test_tls_is_honoured(loop):
+    """tls=True talks TLS (rediss://): against this plain-text server it fails, never
+    silently falls back to plain text."""
+    require(6379, "Redis")
+    r = Redis(RedisConfig(url=REDIS_URL, tls=True, connection_timeout_secs=2))
+    started = time.monotonic()
+    with pytest.raises(RedisError):
+        loop.run(r.get("x"))
+    assert time.monotonic() - started < 6
