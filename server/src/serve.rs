@@ -570,6 +570,9 @@ async fn serve_connection<S>(
             // GOAWAY below names the last stream served, so its clients know what to retry).
             if !activity.h2.load(Ordering::Relaxed) {
                 tokio::select! {
+                    // hyper first: a request that arrived since the last check is read (and
+                    // counted) before the drain point can call the connection quiet.
+                    biased;
                     res = conn.as_mut() => { log_conn_result(res); return; }
                     () = h1_drain_point(&activity, epoch, &limits) => {}
                 }
