@@ -73,7 +73,7 @@ bench: ## wrk against Cello and its peers (see bench/README.md)
 		$$BPY bench/run.py $(BENCH_ARGS)
 
 # cargo-fuzz needs nightly features: RUSTC_BOOTSTRAP=1 enables them on the stable toolchain.
-FUZZ_TARGETS ?= router path_query form json_read
+FUZZ_TARGETS ?= router path_query form multipart json_read json_write
 FUZZ_SECONDS ?= 15
 fuzz-smoke: ## a short run of every fuzz target over its committed corpus (needs `cargo install cargo-fuzz`)
 	@# New inputs go to a scratch directory (the first one), so the committed corpus stays as it is.

@@ -35,7 +35,9 @@ pub fn config_markdown() -> String {
             out.push_str("\n\n");
         }
         out.push_str("| field | wire | type | default | meaning |\n|---|---|---|---|---|\n");
-        for f in k["fields"].as_array().into_iter().flatten() {
+        let python = k["fields"].as_array().into_iter().flatten().map(|f| (f, false));
+        let yaml_only = k["yaml_only"].as_array().into_iter().flatten().map(|f| (f, true));
+        for (f, yaml_only) in python.chain(yaml_only) {
             let schema = &f["schema"];
             let ty = match &schema["type"] {
                 Value::String(s) => s.clone(),
@@ -44,14 +46,19 @@ pub fn config_markdown() -> String {
             };
             let default = if f["required"] == true {
                 "required".to_owned()
+            } else if f["default"].is_null() {
+                "unset".to_owned()
             } else {
                 format!("`{}`", f["default"])
             };
-            let desc = schema["description"]
+            let mut desc = schema["description"]
                 .as_str()
                 .unwrap_or("")
                 .replace('\n', " ")
                 .replace('|', "\\|");
+            if yaml_only {
+                desc.push_str(" *cello.yaml / `CellApp.spec.server` only (not a constructor argument).*");
+            }
             out.push_str(&format!(
                 "| `{}` | `{}` | {ty} | {default} | {desc} |\n",
                 f["name"].as_str().unwrap_or(""),

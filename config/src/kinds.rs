@@ -124,24 +124,45 @@ fn describe_type<T: Default + Serialize + JsonSchema>(kind: &Kind) -> Value {
     let schema = schema.as_value();
     // serde_yaml's mapping keeps the struct's field order; serde_json's map would sort it.
     let defaults = serde_yaml::to_value(T::default()).unwrap_or_default();
-    let mut fields = Vec::new();
+    let (mut fields, mut yaml_only) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
     if let serde_yaml::Value::Mapping(m) = defaults {
         for (key, value) in m {
             let Some(wire) = key.as_str() else { continue };
+            seen.insert(wire.to_owned());
             let name = to_snake(wire);
-            if kind.hidden.contains(&name.as_str()) {
-                continue;
-            }
             let default = serde_json::to_value(&value).unwrap_or(Value::Null);
             let prop = schema
                 .pointer(&format!("/properties/{wire}"))
                 .cloned()
                 .unwrap_or(Value::Null);
-            fields.push(json!({
+            let field = json!({
                 "name": name,
                 "wire": wire,
                 "required": kind.required.contains(&name.as_str()),
                 "default": default,
+                "schema": prop,
+            });
+            if kind.hidden.contains(&name.as_str()) {
+                yaml_only.push(field);
+            } else {
+                fields.push(field);
+            }
+        }
+    }
+    // Optional settings whose default is "unset" do not serialise: cello.yaml-only too.
+    for (wire, prop) in schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if !seen.contains(wire) && !kind.required.contains(&to_snake(wire).as_str()) {
+            yaml_only.push(json!({
+                "name": to_snake(wire),
+                "wire": wire,
+                "required": false,
+                "default": Value::Null,
                 "schema": prop,
             }));
         }
@@ -149,6 +170,9 @@ fn describe_type<T: Default + Serialize + JsonSchema>(kind: &Kind) -> Value {
     json!({
         "doc": schema.get("description").cloned().unwrap_or(Value::Null),
         "fields": fields,
+        // Settings of cello.yaml / `CellApp.spec.server` that are not constructor arguments
+        // of the Python class (API.md fixes those signatures).
+        "yaml_only": yaml_only,
         "schema": schema,
     })
 }

@@ -1,9 +1,11 @@
 //! Path and query decoding as the request view does it (percent-decoding to UTF-8,
 //! `form_urlencoded` pairs), plus the pure header helpers of `request/parse.rs` (cookies,
-//! `Accept`, `Forwarded`, hosts, booleans). Checked: nothing panics; decoding is total.
+//! `Accept`, `Forwarded`, hosts, booleans) and the trusted-proxy resolution of
+//! `forwarded.rs` over headers made from the input. Checked: nothing panics; decoding is
+//! total; a forwarded host handed out is always a plausible host.
 #![no_main]
 
-use cello_fuzz::parse;
+use cello_fuzz::{forwarded, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -35,5 +37,23 @@ fuzz_target!(|data: &[u8]| {
         let _ = parse::parse_node(item);
         let _ = parse::proto(item);
         let _ = parse::valid_host(item);
+    }
+    // The trusted-proxy resolution over headers made of the input's `name: value` lines.
+    let mut headers = http::HeaderMap::new();
+    for line in text.split('\n') {
+        if let Some((k, v)) = line.split_once(':') {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.trim().as_bytes()),
+                http::HeaderValue::from_str(v.trim()),
+            ) {
+                headers.append(k, v);
+            }
+        }
+    }
+    let peer: std::net::IpAddr = [10, 0, 0, 1].into();
+    let _ = forwarded::client_ip(peer, &headers, |ip| ip == peer || ip.is_loopback());
+    let _ = forwarded::forwarded_scheme(&headers);
+    if let Some(host) = forwarded::forwarded_host(&headers) {
+        assert!(parse::valid_host(&host), "{host:?}");
     }
 });

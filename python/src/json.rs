@@ -7,6 +7,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
 pub mod read;
 pub mod scan;
+pub mod text;
 pub mod write;
 
 /// The deepest container nesting read or written (`[[1]]` is 2): the reader refuses

@@ -30,6 +30,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, 
 use pyo3::BoundObject;
 
 pub mod form;
+pub mod form_parse;
 pub mod headers;
 pub mod parse;
 

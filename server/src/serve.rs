@@ -278,6 +278,7 @@ pub(crate) async fn run(
         );
         let extras = Extras {
             alt_svc: alt_svc.clone(),
+            accepted: Some(Instant::now()),
             ..Extras::default()
         };
         tokio::spawn(async move {
@@ -409,6 +410,9 @@ struct Extras {
     client_cert: Option<ClientCert>,
     /// Advertised on every response when HTTP/3 is on.
     alt_svc: Option<http::HeaderValue>,
+    /// When the connection was accepted: the first request head is due `read_header`
+    /// after it, a TLS handshake included.
+    accepted: Option<Instant>,
 }
 
 /// Handshake, then serve. The handshake counts against `read_header` (a client that never
@@ -498,13 +502,18 @@ async fn serve_connection<S>(
     let mut info = ConnInfo::new(Some(peer), extras.tls);
     info.budgets = Some(state.budgets.clone());
     // The first request's head is due `read_header` after accept (a TLS handshake, when
-    // there is one, runs inside this deadline too): a silent connection is not idle.
+    // there is one, ran inside this deadline already): a silent connection is not idle.
+    // Timer marks count from the epoch, so the epoch is the accept.
+    if let Some(accepted) = extras.accepted {
+        info.epoch = accepted;
+    }
     info.activity.head_since_ms.store(1, Ordering::Release);
     info.activity.reserved.store(reserved, Ordering::Relaxed);
     let _unsent = UnsentGuard(info.activity.clone(), state.budgets.clone());
     let Extras {
         client_cert, alt_svc, ..
     } = extras;
+    let draining = shutdown.clone();
     let io = TokioIo::new(ConnIo {
         inner: stream,
         activity: info.activity.clone(),
@@ -521,6 +530,8 @@ async fn serve_connection<S>(
     });
     let (activity, epoch) = (info.activity.clone(), info.epoch);
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let h1 = req.version() <= http::Version::HTTP_11;
+        let draining = draining.clone();
         let mut req = req.map(RequestBody::Incoming);
         req.extensions_mut().insert(info.clone());
         req.extensions_mut().insert(hold.clone());
@@ -532,6 +543,13 @@ async fn serve_connection<S>(
             let mut resp = fut.await?;
             if let Some(v) = alt_svc {
                 resp.headers_mut().entry(http::header::ALT_SVC).or_insert(v);
+            }
+            // Draining: this response is the connection's last, and says so. The client
+            // then opens a new connection for its next request instead of sending it on
+            // one that is about to close (lost, as it may not be safe to retry).
+            if h1 && draining.is_cancelled() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }
             Ok::<_, std::convert::Infallible>(resp)
         }
@@ -548,18 +566,15 @@ async fn serve_connection<S>(
     tokio::select! {
         res = conn.as_mut() => { log_conn_result(res); return; }
         () = shutdown.cancelled() => {
-            // A connection accepted just before the drain gets to send its first request
-            // (bounded by `read_header`); closing it idle would fail a client that did
-            // nothing wrong.
-            if activity.served.load(Ordering::Acquire) == 0 {
-                let first_request = async {
-                    while activity.served.load(Ordering::Acquire) == 0 {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                };
+            // HTTP/1 has no GOAWAY: close only where no request can be lost (HTTP/2's
+            // GOAWAY below names the last stream served, so its clients know what to retry).
+            if !activity.h2.load(Ordering::Relaxed) {
                 tokio::select! {
+                    // hyper first: a request that arrived since the last check is read (and
+                    // counted) before the drain point can call the connection quiet.
+                    biased;
                     res = conn.as_mut() => { log_conn_result(res); return; }
-                    _ = tokio::time::timeout(limits.read_header, first_request) => {}
+                    () = h1_drain_point(&activity, epoch, &limits) => {}
                 }
             }
         }
@@ -600,6 +615,39 @@ impl Drop for UnsentGuard {
                 .1
                 .h2_unsent
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(left)));
+        }
+    }
+}
+
+/// How long an HTTP/1 connection must be quiet, during a drain, before it is closed
+/// between requests: a client that has just read a response may already be sending its
+/// next request on the connection.
+const DRAIN_QUIET: Duration = Duration::from_secs(1);
+
+/// HTTP/1 during a drain: resolves when the connection can be closed without losing a
+/// request. Requests in flight are answered (with `Connection: close`, which ends the
+/// connection by itself); a request head that has begun gets until its `read_header`
+/// deadline (for a new connection: since accept); otherwise the connection is closed once
+/// nothing has moved on it for [`DRAIN_QUIET`] (or `idle`, if shorter).
+async fn h1_drain_point(act: &ConnActivity, epoch: Instant, lim: &WatchLimits) {
+    let quiet = DRAIN_QUIET.min(lim.idle);
+    let mut last = act.io_events.load(Ordering::Relaxed);
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let events = act.io_events.load(Ordering::Relaxed);
+        if events != last || act.inflight.load(Ordering::Acquire) > 0 {
+            last = events;
+            quiet_since = Instant::now();
+            continue;
+        }
+        let head = act.head_since_ms.load(Ordering::Acquire);
+        if head > 0 {
+            if millis(epoch.elapsed()).saturating_sub(head) >= millis(lim.read_header) {
+                return;
+            }
+        } else if quiet_since.elapsed() >= quiet {
+            return;
         }
     }
 }

@@ -383,9 +383,21 @@ def test_concurrent_large_uploads_get_503_and_memory_stays_bounded(server):
     assert httpx.get(server.url("/ping"), timeout=5).status_code == 200
 
 
-def test_memory_returns_after_a_burst_of_uploads(serve):
-    """100 uploads of 10 MB: RSS back within 20 % of its pre-burst value within 30 s."""
-    srv = serve("conn_hardening_app", fresh=True)
+@pytest.mark.xfail(
+    reason="issue 9 item 4 open: with all 100 uploads accepted, RSS stays 16-29 % above pre-burst "
+    "(docs/reliability.md)",
+    strict=False,
+)
+def test_memory_returns_after_a_burst_of_uploads(serve, tmp_path):
+    """100 uploads of 10 MB, all accepted (a budget that holds 4 at once): RSS back within
+    20 % of its pre-burst value within 30 s (measured figures: docs/reliability.md)."""
+    cfg = tmp_path / "cello.yaml"
+    cfg.write_text(
+        "limits:\n  maxConnections: 300\n  maxRequestsPerConnection: 0\n  maxBodySize: 10485760\n"
+        "  maxBufferedBytes: 67108864\ntimeouts:\n  readHeader: 1\n  idle: 3\n  write: 2\n"
+        "  readBody: 20\n  handler: 20\n"
+    )
+    srv = serve("conn_hardening_app", env={"CELLO_CONFIG": str(cfg)}, fresh=True)
     with httpx.Client(timeout=30) as client:
         for _ in range(20):
             client.post(srv.url("/upload"), content=b"w" * 1000)
@@ -394,19 +406,24 @@ def test_memory_returns_after_a_burst_of_uploads(serve):
 
     def upload(_):
         with httpx.Client(timeout=60) as client:
-            for _ in range(25):
-                client.post(srv.url("/upload"), content=body)
+            return [client.post(srv.url("/upload"), content=body).status_code for _ in range(25)]
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        list(pool.map(upload, range(4)))
+        statuses = [code for codes in pool.map(upload, range(4)) for code in codes]
+    assert statuses == [200] * 100, statuses
     after_burst = srv.rss()
-    deadline = time.monotonic() + 30
+    burst_end = time.monotonic()
+    deadline = burst_end + 30
     # Poll with a liveness probe each time, as a kubelet would.
     with httpx.Client(timeout=5) as probe:
         while srv.rss() > base * 1.2 and time.monotonic() < deadline:
             probe.get(srv.url("/health/live"))
             time.sleep(0.5)
     final = srv.rss()
+    print(
+        f"RSS pre-burst {base / 2**20:.1f} MiB, right after {after_burst / 2**20:.1f} MiB, "
+        f"{final / 2**20:.1f} MiB after {time.monotonic() - burst_end:.1f} s"
+    )
     assert final <= base * 1.2, (
         f"RSS {final / 2**20:.0f} MiB 30 s after the burst (peak seen {after_burst / 2**20:.0f} MiB), "
         f"pre-burst {base / 2**20:.0f} MiB"

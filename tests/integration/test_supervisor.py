@@ -2,6 +2,7 @@
 loop), drains on SIGTERM/SIGINT, quits on a second signal, replaces workers one by one on SIGHUP
 without refusing a connection, and exits 3 / 2 for start-up / usage errors."""
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -200,6 +201,60 @@ def test_sighup_replaces_workers_without_refusing_connections(cello_procs):
     # A draining worker serves what its listener's accept queue already holds, and lets a
     # just-accepted connection send its request, so nothing is reset either.
     assert other_errors == [], f"{len(other_errors)} of {count[0]} requests failed: {other_errors[:2]}"
+
+
+@pytest.mark.timeout(60)
+def test_sighup_loses_no_request_on_keepalive_connections(cello_procs):
+    """Issue 9: a draining worker closes a keep-alive connection only between requests (its
+    last response says `Connection: close`) or after the connection was quiet; a request it
+    has read is answered. 24 keep-alive clients (GET and POST) through two rolling restarts:
+    not one request fails (they used to lose a few per SIGHUP: connection closed, no response)."""
+    proc = start_workers(cello_procs)
+    failures: list[str] = []
+    done = [0]
+
+    async def client(stop: asyncio.Event, n: int) -> None:
+        async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=1)) as c:
+            while not stop.is_set():
+                try:
+                    if n % 2:
+                        resp = await c.post(proc.url(f"/items/{n}"))
+                        ok = resp.status_code == 200 and resp.json() == {"id": n}
+                    else:
+                        resp = await c.get(proc.url("/pid"))
+                        ok = resp.status_code == 200
+                    if not ok:
+                        failures.append(f"{resp.status_code} {resp.text[:100]}")
+                    done[0] += 1
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    async def rollout(old: set[int]) -> None:
+        proc.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            now = set(proc.workers())
+            if len(now) == 2 and not now & old:
+                return
+            await asyncio.sleep(0.05)
+        pytest.fail(f"rolling restart did not finish: {old} -> {proc.workers()}\n{proc.log()[-2000:]}")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(client(stop, n)) for n in range(24)]
+        try:
+            for _ in range(2):
+                await asyncio.sleep(0.5)
+                await rollout(set(proc.workers()))
+            await asyncio.sleep(1.5)  # the old workers' drains end while clients keep going
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    assert done[0] > 200, done[0]
+    assert "died unexpectedly" not in proc.log()
+    assert failures == [], f"{len(failures)} of {done[0] + len(failures)} requests failed: {failures[:3]}"
 
 
 def test_workers_do_not_outlive_a_killed_supervisor(cello_procs):

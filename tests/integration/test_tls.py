@@ -220,6 +220,27 @@ def test_cello_yaml_tls_section_and_a_stalled_handshake_is_cut_by_read_header(se
         assert c.get(https(server)).status_code == 200
 
 
+def test_first_head_deadline_counts_from_accept_including_the_handshake(serve, pki, tmp_path):
+    """Issue 9 item 3: the first request head is due `read_header` after accept, the TLS
+    handshake included (not `read_header` after the handshake): a client that spends 0.8 s
+    on the handshake and then trickles a head is cut at about 1 s, not 1.8 s."""
+    cfg = tmp_path / "cello.yaml"
+    cfg.write_text(json.dumps({"tls": {"certPath": pki["cert"], "keyPath": pki["key"]},
+                               "timeouts": {"readHeader": 1}}))  # fmt: skip
+    server = serve("tls_app", env={"CELLO_CONFIG": str(cfg)})
+    with socket.create_connection((server.host, server.port), timeout=10) as raw:
+        accepted = time.monotonic()
+        time.sleep(0.8)
+        with client_ctx(pki).wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")  # the head never ends
+            try:
+                assert s.recv(1024) == b""
+            except (ConnectionResetError, ssl.SSLError):
+                pass
+            took = time.monotonic() - accepted
+    assert 0.9 < took < 1.55, f"closed {took:.2f} s after accept (read_header is 1 s)"
+
+
 def served_serial(server, pki, ca=None) -> int:
     ctx = ssl.create_default_context()
     (ca or pki["ca"]).configure_trust(ctx)
