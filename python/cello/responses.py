@@ -51,6 +51,7 @@ _TEXT = "text/plain; charset=utf-8"
 _HTML = "text/html; charset=utf-8"
 _OCTET = "application/octet-stream"
 _XML = "application/xml"
+_object_new = object.__new__
 _KNOWN_TYPES = frozenset({_JSON, _TEXT, _HTML, _OCTET, _XML, "text/event-stream", "application/problem+json"})
 
 
@@ -518,16 +519,34 @@ class Response:
 
     # ---- constructors ----------------------------------------------------------------------
     @classmethod
+    def _bytes(cls, body: bytes, content_type: str, status: int | None) -> Response:
+        """What ``cls(body, status=status, content_type=content_type)`` builds for ``bytes``
+        and a known content type, without ``__init__``'s checks (the hot path of the
+        constructors below). Subclasses keep their own ``__init__``."""
+        if cls is not Response:
+            return cls(body, status=status, content_type=content_type)
+        self = _object_new(cls)
+        self._status = None
+        self._headers = [("content-type", content_type)]
+        self._kind = 0
+        self._payload = None
+        self._file = None
+        self._body = body
+        if status is not None:
+            self.status = status
+        return self
+
+    @classmethod
     def json(cls, data: Any, status: int | None = None) -> Response:
-        return cls(_dumps(data), status=status, content_type=_JSON)
+        return cls._bytes(_dumps(data), _JSON, status)
 
     @classmethod
     def text(cls, content: Any, status: int | None = None) -> Response:
-        return cls(str(content).encode(), status=status, content_type=_TEXT)
+        return cls._bytes(str(content).encode(), _TEXT, status)
 
     @classmethod
     def html(cls, content: Any, status: int | None = None) -> Response:
-        return cls(str(content).encode(), status=status, content_type=_HTML)
+        return cls._bytes(str(content).encode(), _HTML, status)
 
     @classmethod
     def template(

@@ -13,6 +13,7 @@ use cello_server::ResponseBody;
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method, Response, StatusCode};
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use tokio::sync::oneshot;
@@ -24,6 +25,7 @@ use crate::runtime::{CancelSlot, Ctx, Responder};
 const JSON: &str = "application/json";
 const OCTET: &str = "application/octet-stream";
 const TEXT: &str = "text/plain; charset=utf-8";
+const HTML: &str = "text/html; charset=utf-8";
 
 /// What the Python thread sends back to the connection task.
 pub enum Reply {
@@ -263,8 +265,44 @@ fn status_from(code: u16) -> PyResult<StatusCode> {
         .ok_or_else(|| PyValueError::new_err(format!("{code} is not a valid HTTP status code")))
 }
 
+/// A header value: the content types `Response` sets itself need no copy.
+fn header_value(name: &str, v: &str) -> PyResult<HeaderValue> {
+    Ok(match v {
+        JSON => HeaderValue::from_static(JSON),
+        TEXT => HeaderValue::from_static(TEXT),
+        OCTET => HeaderValue::from_static(OCTET),
+        HTML => HeaderValue::from_static(HTML),
+        _ => HeaderValue::from_str(v).map_err(|_| PyValueError::new_err(format!("invalid value for header {name}")))?,
+    })
+}
+
+/// `Response._headers` as the hot path holds it: a list of `(str, str)` tuples, read
+/// without copying the strings first. `None` when it is anything else.
+fn headers_from_pairs(obj: &Bound<'_, PyAny>) -> Option<PyResult<HeaderMap>> {
+    let list = obj.cast::<PyList>().ok()?;
+    let mut map = HeaderMap::with_capacity(list.len());
+    for item in list.iter() {
+        let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2)?;
+        let (k, v) = (pair.get_item(0).ok()?, pair.get_item(1).ok()?);
+        let (k, v) = (k.cast::<PyString>().ok()?, v.cast::<PyString>().ok()?);
+        let (k, v) = (k.to_str().ok()?, v.to_str().ok()?);
+        let name = match HeaderName::from_bytes(k.as_bytes()) {
+            Ok(n) => n,
+            Err(_) => return Some(Err(PyValueError::new_err(format!("invalid header name {k:?}")))),
+        };
+        match header_value(k, v) {
+            Ok(value) => map.append(name, value),
+            Err(e) => return Some(Err(e)),
+        };
+    }
+    Some(Ok(map))
+}
+
 /// Parse a header list or dict from Python.
 pub fn headers_from(obj: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
+    if let Some(map) = headers_from_pairs(obj) {
+        return map;
+    }
     let mut map = HeaderMap::new();
     let pairs: Vec<(String, String)> = if let Ok(d) = obj.cast::<PyDict>() {
         d.iter()
@@ -276,9 +314,7 @@ pub fn headers_from(obj: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     for (k, v) in pairs {
         let name = HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| PyValueError::new_err(format!("invalid header name {k:?}")))?;
-        let value =
-            HeaderValue::from_str(&v).map_err(|_| PyValueError::new_err(format!("invalid value for header {k}")))?;
-        map.append(name, value);
+        map.append(name, header_value(&k, &v)?);
     }
     Ok(map)
 }
@@ -309,6 +345,11 @@ fn build(ctx: &Arc<Ctx>, result: &Bound<'_, PyAny>) -> PyResult<Built> {
         return build_tuple(ctx, t);
     }
     if result.is_instance(ctx.response_type.bind(result.py()))? {
+        if result.get_type().is(ctx.response_type.bind(result.py())) {
+            if let Some(built) = build_plain_response(result)? {
+                return Ok(built);
+            }
+        }
         return build_response(result);
     }
     if result.hasattr("__await__")? {
@@ -370,6 +411,47 @@ fn build_tuple(ctx: &Arc<Ctx>, t: &Bound<'_, PyTuple>) -> PyResult<Built> {
     Ok(built)
 }
 
+/// A plain `Response` (kind 0: bytes or nothing) read from its slots, as `_cello_parts()`
+/// would give them, without the Python call and its tuple. `None` for files and streams.
+fn build_plain_response(result: &Bound<'_, PyAny>) -> PyResult<Option<Built>> {
+    let py = result.py();
+    if result.getattr(intern!(py, "_kind"))?.extract::<u8>()? != 0 {
+        return Ok(None);
+    }
+    let status = result.getattr(intern!(py, "_status"))?;
+    let status = if status.is_none() {
+        StatusCode::OK
+    } else {
+        status_from(status.extract()?)?
+    };
+    let headers = headers_from(&result.getattr(intern!(py, "_headers"))?)?;
+    let payload = result.getattr(intern!(py, "_body"))?;
+    Ok(Some(Built::Ready(bytes_response(status, headers, &payload)?)))
+}
+
+/// The response of a kind-0 `Response`: its bytes (or no body).
+fn bytes_response(
+    status: StatusCode,
+    headers: HeaderMap,
+    payload: &Bound<'_, PyAny>,
+) -> PyResult<Response<ResponseBody>> {
+    let body = if payload.is_none() {
+        Bytes::new()
+    } else if let Ok(b) = payload.cast::<PyBytes>() {
+        Bytes::copy_from_slice(b.as_bytes())
+    } else {
+        Bytes::from(payload.extract::<Vec<u8>>()?)
+    };
+    let mut r = Response::new(if body.is_empty() {
+        ResponseBody::Empty
+    } else {
+        ResponseBody::full(body)
+    });
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    Ok(r)
+}
+
 /// `Response._cello_parts()` → `(status, headers, kind, payload)`; kind 0 = bytes,
 /// 1 = file `(path, content_type, filename, range, ranged)`, 2 = iterable.
 fn build_response(result: &Bound<'_, PyAny>) -> PyResult<Built> {
@@ -378,21 +460,7 @@ fn build_response(result: &Bound<'_, PyAny>) -> PyResult<Built> {
     let status = status_from(status)?;
     let headers = headers_from(&headers)?;
     match kind {
-        0 => {
-            let body = if payload.is_none() {
-                Bytes::new()
-            } else {
-                Bytes::from(payload.extract::<Vec<u8>>()?)
-            };
-            let mut r = Response::new(if body.is_empty() {
-                ResponseBody::Empty
-            } else {
-                ResponseBody::full(body)
-            });
-            *r.status_mut() = status;
-            *r.headers_mut() = headers;
-            Ok(Built::Ready(r))
-        }
+        0 => Ok(Built::Ready(bytes_response(status, headers, &payload)?)),
         1 => {
             let (path, content_type, filename, range, ranged): (
                 PathBuf,

@@ -501,6 +501,7 @@ async fn serve_connection<S>(
 {
     let mut info = ConnInfo::new(Some(peer), extras.tls);
     info.budgets = Some(state.budgets.clone());
+    info.hold = Some(hold);
     // The first request's head is due `read_header` after accept (a TLS handshake, when
     // there is one, ran inside this deadline already): a silent connection is not idle.
     // Timer marks count from the epoch, so the epoch is the accept.
@@ -533,8 +534,8 @@ async fn serve_connection<S>(
         let h1 = req.version() <= http::Version::HTTP_11;
         let draining = draining.clone();
         let mut req = req.map(RequestBody::Incoming);
+        // One extension for the connection's facts (the map allocates per request).
         req.extensions_mut().insert(info.clone());
-        req.extensions_mut().insert(hold.clone());
         if let Some(cert) = &client_cert {
             req.extensions_mut().insert(cert.clone());
         }
@@ -763,7 +764,24 @@ enum Scanned {
 
 impl HeadScan {
     fn feed(&mut self, bytes: &[u8]) -> Scanned {
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            if self.te_miss && self.ends == 0 {
+                // The rest of this line cannot be `Transfer-Encoding`: byte by byte it
+                // would only update `prev`, so jump to its LF (most lines: after one byte).
+                match memchr::memchr(b'\n', &bytes[i..]) {
+                    Some(n) if n > 0 => {
+                        self.prev = bytes[i + n - 1];
+                        i += n;
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.prev = bytes[bytes.len() - 1];
+                        return Scanned::More;
+                    }
+                }
+            }
             match b {
                 b'\n' if self.prev != b'\r' => return Scanned::BareLf,
                 b'\n' => {
@@ -781,6 +799,7 @@ impl HeadScan {
                 }
             }
             self.prev = b;
+            i += 1;
         }
         Scanned::More
     }

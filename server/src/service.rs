@@ -259,6 +259,8 @@ pub struct ConnInfo {
     pub epoch: std::time::Instant,
     /// The server's memory budgets (sockets only; in-process requests have none).
     pub budgets: Option<Arc<Budgets>>,
+    /// The connection's slot, held by an upgraded connection (sockets only).
+    pub hold: Option<crate::serve::ConnHold>,
 }
 
 impl ConnInfo {
@@ -270,6 +272,7 @@ impl ConnInfo {
             activity: Arc::default(),
             epoch: std::time::Instant::now(),
             budgets: None,
+            hold: None,
         }
     }
 }

@@ -22,7 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::body::ResponseBody;
 use crate::problem::problem;
-use crate::serve::{ConnHold, ConnLease};
+use crate::serve::ConnLease;
 use crate::service::ConnInfo;
 use cello_config::WebSocketConfig;
 
@@ -149,13 +149,14 @@ impl Handshake {
         let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
             return Err(upgrade_required("WebSocket needs a real HTTP/1.1 connection"));
         };
-        let lease = parts.extensions.get::<ConnHold>().and_then(|h| h.0.upgrade());
+        let conn = parts.extensions.get::<ConnInfo>();
+        let lease = conn.and_then(|c| c.hold.as_ref()).and_then(|h| h.0.upgrade());
         Ok(Self {
             accept_key: tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key),
             protocols,
             on_upgrade,
             lease,
-            conn: parts.extensions.get::<ConnInfo>().cloned(),
+            conn: conn.cloned(),
             config: config.clone(),
         })
     }
