@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::executor;
-use crate::runtime::{CancelOnDrop, CancelSlot, Job, Shared};
+use crate::runtime::{CancelOnDrop, CancelSlot, Job, QueueBound, Shared};
 
 /// What `accept()` decided.
 struct Accept {
@@ -34,6 +34,9 @@ pub struct WsEndpoint {
     pub event_loop: Arc<Py<PyAny>>,
     /// Until `accept()`: the handler's time limit (guards and dependencies run in it).
     pub handler_timeout: Duration,
+    /// The bound on jobs waiting for the Python thread, which an upgrade's job counts
+    /// against like any request (the thread leaves it for every `Job::Request`).
+    pub queue: Arc<QueueBound>,
 }
 
 /// One connection, shared by the endpoint future and the Python objects.
@@ -60,6 +63,9 @@ impl Endpoint for WsEndpoint {
                 "a WebSocket endpoint was called without a handshake",
             )));
         };
+        if !self.queue.enter() {
+            return Box::pin(std::future::ready(self.queue.busy()));
+        }
         let queue = usize::try_from(hs.config().queue_size).unwrap_or(16).max(1);
         let (in_tx, in_rx) = mpsc::channel(queue);
         let (out_tx, out_rx) = mpsc::channel(queue);
