@@ -286,6 +286,16 @@ pub struct LimitsConfig {
     /// a body that would exceed it gets 503 (0: no budget).
     #[serde(alias = "max_buffered_bytes")]
     pub max_buffered_bytes: u64,
+    /// Most parts (fields and files) in one `multipart/form-data` body; more → 413.
+    #[serde(alias = "max_form_parts")]
+    #[schemars(range(min = 1))]
+    pub max_form_parts: u64,
+    /// Largest text field of a form body, in bytes; larger → 413.
+    #[serde(alias = "max_form_field_size")]
+    pub max_form_field_size: u64,
+    /// Largest file part of a multipart body, in bytes; larger → 413. Unset: `maxBodySize`.
+    #[serde(alias = "max_form_file_size")]
+    pub max_form_file_size: Option<u64>,
 }
 
 impl Default for LimitsConfig {
@@ -299,6 +309,9 @@ impl Default for LimitsConfig {
             max_queued_requests: 4096,
             max_connections_per_ip: None,
             max_buffered_bytes: 256 * 1024 * 1024,
+            max_form_parts: 1000,
+            max_form_field_size: 1024 * 1024,
+            max_form_file_size: None,
         }
     }
 }
@@ -316,6 +329,9 @@ impl LimitsConfig {
         }
         if self.max_queued_requests == 0 {
             return Err(invalid("limits.maxQueuedRequests", "must be at least 1"));
+        }
+        if self.max_form_parts == 0 {
+            return Err(invalid("limits.maxFormParts", "must be at least 1"));
         }
         if self.max_connections_per_ip == Some(0) {
             return Err(invalid(

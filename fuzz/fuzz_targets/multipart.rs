@@ -9,8 +9,23 @@
 #![no_main]
 
 use bytes::Bytes;
-use cello_fuzz::form_parse::multipart;
+use cello_fuzz::form_parse::{multipart, FormError, Limits, PartData, Source};
 use libfuzzer_sys::fuzz_target;
+
+/// No limit in the way: the targets check the parse itself (limits have their own tests).
+const OPEN: Limits = Limits {
+    max_parts: u64::MAX,
+    max_field_size: u64::MAX,
+    max_file_size: u64::MAX,
+};
+
+/// A file part's bytes (small inputs never reach the spool threshold).
+fn bytes_of(data: &PartData) -> Vec<u8> {
+    match data {
+        PartData::Memory(b) => b.to_vec(),
+        PartData::File(path, _) => std::fs::read(path).expect("a spooled part can be read back"),
+    }
+}
 
 fn raw(data: &[u8]) {
     let Some(i) = data.iter().position(|&b| b == b'\n') else {
@@ -21,15 +36,16 @@ fn raw(data: &[u8]) {
     };
     let body = &data[i + 1..];
     let ct = format!("multipart/form-data; boundary={boundary}");
-    match multipart(&ct, Bytes::copy_from_slice(body)) {
+    match multipart(&ct, Source::Memory(Bytes::copy_from_slice(body)), OPEN) {
         Ok(p) => {
-            let held: usize = p.files.iter().map(|f| f.data.len()).sum::<usize>()
+            let held: usize = p.files.iter().map(|f| f.data.len() as usize).sum::<usize>()
                 + p.fields.iter().map(|(_, v)| v.len()).sum::<usize>();
             // Lossy UTF-8 can grow a text field (1 invalid byte -> 3 bytes of U+FFFD).
             assert!(held <= body.len() * 3, "{held} bytes from a {}-byte body", body.len());
         }
         // (multer's own messages may quote a field name: only this exact one is ours.)
-        Err(e) => assert_ne!(e, "multipart parser did not complete"),
+        Err(FormError::Malformed(e)) => assert_ne!(e, "multipart parser did not complete"),
+        Err(FormError::TooLarge(e)) => panic!("no limit is set, yet: {e}"),
     }
 }
 
@@ -53,7 +69,9 @@ fn generated(data: &[u8]) {
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     let ct = format!("multipart/form-data; boundary={boundary}");
-    let p = multipart(&ct, Bytes::from(body)).expect("a well-formed body parses");
+    let Ok(p) = multipart(&ct, Source::Memory(Bytes::from(body)), OPEN) else {
+        panic!("a well-formed body parses")
+    };
     let (mut fields, mut files) = (p.fields.iter(), p.files.iter());
     for (i, part) in parts.iter().enumerate() {
         let name = format!("f{i}");
@@ -61,7 +79,7 @@ fn generated(data: &[u8]) {
             let f = files.next().expect("every file part comes back");
             assert_eq!(f.name, name);
             assert_eq!(f.filename.as_deref(), Some(format!("f{i}.bin").as_str()));
-            assert_eq!(&f.data[..], *part);
+            assert_eq!(bytes_of(&f.data), *part);
         } else {
             let (k, v) = fields.next().expect("every text part comes back");
             assert_eq!(*k, name);

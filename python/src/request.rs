@@ -67,6 +67,8 @@ pub struct RequestData {
     pub identity: Option<Arc<serde_json::Value>>,
     /// Basic credentials the Python `verify` callable still has to accept.
     pub pending_basic: Option<cello_server::auth::PendingBasic>,
+    /// Multipart limits (`limits.maxForm*`).
+    pub form_limits: form::Limits,
 }
 
 /// Parsed form body, Python side.
@@ -173,6 +175,7 @@ impl PyRequest {
             csp_nonce,
             identity,
             pending_basic,
+            form_limits: form::Limits::from_config(&state.config.limits),
         })
         .with_websocket(websocket, spooled)
     }
@@ -292,9 +295,14 @@ impl PyRequest {
             form::urlencoded(self.raw_body()?)
         } else if mt.starts_with("multipart/") {
             let ct = self.header("content-type").map(Cow::into_owned).unwrap_or_default();
-            let body = self.raw_body()?.clone();
-            py.detach(move || form::multipart(&ct, body))
-                .map_err(|e| form::bad_request(py, format!("malformed multipart body: {e}")))?
+            // A spooled body is parsed from its file, never read into memory whole.
+            let source = match (&self.spooled, self.spooled_bytes.get()) {
+                (Some(s), None) => form::Source::File(s.0.path().to_path_buf()),
+                _ => form::Source::Memory(self.raw_body()?.clone()),
+            };
+            let limits = self.data.form_limits;
+            py.detach(move || form::multipart(&ct, source, limits))
+                .map_err(|e| form::refused(py, e))?
         } else {
             form::Parsed::default()
         };
@@ -574,6 +582,7 @@ impl PyRequest {
             csp_nonce: None,
             identity: None,
             pending_basic: None,
+            form_limits: form::Limits::default(),
         }))
     }
 

@@ -139,7 +139,8 @@ pub struct QueueBound {
 }
 
 impl QueueBound {
-    /// Count one more queued request; `false` when the queue is full.
+    /// Count one more queued request; `false` when the queue is full. Every
+    /// `Job::Request` pushed must have entered: the Python thread leaves for each.
     pub(crate) fn enter(&self) -> bool {
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.leave();
@@ -149,25 +150,27 @@ impl QueueBound {
     }
 
     /// The Python thread took a queued request off.
-    pub(crate) fn leave(&self) {
+    fn leave(&self) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The 503 for a request refused because the queue is full (counted in metrics).
+    pub(crate) fn busy(&self) -> Response<ResponseBody> {
+        cello_server::metrics::QUEUE_REJECTED.fetch_add(1, Ordering::Relaxed);
+        let mut resp = problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the worker is busy: {} requests are already waiting for it", self.max),
+        );
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        resp
     }
 }
 
 impl Endpoint for PyEndpoint {
     fn call(&self, req: RoutedRequest) -> ResponseFuture {
         if !self.queue.enter() {
-            cello_server::metrics::QUEUE_REJECTED.fetch_add(1, Ordering::Relaxed);
-            let max = self.queue.max;
-            return Box::pin(async move {
-                let mut resp = problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the worker is busy: {max} requests are already waiting for it"),
-                );
-                resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-                resp
-            });
+            return Box::pin(std::future::ready(self.queue.busy()));
         }
         let (tx, rx) = oneshot::channel();
         let slot = Arc::new(CancelSlot::default());

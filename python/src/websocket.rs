@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::executor;
-use crate::runtime::{CancelOnDrop, CancelSlot, Job, Shared};
+use crate::runtime::{CancelOnDrop, CancelSlot, Job, QueueBound, Shared};
 
 /// What `accept()` decided.
 struct Accept {
@@ -34,9 +34,9 @@ pub struct WsEndpoint {
     pub event_loop: Arc<Py<PyAny>>,
     /// Until `accept()`: the handler's time limit (guards and dependencies run in it).
     pub handler_timeout: Duration,
-    /// The queue bound HTTP requests share: `drain` takes every `Job::Request` off it, so an
-    /// upgrade must enter it too (else the count underflows and every later request is 503).
-    pub queue: Arc<crate::runtime::QueueBound>,
+    /// The bound on jobs waiting for the Python thread, which an upgrade's job counts
+    /// against like any request (the thread leaves it for every `Job::Request`).
+    pub queue: Arc<QueueBound>,
 }
 
 /// One connection, shared by the endpoint future and the Python objects.
@@ -64,10 +64,7 @@ impl Endpoint for WsEndpoint {
             )));
         };
         if !self.queue.enter() {
-            return Box::pin(std::future::ready(problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the worker is busy: too many requests are already waiting for it",
-            )));
+            return Box::pin(std::future::ready(self.queue.busy()));
         }
         let queue = usize::try_from(hs.config().queue_size).unwrap_or(16).max(1);
         let (in_tx, in_rx) = mpsc::channel(queue);

@@ -56,6 +56,9 @@ SIGNATURES = {
         ("max_connections", 10000),
         ("max_requests_per_connection", 1000),
         ("max_queued_requests", 4096),  # issue 9: the bounded hand-off queue
+        ("max_form_parts", 1000),  # issue 12: multipart limits
+        ("max_form_field_size", 1048576),
+        ("max_form_file_size", None),
     ],
     "ThreadPoolConfig": [("size", 64), ("offload_threshold_ms", 1), ("adaptive", True)],
     "ClusterConfig": [
@@ -358,6 +361,9 @@ def test_to_config_keys_are_the_rust_field_names():
         "max_connections": 10000,
         "max_requests_per_connection": 1000,
         "max_queued_requests": 4096,
+        "max_form_parts": 1000,
+        "max_form_field_size": 1048576,
+        "max_form_file_size": None,
     }
     assert ThreadPoolConfig()._to_config() == {"size": 64, "offload_threshold_ms": 1, "adaptive": True}
     assert Http2Config()._to_config() == {
