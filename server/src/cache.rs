@@ -26,6 +26,7 @@ use tower::{Layer, Service};
 
 use crate::body::ResponseBody;
 use crate::ext::MatchedRoute;
+use crate::middleware::security::CspNonce;
 use crate::stack::{Post, Req, Resp, Then};
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -211,6 +212,9 @@ pub struct CachePost {
     primary: Primary,
     request_headers: HeaderMap,
     store: bool,
+    /// This request's CSP nonce: a body that contains it is never stored, since a hit
+    /// gets a fresh nonce in its header and the old one in the page would be refused.
+    nonce: Option<Arc<str>>,
 }
 
 impl Post for CachePost {
@@ -256,6 +260,11 @@ impl Post for CachePost {
         };
         if body.len() as u64 > self.cache.config.max_entry_bytes {
             return resp;
+        }
+        if let Some(n) = self.nonce.as_deref().map(str::as_bytes) {
+            if !n.is_empty() && body.windows(n.len()).any(|w| w == n) {
+                return resp;
+            }
         }
         let ttl = match max_age(&dirs) {
             Some(0) => return resp,
@@ -337,6 +346,7 @@ where
             primary,
             request_headers: req.headers().clone(),
             store: !dirs.iter().any(|d| d == "no-store"),
+            nonce: req.extensions().get::<CspNonce>().map(|n| n.0.clone()),
         };
         Either::Right(Either::Left(Then::new(self.inner.call(req), post)))
     }
