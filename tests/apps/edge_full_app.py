@@ -17,7 +17,6 @@ from cello import (
     SecurityHeadersConfig,
     StaticFilesConfig,
     TimeoutConfig,
-    cache,
 )
 
 app = App()

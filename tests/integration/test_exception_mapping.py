@@ -63,7 +63,13 @@ def test_http_exception_is_problem_json_with_its_headers(client, path, status, d
 def test_problem_details_returned_and_raised(client):
     r = client.get("/problem-value")
     assert r.status_code == 402 and r.headers["content-type"] == "application/problem+json"
-    assert r.json() == {"type": "about:blank", "title": "Out of credit", "status": 402, "detail": "balance 0", "balance": 0}
+    assert r.json() == {
+        "type": "about:blank",
+        "title": "Out of credit",
+        "status": 402,
+        "detail": "balance 0",
+        "balance": 0,
+    }
     r = client.get("/problem-raised")
     assert r.status_code == 410 and r.headers["content-type"] == "application/problem+json"
     assert r.json()["type"] == "https://errors.example/gone" and r.json()["detail"] == "moved away"
