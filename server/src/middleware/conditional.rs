@@ -89,9 +89,11 @@ pub struct Validators {
 }
 
 fn not_modified(resp: Resp) -> Resp {
-    let len = resp.body().size_hint().exact().or_else(|| {
-        header_str(resp.headers(), &header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
-    });
+    let len = resp
+        .body()
+        .size_hint()
+        .exact()
+        .or_else(|| header_str(resp.headers(), &header::CONTENT_LENGTH).and_then(|v| v.parse().ok()));
     let (mut parts, _) = resp.into_parts();
     parts.extensions.insert(super::NotModifiedOf {
         content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
