@@ -79,6 +79,11 @@ def page(request):
     return Response.html(f"<script nonce='{request.csp_nonce()}'>1</script>" + "<p>x</p>" * 50)
 
 
+@app.get("/own-csp")
+def own_csp(request):
+    return Response("own", headers={"Content-Security-Policy": "default-src 'self'"}, content_type="text/plain")
+
+
 @app.get("/limited", rate_limit=RateLimitConfig.token_bucket(1, 0.001))
 def limited(request):
     calls["limited"] += 1

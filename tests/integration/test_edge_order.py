@@ -166,6 +166,12 @@ def test_security_headers_defaults_coep_corp_and_csp_order(client):
     assert re.fullmatch(r"default-src 'none'; script-src 'self' 'nonce-[A-Za-z0-9+/]{22}'; img-src 'self'", csp), csp
 
 
+def test_a_handler_can_override_the_csp(client):
+    r = client.get("/own-csp")
+    assert r.headers["content-security-policy"] == "default-src 'self'"
+    assert r.headers["x-frame-options"] == "DENY"  # the others still apply
+
+
 def test_a_page_with_the_csp_nonce_is_never_served_from_the_cache(client):
     before = calls(client, "page")
     for _ in range(3):
