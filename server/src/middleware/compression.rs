@@ -355,7 +355,7 @@ impl CompressPost {
             return resp;
         }
         vary(&mut resp, "Accept-Encoding");
-        if self.coding.is_some() && !of.len.is_some_and(|n| n < self.cfg.min_size.max(1)) {
+        if self.coding.is_some() && of.len.is_none_or(|n| n >= self.cfg.min_size.max(1)) {
             weaken_etag(resp.headers_mut());
         }
         resp
