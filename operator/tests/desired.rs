@@ -340,3 +340,39 @@ fn the_rendered_config_serves_what_the_pod_is_probed_and_scraped_on() {
     )
     .is_ok());
 }
+
+/// Issue 10: the edge middleware of `examples/k8s/middleware.yaml` (`spec.server`) reaches
+/// the pod's `cello.yaml` unchanged, and the data plane parses and accepts it.
+#[test]
+fn edge_middleware_example_reaches_the_pods_cello_yaml() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/k8s/middleware.yaml");
+    let text = std::fs::read_to_string(&path).expect("read the example");
+    let mut app: cello_operator::CellApp = serde_yaml::from_str(&text).expect("the example is a CellApp");
+    app.metadata.uid = Some(common::UID.into());
+    let d = desired(&app, &Capabilities::all(), &ReferencedData::new()).expect("desired");
+    let cm = child(&d, Kind::ConfigMap, "storefront-config");
+    let yaml = cm["data"]["cello.yaml"].as_str().expect("cello.yaml");
+    let cfg = cello_config::ServerConfig::from_yaml(yaml).expect("the data plane parses the rendered config");
+    cfg.validate().expect("and accepts it");
+    let cors = cfg.cors.expect("cors");
+    assert_eq!(cors.origins, ["https://shop.example.com", "https://*.shop.example.com"]);
+    assert!(cors.credentials);
+    assert_eq!(cors.max_age, Some(600));
+    let comp = cfg.compression.expect("compression");
+    assert_eq!((comp.min_size, comp.algorithms.len()), (1024, 3));
+    assert_eq!(cfg.request_id.expect("requestId").header_name, "X-Request-ID");
+    let sec = cfg.security_headers.expect("securityHeaders");
+    assert_eq!(sec.hsts_max_age, Some(31_536_000));
+    assert!(sec.csp.expect("csp").has_nonce());
+    assert!(cfg.etag.is_some());
+    assert_eq!(cfg.static_files.len(), 1);
+    assert_eq!(cfg.static_files[0].root, "/app/static");
+    let cache = cfg.cache.expect("cache");
+    assert_eq!((cache.ttl, cache.max_entries), (60, 5000));
+    let breaker = cfg.circuit_breaker.expect("circuitBreaker");
+    assert_eq!((breaker.failure_threshold, breaker.half_open_target), (5, 3));
+    assert_eq!(cfg.limits.max_body_size, 1_048_576);
+    assert!(cfg.access_log);
+    let log = cfg.access_log_options.expect("accessLogOptions");
+    assert_eq!(log.exclude_paths, ["/health*"]);
+}

@@ -2,7 +2,8 @@
 //!
 //! Key: method, path and query, the values of the request headers the response named in
 //! `Vary`, and the `Authorization` value when there is one. Stored: complete buffered
-//! responses (200, 203, 301, 308, 410) without `Set-Cookie`, `Cache-Control:
+//! responses, and the sidecar's proxied answers once they have streamed through (200, 203,
+//! 301, 308, 410) without `Set-Cookie`, `Cache-Control:
 //! private/no-store/no-cache` or `Vary: *`, at most `maxEntryBytes`. A request with
 //! `Authorization` is stored only when the response says `Cache-Control: public` (keyed on
 //! that Authorization value, so it is never served to another caller). A response's
@@ -25,7 +26,8 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusC
 use tower::{Layer, Service};
 
 use crate::body::ResponseBody;
-use crate::ext::MatchedRoute;
+use crate::ext::{MatchedRoute, Upstream};
+use crate::middleware::security::CspNonce;
 use crate::stack::{Post, Req, Resp, Then};
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -211,6 +213,9 @@ pub struct CachePost {
     primary: Primary,
     request_headers: HeaderMap,
     store: bool,
+    /// This request's CSP nonce: a body that contains it is never stored, since a hit
+    /// gets a fresh nonce in its header and the old one in the page would be refused.
+    nonce: Option<Arc<str>>,
 }
 
 impl Post for CachePost {
@@ -248,15 +253,6 @@ impl Post for CachePost {
         }
         names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         names.dedup();
-        let body = match resp.body() {
-            ResponseBody::Empty => Bytes::new(),
-            ResponseBody::Full(Some(b)) => b.clone(),
-            ResponseBody::Full(None) => Bytes::new(),
-            _ => return resp, // streamed: not buffered here
-        };
-        if body.len() as u64 > self.cache.config.max_entry_bytes {
-            return resp;
-        }
         let ttl = match max_age(&dirs) {
             Some(0) => return resp,
             Some(secs) => Duration::from_secs(secs),
@@ -266,24 +262,147 @@ impl Post for CachePost {
         };
         let mut headers = resp.headers().clone();
         headers.remove(X_CACHE);
-        let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        let names: Arc<[HeaderName]> = names.into();
+        let pending = Pending {
+            key: self.cache.key(self.primary.clone(), &self.request_headers, &names),
+            cache: self.cache.clone(),
+            primary: self.primary,
+            names,
+            status: resp.status(),
+            headers,
+            ttl,
+            tags: rule.map_or_else(|| Arc::from(Vec::new()), |r| r.tags.clone()),
+            nonce: self.nonce,
+        };
+        match resp.body() {
+            ResponseBody::Empty | ResponseBody::Full(None) => pending.store(Bytes::new()),
+            ResponseBody::Full(Some(b)) => pending.store(b.clone()),
+            // A proxied answer streams through and is stored once complete.
+            ResponseBody::Boxed(_) if resp.extensions().get::<Upstream>().is_some() => {
+                let declared = resp
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if declared.is_none_or(|n| n <= self.cache.config.max_entry_bytes) {
+                    let inner = std::mem::take(resp.body_mut());
+                    *resp.body_mut() = ResponseBody::Boxed(http_body_util::combinators::BoxBody::new(Storing {
+                        inner,
+                        parts: Vec::new(),
+                        size: 0,
+                        limit: self.cache.config.max_entry_bytes,
+                        pending: Some(pending),
+                    }));
+                }
+            }
+            _ => {} // other streams (generators, files): not stored
+        }
+        resp
+    }
+}
+
+/// Everything needed to store an entry once its body is complete.
+struct Pending {
+    cache: Arc<ResponseCache>,
+    key: Key,
+    primary: Primary,
+    names: Arc<[HeaderName]>,
+    status: StatusCode,
+    headers: HeaderMap,
+    ttl: Duration,
+    tags: Arc<[String]>,
+    nonce: Option<Arc<str>>,
+}
+
+impl Pending {
+    fn store(self, body: Bytes) {
+        if body.len() as u64 > self.cache.config.max_entry_bytes {
+            return;
+        }
+        if let Some(n) = self.nonce.as_deref().map(str::as_bytes) {
+            if !n.is_empty() && body.windows(n.len()).any(|w| w == n) {
+                return;
+            }
+        }
+        let header_bytes: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
         let weight = u32::try_from(body.len() + header_bytes)
             .unwrap_or(u32::MAX)
             .max(self.cache.min_weight);
         let entry = Arc::new(Entry {
-            status: resp.status(),
-            headers,
+            status: self.status,
+            headers: self.headers,
             body,
             stored: Instant::now(),
-            ttl,
-            tags: rule.map_or_else(|| Arc::from(Vec::new()), |r| r.tags.clone()),
+            ttl: self.ttl,
+            tags: self.tags,
             weight,
         });
-        let names: Arc<[HeaderName]> = names.into();
-        let key = self.cache.key(self.primary.clone(), &self.request_headers, &names);
-        self.cache.vary.insert(self.primary, names);
-        self.cache.store.insert(key, entry);
-        resp
+        self.cache.vary.insert(self.primary, self.names);
+        self.cache.store.insert(self.key, entry);
+    }
+}
+
+/// A streamed body passed on frame by frame and stored when it ends cleanly within
+/// `maxEntryBytes` (an error, trailers or too many bytes: nothing is stored).
+struct Storing {
+    inner: ResponseBody,
+    parts: Vec<Bytes>,
+    size: u64,
+    limit: u64,
+    pending: Option<Pending>,
+}
+
+impl Storing {
+    fn finish(&mut self) {
+        if let Some(p) = self.pending.take() {
+            let mut all = bytes::BytesMut::with_capacity(usize::try_from(self.size).unwrap_or(0));
+            for part in self.parts.drain(..) {
+                all.extend_from_slice(&part);
+            }
+            p.store(all.freeze());
+        }
+    }
+}
+
+impl http_body::Body for Storing {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.size += data.len() as u64;
+                    if this.pending.is_some() && this.size <= this.limit {
+                        this.parts.push(data.clone());
+                    } else {
+                        this.pending = None;
+                        this.parts.clear();
+                    }
+                    if this.inner.is_end_stream() {
+                        this.finish();
+                    }
+                } else {
+                    this.pending = None; // trailers are not replayed by hits
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.pending = None,
+            Poll::Ready(None) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -337,6 +456,7 @@ where
             primary,
             request_headers: req.headers().clone(),
             store: !dirs.iter().any(|d| d == "no-store"),
+            nonce: req.extensions().get::<CspNonce>().map(|n| n.0.clone()),
         };
         Either::Right(Either::Left(Then::new(self.inner.call(req), post)))
     }
@@ -366,6 +486,20 @@ mod tests {
             let hits = hits.clone();
             async move {
                 let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+                let path = req.parts.uri.path();
+                if path.starts_with("/up") || path.starts_with("/gen") {
+                    // Two chunks, like a proxied answer (`/up*`) or any other stream.
+                    let frames = vec![
+                        Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(format!("{n}-")))),
+                        Ok(http_body::Frame::data(Bytes::from("end"))),
+                    ];
+                    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+                    let mut r = Response::new(ResponseBody::Boxed(body));
+                    if path.starts_with("/up") {
+                        r.extensions_mut().insert(Upstream);
+                    }
+                    return r;
+                }
                 let mut r = Response::new(ResponseBody::full(format!("{n}")));
                 if req.parts.uri.path() == "/cookie" {
                     r.headers_mut()
@@ -401,6 +535,25 @@ mod tests {
         get(&app, "/cookie").await;
         assert_eq!(get(&app, "/cookie").await.0.as_deref(), Some("MISS"));
         assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn proxied_streams_are_stored_once_complete_other_streams_never() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let app = app(CacheConfig::default(), hits.clone());
+        assert_eq!(get(&app, "/up").await, (Some("MISS".into()), "1-end".into()));
+        assert_eq!(get(&app, "/up").await, (Some("HIT".into()), "1-end".into()));
+        assert_eq!(get(&app, "/gen").await, (Some("MISS".into()), "2-end".into()));
+        assert_eq!(get(&app, "/gen").await, (Some("MISS".into()), "3-end".into()));
+        // Too big for maxEntryBytes: passed on whole, not stored.
+        let small = CacheConfig {
+            max_entry_bytes: 3,
+            ..CacheConfig::default()
+        };
+        let hits = Arc::new(AtomicUsize::new(0));
+        let app2 = self::app(small, hits);
+        assert_eq!(get(&app2, "/up").await, (Some("MISS".into()), "1-end".into()));
+        assert_eq!(get(&app2, "/up").await, (Some("MISS".into()), "2-end".into()));
     }
 
     #[tokio::test]

@@ -18,6 +18,11 @@ pub struct RootPrefix(pub usize);
 #[derive(Clone, Debug)]
 pub struct MatchedRoute(pub Arc<Route<usize>>);
 
+/// On a response proxied from the sidecar's upstream: streamed, but a complete answer the
+/// response cache may store while it passes (up to `maxEntryBytes`).
+#[derive(Clone, Copy, Debug)]
+pub struct Upstream;
+
 /// Trace and span id of the request's server span (on the response, for the access log).
 #[derive(Clone, Debug)]
 pub struct TraceIds(pub String, pub String);

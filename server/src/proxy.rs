@@ -148,6 +148,7 @@ impl Endpoint for ProxyEndpoint {
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     let body = body.map_err(io::Error::other).boxed();
+                    parts.extensions.insert(crate::ext::Upstream);
                     Response::from_parts(parts, ResponseBody::Boxed(body))
                 }
                 Ok(Err(e)) => {

@@ -123,10 +123,13 @@ fn accepted_encodings(headers: &HeaderMap) -> Vec<(&'static str, &'static str)> 
         }
         exact.or(star)
     };
-    [("br", ".br"), ("gzip", ".gz")]
+    // Highest q first; on a tie br (smaller) before gzip.
+    let mut out: Vec<(f32, &'static str, &'static str)> = [("br", ".br"), ("gzip", ".gz")]
         .into_iter()
-        .filter(|(name, _)| q_of(name).is_some_and(|q| q > 0.0))
-        .collect()
+        .filter_map(|(name, ext)| q_of(name).filter(|q| *q > 0.0).map(|q| (q, name, ext)))
+        .collect();
+    out.sort_by(|a, b| b.0.total_cmp(&a.0));
+    out.into_iter().map(|(_, name, ext)| (name, ext)).collect()
 }
 
 fn etag_of(meta: &std::fs::Metadata, variant: &str) -> String {
@@ -275,6 +278,11 @@ async fn file(
         let mut r = Response::new(ResponseBody::Empty);
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         decorate(r.headers_mut());
+        r.extensions_mut().insert(crate::middleware::NotModifiedOf {
+            content_type: HeaderValue::from_str(&content_type).ok(),
+            len: Some(meta.len()),
+            encoded: encoding.is_some(),
+        });
         return r;
     }
     let range = headers
@@ -399,6 +407,8 @@ mod tests {
         assert_eq!(accepted_encodings(&h), [("gzip", ".gz")]);
         h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("*"));
         assert_eq!(accepted_encodings(&h).len(), 2);
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br;q=0.2, gzip"));
+        assert_eq!(accepted_encodings(&h), [("gzip", ".gz"), ("br", ".br")]);
         h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         assert!(accepted_encodings(&h).is_empty());
     }

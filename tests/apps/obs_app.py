@@ -7,6 +7,7 @@ Environment knobs (all optional):
 - OBS_DRAIN_DELAY: seconds /health/ready answers 503 before the listener closes.
 - OBS_LOG_FORMAT: json|text log format (set up in a startup hook).
 - OBS_CACHE_SECS: readiness cache.
+- OBS_REQUEST_ID=1: enable_request_id() (the id becomes a span attribute).
 """
 
 import asyncio
@@ -37,6 +38,9 @@ if os.environ.get("OBS_OTLP_ENDPOINT"):
         protocol=os.environ.get("OBS_OTLP_PROTOCOL", "grpc"),
         propagate_response=os.environ.get("OBS_PROPAGATE") == "1",
     )
+
+if os.environ.get("OBS_REQUEST_ID") == "1":
+    app.enable_request_id()
 
 handler_log = logging.getLogger("obs.handler")
 check_calls = {"db": 0}

@@ -22,7 +22,10 @@ class Echo(BaseHTTPRequestHandler):
             "seen": SEEN["count"],
         }
         out = json.dumps(doc).encode()
-        self.send_response(201 if self.command == "POST" else 200)
+        status = 201 if self.command == "POST" else 200
+        if self.path.startswith("/status/"):  # /status/502: answer with that status
+            status = int(self.path.split("/")[2])
+        self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(out)))
         self.send_header("x-upstream", "plain")

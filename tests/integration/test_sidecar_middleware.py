@@ -78,3 +78,46 @@ def test_proxied_responses_are_compressed_and_carry_cors(dataplane):
     assert doc["path"] == "/hello"
     # The generated request id is forwarded upstream and echoed to the client.
     assert doc["headers"]["x-request-id"] == r.headers["x-request-id"]
+
+
+MORE = """\
+etag: {}
+cache:
+  ttl: 60
+  excludePaths: ["/status"]
+circuitBreaker:
+  failureThreshold: 2
+  resetTimeout: 60
+prometheus:
+  enabled: true
+"""
+
+
+@pytest.fixture(scope="module")
+def dataplane_more(tmp_path_factory, upstream):
+    proc, port = start_dataplane(tmp_path_factory.mktemp("dp-mw-more"), upstream, CONFIG + MORE)
+    yield f"http://127.0.0.1:{port}"
+    proc.kill()
+    proc.wait()
+
+
+def test_the_dataplane_caches_and_tags_upstream_answers(dataplane_more):
+    with httpx.Client(base_url=dataplane_more, timeout=10) as c:
+        first = c.get("/cached-page")
+        assert first.status_code == 200 and first.headers["x-cache"] == "MISS"
+        again = c.get("/cached-page")
+        assert again.headers["x-cache"] == "HIT"
+        assert again.json()["seen"] == first.json()["seen"]  # the upstream was not asked again
+        tag = again.headers["etag"]
+        r = c.get("/cached-page", headers={"If-None-Match": tag})
+        assert r.status_code == 304 and r.content == b""
+
+
+def test_the_dataplane_breaker_opens_on_upstream_failures(dataplane_more):
+    with httpx.Client(base_url=dataplane_more, timeout=10) as c:
+        for _ in range(2):
+            assert c.get("/status/502").status_code == 502
+        r = c.get("/status/502")
+        assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+        assert "retry-after" in r.headers
+        assert "circuit_breaker_state" in c.get("/metrics").text

@@ -218,6 +218,13 @@ def test_precompressed_siblings(server, client):
     assert r.status == 206 and r.body == JS[:7] and r.header("content-encoding") is None
 
 
+def test_precompressed_sibling_follows_q_values(server):
+    r = h1_get(server, "/static/app.js", headers={"Accept-Encoding": "br;q=0.1, gzip"})
+    assert r.header("content-encoding") == "gzip" and gzip.decompress(r.body) == JS
+    r = h1_get(server, "/static/app.js", headers={"Accept-Encoding": "gzip;q=0.5, br;q=0.5"})
+    assert r.header("content-encoding") == "br"  # a tie: br
+
+
 def test_precompressed_bytes_are_the_sibling(server):
     r = h1_get(server, "/static/app.js", headers={"Accept-Encoding": "br"})
     assert r.header("content-encoding") == "br" and r.body == b"BROTLI-BYTES"

@@ -323,8 +323,50 @@ impl CompressPost {
     }
 }
 
+/// Turn a strong `ETag` into a weak one: the bytes differ from the identity representation.
+fn weaken_etag(h: &mut http::HeaderMap) {
+    if let Some(tag) = h.get(header::ETAG).and_then(|v| v.to_str().ok()) {
+        if tag.starts_with('"') {
+            if let Ok(weak) = HeaderValue::from_str(&format!("W/{tag}")) {
+                h.insert(header::ETAG, weak);
+            }
+        }
+    }
+}
+
+impl CompressPost {
+    /// A 304 gets the `Vary` and weak `ETag` of the 200 it stands for, when that 200 would
+    /// have been compressed for this request.
+    fn not_modified(&self, mut resp: Resp) -> Resp {
+        let Some(of) = resp.extensions().get::<super::NotModifiedOf>().cloned() else {
+            return resp;
+        };
+        let no_transform = resp
+            .headers()
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("no-transform"));
+        let typed_ok = !of
+            .content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(incompressible);
+        if self.skip || of.encoded || no_transform || !typed_ok {
+            return resp;
+        }
+        vary(&mut resp, "Accept-Encoding");
+        if self.coding.is_some() && of.len.is_none_or(|n| n >= self.cfg.min_size.max(1)) {
+            weaken_etag(resp.headers_mut());
+        }
+        resp
+    }
+}
+
 impl Post for CompressPost {
     fn post(self, mut resp: Resp) -> Resp {
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return self.not_modified(resp);
+        }
         if self.skip || !Self::eligible(&resp) {
             return resp;
         }
@@ -364,13 +406,7 @@ impl Post for CompressPost {
         h.remove(header::ACCEPT_RANGES);
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding.name()));
         // The bytes differ from the identity representation: a strong validator would lie.
-        if let Some(tag) = h.get(header::ETAG).and_then(|v| v.to_str().ok()) {
-            if tag.starts_with('"') {
-                if let Ok(weak) = HeaderValue::from_str(&format!("W/{tag}")) {
-                    h.insert(header::ETAG, weak);
-                }
-            }
-        }
+        weaken_etag(h);
         resp
     }
 }

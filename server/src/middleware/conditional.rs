@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 
 use cello_config::EtagConfig;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body::Body as _;
 use tower::{Service, ServiceExt};
 
 use crate::body::{RequestBody, ResponseBody};
@@ -88,7 +89,17 @@ pub struct Validators {
 }
 
 fn not_modified(resp: Resp) -> Resp {
+    let len = resp
+        .body()
+        .size_hint()
+        .exact()
+        .or_else(|| header_str(resp.headers(), &header::CONTENT_LENGTH).and_then(|v| v.parse().ok()));
     let (mut parts, _) = resp.into_parts();
+    parts.extensions.insert(super::NotModifiedOf {
+        content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+        len,
+        encoded: parts.headers.contains_key(header::CONTENT_ENCODING),
+    });
     parts.status = StatusCode::NOT_MODIFIED;
     for h in [header::CONTENT_LENGTH, header::CONTENT_TYPE, header::CONTENT_ENCODING] {
         parts.headers.remove(h);

@@ -18,6 +18,20 @@ use http::{header, HeaderValue};
 
 use crate::stack::Resp;
 
+/// Set on a 304 by whoever made it (the conditional layer, static files): what the 200 it
+/// stands for would have carried, so compression (outside) gives the 304 the same `ETag`
+/// and `Vary` that 200 gets (RFC 9110 §15.4.5) — a client that stored `W/"…"` from a
+/// compressed 200 must not be told the tag is now strong.
+#[derive(Clone, Debug, Default)]
+pub struct NotModifiedOf {
+    /// The 200's `Content-Type`.
+    pub content_type: Option<HeaderValue>,
+    /// The 200's body size when known (`None`: streamed).
+    pub len: Option<u64>,
+    /// The 200 already had a `Content-Encoding` (a precompressed file).
+    pub encoded: bool,
+}
+
 /// Add `token` to the response's `Vary` unless it is already listed.
 pub(crate) fn vary(resp: &mut Resp, token: &'static str) {
     let listed = resp.headers().get_all(header::VARY).iter().any(|v| {
