@@ -77,7 +77,9 @@ impl Csrf {
 
     /// `token` was made here for `binding` (the MAC check is constant-time).
     pub fn verify(&self, token: &str, binding: &str) -> bool {
-        let Some((n, t)) = token.split_once('.') else { return false };
+        let Some((n, t)) = token.split_once('.') else {
+            return false;
+        };
         let (Ok(nonce), Ok(tag)) = (B64.decode(n), B64.decode(t)) else {
             return false;
         };

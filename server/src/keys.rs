@@ -31,7 +31,10 @@ pub fn resolve(configured: Option<&cello_config::Secret>, field: &str) -> crate:
             if v.len() < MIN_LEN {
                 return Err(err(
                     field,
-                    format!("CELLO_SECRET_KEY must be at least {MIN_LEN} bytes long (got {})", v.len()),
+                    format!(
+                        "CELLO_SECRET_KEY must be at least {MIN_LEN} bytes long (got {})",
+                        v.len()
+                    ),
                 ));
             }
             return Ok(v.into_bytes());

@@ -161,7 +161,11 @@ async fn rate_limit_keys_by_user_credential_and_by_route() {
     let bob = [("authorization", "Bearer bob")];
     assert_eq!(call(&app1, "/me", &alice).await.0, StatusCode::OK);
     assert_eq!(call(&app1, "/me", &alice).await.0, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(call(&app1, "/me", &bob).await.0, StatusCode::OK, "another user, another bucket");
+    assert_eq!(
+        call(&app1, "/me", &bob).await.0,
+        StatusCode::OK,
+        "another user, another bucket"
+    );
     // key_by="route": one bucket per route template, whoever asks.
     let mut config = ServerConfig::default();
     config.rate_limit = Some(RateLimitConfig {
@@ -173,5 +177,9 @@ async fn rate_limit_keys_by_user_credential_and_by_route() {
     let app2 = app(config);
     assert_eq!(call(&app2, "/me", &alice).await.0, StatusCode::OK);
     assert_eq!(call(&app2, "/me", &bob).await.0, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(call(&app2, "/open", &bob).await.0, StatusCode::OK, "another route, another bucket");
+    assert_eq!(
+        call(&app2, "/open", &bob).await.0,
+        StatusCode::OK,
+        "another route, another bucket"
+    );
 }

@@ -26,7 +26,11 @@ fn endpoint() -> Target {
             }
         }
         let token = req.parts.extensions.get::<CsrfToken>().map(|t| t.0.to_string());
-        Response::new(ResponseBody::full(format!("{} {}", token.unwrap_or_default(), req.body.len())))
+        Response::new(ResponseBody::full(format!(
+            "{} {}",
+            token.unwrap_or_default(),
+            req.body.len()
+        )))
     }))
 }
 
@@ -98,7 +102,10 @@ async fn unsafe_requests_need_the_cookie_token_in_the_header_or_form_field() {
     let token = token_of(&h);
     let set = h["set-cookie"].to_str().unwrap();
     assert!(set.contains("SameSite=Lax") && !set.contains("HttpOnly") && !set.contains("Secure"));
-    assert!(String::from_utf8_lossy(&body).starts_with(&token), "request.csrf_token() is the cookie's");
+    assert!(
+        String::from_utf8_lossy(&body).starts_with(&token),
+        "request.csrf_token() is the cookie's"
+    );
     let cookie = format!("csrftoken={token}");
     // Safe again with the valid cookie: no new cookie.
     let (_, h, _) = send(&app, Method::GET, "/form", &[("cookie", &cookie)], "", false).await;
@@ -107,9 +114,15 @@ async fn unsafe_requests_need_the_cookie_token_in_the_header_or_form_field() {
     for (hs, why) in [
         (vec![], "no cookie"),
         (vec![("cookie", cookie.as_str())], "no token"),
-        (vec![("cookie", cookie.as_str()), ("x-csrf-token", "nope")], "wrong token"),
         (
-            vec![("cookie", "csrftoken=AAAAAAAAAAAAAAAAAAAAAA.AAAA"), ("x-csrf-token", "AAAAAAAAAAAAAAAAAAAAAA.AAAA")],
+            vec![("cookie", cookie.as_str()), ("x-csrf-token", "nope")],
+            "wrong token",
+        ),
+        (
+            vec![
+                ("cookie", "csrftoken=AAAAAAAAAAAAAAAAAAAAAA.AAAA"),
+                ("x-csrf-token", "AAAAAAAAAAAAAAAAAAAAAA.AAAA"),
+            ],
             "forged pair",
         ),
     ] {
@@ -119,7 +132,10 @@ async fn unsafe_requests_need_the_cookie_token_in_the_header_or_form_field() {
         assert!(String::from_utf8_lossy(&body).contains("CSRF"), "{why}");
     }
     let ok = [("cookie", cookie.as_str()), ("x-csrf-token", token.as_str())];
-    assert_eq!(send(&app, Method::POST, "/form", &ok, "", false).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&app, Method::POST, "/form", &ok, "", false).await.0,
+        StatusCode::OK
+    );
     // The form field, urlencoded: the body still reaches the handler whole.
     let form = format!("a=1&csrf_token={}", urlencode(&token));
     let hs = [
@@ -134,12 +150,24 @@ async fn unsafe_requests_need_the_cookie_token_in_the_header_or_form_field() {
         "--XX\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n--XX\r\n\
          Content-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n\r\nhello\r\n--XX--\r\n"
     );
-    let hs = [("cookie", cookie.as_str()), ("content-type", "multipart/form-data; boundary=XX")];
-    assert_eq!(send(&app, Method::POST, "/form", &hs, &mp, false).await.0, StatusCode::OK);
+    let hs = [
+        ("cookie", cookie.as_str()),
+        ("content-type", "multipart/form-data; boundary=XX"),
+    ];
+    assert_eq!(
+        send(&app, Method::POST, "/form", &hs, &mp, false).await.0,
+        StatusCode::OK
+    );
     let bad = mp.replace(&token, "wrong");
-    assert_eq!(send(&app, Method::POST, "/form", &hs, &bad, false).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(&app, Method::POST, "/form", &hs, &bad, false).await.0,
+        StatusCode::FORBIDDEN
+    );
     // Exempt paths are never checked.
-    assert_eq!(send(&app, Method::POST, "/hook", &[], "", false).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&app, Method::POST, "/hook", &[], "", false).await.0,
+        StatusCode::OK
+    );
 }
 
 fn urlencode(s: &str) -> String {
@@ -161,13 +189,19 @@ async fn tokens_are_bound_to_the_session_and_rotate_with_it() {
     let session = jar.iter().find(|c| c.starts_with("session_id=")).unwrap().clone();
     let both = format!("{session}; csrftoken={token}");
     let ok = [("cookie", both.as_str()), ("x-csrf-token", token.as_str())];
-    assert_eq!(send(&app, Method::POST, "/form", &ok, "", false).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&app, Method::POST, "/form", &ok, "", false).await.0,
+        StatusCode::OK
+    );
     // Replay across sessions: the token with another session's cookie is refused.
     let (_, h2, _) = send(&app, Method::GET, "/form", &[], "", false).await;
     let other = cookies(&h2).into_iter().find(|c| c.starts_with("session_id=")).unwrap();
     let mixed = format!("{other}; csrftoken={token}");
     let hs = [("cookie", mixed.as_str()), ("x-csrf-token", token.as_str())];
-    assert_eq!(send(&app, Method::POST, "/form", &hs, "", false).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(&app, Method::POST, "/form", &hs, "", false).await.0,
+        StatusCode::FORBIDDEN
+    );
     // Login rotates the session id and the token with it.
     let (s, h, _) = send(&app, Method::POST, "/login", &ok, "", false).await;
     assert_eq!(s, StatusCode::OK);
@@ -176,11 +210,17 @@ async fn tokens_are_bound_to_the_session_and_rotate_with_it() {
     let new_session = cookies(&h).into_iter().find(|c| c.starts_with("session_id=")).unwrap();
     let jar = format!("{new_session}; csrftoken={new_token}");
     let hs = [("cookie", jar.as_str()), ("x-csrf-token", new_token.as_str())];
-    assert_eq!(send(&app, Method::POST, "/form", &hs, "", false).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&app, Method::POST, "/form", &hs, "", false).await.0,
+        StatusCode::OK
+    );
     // The pre-login token no longer works with the new session.
     let stale = format!("{new_session}; csrftoken={token}");
     let hs = [("cookie", stale.as_str()), ("x-csrf-token", token.as_str())];
-    assert_eq!(send(&app, Method::POST, "/form", &hs, "", false).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(&app, Method::POST, "/form", &hs, "", false).await.0,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
@@ -199,9 +239,16 @@ async fn https_requests_need_a_trusted_origin_or_referer() {
         .body(RequestBody::empty())
         .unwrap();
     let resp = app.oneshot(req, Some(([192, 0, 2, 9], 4000).into())).await;
-    assert_eq!(resp.status(), StatusCode::OK, "an untrusted peer's X-Forwarded-Proto is ignored");
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "an untrusted peer's X-Forwarded-Proto is ignored"
+    );
     let (_, h, _) = send(&app, Method::GET, "/form", &[], "", true).await;
-    assert!(h["set-cookie"].to_str().unwrap().contains("Secure"), "HTTPS: a Secure token cookie");
+    assert!(
+        h["set-cookie"].to_str().unwrap().contains("Secure"),
+        "HTTPS: a Secure token cookie"
+    );
     let token = token_of(&h);
     let cookie = format!("csrftoken={token}");
     let with = |extra: Vec<(&'static str, &'static str)>| {
@@ -220,6 +267,10 @@ async fn https_requests_need_a_trusted_origin_or_referer() {
     ] {
         let hs = with(extra.clone());
         let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        assert_eq!(send(&app, Method::POST, "/form", &hs, "", true).await.0, want, "{extra:?}");
+        assert_eq!(
+            send(&app, Method::POST, "/form", &hs, "", true).await.0,
+            want,
+            "{extra:?}"
+        );
     }
 }

@@ -205,7 +205,12 @@ impl Sessions {
             if !s.changed && !(s.keep && !persisted) {
                 return; // saved only when changed
             }
-            (s.id.clone(), s.loaded_id.clone(), s.data.clone(), s.data.is_empty() && !s.keep)
+            (
+                s.id.clone(),
+                s.loaded_id.clone(),
+                s.data.clone(),
+                s.data.is_empty() && !s.keep,
+            )
         };
         // A rotated or cleared session's old record goes (replaying its cookie finds nothing).
         if let Some(old) = loaded_id.as_deref().filter(|old| *old != id || empty) {

@@ -195,7 +195,11 @@ impl RedisSessions {
                 return None;
             }
         };
-        match redis::cmd("GET").arg(Self::key(id)).query_async::<Option<Vec<u8>>>(&mut conn).await {
+        match redis::cmd("GET")
+            .arg(Self::key(id))
+            .query_async::<Option<Vec<u8>>>(&mut conn)
+            .await
+        {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read a session from Redis");

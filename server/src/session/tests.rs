@@ -66,13 +66,13 @@ async fn get(app: &App, uri: &str, cookie: Option<&str>) -> (StatusCode, Option<
         req = req.header("cookie", c);
     }
     let resp = app
-        .oneshot(req.body(RequestBody::empty()).unwrap(), Some(([10, 0, 0, 1], 4000).into()))
+        .oneshot(
+            req.body(RequestBody::empty()).unwrap(),
+            Some(([10, 0, 0, 1], 4000).into()),
+        )
         .await;
     let (parts, body) = resp.into_parts();
-    let set = parts
-        .headers
-        .get("set-cookie")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let set = parts.headers.get("set-cookie").map(|v| v.to_str().unwrap().to_owned());
     (parts.status, set, body.collect().await.unwrap().to_bytes())
 }
 
@@ -164,7 +164,12 @@ async fn memory_store_keeps_an_opaque_signed_id_and_forgets_rotated_and_cleared_
     assert!(set.unwrap().contains("Max-Age=0"));
     assert_eq!(&get(&app, "/show", Some(&second)).await.2[..], b"{}");
     // An unsigned id is never looked up.
-    let (_, _, body) = get(&app, "/show", Some("session_id=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).await;
+    let (_, _, body) = get(
+        &app,
+        "/show",
+        Some("session_id=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    )
+    .await;
     assert_eq!(&body[..], b"{}");
 }
 
