@@ -228,7 +228,8 @@ impl SessionConfig {
                 format!("store must be 'cookie', 'memory' or 'redis', got {:?}", self.store),
             ));
         }
-        if self.store == "redis" && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
+        if self.store == "redis" && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
+        {
             return Err(invalid(
                 "redis_url",
                 format!("redis_url must be a redis:// URL, got {:?}", self.redis_url),

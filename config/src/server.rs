@@ -553,9 +553,7 @@ mod tests {
 
     #[test]
     fn sections_not_built_yet_are_refused() {
-        for (doc, what) in [
-            (r#"{"http3":{}}"#, "HTTP/3 needs the `tls` section"),
-        ] {
+        for (doc, what) in [(r#"{"http3":{}}"#, "HTTP/3 needs the `tls` section")] {
             let err = ServerConfig::from_json(doc).unwrap_err();
             assert!(err.to_string().contains(what), "{err}");
         }
