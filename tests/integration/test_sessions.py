@@ -123,8 +123,13 @@ def test_two_workers_share_redis_sessions(serve):
 def run_app(extra_env, timeout=20):
     e = {k: v for k, v in os.environ.items() if k not in ("CELLO_SECRET_KEY", "CELLO_ENV")}
     e.update(extra_env)
-    code = "import runpy, sys; sys.argv=['x']; m = runpy.run_path('tests/apps/session_app.py'); print('READY', m['app'].server_config().get('session', {}).get('store'))"
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)
+    code = (
+        "import runpy, sys; sys.argv=['x']; m = runpy.run_path('tests/apps/session_app.py'); "
+        "print('READY', m['app'].server_config().get('session', {}).get('store'))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_missing_secret_in_production_is_a_startup_error():

@@ -39,7 +39,8 @@ def test_session_cookie_tampering_yields_empty_session(cookie_app):
     assert jar.get("/whoami").json() == {"user": "alice"}
     raw = base64.b64decode(good)
     flipped = [
-        base64.b64encode(raw[:i] + bytes([raw[i] ^ 1]) + raw[i + 1 :]).decode() for i in (0, len(raw) // 2, len(raw) - 1)
+        base64.b64encode(raw[:i] + bytes([raw[i] ^ 1]) + raw[i + 1 :]).decode()
+        for i in (0, len(raw) // 2, len(raw) - 1)
     ]
     for forged in [*flipped, good[:-4], good + "AAAA", "", "x" * 5000, "{}", "%00%ff"]:
         resp = httpx.get(cookie_app.url("/session"), headers={"Cookie": f"session_id={forged}"}, timeout=5)
