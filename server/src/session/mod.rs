@@ -202,7 +202,8 @@ impl Sessions {
         let (id, loaded_id, data, empty) = {
             let s = slot.lock();
             let persisted = s.loaded_id.is_some();
-            if !s.changed && !(s.keep && !persisted) {
+            let new_and_kept = s.keep && !persisted;
+            if !s.changed && !new_and_kept {
                 return; // saved only when changed
             }
             (
