@@ -149,6 +149,9 @@ pub struct SessionConfig {
     /// Where session data lives: `cookie` (signed and encrypted), `memory` or `redis`.
     #[schemars(extend("enum" = ["cookie", "memory", "redis"]))]
     pub store: String,
+    /// Redis server of `store="redis"` (`redis://host:port[/db]`).
+    #[serde(alias = "redis_url")]
+    pub redis_url: String,
 }
 
 impl Default for SessionConfig {
@@ -163,6 +166,7 @@ impl Default for SessionConfig {
             max_age: Some(86400),
             secret: None,
             store: "cookie".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
         }
     }
 }
@@ -217,6 +221,99 @@ impl SessionConfig {
                 "cookie_name",
                 format!("a cookie named {name} requires cookie_path='/' and no cookie_domain"),
             ));
+        }
+        if !matches!(self.store.as_str(), "cookie" | "memory" | "redis") {
+            return Err(invalid(
+                "store",
+                format!("store must be 'cookie', 'memory' or 'redis', got {:?}", self.store),
+            ));
+        }
+        if self.store == "redis" && !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "redis_url",
+                format!("redis_url must be a redis:// URL, got {:?}", self.redis_url),
+            ));
+        }
+        if let Some(s) = &self.secret {
+            check_secret_len("secret", s)?;
+        }
+        Ok(())
+    }
+}
+
+/// Session and CSRF keys: at least 32 bytes (the derived AES/HMAC keys need that much entropy).
+fn check_secret_len(field: &str, s: &Secret) -> Result<()> {
+    if s.as_bytes().len() < 32 {
+        return Err(invalid(
+            field,
+            format!("the secret must be at least 32 bytes long (got {})", s.as_bytes().len()),
+        ));
+    }
+    Ok(())
+}
+
+/// `app.enable_csrf(secret=None, cookie_name="csrftoken", header_name="X-CSRF-Token",
+/// form_field="csrf_token", exempt_paths=None, trusted_origins=None)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct CsrfConfig {
+    /// HMAC key of the tokens (else `CELLO_SECRET_KEY`).
+    pub secret: Option<Secret>,
+    /// Cookie holding the token (double submit; readable by scripts on purpose).
+    #[serde(alias = "cookie_name")]
+    #[schemars(regex(pattern = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"))]
+    pub cookie_name: String,
+    /// Header an unsafe request may carry the token in.
+    #[serde(alias = "header_name")]
+    #[schemars(regex(pattern = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"))]
+    pub header_name: String,
+    /// Form field (urlencoded or multipart) that may carry the token instead.
+    #[serde(alias = "form_field")]
+    pub form_field: String,
+    /// Paths (exact, or a prefix ending in `*`) that are never checked.
+    #[serde(alias = "exempt_paths")]
+    pub exempt_paths: Vec<String>,
+    /// Origins (`https://host[:port]`) besides the request's own accepted in `Origin`/`Referer`
+    /// of HTTPS requests.
+    #[serde(alias = "trusted_origins")]
+    pub trusted_origins: Vec<String>,
+}
+
+impl Default for CsrfConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            cookie_name: "csrftoken".into(),
+            header_name: "X-CSRF-Token".into(),
+            form_field: "csrf_token".into(),
+            exempt_paths: Vec::new(),
+            trusted_origins: Vec::new(),
+        }
+    }
+}
+
+impl CsrfConfig {
+    /// Names, a long enough secret, origins written `scheme://host[:port]`.
+    pub fn validate(&self) -> Result<()> {
+        check_fields("", self)?;
+        if self.form_field.is_empty() {
+            return Err(invalid("form_field", "form_field must not be empty"));
+        }
+        if let Some(s) = &self.secret {
+            check_secret_len("secret", s)?;
+        }
+        for o in &self.trusted_origins {
+            let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains(['/', ' ', '?', '#']) => {}
+                _ => {
+                    return Err(invalid(
+                        "trusted_origins",
+                        format!("a trusted origin is written https://host[:port], got {o:?}"),
+                    ))
+                }
+            }
         }
         Ok(())
     }

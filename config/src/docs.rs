@@ -12,9 +12,9 @@ pub fn config_markdown() -> String {
          Each Python class in `cello.config` is a view over the Rust type of the same name in\n\
          `cello-config`. `ServerConfig` (cello.yaml, `CellApp.spec.server`) takes the server\n\
          sections under their camelCase names (`limits`, `timeouts`, `http2`, `threadpool`,\n\
-         `prometheus`, `health`, `telemetry`); `tls`, `http3`, `jwt`, `rateLimit`, `session`,\n\
-         `securityHeaders` and `staticFiles` are accepted by the schema but refused by\n\
-         `validate()` until their feature is built. snake_case names are accepted everywhere.\n",
+         `prometheus`, `health`, `telemetry`, `tls`, `http3`, `jwt`, `apiKey`, `basicAuth`,\n\
+         `rateLimit`, `session`, `csrf`, `securityHeaders`, `staticFiles`, ...).\n\
+         snake_case names are accepted everywhere.\n",
     );
     out.push_str("\n## ServerConfig (cello.yaml, `CellApp.spec.server`)\n\n| key | meaning |\n|---|---|\n");
     let server = schemars::schema_for!(crate::ServerConfig);

@@ -105,8 +105,8 @@ table! {
         "PEM private key (PKCS#8, RSA or EC) of `CELLO_TLS_CERT_FILE` (`--ssl-keyfile`).";
     TLS_CA_FILE = "CELLO_TLS_CA_FILE", "path", "", "cello run, app.run(), cello-dataplane", "",
         "PEM CA bundle: clients must present a certificate it signs (mutual TLS, `--ssl-ca-certs`).";
-    SECRET_KEY = "CELLO_SECRET_KEY", "str", "", "(nothing yet: sessions are not implemented)", "",
-        "Default signing key of sessions (`SessionConfig.secret`).";
+    SECRET_KEY = "CELLO_SECRET_KEY", "str", "", "enable_session, enable_csrf, cello-dataplane", "",
+        "Default key of sessions and CSRF tokens (`SessionConfig.secret`, `enable_csrf(secret=)`); at least 32 bytes. Unset with `CELLO_ENV=production`: startup error; otherwise a random key and a warning.";
     CONSUMER = "CELLO_CONSUMER", "str", "", "(nothing yet)", "operator",
         "Name of the consumer a consumer Deployment runs.";
     QUEUES = "CELLO_QUEUES", "list", "", "cello.bindings", "operator",

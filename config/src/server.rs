@@ -56,9 +56,12 @@ pub struct ServerConfig {
     /// Rate limiting.
     #[serde(alias = "rate_limit", skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::RateLimitConfig>,
-    /// Sessions (not implemented yet).
+    /// Sessions (`request.session`): cookie, memory or Redis store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<crate::SessionConfig>,
+    /// CSRF protection (double-submit HMAC tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf: Option<crate::CsrfConfig>,
     /// Security response headers (present: on).
     #[serde(alias = "security_headers", skip_serializing_if = "Option::is_none")]
     pub security_headers: Option<crate::SecurityHeadersConfig>,
@@ -116,6 +119,7 @@ impl Default for ServerConfig {
             basic_auth: None,
             rate_limit: None,
             session: None,
+            csrf: None,
             security_headers: None,
             cors: None,
             compression: None,
@@ -218,20 +222,13 @@ impl ServerConfig {
             r.validate()?;
             r.validate_backend()?;
         }
-        self.reject_unbuilt_sections()
-    }
-
-    /// Sections whose feature is not built yet are refused, never silently ignored; each
-    /// feature issue removes its line here when the layer exists.
-    fn reject_unbuilt_sections(&self) -> Result<()> {
-        let present = [("session", "sessions", self.session.is_some())];
-        match present.iter().find(|(_, _, on)| *on) {
-            Some((field, what, _)) => Err(invalid(
-                field,
-                format!("{what} is not implemented yet; remove the `{field}` section"),
-            )),
-            None => Ok(()),
+        if let Some(s) = &self.session {
+            s.validate()?;
         }
+        if let Some(c) = &self.csrf {
+            c.validate()?;
+        }
+        Ok(())
     }
 }
 
@@ -572,10 +569,7 @@ mod tests {
 
     #[test]
     fn sections_not_built_yet_are_refused() {
-        for (doc, what) in [
-            (r#"{"http3":{}}"#, "HTTP/3 needs the `tls` section"),
-            (r#"{"session":{}}"#, "sessions is not implemented yet"),
-        ] {
+        for (doc, what) in [(r#"{"http3":{}}"#, "HTTP/3 needs the `tls` section")] {
             let err = ServerConfig::from_json(doc).unwrap_err();
             assert!(err.to_string().contains(what), "{err}");
         }

@@ -1,16 +1,44 @@
-"""``App.enable_jwt`` / ``enable_api_key`` / ``enable_basic_auth`` / ``enable_rate_limit``:
-each validates its section at once and adds it to the data-plane config, where a Rust layer
-of the one stack does the work (rejections never reach Python). ``enable_session`` and
-``enable_csrf`` are refused with ``FeatureNotAvailable`` until their layers exist."""
+"""``App.enable_jwt`` / ``enable_api_key`` / ``enable_basic_auth`` / ``enable_rate_limit`` /
+``enable_session`` / ``enable_csrf``: each validates its section at once and adds it to the
+data-plane config, where a Rust layer of the one stack does the work (rejections never
+reach Python)."""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .errors import FeatureNotAvailable
+from .errors import ConfigError
 from .guards import UnauthorizedError
+
+_MIN_SECRET = 32
+
+
+def _default_secret(caller: str) -> None:
+    """No ``secret=``: ``CELLO_SECRET_KEY`` must do. In production (``CELLO_ENV=production``)
+    its absence is a startup error; in development a random key is exported to the
+    environment (so worker processes share it) with a warning."""
+    key = os.environ.get("CELLO_SECRET_KEY", "")
+    if key:
+        if len(key.encode()) < _MIN_SECRET:
+            raise ConfigError(f"{caller}: CELLO_SECRET_KEY must be at least {_MIN_SECRET} bytes long")
+        return
+    if os.environ.get("CELLO_ENV", "development").strip().lower() in ("production", "prod"):
+        raise ConfigError(
+            f"{caller}: no secret; set CELLO_SECRET_KEY (at least {_MIN_SECRET} bytes) or pass secret= "
+            "(a random key is only made outside production, CELLO_ENV=production)"
+        )
+    os.environ["CELLO_SECRET_KEY"] = secrets.token_urlsafe(48)
+    warnings.warn(
+        f"{caller}: CELLO_SECRET_KEY is not set; using a random key for this run "
+        "(development only: sessions and CSRF tokens end when the server restarts)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _validate(section: str, cfg: dict[str, Any]) -> None:
@@ -131,14 +159,49 @@ class SecurityMixin:
         self._security["rateLimit"] = cfg
 
     def enable_session(self, config: Any = None) -> None:
-        raise FeatureNotAvailable(
-            "App.enable_session: sessions",
-            11,
-            hint="the session layer (cookie, memory and redis stores) is not built yet",
-        )
+        """Sessions as ``request.session`` (dict-like; ``regenerate()`` at login, ``clear()``
+        at logout), kept in a signed and encrypted cookie (``store="cookie"``), in memory or
+        in Redis. The key is ``config.secret``, else ``CELLO_SECRET_KEY``; without either,
+        production (``CELLO_ENV=production``) refuses to start and development makes a random
+        key with a warning."""
+        from .config import SessionConfig
 
-    def enable_csrf(self, *args: Any, **kwargs: Any) -> None:
-        raise FeatureNotAvailable("App.enable_csrf: CSRF protection", 11, hint="the CSRF layer is not built yet")
+        config = SessionConfig() if config is None else config
+        if not isinstance(config, SessionConfig):
+            raise TypeError(f"enable_session() takes a SessionConfig, not {type(config).__name__}")
+        cfg = {k: _wire(v) for k, v in config._to_config().items()}
+        if cfg.get("secret") is None:
+            _default_secret("enable_session")
+        _validate("session", cfg)
+        self._security["session"] = cfg
+
+    def enable_csrf(
+        self,
+        secret: str | bytes | None = None,
+        cookie_name: str = "csrftoken",
+        header_name: str = "X-CSRF-Token",
+        form_field: str = "csrf_token",
+        exempt_paths: Iterable[str] | None = None,
+        trusted_origins: Iterable[str] | None = None,
+    ) -> None:
+        """CSRF protection: unsafe methods need the ``cookie_name`` token echoed in
+        ``header_name`` or the ``form_field`` (403 otherwise); HTTPS requests also need an
+        ``Origin``/``Referer`` of their own or one of ``trusted_origins``. The token is
+        ``request.csrf_token()`` (and ``request.context["csrf_token"]``)."""
+        if isinstance(trusted_origins, str):
+            raise TypeError("trusted_origins takes a list of origins, not a string")
+        if secret is None:
+            _default_secret("enable_csrf")
+        cfg = {
+            "secret": _wire(secret),
+            "cookie_name": str(cookie_name),
+            "header_name": str(header_name),
+            "form_field": str(form_field),
+            "exempt_paths": _paths(exempt_paths),
+            "trusted_origins": [str(o) for o in (trusted_origins or [])],
+        }
+        _validate("csrf", cfg)
+        self._security["csrf"] = cfg
 
     def _security_config(self, routes: list[Any]) -> dict[str, Any]:
         """The sections for ``server_config``; per-route limits join the rate-limit section."""

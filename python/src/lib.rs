@@ -22,6 +22,7 @@ pub mod observability;
 pub mod queue;
 pub mod request;
 pub mod runtime;
+pub mod session;
 pub mod sink;
 pub mod templates;
 pub mod websocket;
@@ -33,6 +34,7 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Responder>()?;
     m.add_class::<request::PyRequest>()?;
     m.add_class::<request::headers::Headers>()?;
+    m.add_class::<session::PySession>()?;
     m.add_class::<request::form::UploadedFile>()?;
     m.add_class::<sink::BodySink>()?;
     m.add_class::<templates::Templates>()?;

@@ -69,6 +69,10 @@ pub struct RequestData {
     pub pending_basic: Option<cello_server::auth::PendingBasic>,
     /// Multipart limits (`limits.maxForm*`).
     pub form_limits: form::Limits,
+    /// The session the session layer loaded (`request.session`).
+    pub session: Option<Arc<cello_server::session::SessionSlot>>,
+    /// The CSRF layer's token for this request (`request.csrf_token()`).
+    pub csrf_token: Option<Arc<str>>,
 }
 
 /// Parsed form body, Python side.
@@ -93,6 +97,7 @@ pub struct PyRequest {
     files_dict: OnceLock<Py<PyDict>>,
     context: OnceLock<Py<PyDict>>,
     request_id: OnceLock<Py<PyString>>,
+    session: OnceLock<Py<crate::session::PySession>>,
     /// The connection of a WebSocket route's request.
     websocket: Option<Arc<crate::websocket::WsConn>>,
     /// A body the server spooled to a temporary file (`data.body` is then empty).
@@ -117,6 +122,7 @@ impl PyRequest {
             files_dict: OnceLock::new(),
             context: OnceLock::new(),
             request_id: OnceLock::new(),
+            session: OnceLock::new(),
             websocket: None,
             spooled: None,
             spooled_bytes: OnceLock::new(),
@@ -149,6 +155,16 @@ impl PyRequest {
             .remove::<cello_server::auth::Identity>()
             .map(|i| i.0);
         let pending_basic = req.parts.extensions.remove::<cello_server::auth::PendingBasic>();
+        let session = req
+            .parts
+            .extensions
+            .remove::<cello_server::session::SessionHandle>()
+            .map(|s| s.0);
+        let csrf_token = req
+            .parts
+            .extensions
+            .remove::<cello_server::csrf::CsrfToken>()
+            .map(|t| t.0);
         let peer_trusted = req
             .peer
             .is_some_and(|p| !state.trusted.is_empty() && state.is_trusted(p.ip()));
@@ -176,6 +192,8 @@ impl PyRequest {
             identity,
             pending_basic,
             form_limits: form::Limits::from_config(&state.config.limits),
+            session,
+            csrf_token,
         })
         .with_websocket(websocket, spooled)
     }
@@ -583,13 +601,32 @@ impl PyRequest {
             identity: None,
             pending_basic: None,
             form_limits: form::Limits::default(),
+            session: None,
+            csrf_token: None,
         }))
     }
 
-    /// `None` until session middleware sets it (instances have a `__dict__`).
-    #[classattr]
-    fn session() -> Option<()> {
-        None
+    /// The session (dict-like, see `cello.Session`) when `app.enable_session(...)` is on,
+    /// else `None`.
+    #[getter]
+    fn session<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, crate::session::PySession>>> {
+        let Some(slot) = &self.data.session else {
+            return Ok(None);
+        };
+        cached(py, &self.session, || {
+            Bound::new(py, crate::session::PySession::new(py, slot.clone())?)
+        })
+        .map(Some)
+    }
+
+    /// The CSRF token of this request (for a form field or a header), when
+    /// `app.enable_csrf(...)` is on; also `request.context["csrf_token"]`.
+    fn csrf_token(&self) -> PyResult<String> {
+        self.data.csrf_token.as_deref().map(str::to_owned).ok_or_else(|| {
+            pyo3::exceptions::PyRuntimeError::new_err(
+                "request.csrf_token() needs CSRF protection: call app.enable_csrf() (the path may also be exempt)",
+            )
+        })
     }
 
     #[getter]
@@ -712,6 +749,9 @@ impl PyRequest {
             d.set_item("scheme", self.scheme_str())?;
             if let Some(subject) = &self.data.client_cert {
                 d.set_item("client_cert", &**subject)?;
+            }
+            if let Some(token) = &self.data.csrf_token {
+                d.set_item("csrf_token", &**token)?;
             }
             if let Some(user) = &self.data.identity {
                 let bytes = serde_json::to_vec(&**user).unwrap_or_else(|_| b"null".to_vec());

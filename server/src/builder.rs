@@ -112,6 +112,14 @@ impl ServerBuilder {
             Some(c) => Some(Arc::new(crate::ratelimit::RateLimiter::new(c)?)),
             None => None,
         };
+        state.sessions = match &state.config.session {
+            Some(c) => Some(Arc::new(crate::session::Sessions::new(c)?)),
+            None => None,
+        };
+        state.csrf = match &state.config.csrf {
+            Some(c) => Some(Arc::new(crate::csrf::Csrf::new(&state.config, c)?)),
+            None => None,
+        };
         if let (Some(h), Some(c)) = (&state.health, self.checker) {
             h.set_checker(c);
         }

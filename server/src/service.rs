@@ -69,6 +69,10 @@ pub struct AppState {
     pub gates: crate::auth::Gates,
     /// The rate limiter, when `rateLimit` is configured.
     pub rate_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
+    /// Sessions, when `session` is configured.
+    pub sessions: Option<Arc<crate::session::Sessions>>,
+    /// CSRF protection, when `csrf` is configured.
+    pub csrf: Option<Arc<crate::csrf::Csrf>>,
 }
 
 impl AppState {
@@ -103,6 +107,8 @@ impl AppState {
             observed: metrics.is_some() || telemetry.is_some() || config.cache.is_some(),
             gates: crate::auth::Gates::default(),
             rate_limit: None,
+            sessions: None,
+            csrf: None,
             cache: config
                 .cache
                 .clone()

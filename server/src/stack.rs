@@ -142,8 +142,9 @@ pub fn describe(state: &AppState) -> Vec<&'static str> {
         "jwt" => state.gates.jwt.is_some(),
         "api_key" => state.gates.api_key.is_some(),
         "basic_auth" => state.gates.basic.is_some(),
+        "session" => state.sessions.is_some(),
+        "csrf" => state.csrf.is_some(),
         "connection" | "protocol" | "router" => true,
-        // Sessions and CSRF (issue 11) add their condition here.
         _ => false,
     };
     ORDER.into_iter().filter(|n| on(n)).collect()
@@ -165,7 +166,7 @@ pub fn build(state: &Arc<AppState>) -> HttpService {
         .option_layer(c.security_headers.as_ref().map(mw::security::SecurityHeadersLayer::new))
         .option_layer(c.compression.as_ref().map(mw::compression::CompressionLayer::new))
         .option_layer(c.etag.as_ref().map(mw::conditional::ConditionalLayer::new))
-        // Issue 11, who gets in: rate limit → auth (JWT, API key, Basic); session → CSRF later.
+        // Issue 11, who gets in: rate limit → auth (JWT, API key, Basic) → session → CSRF.
         .option_layer(
             state
                 .rate_limit
@@ -175,6 +176,8 @@ pub fn build(state: &Arc<AppState>) -> HttpService {
         .option_layer(state.gates.jwt.clone().map(crate::auth::GateLayer))
         .option_layer(state.gates.api_key.clone().map(crate::auth::GateLayer))
         .option_layer(state.gates.basic.clone().map(crate::auth::GateLayer))
+        .option_layer(state.sessions.clone().map(crate::session::SessionLayer))
+        .option_layer(state.csrf.clone().map(crate::csrf::CsrfLayer))
         // Response cache, then circuit breaker (a hit never counts against a breaker).
         .option_layer(state.cache.clone().map(crate::cache::CacheLayer))
         .option_layer(st(state.breakers.is_some()).map(crate::breaker::BreakerLayer))

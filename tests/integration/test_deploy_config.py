@@ -55,3 +55,28 @@ def test_root_path_routes_with_or_without_the_prefix_and_keeps_it_in_urls(cello_
     assert kept["url"] == f"http://127.0.0.1:{port}/api/where"
     assert stripped["root_path"] == kept["root_path"] == "/api"
     assert httpx.get(proc.url("/apix/where")).status_code == 404
+
+
+def test_cello_yaml_session_and_csrf_sections_apply(cello_procs, tmp_path):
+    """Issue 11: `session` and `csrf` from cello.yaml (as rendered from CellApp.spec.server)."""
+    secret = "0123456789abcdef0123456789abcdef-yaml"
+    cfg = tmp_path / "cello.yaml"
+    cfg.write_text(
+        f"session:\n  store: memory\n  secret: {secret}\n  cookieSecure: false\n"
+        f"csrf:\n  secret: {secret}\n  headerName: X-Token\n"
+    )
+    port = free_port()
+    proc = cello_procs.start(
+        ["run", str(URL_APP), "--host", "127.0.0.1", "--port", str(port)], port=port, env={"CELLO_CONFIG": str(cfg)}
+    )
+    proc.wait_http("/where")
+    with httpx.Client() as c:
+        first = c.get(proc.url("/where"))
+        lines = first.headers.get_list("set-cookie")
+        assert any(line.startswith("csrftoken=") for line in lines), lines
+        assert any(line.startswith("session_id=") and "Secure" not in line for line in lines), lines
+        refused = c.post(proc.url("/echo"), content=b"x")
+        assert refused.status_code == 403
+        assert refused.headers["content-type"] == "application/problem+json"
+        ok = c.post(proc.url("/echo"), content=b"x", headers={"X-Token": c.cookies["csrftoken"]})
+        assert ok.status_code == 200

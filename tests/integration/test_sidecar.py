@@ -193,3 +193,23 @@ def test_a_port_in_use_is_exit_code_3(tmp_path, upstream):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_csrf_and_session_sections_in_the_sidecar(tmp_path, upstream):
+    """Issue 11: the data plane enforces CSRF from cello.yaml; the session binds the token."""
+    secret = "0123456789abcdef0123456789abcdef-sidecar"
+    proc, port = start_dataplane(
+        tmp_path,
+        upstream,
+        f"session:\n  store: memory\n  secret: {secret}\n  cookieSecure: false\ncsrf:\n  secret: {secret}\n",
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            assert c.get("/page").status_code == 200
+            token = c.cookies["csrftoken"]
+            assert "session_id" in c.cookies
+            assert c.post("/items", content=b"x").status_code == 403
+            assert c.post("/items", content=b"x", headers={"X-CSRF-Token": token}).status_code == 201
+    finally:
+        proc.kill()
+        proc.wait()

@@ -144,3 +144,42 @@ async fn rate_limit_answers_429_with_headers_before_the_router() {
     assert_eq!(headers["ratelimit-remaining"], "0");
     assert!(String::from_utf8_lossy(&body).contains("\"status\":429"));
 }
+
+#[tokio::test]
+async fn rate_limit_keys_by_user_credential_and_by_route() {
+    // key_by="user": each credential has its own bucket (the limit runs before the gates,
+    // so the user is known by the credential presented).
+    let mut config = ServerConfig::default();
+    config.rate_limit = Some(RateLimitConfig {
+        capacity: 1,
+        refill_rate: 0.001,
+        key_by: "user".into(),
+        ..RateLimitConfig::default()
+    });
+    let app1 = app(config);
+    let alice = [("authorization", "Bearer alice")];
+    let bob = [("authorization", "Bearer bob")];
+    assert_eq!(call(&app1, "/me", &alice).await.0, StatusCode::OK);
+    assert_eq!(call(&app1, "/me", &alice).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        call(&app1, "/me", &bob).await.0,
+        StatusCode::OK,
+        "another user, another bucket"
+    );
+    // key_by="route": one bucket per route template, whoever asks.
+    let mut config = ServerConfig::default();
+    config.rate_limit = Some(RateLimitConfig {
+        capacity: 1,
+        refill_rate: 0.001,
+        key_by: "route".into(),
+        ..RateLimitConfig::default()
+    });
+    let app2 = app(config);
+    assert_eq!(call(&app2, "/me", &alice).await.0, StatusCode::OK);
+    assert_eq!(call(&app2, "/me", &bob).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        call(&app2, "/open", &bob).await.0,
+        StatusCode::OK,
+        "another route, another bucket"
+    );
+}
