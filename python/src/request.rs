@@ -608,15 +608,29 @@ impl PyRequest {
 
     /// The session (dict-like, see `cello.Session`) when `app.enable_session(...)` is on,
     /// else `None`.
+    /// A value assigned to `request.session` (Python session middleware of 1.x apps does so)
+    /// is kept in the instance `__dict__` and wins.
     #[getter]
-    fn session<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, crate::session::PySession>>> {
-        let Some(slot) = &self.data.session else {
+    fn session<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = slf.py();
+        let dict = slf.getattr("__dict__")?;
+        if let Some(own) = dict.cast::<PyDict>()?.get_item("session")? {
+            return Ok(Some(own));
+        }
+        let this = slf.get();
+        let Some(slot) = &this.data.session else {
             return Ok(None);
         };
-        cached(py, &self.session, || {
+        cached(py, &this.session, || {
             Bound::new(py, crate::session::PySession::new(py, slot.clone())?)
         })
-        .map(Some)
+        .map(|s| Some(s.into_any()))
+    }
+
+    #[setter]
+    fn set_session(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        let dict = slf.getattr("__dict__")?;
+        dict.cast::<PyDict>()?.set_item("session", value)
     }
 
     /// The CSRF token of this request (for a form field or a header), when

@@ -133,6 +133,7 @@ SIGNATURES = {
         ("max_age", 86400),
         ("secret", None),  # issue 11
         ("store", "cookie"),
+        ("redis_url", "redis://127.0.0.1:6379"),  # the server store of store="redis"
     ],
     "SecurityHeadersConfig": [
         ("x_frame_options", "DENY"),
@@ -717,11 +718,10 @@ def test_server_sections_not_built_yet_are_refused():
     _cello.validate_config(json.dumps({"tls": {"certPath": "c.pem", "keyPath": "k.pem"}}))
     with pytest.raises(_cello.ConfigError, match="needs the `tls` section"):
         _cello.validate_config(json.dumps({"http3": {}}))
-    for section, what in [
-        ("session", "sessions"),
-    ]:
-        with pytest.raises(_cello.ConfigError, match=f"{what} is not implemented yet"):
-            _cello.validate_config(json.dumps({section: {}}))
+    # built by issue 11: validated, not refused
+    _cello.validate_config(json.dumps({"session": {"store": "memory"}}))
+    with pytest.raises(_cello.ConfigError, match="store"):
+        _cello.validate_config(json.dumps({"session": {"store": "disk"}}))
     # built by issue 10: validated, not refused
     with pytest.raises(_cello.ConfigError, match="staticFiles.root"):
         _cello.validate_config(json.dumps({"staticFiles": {}}))
