@@ -568,11 +568,9 @@ mod tests {
     }
 
     #[test]
-    fn sections_not_built_yet_are_refused() {
-        for (doc, what) in [(r#"{"http3":{}}"#, "HTTP/3 needs the `tls` section")] {
-            let err = ServerConfig::from_json(doc).unwrap_err();
-            assert!(err.to_string().contains(what), "{err}");
-        }
+    fn bad_sections_are_refused() {
+        let err = ServerConfig::from_json(r#"{"http3":{}}"#).unwrap_err();
+        assert!(err.to_string().contains("HTTP/3 needs the `tls` section"), "{err}");
         let err = ServerConfig::from_json(r#"{"jwt":{"secrett":"x"}}"#).unwrap_err();
         assert!(err.to_string().contains("secrett"), "{err}");
     }
