@@ -59,6 +59,11 @@ def image(podman, tmp_path_factory) -> dict:
     prefix = pathlib.Path(sys.base_prefix).resolve()
     shutil.copytree(prefix, ctx / "python", symlinks=True, ignore=shutil.ignore_patterns("test", "__pycache__"))
     shutil.copytree(pathlib.Path(cello.__file__).parent, ctx / "cello", ignore=shutil.ignore_patterns("__pycache__"))
+    # The wheel's one runtime dependency (pip installs it beside the package).
+    import graphql
+
+    skip = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(pathlib.Path(graphql.__file__).parent, ctx / "graphql", ignore=skip)
     (ctx / "app" / "shop").mkdir(parents=True)
     (ctx / "app" / "shop" / "__init__.py").write_text("")
     (ctx / "app" / "shop" / "main.py").write_text(
@@ -70,6 +75,7 @@ def image(podman, tmp_path_factory) -> dict:
         f"""FROM {BASE}
 COPY python {prefix}
 COPY cello /opt/site/cello
+COPY graphql /opt/site/graphql
 COPY app {final["WORKDIR"]}
 # What `pip install` of the wheel gives: a `cello` console script. The interpreter's prefix may
 # sit under a mode-700 directory (/root): open the path for the non-root user.
