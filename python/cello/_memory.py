@@ -2,8 +2,11 @@
 
 - Rust allocations use mimalloc; ``MIMALLOC_PURGE_DELAY=0`` makes it return freed pages at once
   instead of on a later allocation of the same thread (an idle server never got them back).
-  mimalloc reads it when the extension loads, so it is set here, first; a value already in the
-  environment wins.
+  ``MIMALLOC_ALLOW_THP=0`` keeps transparent huge pages out of this process: mimalloc's
+  purge gives back 64 KiB pieces, and a piece inside a 2 MiB huge page stays resident (the
+  kernel splits such a page only under memory pressure), which kept 8-14 MiB after a burst
+  of 10 MB uploads. mimalloc reads both when the extension loads, so they are set here,
+  first; a value already in the environment wins.
 - Python objects of 1 MiB and more (request bodies as ``bytes``) get their own mapping from
   glibc, unmapped when freed: glibc's dynamic threshold otherwise moves them into per-thread
   arenas after the first one, and those stay at their peak.
@@ -15,6 +18,7 @@ import os
 import sys
 
 os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
+os.environ.setdefault("MIMALLOC_ALLOW_THP", "0")
 
 _M_MMAP_THRESHOLD = -3
 

@@ -383,11 +383,6 @@ def test_concurrent_large_uploads_get_503_and_memory_stays_bounded(server):
     assert httpx.get(server.url("/ping"), timeout=5).status_code == 200
 
 
-@pytest.mark.xfail(
-    reason="issue 9 item 4 open: with all 100 uploads accepted, RSS stays 16-29 % above pre-burst "
-    "(docs/reliability.md)",
-    strict=False,
-)
 def test_memory_returns_after_a_burst_of_uploads(serve, tmp_path):
     """100 uploads of 10 MB, all accepted (a budget that holds 4 at once): RSS back within
     20 % of its pre-burst value within 30 s (measured figures: docs/reliability.md)."""
