@@ -329,11 +329,14 @@ class Executor:
     def run_hooks(self, event: str) -> None:
         self.loop.run_until_complete(self.app._run_event(event))
 
-    def serve(self, drain_timeout: float = 30.0, on_ready: Any = None, on_beat: Any = None) -> tuple[str, int]:
-        """Bind, run startup hooks, serve until stopped, run shutdown hooks. ``on_beat`` is
-        called on every heartbeat of the loop (the supervisor's liveness pipe)."""
+    def serve(
+        self, drain_timeout: float = 30.0, on_ready: Any = None, on_beat: Any = None, listen_fd: int | None = None
+    ) -> tuple[str, int]:
+        """Bind (or take over ``listen_fd``, a listening socket), run startup hooks, serve until
+        stopped, run shutdown hooks. ``on_beat`` is called on every heartbeat of the loop (the
+        supervisor's liveness pipe)."""
         self.on_beat = on_beat
-        host, port = self.core.bind()
+        host, port = self.core.bind(listen_fd)
         self.address = (host, port)
         self.run_hooks("startup")
         on_main = threading.current_thread() is threading.main_thread()

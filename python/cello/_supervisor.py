@@ -3,8 +3,12 @@
 Workers are forked from a supervisor that has imported the app but created no tokio runtime
 and no thread (a runtime that exists before ``fork`` hangs the child). The supervisor never
 serves: it reserves the port, forks, restarts crashed workers with backoff, drains on
-SIGTERM/SIGINT and replaces workers one by one on SIGHUP. Each worker binds the port itself
-(SO_REUSEPORT, in Rust) and reports readiness through a pipe.
+SIGTERM/SIGINT and replaces workers one by one on SIGHUP. It also owns the listening sockets,
+one per worker slot (SO_REUSEPORT, so the kernel spreads connections over the slots): a worker
+accepts on its slot's socket, and its replacement takes over the same socket and so the same
+accept queue. A connection the kernel has accepted for a worker that is being replaced is
+served by the next one instead of being reset with a closing socket. Workers report readiness
+through a pipe.
 
 The reloader runs the server as a fresh child *process* (not a fork) so edited code is loaded,
 and restarts it when a watched ``.py`` file changes.
@@ -35,6 +39,11 @@ banner_log = logging.getLogger("cello")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_STARTUP = 0, 1, 2, 3
 BACKOFF_START, BACKOFF_MAX = 0.1, 5.0
 BACKOFF_RESET_AFTER = 30.0  # a worker that ran this long was healthy: its slot's backoff restarts
+# A crashed worker's slot keeps its listening socket (connections queued on it wait for the
+# replacement) when the replacement is due within this long; in a crash loop the socket is
+# closed, so new connections go to the slots that serve.
+KEEP_QUEUE_MAX = 1.0
+LISTEN_BACKLOG = 2048  # as the Rust listener of a single-process server
 # Restart budget: up to max_restarts crashes within this window restart on the slot's own
 # backoff; beyond it every restart waits BACKOFF_MAX. Restarts never stop (an OOM killer's
 # burst must not become an outage).
@@ -182,13 +191,16 @@ def check_port_free(host: str, port: int) -> None:
             raise _bind_error(host, port, exc) from None
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (never listen) a SO_REUSEPORT socket on host:port and keep it open.
+def reserve_port(host: str, port: int, backlog: int | None = None) -> socket.socket:
+    """Bind a SO_REUSEPORT socket on host:port and keep it open; with ``backlog``, listen.
 
-    Workers bind the same address with SO_REUSEPORT, so they all get the concrete port when
-    ``port`` is 0, and nothing else can take the port while a worker restarts. A bound socket
-    that does not listen receives no connections. Raises StartupError when the port is taken.
+    Without a backlog it only reserves the port: the slots' listening sockets bind the same
+    address with SO_REUSEPORT (so they all get the concrete port when ``port`` is 0), and
+    nothing else can take the port while the supervisor runs. A bound socket that does not
+    listen receives no connections. Raises StartupError when the port is taken.
     """
+    if host == "localhost":
+        host = "127.0.0.1"  # as the Rust listener resolves it
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
@@ -200,10 +212,12 @@ def reserve_port(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # as the Rust listener does
         sock.bind(addr)
+        if backlog is not None:
+            sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise _bind_error(host, port, exc) from None
-    sock.set_inheritable(False)
+    sock.set_inheritable(False)  # forked workers get it; programs they exec do not
     return sock
 
 
@@ -316,6 +330,8 @@ class Supervisor:
         self.rollout: deque[int] = deque()  # pids of old workers still to replace (SIGHUP)
         self.rollout_new: int | None = None  # the replacement we are waiting for
         self.sock: socket.socket | None = None
+        # slot -> its listening socket, shared by the slot's worker and its replacement
+        self.listeners: dict[int, socket.socket] = {}
         self.restarts = 0
         # The supervisor's own mask: a replacement worker is pinned like the one it replaces.
         self.allowed_cpus = sorted(os.sched_getaffinity(0))
@@ -326,10 +342,15 @@ class Supervisor:
     def run(self) -> int:
         try:
             self.sock = reserve_port(self.opts.host, self.opts.port)
+            self.opts.port = self.sock.getsockname()[1]
+            for slot in range(self.opts.workers):
+                self.listener(slot)
         except StartupError as exc:
+            self.close_listeners()
+            if self.sock is not None:
+                self.sock.close()
             print(f"cello: the app failed to start: {exc}", file=sys.stderr, flush=True)
             return EXIT_STARTUP
-        self.opts.port = self.sock.getsockname()[1]
         self.signals = _Signals(self.selector)
         # Workers snapshot their metrics here, so any one scrape returns the totals.
         from . import observability
@@ -345,6 +366,7 @@ class Supervisor:
         finally:
             self.signals.restore()
             self.selector.close()
+            self.close_listeners()
             self.sock.close()
             if own_dir:
                 observability.cleanup_metrics_dir(self.metrics_dir)
@@ -393,9 +415,35 @@ class Supervisor:
                 self.restarts += 1
                 self.spawn(slot)
 
+    # -- listening sockets --
+
+    def listener(self, slot: int) -> socket.socket:
+        """The slot's listening socket (made when the slot has none)."""
+        sock = self.listeners.get(slot)
+        if sock is None:
+            sock = self.listeners[slot] = reserve_port(self.opts.host, self.opts.port, backlog=LISTEN_BACKLOG)
+        return sock
+
+    def close_listener(self, slot: int) -> None:
+        """Close the supervisor's copy of the slot's socket: connections still queued on it are
+        reset once no worker holds it either, and new ones go to the other slots."""
+        sock = self.listeners.pop(slot, None)
+        if sock is not None:
+            sock.close()
+
+    def close_listeners(self) -> None:
+        for slot in list(self.listeners):
+            self.close_listener(slot)
+
     # -- forking --
 
-    def spawn(self, slot: int) -> Worker:
+    def spawn(self, slot: int) -> Worker | None:
+        try:
+            self.listener(slot)
+        except StartupError as exc:  # the port is ours (reserved), so hardly ever
+            log.error("worker slot %d: %s; retrying in %.0f s", slot, exc, BACKOFF_MAX)
+            self.restart_at[slot] = time.monotonic() + BACKOFF_MAX
+            return None
         rfd, wfd = os.pipe2(os.O_CLOEXEC)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -423,7 +471,10 @@ class Supervisor:
             if os.getppid() != parent:  # the supervisor died before prctl took effect
                 os._exit(EXIT_FAILURE)
             _Signals.reset_in_child()
-            for fd in [self.signals.rfd, self.signals.wfd, self.sock.fileno(), self.selector.fileno()]:
+            # Other slots' sockets too: a socket no worker accepts on must not be kept open by
+            # one that does not serve it.
+            others = [s.fileno() for k, s in self.listeners.items() if k != slot]
+            for fd in [self.signals.rfd, self.signals.wfd, self.sock.fileno(), self.selector.fileno(), *others]:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             for other in self.workers.values():
@@ -432,7 +483,10 @@ class Supervisor:
                         os.close(other.fd)
             if self.opts.cpu_affinity:
                 self._pin(slot)
-            code = self._serve_worker(ready_fd)
+            # The server takes the descriptor over and closes it when it stops accepting: after
+            # that no copy in this process keeps the socket open.
+            listen_fd = self.listeners[slot].detach()
+            code = self._serve_worker(ready_fd, listen_fd)
         except BaseException:  # nothing may escape a forked child
             with contextlib.suppress(BaseException):
                 log.exception("worker %d failed", os.getpid())
@@ -448,7 +502,7 @@ class Supervisor:
         cpu = pin_to_cpu(slot, self.allowed_cpus)
         log.debug("worker %d (slot %d) pinned to CPU %d", os.getpid(), slot, cpu)
 
-    def _serve_worker(self, ready_fd: int) -> int:
+    def _serve_worker(self, ready_fd: int, listen_fd: int) -> int:
         ready = False
         os.set_blocking(ready_fd, False)  # heartbeats must never block the loop
 
@@ -467,7 +521,8 @@ class Supervisor:
                 os.write(ready_fd, b"beat\n")
 
         try:
-            self.app._serve(self.opts, on_ready=on_ready, on_beat=on_beat, on_executor=on_executor)
+            self.app._serve(self.opts, on_ready=on_ready, on_beat=on_beat, on_executor=on_executor,
+                            listen_fd=listen_fd)  # fmt: skip
         except SystemExit as exc:  # a second SIGTERM/SIGINT: quit now
             return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
         except Exception as exc:
@@ -577,7 +632,10 @@ class Supervisor:
         if not self.rollout:
             return
         old = self.workers[self.rollout[0]]
-        new = self.spawn(old.slot)
+        new = self.spawn(old.slot)  # on the old worker's socket: its accept queue carries over
+        if new is None:
+            self.rollout.clear()
+            return
         self.rollout_new = new.pid
 
     def reap(self) -> None:
@@ -629,6 +687,8 @@ class Supervisor:
         if over_budget:
             delay = BACKOFF_MAX
         log.warning("worker %d died unexpectedly (%s); restarting in %.1f s", worker.pid, how, delay)
+        if (delay > KEEP_QUEUE_MAX or not worker.ready) and not any(w.slot == slot for w in self.workers.values()):
+            self.close_listener(slot)
         if over_budget:
             log.warning("%d worker crashes within %.0f s (max restarts %d): restarts are slowed to one per %.0f s "
                         "per worker", len(self.crashes), CRASH_WINDOW, self.opts.max_restarts, BACKOFF_MAX)  # fmt: skip
@@ -647,6 +707,8 @@ class Supervisor:
         self.stop_deadline = self.stopping_since + self.opts.shutdown_timeout + HOOK_GRACE
         self.restart_at.clear()
         self.rollout.clear()
+        # No new connections: the workers drain what they have accepted and close their copies.
+        self.close_listeners()
         for w in self.workers.values():
             if not w.retiring:
                 self.retire(w)
@@ -660,6 +722,7 @@ class Supervisor:
             self.stopping_since = time.monotonic()
         self.stop_deadline = time.monotonic() + 5.0
         self.restart_at.clear()
+        self.close_listeners()
 
 
 # ---- reload -------------------------------------------------------------------------------------

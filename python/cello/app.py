@@ -489,9 +489,11 @@ class App(SecurityMixin, EdgeMiddleware, Routes, EdgeMixin):
         on_ready: Callable[[tuple[str, int]], None] | None = None,
         on_beat: Callable[[], None] | None = None,
         on_executor: Callable[[Any], None] | None = None,
+        listen_fd: int | None = None,
     ) -> None:
         """Serve in this process (one worker) until stopped; ``on_ready`` gets the bound address,
-        ``on_beat`` is called on each heartbeat of the event loop."""
+        ``on_beat`` is called on each heartbeat of the event loop. ``listen_fd`` is a listening
+        socket to accept on (the supervisor's, for its slot; taken over) instead of binding one."""
         from ._runtime import Executor
 
         config = self.server_config(opts.host, opts.port, opts.debug)
@@ -517,7 +519,8 @@ class App(SecurityMixin, EdgeMiddleware, Routes, EdgeMixin):
         with self._lock:
             self._executor = executor
         try:
-            executor.serve(drain_timeout=opts.shutdown_timeout, on_ready=on_ready, on_beat=on_beat)
+            executor.serve(drain_timeout=opts.shutdown_timeout, on_ready=on_ready, on_beat=on_beat,
+                           listen_fd=listen_fd)  # fmt: skip
         finally:
             with self._lock:
                 self._executor = None

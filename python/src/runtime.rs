@@ -372,6 +372,20 @@ pub struct Runtime {
     app: App,
 }
 
+/// The listening socket `fd`, taken over (the caller has given up its own handle).
+// The one hand-over of a raw descriptor: std has no safe way to adopt an inherited socket.
+#[allow(unsafe_code)]
+fn inherited_listener(fd: i32) -> PyResult<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    if fd < 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err("fd must be a listening socket"));
+    }
+    // SAFETY: the worker passes a descriptor it has detached from its Python socket object,
+    // so nothing else closes it; from here the listener owns it.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    Ok(std::net::TcpListener::from(owned))
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -541,8 +555,15 @@ impl Runtime {
     }
 
     /// Bind the listener now (so bind errors surface before hooks run); returns (host, port).
-    fn bind(&self) -> PyResult<(String, u16)> {
-        let listener = self.app.bind().map_err(server_err)?;
+    /// With `fd`, accept on that listening socket instead (the supervisor's socket for a
+    /// worker slot): the descriptor is taken over and closed with the listener, so once the
+    /// worker stops accepting it holds no copy that would keep the socket open.
+    #[pyo3(signature = (fd = None))]
+    fn bind(&self, fd: Option<i32>) -> PyResult<(String, u16)> {
+        let listener = match fd {
+            None => self.app.bind().map_err(server_err)?,
+            Some(fd) => Listener::from_std(inherited_listener(fd)?).map_err(server_err)?,
+        };
         let addr = listener.local_addr().map_err(server_err)?;
         *lock(&self.listener) = Some(listener);
         Ok((addr.ip().to_string(), addr.port()))

@@ -4,6 +4,7 @@ without refusing a connection, and exits 3 / 2 for start-up / usage errors."""
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -247,6 +248,137 @@ def test_sighup_loses_no_request_on_keepalive_connections(cello_procs):
                 await asyncio.sleep(0.5)
                 await rollout(set(proc.workers()))
             await asyncio.sleep(1.5)  # the old workers' drains end while clients keep going
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    assert done[0] > 50, done[0]  # a busy machine serves few; the point is that none fail
+    assert "died unexpectedly" not in proc.log()
+    assert failures == [], f"{len(failures)} of {done[0] + len(failures)} requests failed: {failures[:3]}"
+
+
+def _queue_on_stopped_worker(proc, victim: int, count: int = 24) -> list[socket.socket]:
+    """SIGSTOP `victim`, then open `count` connections, each sending a request. Those the other
+    worker answers are closed; the rest sit in the victim's accept queue (the kernel spreads
+    new connections over the slots' sockets). Returns those (at least one)."""
+    os.kill(victim, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{victim}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the worker did not stop"
+        time.sleep(0.01)
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+        s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        socks.append(s)
+    waiting = []
+    for s in socks:
+        s.settimeout(0.5)
+        try:
+            answered = s.recv(65536)
+        except TimeoutError:
+            waiting.append(s)
+            continue
+        assert answered.startswith(b"HTTP/1.1 200"), answered[:200]
+        s.close()
+    assert waiting, "no connection was queued for the stopped worker"
+    return waiting
+
+
+def _read_all(s: socket.socket, timeout: float) -> bytes:
+    s.settimeout(timeout)
+    data = b""
+    with contextlib.suppress(TimeoutError):
+        while chunk := s.recv(65536):
+            data += chunk
+    s.close()
+    return data
+
+
+def test_connections_queued_for_a_killed_worker_are_served_by_its_replacement(cello_procs):
+    """A worker slot's listening socket belongs to the supervisor: when its worker dies, the
+    connections the kernel had already accepted for it wait for the replacement instead of being
+    reset with the dead worker's socket (a SIGKILL loses only the requests in flight)."""
+    proc = start_workers(cello_procs)
+    victim = min(proc.workers())
+    waiting = _queue_on_stopped_worker(proc, victim)
+    os.kill(victim, signal.SIGKILL)
+    for s in waiting:
+        answer = _read_all(s, 10)
+        assert answer.startswith(b"HTTP/1.1 200"), f"{len(waiting)} queued, got {answer[:100]!r}"
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["pid"] != victim
+    proc.wait_log(f"worker {victim} died unexpectedly (killed by SIGKILL)")
+
+
+def test_sighup_hands_a_slow_worker_s_accept_queue_to_its_replacement(cello_procs):
+    """A rolling restart's replacement accepts on its predecessor's socket: connections queued
+    for a worker that does not accept (stopped here, as a busy or stuck one would be) are served
+    by the new worker, not held until the old one gets to them, nor reset when it closes."""
+    proc = start_workers(cello_procs)
+    old = set(proc.workers())
+    victim = min(old)
+    waiting = _queue_on_stopped_worker(proc, victim)
+    try:
+        proc.proc.send_signal(signal.SIGHUP)
+        for s in waiting:
+            answer = _read_all(s, 10)
+            assert answer.startswith(b"HTTP/1.1 200"), f"{len(waiting)} queued, got {answer[:100]!r}"
+    finally:
+        os.kill(victim, signal.SIGCONT)  # it has its SIGTERM: it drains and exits
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and set(proc.workers()) & old:
+        time.sleep(0.05)
+    assert not set(proc.workers()) & old, proc.log()[-2000:]
+    assert "died unexpectedly" not in proc.log()
+
+
+@pytest.mark.timeout(60)
+def test_sighups_under_load_lose_no_request(cello_procs):
+    """Issue 9: rolling restarts under load, as the soak does it: clients on keep-alive
+    connections (GET and POST) and clients opening a connection per request, three SIGHUPs in a
+    row: not one request fails."""
+    proc = start_workers(cello_procs)
+    failures: list[str] = []
+    done = [0]
+
+    async def client(stop: asyncio.Event, n: int) -> None:
+        fresh = n % 3 == 0
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=0 if fresh else 1)
+        async with httpx.AsyncClient(timeout=10, limits=limits) as c:
+            while not stop.is_set():
+                try:
+                    if n % 2:
+                        resp = await c.post(proc.url(f"/items/{n}"))
+                        ok = resp.status_code == 200 and resp.json() == {"id": n}
+                    else:
+                        resp = await c.get(proc.url("/pid"))
+                        ok = resp.status_code == 200
+                    if not ok:
+                        failures.append(f"{resp.status_code} {resp.text[:100]}")
+                    done[0] += 1
+                except httpx.HTTPError as exc:
+                    failures.append(f"{'fresh' if fresh else 'keep-alive'}: {exc!r}")
+
+    async def rollout() -> None:
+        old = set(proc.workers())
+        proc.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = set(proc.workers())
+            if len(now) == 2 and not now & old:
+                return
+            await asyncio.sleep(0.05)
+        pytest.fail(f"rolling restart did not finish: {old} -> {proc.workers()}\n{proc.log()[-2000:]}")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(client(stop, n)) for n in range(18)]
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0.3)
+                await rollout()
+            await asyncio.sleep(1.5)  # the last old workers' drains end while clients keep going
         finally:
             stop.set()
             await asyncio.gather(*tasks)

@@ -1,5 +1,6 @@
 """Issue 3, item 3: `--workers N|auto` and `app.run(workers=N)` fork N serving processes that share
-the port (SO_REUSEPORT); the supervisor itself never serves."""
+the port (SO_REUSEPORT, one socket per worker slot, bound by the supervisor); the supervisor
+itself never serves."""
 
 import sys
 from pathlib import Path
@@ -29,9 +30,12 @@ def test_cli_workers_two_distinct_pids_and_a_non_serving_supervisor(cello_procs)
     # Forking is safe: the supervisor has one thread (no tokio runtime, no pool) when it forks.
     with open(f"/proc/{proc.pid}/status") as f:
         assert "Threads:\t1\n" in f.read()
-    # The supervisor holds no listening socket (its port reservation is bound, never listening).
-    assert not socket_inodes(proc.pid) & listening_inodes()
-    assert all(socket_inodes(w) & listening_inodes() for w in workers)
+    # The supervisor owns one listening socket per worker slot (so a replacement takes over
+    # its predecessor's accept queue) but never accepts: each worker holds exactly its own.
+    held = [socket_inodes(w) & listening_inodes() for w in workers]
+    assert all(len(h) == 1 for h in held), held
+    assert held[0] != held[1]
+    assert socket_inodes(proc.pid) & listening_inodes() == held[0] | held[1]
 
 
 def test_app_run_workers_from_a_script(cello_procs):
