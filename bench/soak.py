@@ -1,8 +1,8 @@
 """Soak check (`make soak`, not in CI): N minutes of mixed load against `cello run --workers 2`
 with periodic worker SIGKILLs and SIGHUPs (rolling restarts). Every 30 s it prints requests
 served, failed requests (connection errors and 5xx; "by kills": those within 2 s after a
-SIGKILL), worker restarts and the RSS of the whole process tree, then a summary. Exit code 1
-when the service stopped answering at the end.
+SIGKILL; "by hups": the others within 10 s after a SIGHUP), worker restarts and the RSS of the
+whole process tree, then a summary. Exit code 1 when the service stopped answering at the end.
 
     python bench/soak.py --minutes 2 [--concurrency 32] [--kill-every 20] [--hup-every 45]
 
@@ -64,6 +64,8 @@ def rss_mib(pids: list[int]) -> float:
 # A failure this close after a worker SIGKILL is put down to the kill (requests in flight on
 # the killed worker, and connections the kernel had queued on its listener, fail by nature).
 KILL_WINDOW = 2.0
+# A rollout of two workers (plus the old ones' drain) is over well within this.
+HUP_WINDOW = 10.0
 
 
 class Stats:
@@ -73,6 +75,7 @@ class Stats:
         self.errors: dict[str, int] = {}
         self.failed_at: list[float] = []
         self.kills_at: list[float] = []
+        self.hups_at: list[float] = []
 
     def fail(self, what: str) -> None:
         self.failed += 1
@@ -81,7 +84,17 @@ class Stats:
 
     def after_kills(self) -> int:
         """Failures within KILL_WINDOW after a SIGKILL (the rest: SIGHUPs, or a defect)."""
-        return sum(any(0 <= t - k <= KILL_WINDOW for k in self.kills_at) for t in self.failed_at)
+        return sum(self._after_kill(t) for t in self.failed_at)
+
+    def _after_kill(self, t: float) -> bool:
+        return any(0 <= t - k <= KILL_WINDOW for k in self.kills_at)
+
+    def after_hups(self) -> int:
+        """Failures not put down to a kill, within HUP_WINDOW after a SIGHUP (a rolling restart
+        should lose none)."""
+        return sum(
+            not self._after_kill(t) and any(0 <= t - h <= HUP_WINDOW for h in self.hups_at) for t in self.failed_at
+        )
 
 
 async def client(base: str, stats: Stats, stop: asyncio.Event, static_name: str) -> None:
@@ -146,8 +159,8 @@ async def soak(args) -> int:
         rows = []
         print(f"soak: {args.minutes} min, {args.concurrency} clients, SIGKILL a worker every {args.kill_every} s,"
               f" SIGHUP every {args.hup_every} s; log {static}/server.log")  # fmt: skip
-        header = (("t(s)", 5), ("ok", 8), ("failed", 7), ("by kills", 8), ("req/s", 7), ("kills", 5), ("hups", 4),
-                  ("new pids", 8))  # fmt: skip
+        header = (("t(s)", 5), ("ok", 8), ("failed", 7), ("by kills", 8), ("by hups", 7), ("req/s", 7),
+                  ("kills", 5), ("hups", 4), ("new pids", 8))  # fmt: skip
         print(" ".join(f"{name:>{width}}" for name, width in header), f"{'RSS MiB':>8}")
         last_ok, last_t = 0, start
         while time.monotonic() - start < args.minutes * 60:
@@ -162,18 +175,19 @@ async def soak(args) -> int:
                 next_kill = now + args.kill_every
             if args.hup_every > 0 and now >= next_hup:
                 server.send_signal(signal.SIGHUP)
+                stats.hups_at.append(time.monotonic())
                 hups += 1
                 next_hup = now + args.hup_every
             if now >= next_report:
                 rss = rss_mib([server.pid, *workers])
                 rate = (stats.ok - last_ok) / (now - last_t)
                 restarts = len(seen) - 2
-                by_kills = stats.after_kills()
+                by_kills, by_hups = stats.after_kills(), stats.after_hups()
                 rows.append({"t": round(now - start), "ok": stats.ok, "failed": stats.failed, "by_kills": by_kills,
-                             "rps": round(rate), "kills": kills, "hups": hups, "restarts": restarts,
-                             "rss_mib": round(rss, 1)})  # fmt: skip
-                print(f"{now - start:5.0f} {stats.ok:8d} {stats.failed:7d} {by_kills:8d} {rate:7.0f} {kills:5d}"
-                      f" {hups:4d} {restarts:8d} {rss:8.1f}", flush=True)  # fmt: skip
+                             "by_hups": by_hups, "rps": round(rate), "kills": kills, "hups": hups,
+                             "restarts": restarts, "rss_mib": round(rss, 1)})  # fmt: skip
+                print(f"{now - start:5.0f} {stats.ok:8d} {stats.failed:7d} {by_kills:8d} {by_hups:7d} {rate:7.0f}"
+                      f" {kills:5d} {hups:4d} {restarts:8d} {rss:8.1f}", flush=True)  # fmt: skip
                 last_ok, last_t, next_report = stats.ok, now, now + 30
         stop.set()
         await asyncio.gather(*tasks)
@@ -183,7 +197,8 @@ async def soak(args) -> int:
         except httpx.HTTPError:
             alive = False
         print(f"summary: {stats.ok} ok, {stats.failed} failed ({stats.errors}; {stats.after_kills()} within"
-              f" {KILL_WINDOW:.0f} s after a SIGKILL), {kills} worker kills, {hups} SIGHUPs,"
+              f" {KILL_WINDOW:.0f} s after a SIGKILL, {stats.after_hups()} others within {HUP_WINDOW:.0f} s after a"
+              f" SIGHUP), {kills} worker kills, {hups} SIGHUPs,"
               f" {len(seen) - 2} workers started after the first two, answering at the end: {alive}")  # fmt: skip
         if args.json:
             Path(args.json).write_text(json.dumps({"rows": rows, "errors": stats.errors, "alive": alive}, indent=1))
