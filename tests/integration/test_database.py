@@ -3,7 +3,9 @@ MariaDB and SQLite (tables ``dbq_*``; PostgreSQL schema ``cello_dbq``)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 import uuid
 from decimal import Decimal
 
@@ -337,3 +339,47 @@ def test_sqlite_declared_types_and_expressions(db, loop):
     e = loop.run(db.fetch_one("SELECT json('{\"a\":1}') AS j, d + 0 AS n, upper(u) AS u FROM dbq_lite_kinds"))
     assert e["j"] == '{"a":1}' and e["n"] == 1.1 and e["u"] == str(u).upper()
     loop.run(db.execute("DROP TABLE dbq_lite_kinds"))
+
+
+def test_pool_sizing_options_take_effect(loop):
+    """``min_idle``, ``idle_timeout_secs`` and ``max_lifetime_secs`` of DatabaseConfig, on
+    PostgreSQL: warm connections, idle ones closed, old ones replaced."""
+    url = url_for("postgresql", None)
+
+    async def until(what, check, timeout=8.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def go():
+        warm = await Database.connect(DatabaseConfig(url, pool_size=3, min_idle=2))
+
+        async def two_open():
+            return warm.stats()["size"] >= 2
+
+        await until("min_idle connections", two_open)
+        await warm.close()
+
+        idle = await Database.connect(DatabaseConfig(url, pool_size=3, min_idle=0, idle_timeout_secs=0.5))
+        await asyncio.gather(*(idle.fetch_val("SELECT pg_sleep(0.3)") for _ in range(3)))
+        assert idle.stats()["size"] == 3
+
+        async def all_closed():
+            return idle.stats()["size"] == 0
+
+        await until("idle connections to close", all_closed)
+        await idle.close()
+
+        old = await Database.connect(DatabaseConfig(url, pool_size=1, max_lifetime_secs=1.0))
+        first = await old.fetch_val("SELECT pg_backend_pid()")
+
+        async def replaced():
+            return await old.fetch_val("SELECT pg_backend_pid()") != first
+
+        await until("a connection past max_lifetime to be replaced", replaced)
+        await old.close()
+
+    loop.run(go(), timeout=40)
