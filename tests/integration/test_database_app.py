@@ -219,9 +219,18 @@ def test_reconnect_after_pg_terminate_backend(client):
         loop.close()
 
 
-def test_pool_exhaustion_is_503_after_connection_timeout(serve):
-    require(5432, "PostgreSQL")
-    app = serve("database_app", env={"DB_URL": PG_URL, "POOL_SIZE": "1", "CONN_TIMEOUT": "0.5", "TABLE": "dba_items"})
+# PostgreSQL and MariaDB (port, URL, table created by the app's startup hook).
+SERVERS = {
+    "postgresql": (5432, PG_URL, "dba_items"),
+    "mysql": (3306, MYSQL_URL, "data_my_items"),
+}
+
+
+@pytest.mark.parametrize("backend", list(SERVERS))
+def test_pool_exhaustion_is_503_after_connection_timeout(serve, backend):
+    port, url, table = SERVERS[backend]
+    require(port, backend)
+    app = serve("database_app", env={"DB_URL": url, "POOL_SIZE": "1", "CONN_TIMEOUT": "0.5", "TABLE": table})
 
     async def go():
         async with httpx.AsyncClient(base_url=app.base_url, timeout=10) as c:
@@ -241,9 +250,11 @@ def test_pool_exhaustion_is_503_after_connection_timeout(serve):
     assert held.status_code == 200
 
 
-def test_1000_concurrent_queries_queue_for_the_pool(serve):
-    require(5432, "PostgreSQL")
-    app = serve("database_app", env={"DB_URL": PG_URL, "POOL_SIZE": "5", "CONN_TIMEOUT": "20", "TABLE": "dba_items"})
+@pytest.mark.parametrize("backend", list(SERVERS))
+def test_1000_concurrent_queries_queue_for_the_pool(serve, backend):
+    port, url, table = SERVERS[backend]
+    require(port, backend)
+    app = serve("database_app", env={"DB_URL": url, "POOL_SIZE": "5", "CONN_TIMEOUT": "20", "TABLE": table})
 
     async def get(path: str) -> tuple[int, bytes]:
         # A bare HTTP/1.1 client: httpx's own cost for 1,000 connections in this process
