@@ -1,5 +1,6 @@
-//! Redis: a set of multiplexed, self-reconnecting connections (standalone) or one cluster
-//! connection, opened on first use; pub/sub on a dedicated connection.
+//! Redis: a set of multiplexed, self-reconnecting connections (standalone, or to the master
+//! that Redis Sentinel names) or one cluster connection, opened on first use; pub/sub on a
+//! dedicated connection.
 //!
 //! Commands arrive as argument lists (the Python side builds them and applies `key_prefix`).
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use tokio::sync::OnceCell;
 
@@ -37,11 +39,46 @@ enum Conns {
     Cluster(ClusterConnection),
 }
 
+/// Where standalone connections go: one server, or the master that the Sentinels name for a
+/// service. The Sentinels are asked again whenever a connection to the master fails (refused,
+/// dropped, or `READONLY` from a demoted master), so a failover is followed.
+enum Target {
+    Fixed(redis::Client),
+    Sentinel {
+        sentinel: tokio::sync::Mutex<SentinelClient>,
+        timeout: Duration,
+    },
+}
+
+impl Target {
+    async fn client(&self) -> Result<redis::Client> {
+        match self {
+            Target::Fixed(c) => Ok(c.clone()),
+            Target::Sentinel { sentinel, timeout } => {
+                let mut s = sentinel.lock().await;
+                Ok(tokio::time::timeout(*timeout, s.async_get_client())
+                    .await
+                    .map_err(|_| unreachable_err("Redis Sentinel", *timeout))??)
+            }
+        }
+    }
+
+    /// Should this error drop the connection so the next one asks the Sentinels again?
+    fn rediscover_on(&self, e: &redis::RedisError) -> bool {
+        matches!(self, Target::Sentinel { .. })
+            && (e.is_io_error()
+                || e.is_connection_refusal()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.kind() == redis::ErrorKind::ReadOnly)
+    }
+}
+
 /// `pool_size` multiplexed connections used round-robin. The first `min_idle` open at first
 /// use and stay; the others open when their turn comes and close after `idle_timeout_secs`
 /// unused (a sweeper task checks).
 struct Slots {
-    client: redis::Client,
+    target: Target,
     cfg: redis::aio::ConnectionManagerConfig,
     timeout: Duration,
     min_idle: usize,
@@ -56,14 +93,34 @@ impl Slots {
             *used = Instant::now();
             return Ok(c.clone());
         }
+        let client = self.target.client().await?;
         let c = tokio::time::timeout(
             self.timeout,
-            self.client.get_connection_manager_with_config(self.cfg.clone()),
+            client.get_connection_manager_with_config(self.cfg.clone()),
         )
         .await
         .map_err(|_| unreachable_err("Redis", self.timeout))??;
         *slot = Some((c.clone(), Instant::now()));
         Ok(c)
+    }
+
+    /// Run `cmd` or `pipe` on slot `i`; a connection error in Sentinel mode forgets the
+    /// connection (the next command asks the Sentinels where the master is now).
+    async fn query<T, F, Fut>(&self, i: usize, run: F) -> Result<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let c = self.get(i).await?;
+        match run(c).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if self.target.rediscover_on(&e) {
+                    *self.slots[i].lock().await = None;
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Close the connections above `min_idle` unused for `idle`; ends with the client.
@@ -96,8 +153,10 @@ impl Slots {
 /// A Redis client.
 pub struct Redis {
     opts: Options,
-    /// Standalone: the server; cluster: every seed node.
+    /// Standalone: the server; cluster: every seed node; Sentinel: the Sentinels.
     nodes: Vec<ConnectionInfo>,
+    /// Sentinel: the master's service name.
+    master: Option<String>,
     conns: OnceCell<Conns>,
     next: AtomicUsize,
 }
@@ -150,7 +209,32 @@ impl Redis {
                     "cluster_mode and a sentinel URL exclude each other".into(),
                 ));
             }
-            return Err(Error::Unsupported("Redis Sentinel (redis+sentinel:// URLs)".into()));
+            let scheme = if opts.tls { "rediss" } else { "redis" };
+            let nodes = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(|h| {
+                    // A Sentinel listens on 26379 unless told otherwise.
+                    let h = if h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+                        h.to_owned()
+                    } else {
+                        format!("{h}:26379")
+                    };
+                    format!("{scheme}://{h}")
+                        .as_str()
+                        .into_connection_info()
+                        .map_err(|e| Error::Config(format!("bad sentinel address {h:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let master = Some(master.to_owned());
+            return Ok(Self {
+                opts,
+                nodes,
+                master,
+                conns: OnceCell::new(),
+                next: AtomicUsize::new(0),
+            });
         }
         if opts.cluster_mode && opts.database != 0 {
             return Err(Error::Config(format!(
@@ -176,6 +260,7 @@ impl Redis {
         Ok(Self {
             opts,
             nodes,
+            master: None,
             conns: OnceCell::new(),
             next: AtomicUsize::new(0),
         })
@@ -200,7 +285,7 @@ impl Redis {
                 }
                 let n = self.opts.pool_size.clamp(1, 64) as usize;
                 let slots = Arc::new(Slots {
-                    client: redis::Client::open(self.nodes[0].clone())?,
+                    target: self.target()?,
                     cfg: redis::aio::ConnectionManagerConfig::new()
                         .set_connection_timeout(t)
                         // One quick retry. The crate's backoff starts at a second and grows by
@@ -225,6 +310,30 @@ impl Redis {
             .await
     }
 
+    fn target(&self) -> Result<Target> {
+        let Some(master) = &self.master else {
+            return Ok(Target::Fixed(redis::Client::open(self.nodes[0].clone())?));
+        };
+        let node = SentinelNodeConnectionInfo {
+            tls_mode: self.opts.tls.then_some(redis::TlsMode::Secure),
+            redis_connection_info: Some(redis::RedisConnectionInfo {
+                db: i64::from(self.opts.database),
+                password: self.opts.password.clone(),
+                ..Default::default()
+            }),
+        };
+        let sentinel = SentinelClient::build(
+            self.nodes.clone(),
+            master.clone(),
+            Some(node),
+            SentinelServerType::Master,
+        )?;
+        Ok(Target::Sentinel {
+            sentinel: tokio::sync::Mutex::new(sentinel),
+            timeout: timeout(&self.opts),
+        })
+    }
+
     /// Run one command (`args[0]` is its name).
     pub async fn cmd(&self, args: Vec<Vec<u8>>) -> Result<Value> {
         let mut cmd = redis::Cmd::new();
@@ -233,10 +342,10 @@ impl Redis {
         }
         Ok(match self.conns().await? {
             Conns::Single(slots) => {
-                let mut c = slots
-                    .get(self.next.fetch_add(1, Ordering::Relaxed) % slots.slots.len())
-                    .await?;
-                cmd.query_async(&mut c).await?
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % slots.slots.len();
+                slots
+                    .query(i, |mut c| async move { cmd.query_async(&mut c).await })
+                    .await?
             }
             Conns::Cluster(c) => cmd.query_async(&mut c.clone()).await?,
         })
@@ -266,20 +375,20 @@ impl Redis {
         }
         Ok(match self.conns().await? {
             Conns::Single(slots) => {
-                let mut c = slots
-                    .get(self.next.fetch_add(1, Ordering::Relaxed) % slots.slots.len())
-                    .await?;
-                pipe.query_async(&mut c).await?
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % slots.slots.len();
+                slots
+                    .query(i, |mut c| async move { pipe.query_async(&mut c).await })
+                    .await?
             }
             Conns::Cluster(c) => pipe.query_async(&mut c.clone()).await?,
         })
     }
 
     /// A subscription on its own connection (in cluster mode: to the first seed node;
-    /// `PUBLISH` reaches every node of a cluster).
+    /// `PUBLISH` reaches every node of a cluster; with Sentinel: to the current master).
     pub async fn subscribe(&self, channels: Vec<String>, patterns: Vec<String>) -> Result<Subscription> {
         let t = timeout(&self.opts);
-        let client = redis::Client::open(self.nodes[0].clone())?;
+        let client = self.target()?.client().await?;
         let mut ps = tokio::time::timeout(t, client.get_async_pubsub())
             .await
             .map_err(|_| unreachable_err("Redis", t))??;

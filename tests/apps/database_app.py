@@ -118,6 +118,13 @@ async def query(n: int = 1):
     return {"v": await db.fetch_val("SELECT $1", n)}
 
 
+@app.get("/conn-id")
+async def conn_id():
+    # The server-side id of the connection that runs the query (one per pool of size 1).
+    sql = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}.get(db.backend, "SELECT 0")
+    return {"id": await db.fetch_val(sql)}
+
+
 @app.get("/bad-sql")
 async def bad_sql():
     # An unhandled DatabaseError that is neither integrity nor availability: 500.

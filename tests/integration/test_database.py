@@ -3,7 +3,9 @@ MariaDB and SQLite (tables ``dbq_*``; PostgreSQL schema ``cello_dbq``)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 import uuid
 from decimal import Decimal
 
@@ -108,13 +110,16 @@ def test_type_round_trip(db, loop):
     aware = dt.datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     naive = dt.datetime(2024, 5, 6, 7, 8, 9)
     u = uuid.uuid4()
+    mariadb = db.backend == "mysql" and "mariadb" in str(loop.run(db.fetch_val("SELECT VERSION()"))).lower()
     t = {
         "postgresql": "i BIGINT, n NUMERIC(20,6), f DOUBLE PRECISION, s TEXT, b BOOLEAN, bin BYTEA, d DATE, "
         "tm TIME, ts TIMESTAMP, tz TIMESTAMPTZ, u UUID, j JSONB, arr INTEGER[], tarr TEXT[], nul INTEGER",
+        # MariaDB's UUID type (10.7+); MySQL has none.
         "mysql": "i BIGINT, n DECIMAL(20,6), f DOUBLE, s TEXT, b BOOLEAN, bin BLOB, d DATE, tm TIME(6), "
-        "ts DATETIME(6), tz TIMESTAMP(6) NULL, u CHAR(36), j JSON, arr JSON, tarr JSON, nul INTEGER",
-        "sqlite": "i INTEGER, n TEXT, f REAL, s TEXT, b BOOLEAN, bin BLOB, d DATE, tm TIME, ts DATETIME, "
-        "tz DATETIME, u TEXT, j TEXT, arr TEXT, tarr TEXT, nul INTEGER",
+        f"ts DATETIME(6), tz TIMESTAMP(6) NULL, u {'UUID' if mariadb else 'CHAR(36)'}, j JSON, arr JSON, "
+        "tarr JSON, nul INTEGER",
+        "sqlite": "i INTEGER, n DECIMAL(20,6), f REAL, s TEXT, b BOOLEAN, bin BLOB, d DATE, tm TIME, ts DATETIME, "
+        "tz DATETIME, u UUID, j JSON, arr JSON, tarr JSON, nul INTEGER",
     }[db.backend]
     loop.run(db.execute("DROP TABLE IF EXISTS dbq_types"))
     loop.run(db.execute(f"CREATE TABLE dbq_types ({t})"))
@@ -150,23 +155,15 @@ def test_type_round_trip(db, loop):
     # Aware stays aware: the same instant.
     assert r["tz"].tzinfo is not None and r["tz"] == aware
     assert r["nul"] is None
-    if db.backend == "sqlite":
-        assert Decimal(r["n"]) == Decimal("12345.678901")
-        assert r["u"] == str(u)
+    # The same Python values from every backend (a list in JSON where there are no arrays).
+    assert r["n"] == Decimal("12345.678901") and isinstance(r["n"], Decimal)
+    if db.backend == "mysql" and not mariadb:
+        assert r["u"] == str(u)  # MySQL has no UUID type: CHAR(36)
     else:
-        assert r["n"] == Decimal("12345.678901") and isinstance(r["n"], Decimal)
-        assert str(r["u"]) == str(u)
-    if db.backend == "postgresql":
-        assert r["u"] == u
-        assert r["j"] == {"a": [1, 2], "b": None}
-        assert r["arr"] == [1, 2, 3]
-        assert r["tarr"] == ["x", "y"]
-    elif db.backend == "mysql":
-        # MariaDB's JSON is LONGTEXT with a binary collation: the JSON text comes back (bytes).
-        import json
-
-        j = r["j"]
-        assert (json.loads(j) if isinstance(j, (str, bytes)) else j) == {"a": [1, 2], "b": None}
+        assert r["u"] == u and isinstance(r["u"], uuid.UUID)
+    assert r["j"] == {"a": [1, 2], "b": None}
+    assert r["arr"] == [1, 2, 3]
+    assert r["tarr"] == ["x", "y"]
     # JSON forced for a list, and NULL into a typed column.
     assert loop.run(db.execute("UPDATE dbq_types SET j = $1, i = $2", Json([1, {"k": "v"}]), None)) == 1
     assert loop.run(db.fetch_val("SELECT i FROM dbq_types")) is None
@@ -260,3 +257,129 @@ def test_tls_options_in_the_url(loop):
         with pytest.raises(OperationalError):
             loop.run(required.fetch_val("SELECT 1"))
     loop.run(required.close())
+
+
+def test_mariadb_columns_by_character_set_and_extended_type(db, loop):
+    """MariaDB's JSON is LONGTEXT and its text with a ``_bin`` collation carries the BINARY flag:
+    Cello reads the character set and MariaDB's extended type information (format ``json``,
+    type ``uuid``) so they come back as PostgreSQL's would."""
+    if db.backend != "mysql":
+        pytest.skip("MySQL/MariaDB only")
+    if "mariadb" not in str(loop.run(db.fetch_val("SELECT VERSION()"))).lower():
+        pytest.skip("MariaDB's extended type information")
+    loop.run(db.execute("DROP TABLE IF EXISTS dbq_my_kinds"))
+    loop.run(
+        db.execute(
+            "CREATE TABLE dbq_my_kinds (j JSON, js JSON, vb VARCHAR(20) COLLATE utf8mb4_bin, "
+            "tb TEXT COLLATE utf8mb4_bin, bin VARBINARY(20), blb BLOB, u UUID, c36 CHAR(36))"
+        )
+    )
+    u = uuid.uuid4()
+    loop.run(
+        db.execute(
+            "INSERT INTO dbq_my_kinds VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            {"k": [1, 2]},
+            Json("scalar"),
+            "bin-collated",
+            "text-bin",
+            b"\x00\x01",
+            b'{"not": "json"}',
+            u,
+            str(u),
+        )
+    )
+    r = loop.run(db.fetch_one("SELECT * FROM dbq_my_kinds"))
+    assert r["j"] == {"k": [1, 2]}
+    assert r["js"] == "scalar"  # a JSON string, decoded like PostgreSQL's
+    assert r["vb"] == "bin-collated" and r["tb"] == "text-bin"
+    assert r["bin"] == b"\x00\x01"
+    assert r["blb"] == b'{"not": "json"}'  # a BLOB stays bytes, whatever it holds
+    assert r["u"] == u and isinstance(r["u"], uuid.UUID)
+    assert r["c36"] == str(u)  # a CHAR(36) is text
+    # JSON functions are JSON too (as json_build_object is on PostgreSQL).
+    f = loop.run(db.fetch_one("SELECT JSON_OBJECT('a', 1) AS o, JSON_EXTRACT(j, '$.k') AS e FROM dbq_my_kinds"))
+    assert f["o"] == {"a": 1} and f["e"] == [1, 2]
+    loop.run(db.execute("DROP TABLE dbq_my_kinds"))
+
+
+def test_sqlite_declared_types_and_expressions(db, loop):
+    """SQLite keeps a storage class per value; the column's declared type says the rest.
+    An expression has no declared type: it comes back as stored."""
+    if db.backend != "sqlite":
+        pytest.skip("SQLite only")
+    loop.run(db.execute("DROP TABLE IF EXISTS dbq_lite_kinds"))
+    loop.run(
+        db.execute(
+            "CREATE TABLE dbq_lite_kinds (n NUMERIC, d DECIMAL(10,2), big DECIMAL, u UUID, ub UUID, j JSON, "
+            "jb JSONB, t TEXT)"
+        )
+    )
+    u = uuid.uuid4()
+    loop.run(
+        db.execute(
+            "INSERT INTO dbq_lite_kinds VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            Decimal("7"),
+            Decimal("1.10"),
+            Decimal("123456789.125"),
+            u,
+            u.bytes,
+            [1, "two"],
+            {"x": None},
+            '{"a": 1}',
+        )
+    )
+    r = loop.run(db.fetch_one("SELECT * FROM dbq_lite_kinds"))
+    assert r["n"] == Decimal("7") and isinstance(r["n"], Decimal)
+    assert r["d"] == Decimal("1.1") and isinstance(r["d"], Decimal)
+    assert r["big"] == Decimal("123456789.125")
+    assert r["u"] == u and r["ub"] == u  # text or 16 bytes
+    assert r["j"] == [1, "two"] and r["jb"] == {"x": None}
+    assert r["t"] == '{"a": 1}'  # TEXT stays text
+    # Expressions have no declared type: as stored.
+    e = loop.run(db.fetch_one("SELECT json('{\"a\":1}') AS j, d + 0 AS n, upper(u) AS u FROM dbq_lite_kinds"))
+    assert e["j"] == '{"a":1}' and e["n"] == 1.1 and e["u"] == str(u).upper()
+    loop.run(db.execute("DROP TABLE dbq_lite_kinds"))
+
+
+def test_pool_sizing_options_take_effect(loop):
+    """``min_idle``, ``idle_timeout_secs`` and ``max_lifetime_secs`` of DatabaseConfig, on
+    PostgreSQL: warm connections, idle ones closed, old ones replaced."""
+    url = url_for("postgresql", None)
+
+    async def until(what, check, timeout=8.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def go():
+        warm = await Database.connect(DatabaseConfig(url, pool_size=3, min_idle=2))
+
+        async def two_open():
+            return warm.stats()["size"] >= 2
+
+        await until("min_idle connections", two_open)
+        await warm.close()
+
+        idle = await Database.connect(DatabaseConfig(url, pool_size=3, min_idle=0, idle_timeout_secs=0.5))
+        await asyncio.gather(*(idle.fetch_val("SELECT pg_sleep(0.3)") for _ in range(3)))
+        assert idle.stats()["size"] == 3
+
+        async def all_closed():
+            return idle.stats()["size"] == 0
+
+        await until("idle connections to close", all_closed)
+        await idle.close()
+
+        old = await Database.connect(DatabaseConfig(url, pool_size=1, max_lifetime_secs=1.0))
+        first = await old.fetch_val("SELECT pg_backend_pid()")
+
+        async def replaced():
+            return await old.fetch_val("SELECT pg_backend_pid()") != first
+
+        await until("a connection past max_lifetime to be replaced", replaced)
+        await old.close()
+
+    loop.run(go(), timeout=40)

@@ -6,7 +6,8 @@ PostgreSQL (table ``dba_items``) and on the embedded SQLite default.
 - unhandled errors as problem+json: 409 for integrity, 503 for pool exhaustion/unreachable;
 - pool metrics in ``/metrics``; ``/health/ready`` 503 while the database is unreachable (through
   a TCP relay the test cuts) and 200 again by itself; reconnect after ``pg_terminate_backend``;
-- 1,000 concurrent requests that each run a query, with a plain route responsive meanwhile.
+- 1,000 concurrent requests that each run a query, with a plain route responsive meanwhile;
+- on MariaDB (``data_my_*``): the same app, reconnect after ``KILL``, readiness through a relay.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from db_helpers import MYSQL_URL, PG_URL, Loop, require
 
 
 class Relay:
-    """A TCP relay to PostgreSQL that the test can cut (closing every connection) and restore."""
+    """A TCP relay to a database server (PostgreSQL by default) that the test can cut (closing
+    every connection) and restore."""
 
     def __init__(self, target_port: int = 5432) -> None:
         self.target = ("127.0.0.1", target_port)
@@ -217,9 +219,18 @@ def test_reconnect_after_pg_terminate_backend(client):
         loop.close()
 
 
-def test_pool_exhaustion_is_503_after_connection_timeout(serve):
-    require(5432, "PostgreSQL")
-    app = serve("database_app", env={"DB_URL": PG_URL, "POOL_SIZE": "1", "CONN_TIMEOUT": "0.5", "TABLE": "dba_items"})
+# PostgreSQL and MariaDB (port, URL, table created by the app's startup hook).
+SERVERS = {
+    "postgresql": (5432, PG_URL, "dba_items"),
+    "mysql": (3306, MYSQL_URL, "data_my_items"),
+}
+
+
+@pytest.mark.parametrize("backend", list(SERVERS))
+def test_pool_exhaustion_is_503_after_connection_timeout(serve, backend):
+    port, url, table = SERVERS[backend]
+    require(port, backend)
+    app = serve("database_app", env={"DB_URL": url, "POOL_SIZE": "1", "CONN_TIMEOUT": "0.5", "TABLE": table})
 
     async def go():
         async with httpx.AsyncClient(base_url=app.base_url, timeout=10) as c:
@@ -239,9 +250,11 @@ def test_pool_exhaustion_is_503_after_connection_timeout(serve):
     assert held.status_code == 200
 
 
-def test_1000_concurrent_queries_queue_for_the_pool(serve):
-    require(5432, "PostgreSQL")
-    app = serve("database_app", env={"DB_URL": PG_URL, "POOL_SIZE": "5", "CONN_TIMEOUT": "20", "TABLE": "dba_items"})
+@pytest.mark.parametrize("backend", list(SERVERS))
+def test_1000_concurrent_queries_queue_for_the_pool(serve, backend):
+    port, url, table = SERVERS[backend]
+    require(port, backend)
+    app = serve("database_app", env={"DB_URL": url, "POOL_SIZE": "5", "CONN_TIMEOUT": "20", "TABLE": table})
 
     async def get(path: str) -> tuple[int, bytes]:
         # A bare HTTP/1.1 client: httpx's own cost for 1,000 connections in this process
@@ -348,3 +361,55 @@ def test_the_same_app_on_mariadb(serve):
             or 'cello_db_pool_max{backend="mysql",pool="default"} 3' in text
         )
         assert c.get("/health/ready").status_code == 200
+
+
+def test_mariadb_reconnects_after_kill_and_readiness_follows_the_server(serve):
+    """Item 5 on MariaDB: ``KILL`` of the pool's server-side connection (from another
+    connection), then the next request succeeds on a new one; ``/health/ready`` is 503 while
+    the server is unreachable (a relay the test cuts) and 200 again by itself."""
+    require(3306, "MariaDB")
+    relay = Relay(3306)
+    url = MYSQL_URL.replace("127.0.0.1:3306", f"127.0.0.1:{relay.port}")
+    app = serve(
+        "database_app",
+        env={"DB_URL": url, "POOL_SIZE": "1", "CONN_TIMEOUT": "1", "TABLE": "data_my_kill"},
+        fresh=True,
+    )
+    loop = Loop()
+    admin = Database(MYSQL_URL)
+    try:
+        with httpx.Client(base_url=app.base_url, timeout=10) as c:
+            # One pooled connection: its id is the pool's.
+            first = c.get("/conn-id").json()["id"]
+            assert c.get("/conn-id").json()["id"] == first
+            loop.run(admin.execute(f"KILL {int(first)}"))
+            r = c.get("/query", params={"n": 3})
+            assert r.status_code == 200 and r.json() == {"v": 3}
+            assert c.get("/conn-id").json()["id"] != first
+
+            assert c.get("/health/ready").status_code == 200
+            relay.cut()
+            deadline = time.monotonic() + 10
+            status = None
+            while time.monotonic() < deadline:
+                status = c.get("/health/ready").status_code
+                if status == 503:
+                    break
+                time.sleep(0.1)
+            assert status == 503
+            r = c.get("/query")
+            assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json")
+            relay.restore()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                status = c.get("/health/ready").status_code
+                if status == 200:
+                    break
+                time.sleep(0.2)
+            assert status == 200
+            assert c.get("/query", params={"n": 8}).json() == {"v": 8}
+    finally:
+        loop.run(admin.execute("DROP TABLE IF EXISTS data_my_kill"))
+        loop.run(admin.close())
+        loop.close()
+        relay.cut()

@@ -1,5 +1,6 @@
 """Issue 14 item 6: ``cello.database.Redis`` against the real Redis on 127.0.0.1:6379 (keys under
-``h14test:``, database 0 and 3), checked with redis-py; cluster/sentinel configuration errors."""
+``h14test:``, database 0 and 3), checked with redis-py; cluster/sentinel configuration errors
+(a real Sentinel: ``test_redis_sentinel.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 import redis as redis_py
 from cello.config import RedisConfig
 from cello.database import InterfaceError, Redis, RedisError, RedisUnavailable
-from cello.errors import FeatureNotAvailable
 from db_helpers import REDIS_URL, Loop, require
 
 
@@ -159,8 +159,10 @@ def test_cluster_and_sentinel_configuration_errors():
         Redis(RedisConfig(url="redis://127.0.0.1:7000,redis://127.0.0.1:7001"))
     with pytest.raises(ValueError, match="master's name"):
         Redis(RedisConfig(url="redis+sentinel://127.0.0.1:26379"))
-    with pytest.raises(FeatureNotAvailable):
-        Redis(RedisConfig(url="redis+sentinel://127.0.0.1:26379/mymaster"))
+    with pytest.raises(ValueError, match="exclude each other"):
+        Redis(RedisConfig(url="redis+sentinel://127.0.0.1:26379/mymaster", cluster_mode=True))
+    # A valid Sentinel configuration: asks the Sentinels on first use (test_redis_sentinel.py).
+    Redis(RedisConfig(url="redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster"))
     with pytest.raises(ValueError, match="bad Redis URL"):
         Redis(RedisConfig(url="http://nope"))
     cfg = RedisConfig.cluster("redis://127.0.0.1:7000,redis://127.0.0.1:7001")

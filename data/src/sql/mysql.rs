@@ -1,14 +1,18 @@
 //! MySQL and MariaDB: parameters and columns. No arrays: a list parameter is sent as JSON text.
+//!
+//! Column kinds use what the patched sqlx-mysql of `vendor/` exposes (the character set and
+//! MariaDB's extended type information); see [`Kind`].
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use sqlx::mysql::{MySqlArguments, MySqlRow};
+use sqlx::mysql::{MySqlArguments, MySqlColumn, MySqlRow};
 use sqlx::query::Query;
 use sqlx::{Column, MySql, MySqlConnection, Row, TypeInfo, ValueRef};
 
 use super::{Op, Output};
 use crate::error::Result;
 use crate::value::{Rows, Value};
+use uuid::Uuid;
 
 type Q<'q> = Query<'q, MySql, MySqlArguments>;
 
@@ -44,23 +48,53 @@ pub(super) async fn run(c: &mut MySqlConnection, sql: &str, params: Vec<Value>, 
     }
 }
 
+/// How a column's values are read: sqlx's type name is not enough on MariaDB, where a JSON
+/// column is `LONGTEXT` (told apart only by the extended format `json`), a UUID column is
+/// `CHAR(36)` (extended type `uuid`), and text with a `_bin` collation carries the BINARY flag
+/// like a BLOB (told apart by its character set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Json,
+    Uuid,
+    /// BLOB/BINARY-typed, but text (not the `binary` character set).
+    Text,
+    /// By sqlx's type name.
+    Named,
+}
+
+fn kind(col: &MySqlColumn) -> Kind {
+    if col.mariadb_format() == Some("json") || col.type_info().name() == "JSON" {
+        return Kind::Json;
+    }
+    if col.mariadb_type() == Some("uuid") {
+        return Kind::Uuid;
+    }
+    match col.type_info().name() {
+        "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" if !col.is_binary_charset() => {
+            Kind::Text
+        }
+        _ => Kind::Named,
+    }
+}
+
 fn decode_rows(rows: Vec<MySqlRow>) -> Result<Output> {
     let Some(first) = rows.first() else {
         return Ok(Output::Rows(Rows::default()));
     };
     let columns: std::sync::Arc<[String]> = first.columns().iter().map(|c| c.name().to_owned()).collect();
+    let kinds: Vec<Kind> = first.columns().iter().map(kind).collect();
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut values = Vec::with_capacity(columns.len());
-        for i in 0..columns.len() {
-            values.push(decode(row, i)?);
+        for (i, k) in kinds.iter().enumerate() {
+            values.push(decode(row, i, *k)?);
         }
         out.push(values);
     }
     Ok(Output::Rows(Rows { columns, rows: out }))
 }
 
-fn decode(row: &MySqlRow, i: usize) -> Result<Value> {
+fn decode(row: &MySqlRow, i: usize, kind: Kind) -> Result<Value> {
     let raw = row.try_get_raw(i)?;
     if raw.is_null() {
         return Ok(Value::Null);
@@ -70,6 +104,18 @@ fn decode(row: &MySqlRow, i: usize) -> Result<Value> {
         ($t:ty) => {
             row.try_get_unchecked::<$t, _>(i)?
         };
+    }
+    match kind {
+        Kind::Json => {
+            let s = get!(String);
+            return Ok(serde_json::from_str(&s).map_or(Value::Text(s), Value::Json));
+        }
+        Kind::Uuid => {
+            let s = get!(String);
+            return Ok(Uuid::parse_str(&s).map_or(Value::Text(s), Value::Uuid));
+        }
+        Kind::Text => return Ok(Value::Text(get!(String))),
+        Kind::Named => {}
     }
     Ok(match ty.as_str() {
         "BOOLEAN" => Value::Bool(get!(bool)),
@@ -86,10 +132,6 @@ fn decode(row: &MySqlRow, i: usize) -> Result<Value> {
         "TIME" => Value::Time(get!(NaiveTime)),
         "DATETIME" => Value::DateTime(get!(NaiveDateTime)),
         "TIMESTAMP" => Value::DateTimeTz(get!(DateTime<Utc>).fixed_offset()),
-        "JSON" => {
-            let s = get!(String);
-            serde_json::from_str(&s).map_or(Value::Text(s), Value::Json)
-        }
         "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "GEOMETRY" => {
             Value::Bytes(get!(Vec<u8>))
         }
