@@ -8,6 +8,7 @@
 
 pub mod delivery;
 pub mod error;
+pub mod rabbitmq;
 pub mod redis_list;
 pub mod redis_stream;
 

@@ -2,7 +2,8 @@
 
 The broker clients are Rust (crate ``cello-messaging``); handlers run here, on the worker's
 asyncio loop (``def`` handlers in a thread). Built today: **Redis** streams (consumer groups)
-and lists (a reliable queue). Kafka, RabbitMQ and SQS raise ``FeatureNotAvailable``.
+and lists (a reliable queue) and **RabbitMQ** (prefetch, publisher confirms, a dead-letter
+exchange). Kafka and SQS raise ``FeatureNotAvailable``.
 
 Delivery is at-least-once: a message is acknowledged only after its handler finished. What
 the handler returns decides its fate (an exception counts as ``NACK``):
@@ -13,8 +14,8 @@ NACK           failed: retried in this worker after ``retry_backoff_secs`` (doub
                failed ``max_retries + 1`` times, then sent to the dead-letter destination with
                the error in its headers (``x-error``, ``x-delivery-count``, ...)
 REQUEUE        given back to the broker for a later delivery (stream: claimed again after
-               ``claim_idle_secs``; list: pushed back to the consuming end)
-REJECT         dropped
+               ``claim_idle_secs``; list: pushed back to the consuming end; RabbitMQ: requeued)
+REJECT         dropped (RabbitMQ: rejected, so its dead-letter exchange gets it without an error)
 DEAD_LETTER    straight to the dead-letter destination
 =============  =================================================================================
 
@@ -35,7 +36,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import bindings as _bindings
@@ -144,7 +145,8 @@ class ConsumerSpec:
     dead_letter: str | None = None
     claim_idle_secs: float = 30.0
     connection_timeout_secs: float = 5.0
-    options: dict = field(default_factory=dict)
+    prefetch: int = 10
+    declare: bool = True
 
     @property
     def name(self) -> str:
@@ -152,7 +154,7 @@ class ConsumerSpec:
         return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
 
     def dead_letter_name(self) -> str:
-        return self.dead_letter or f"{self.source}:dead"
+        return self.dead_letter or (f"{self.source}.dead" if self.kind == "rabbitmq" else f"{self.source}:dead")
 
 
 _DECLARED: list[ConsumerSpec] = []
@@ -220,6 +222,70 @@ def redis_consumer(
         )
 
     return decorate
+
+
+def rabbitmq_consumer(
+    queue: str,
+    prefetch: int | None = None,
+    *,
+    url: str | None = None,
+    config: Any = None,
+    concurrency: int | None = None,
+    max_retries: int = 3,
+    retry_backoff_secs: float = 0.5,
+    dead_letter: str | None = None,
+    declare: bool = True,
+) -> Callable[[Callable], Callable]:
+    """Consume a RabbitMQ queue with at most ``prefetch`` unacknowledged deliveries (default
+    ``RabbitMQConfig.prefetch_count``, 10); ``concurrency`` defaults to ``prefetch``. The queue
+    is declared durable with the dead-letter exchange ``dead_letter`` (default
+    ``<queue>.dead``, a fanout exchange with a queue of the same name bound) unless
+    ``declare=False``. ``url`` or ``config`` (a ``RabbitMQConfig``) names the broker; unset,
+    the ``--queue`` binding of ``cello consume`` or ``RabbitMQConfig.local()`` does."""
+    from .config import RabbitMQConfig
+
+    cfg = config if config is not None else RabbitMQConfig.local()
+    if url is None and (config is not None):
+        url = _amqp_url(config)
+    fetch = prefetch if prefetch is not None else cfg.prefetch_count
+    _check_positive("prefetch", fetch)
+    if fetch > 65535:
+        raise ValueError(f"prefetch must be at most 65535, got {fetch}")
+
+    def decorate(fn: Callable) -> Callable:
+        return _declare(
+            ConsumerSpec(
+                handler=fn,
+                kind="rabbitmq",
+                source=queue,
+                url=url,
+                concurrency=concurrency if concurrency is not None else fetch,
+                batch_size=fetch,
+                max_retries=max_retries,
+                retry_backoff_secs=retry_backoff_secs,
+                dead_letter=dead_letter,
+                connection_timeout_secs=cfg.connection_timeout_secs,
+                prefetch=fetch,
+                declare=declare,
+            )
+        )
+
+    return decorate
+
+
+def _amqp_url(config: Any) -> str:
+    """A ``RabbitMQConfig`` as one AMQP URI: its vhost (unless the URL names one) and heartbeat."""
+    from urllib.parse import quote, urlsplit
+
+    url = config.url
+    parts = urlsplit(url)
+    if parts.path in ("", "/") and config.vhost:
+        url = f"{parts.scheme}://{parts.netloc}/{quote(config.vhost, safe='')}" + (
+            f"?{parts.query}" if parts.query else ""
+        )
+    if "heartbeat=" not in url:
+        url += ("&" if "?" in url else "?") + f"heartbeat={int(config.heartbeat)}"
+    return url
 
 
 def _redis_url(config: Any) -> str:
@@ -321,6 +387,12 @@ class _Runner:
         s = self.spec
         ex = _executor()
         native = _native().BrokerConsumer
+        if s.kind == "rabbitmq":
+            from .config import RabbitMQConfig
+
+            url = s.url or _amqp_url(RabbitMQConfig.local())
+            return await native.rabbitmq(ex, url, s.source, s.dead_letter_name(), s.prefetch,
+                                         s.connection_timeout_secs, s.declare)  # fmt: skip
         if s.kind != "redis":
             raise FeatureNotAvailable(f"cello.messaging {s.kind} consumers", 15)
         url = s.url or "redis://127.0.0.1:6379"
@@ -450,7 +522,9 @@ def _unbuilt(kind: str) -> FeatureNotAvailable:
 class Producer:
     """Publishes messages; ``send`` returns once the broker has the message (its id).
 
-    Redis: ``mode="stream"`` (``XADD``, the default) or ``mode="list"`` (``LPUSH``). Values that
+    Redis: ``mode="stream"`` (``XADD``, the default) or ``mode="list"`` (``LPUSH``). RabbitMQ:
+    ``topic`` is the queue (the default exchange routes by name), publisher confirms on, an
+    unroutable message is an error; ``key`` travels as the AMQP ``message_id``. Values that
     are not ``bytes``/``str`` are sent as JSON (serialised in Rust)."""
 
     def __init__(self, native: Any, mode: str) -> None:
@@ -460,6 +534,10 @@ class Producer:
     @classmethod
     async def connect(cls, config: Any, mode: str = "stream") -> Producer:
         kind = _kind_of(config)
+        if kind == "rabbitmq":
+            native = await _native().BrokerProducer.rabbitmq(_executor(), _amqp_url(config),
+                                                             config.connection_timeout_secs)  # fmt: skip
+            return cls(native, "queue")
         if kind != "redis":
             raise _unbuilt(kind)
         if mode not in ("stream", "list"):
@@ -474,6 +552,12 @@ class Producer:
             raise ValueError("a Redis list carries bare bodies: no key or headers")
         hs = [(str(k), str(v)) for k, v in (headers or {}).items()]
         return await self._native.send(_executor(), self._mode, topic, value, key, hs)
+
+    async def declare_queue(self, queue: str, dead_letter: str | None = None) -> None:
+        """RabbitMQ: declare ``queue`` as ``rabbitmq_consumer`` does (durable, dead-letter exchange)."""
+        if self._mode != "queue":
+            raise MessagingError("declare_queue is for RabbitMQ producers")
+        await self._native.declare_queue(_executor(), queue, dead_letter or f"{queue}.dead")
 
     async def send_batch(self, messages: Iterable[Any]) -> list[str]:
         """Each item a dict (``topic``, ``value``, ``key``, ``headers``) or a tuple in ``send``'s order;
@@ -496,7 +580,8 @@ class Producer:
 class Consumer:
     """Pull messages yourself: ``subscribe``, ``poll``, ``commit`` (acknowledge) and ``close``.
 
-    Redis: ``group`` set consumes streams with that consumer group; unset, lists."""
+    Redis: ``group`` set consumes streams with that consumer group; unset, lists. RabbitMQ:
+    ``subscribe`` names queues (declared as ``rabbitmq_consumer`` declares them)."""
 
     def __init__(self, config: Any, group: str | None, consumer_name: str) -> None:
         self._config = config
@@ -510,16 +595,20 @@ class Consumer:
     @classmethod
     async def connect(cls, config: Any, group: str | None = None, consumer_name: str | None = None) -> Consumer:
         kind = _kind_of(config)
-        if kind != "redis":
+        if kind not in ("redis", "rabbitmq"):
             raise _unbuilt(kind)
         return cls(config, group, consumer_name or _consumer_name())
 
     async def subscribe(self, topics: str | Iterable[str]) -> None:
         names = [topics] if isinstance(topics, str) else list(topics)
         native, ex, c = _native().BrokerConsumer, _executor(), self._config
-        url = _redis_url(c)
+        rabbit = _kind_of(c) == "rabbitmq"
+        url = _amqp_url(c) if rabbit else _redis_url(c)
         for name in names:
-            if self._group:
+            if rabbit:
+                client = await native.rabbitmq(ex, url, name, f"{name}.dead", c.prefetch_count,
+                                               c.connection_timeout_secs, True)  # fmt: skip
+            elif self._group:
                 client = await native.redis_stream(ex, url, name, self._group, self._name, f"{name}:dead", 30.0,
                                                    c.connection_timeout_secs)  # fmt: skip
             else:
@@ -692,6 +781,11 @@ def apply_binding(spec: ConsumerSpec, binding: _bindings.QueueBinding) -> Consum
             changes["url"] = url
         if binding.list:
             changes["source"] = binding.list
+    elif spec.kind == "rabbitmq":
+        if binding.url:
+            changes["url"] = binding.url
+        if binding.queue:
+            changes["source"] = binding.queue
     return dataclasses.replace(spec, **changes)
 
 
@@ -703,6 +797,7 @@ __all__ = [
     "MessageResult",
     "MessagingError",
     "Producer",
+    "rabbitmq_consumer",
     "redis_consumer",
-    *install(globals(), 15, [], ["kafka_consumer", "rabbitmq_consumer", "sqs_consumer", "kafka_producer"]),
+    *install(globals(), 15, [], ["kafka_consumer", "sqs_consumer", "kafka_producer"]),
 ]

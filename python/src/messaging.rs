@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cello_messaging::rabbitmq::{RabbitConsumer, RabbitOptions, RabbitProducer};
 use cello_messaging::redis_list::{ListConsumer, ListOptions, RedisProducer};
 use cello_messaging::redis_stream::{StreamConsumer, StreamOptions};
 use cello_messaging::{Delivery, Error};
@@ -85,9 +86,12 @@ pub(crate) fn body_of(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     crate::json::write::to_vec(value)
 }
 
+// One per consumer, behind an Arc: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Source {
     Stream(StreamConsumer),
     List(ListConsumer),
+    Rabbit(RabbitConsumer),
 }
 
 /// A connected consumer of one stream, list or queue.
@@ -161,6 +165,39 @@ impl BrokerConsumer {
         })
     }
 
+    /// Awaitable: a consumer of a RabbitMQ queue (declared durable with its dead-letter
+    /// exchange when `declare`), at most `prefetch` unacknowledged deliveries.
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    fn rabbitmq(
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        url: String,
+        queue: String,
+        dead_letter: String,
+        prefetch: u16,
+        connect_timeout_secs: f64,
+        declare: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let opts = RabbitOptions {
+            url,
+            queue,
+            dead_letter,
+            prefetch,
+            connect_timeout: secs(connect_timeout_secs),
+            declare,
+        };
+        spawn(py, executor, RabbitConsumer::connect(opts), |py, c| {
+            Ok(Py::new(
+                py,
+                BrokerConsumer {
+                    source: Arc::new(Source::Rabbit(c)),
+                },
+            )?
+            .into_any())
+        })
+    }
+
     /// Awaitable: a list of delivery tuples (empty when none came within `block_secs`).
     fn fetch(
         &self,
@@ -178,6 +215,7 @@ impl BrokerConsumer {
                 match &*source {
                     Source::Stream(c) => c.fetch(max, block).await,
                     Source::List(c) => c.fetch(max, block).await,
+                    Source::Rabbit(c) => c.fetch(max, block).await,
                 }
             },
             |py, ds| {
@@ -200,6 +238,7 @@ impl BrokerConsumer {
                 match &*source {
                     Source::Stream(c) => c.ack(&id).await,
                     Source::List(c) => c.ack(&body).await,
+                    Source::Rabbit(c) => c.ack(&id).await,
                 }
             },
             |py, ()| Ok(py.None()),
@@ -223,6 +262,7 @@ impl BrokerConsumer {
                 match &*source {
                     Source::Stream(c) => c.nack(&id, requeue).await,
                     Source::List(c) => c.nack(&body, requeue).await,
+                    Source::Rabbit(c) => c.nack(&id, requeue).await,
                 }
             },
             |py, ()| Ok(py.None()),
@@ -255,6 +295,7 @@ impl BrokerConsumer {
                     source: match &*source {
                         Source::Stream(c) => c.source().to_owned(),
                         Source::List(c) => c.source().to_owned(),
+                        Source::Rabbit(c) => c.source().to_owned(),
                     },
                     delivery_count,
                     ..Delivery::default()
@@ -262,6 +303,7 @@ impl BrokerConsumer {
                 match &*source {
                     Source::Stream(c) => c.dead_letter(&d, &error).await,
                     Source::List(c) => c.dead_letter(&d, &error).await,
+                    Source::Rabbit(c) => c.dead_letter(&d, &error).await,
                 }
             },
             |py, ()| Ok(py.None()),
@@ -269,8 +311,10 @@ impl BrokerConsumer {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Sink {
     Redis(RedisProducer),
+    Rabbit(RabbitProducer),
 }
 
 /// A connected producer.
@@ -306,6 +350,53 @@ impl BrokerProducer {
         )
     }
 
+    /// Awaitable: a RabbitMQ producer (publisher confirms on).
+    #[staticmethod]
+    fn rabbitmq(
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        url: String,
+        connect_timeout_secs: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let timeout = secs(connect_timeout_secs);
+        spawn(
+            py,
+            executor,
+            async move { RabbitProducer::connect(&url, timeout).await },
+            |py, p| {
+                Ok(Py::new(
+                    py,
+                    BrokerProducer {
+                        sink: Arc::new(Sink::Rabbit(p)),
+                    },
+                )?
+                .into_any())
+            },
+        )
+    }
+
+    /// Awaitable: declare a RabbitMQ queue as consumers do (durable, with its dead-letter exchange).
+    fn declare_queue(
+        &self,
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        queue: String,
+        dead_letter: String,
+    ) -> PyResult<Py<PyAny>> {
+        let sink = self.sink.clone();
+        spawn(
+            py,
+            executor,
+            async move {
+                match &*sink {
+                    Sink::Rabbit(p) => p.declare(&queue, &dead_letter).await,
+                    Sink::Redis(_) => Ok(()),
+                }
+            },
+            |py, ()| Ok(py.None()),
+        )
+    }
+
     /// Awaitable: publish one message to `dest` (`kind`: "stream" or "list"); resolves to the
     /// broker's id for it once the broker has it.
     #[pyo3(signature = (executor, kind, dest, value, key = None, headers = None))]
@@ -330,6 +421,11 @@ impl BrokerProducer {
                 match &*sink {
                     Sink::Redis(p) if kind == "list" => p.lpush(&dest, &body).await.map(|n| n.to_string()),
                     Sink::Redis(p) => p.xadd(&dest, &body, key.as_deref(), &headers).await,
+                    // The default exchange routes by queue name; confirmed before this returns.
+                    Sink::Rabbit(p) => p
+                        .send("", &dest, &body, key.as_deref(), &headers)
+                        .await
+                        .map(|()| String::new()),
                 }
             },
             |py, id| Ok(PyString::new(py, &id).into_any().unbind()),

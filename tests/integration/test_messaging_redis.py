@@ -277,7 +277,7 @@ def test_manual_consumer_and_producer_api(raw, prefix):
 
 
 def test_unbuilt_brokers_raise_feature_not_available():
-    from cello.config import RabbitMQConfig
+    from cello.config import KafkaConfig, SqsConfig
     from cello.errors import FeatureNotAvailable
     from cello.messaging import Producer, kafka_consumer, sqs_consumer
 
@@ -286,4 +286,6 @@ def test_unbuilt_brokers_raise_feature_not_available():
     with pytest.raises(FeatureNotAvailable, match="issue 15"):
         sqs_consumer("q")
     with pytest.raises(FeatureNotAvailable, match="issue 15"):
-        asyncio.run(Producer.connect(RabbitMQConfig.local()))
+        asyncio.run(Producer.connect(KafkaConfig.local()))
+    with pytest.raises(FeatureNotAvailable, match="issue 15"):
+        asyncio.run(Producer.connect(SqsConfig.local("http://127.0.0.1:1/q")))
