@@ -19,6 +19,10 @@ if command -v redis-server >/dev/null; then
     start 6379 redis redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir /tmp --logfile /tmp/redis-ci.log
 fi
+# The messaging tests (tests/integration/test_messaging_rabbitmq.py) use RabbitMQ, guest/guest.
+if command -v rabbitmq-server >/dev/null; then
+    start 5672 rabbitmq rabbitmq-server -detached
+fi
 if command -v pg_ctlcluster >/dev/null; then
     start 5432 postgresql pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
 fi

@@ -74,11 +74,20 @@ def load_app(spec: str) -> Any:
     """Import ``spec`` and return the App; cwd is importable first, as with uvicorn."""
     from .app import App
 
+    _, obj = load_object(spec)
+    if not isinstance(obj, App):
+        raise AppLoadError(f"{spec} is not a cello App (got {type(obj).__name__})")
+    return obj
+
+
+def load_object(spec: str, default_attr: str | None = "app") -> tuple[Any, Any]:
+    """Import ``module:attr`` (``attr`` defaults to ``default_attr``; None: the module itself)
+    and return ``(module, object)``."""
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     target, _, attr = spec.partition(":")
-    attr = attr or "app"
+    attr = attr or default_attr or ""
     try:
         module = _import_file(target) if _is_path(target) else importlib.import_module(target)
     except AppLoadError:
@@ -93,14 +102,12 @@ def load_app(spec: str) -> Any:
             raise
         raise AppLoadError(f"cannot import {target!r}: {type(exc).__name__}: {exc}") from exc
     obj: Any = module
-    for part in attr.split("."):
+    for part in filter(None, attr.split(".")):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise AppLoadError(f"module {module.__name__!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, App):
-        raise AppLoadError(f"{spec} is not a cello App (got {type(obj).__name__})")
-    return obj
+    return module, obj
 
 
 def _import_file(path: str) -> Any:

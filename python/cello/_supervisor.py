@@ -51,6 +51,9 @@ CRASH_WINDOW = 60.0
 HOOK_GRACE = 2.0  # on top of shutdown_timeout: time for shutdown hooks after the drain
 RELOAD_POLL = 0.3
 RELOAD_GRACE = 3.0  # the reloader's stop of an old server process, at most
+# This worker's slot (0 outside a supervisor): consumers name themselves by host and slot, so a
+# replacement worker takes over what the one it replaces left unacknowledged.
+WORKER_SLOT = 0
 SKIP_DIRS = {".venv", "venv", ".git", "node_modules", "target", "__pycache__", "site-packages", ".tox"}
 
 
@@ -461,6 +464,7 @@ class Supervisor:
         return worker
 
     def _worker_main(self, ready_fd: int, parent: int, slot: int) -> None:
+        global WORKER_SLOT
         code = EXIT_FAILURE
         try:
             # Own process group: a terminal's Ctrl-C reaches only the supervisor, which then
@@ -471,6 +475,7 @@ class Supervisor:
             if os.getppid() != parent:  # the supervisor died before prctl took effect
                 os._exit(EXIT_FAILURE)
             _Signals.reset_in_child()
+            WORKER_SLOT = slot
             # Other slots' sockets too: a socket no worker accepts on must not be kept open by
             # one that does not serve it.
             others = [s.fileno() for k, s in self.listeners.items() if k != slot]

@@ -5,6 +5,9 @@
     cello dev [APP]      develop: 127.0.0.1:8000, reload, debug tracebacks, access log
     cello routes [APP]   print the route table
     cello openapi [APP]  print the OpenAPI 3.1 document (JSON)
+    cello consume TARGET run message consumers: TARGET is module:handler (one decorated
+                         consumer) or module / module:app (every consumer the module declares);
+                         --queue NAME takes the broker from the operator's queue binding
 
 APP is ``module:attr``, ``module`` (attr ``app``), ``path/to/app.py[:attr]``, or omitted to
 use ``[tool.cello] app`` from ./pyproject.toml. Exit codes: 0 ok, 1 failure while serving,
@@ -23,6 +26,8 @@ from . import _cli, _loader
 # Health probes are on by default for both (`--no-health-checks` turns them off).
 RUN_DEFAULTS = {"host": "127.0.0.1", "env": "production", "reload": False, "logs": True, "access_log": False,
                 "health_checks": True}  # fmt: skip
+# `cello consume`: the admin port (probes, metrics) listens on every interface for the kubelet.
+CONSUME_DEFAULTS = {"host": "0.0.0.0", "env": "production", "reload": False, "logs": True, "access_log": False}
 DEV_DEFAULTS = {"host": "127.0.0.1", "env": "development", "debug": True, "reload": True, "logs": True,
                 "access_log": True, "health_checks": True}  # fmt: skip
 
@@ -43,6 +48,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     subs["openapi"] = p = sub.add_parser("openapi", help="print the OpenAPI document",
                                          description="print the OpenAPI 3.1 document as JSON")  # fmt: skip
     p.add_argument("app", nargs="?", metavar="APP", help=app_help)
+    subs["consume"] = add_consume_parser(sub)
     return parser, subs
 
 
@@ -60,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser, subs = build_parser()
     args = parser.parse_args(argv)
     sub = subs[args.command]
+    if args.command == "consume":
+        return _consume(args, sub)
     try:
         spec = _loader.resolve_spec(args.app)
     except _loader.AppNotFound as exc:
@@ -173,6 +181,82 @@ def _openapi(spec: str) -> int:
         return _startup_failure(exc)
     print(json.dumps(app.openapi(), indent=2, ensure_ascii=False))
     return 0
+
+
+# ---- cello consume ------------------------------------------------------------------------------
+
+CONSUME_DEFAULT_ADMIN_PORT = 8081
+
+
+def add_consume_parser(sub: Any) -> argparse.ArgumentParser:
+    help_text = "run message consumers (module:handler, or module / module:app for all it declares)"
+    p = sub.add_parser("consume", help=help_text, description=help_text)
+    p.add_argument("target", metavar="TARGET", help="module:handler, module:app or module")
+    p.add_argument("--queue", metavar="NAME", help="operator queue binding (CELLO_QUEUE_<NAME>_*) naming the broker")
+    p.add_argument("--workers", help="worker processes, a number or 'auto' (CELLO_WORKERS)")
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        metavar="PORT",
+        help="port of /health/live, /health/ready and /metrics "
+        f"(default {CONSUME_DEFAULT_ADMIN_PORT}; 0 picks a free one)",
+    )
+    p.add_argument("--host", help="interface of the admin port (CELLO_HOST, default 0.0.0.0)")
+    p.add_argument(
+        "--startup-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="exit with code 3 when the broker stays unreachable this long at start (default 10)",
+    )
+    p.add_argument(
+        "--timeout-graceful-shutdown",
+        dest="shutdown_timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds to let in-flight messages finish on SIGTERM (default 30)",
+    )
+    p.add_argument("--log-level", type=str.lower, choices=_cli.LOG_LEVELS, help="log level (CELLO_LOG_LEVEL)")
+    p.add_argument("--max-restarts", type=int, metavar="N", help="quick restarts per minute (CELLO_MAX_RESTARTS)")
+    return p
+
+
+def _consume(args: argparse.Namespace, sub: argparse.ArgumentParser) -> int:
+    from . import bindings, messaging
+
+    run_args = _cli._run_parser().parse_args([])
+    run_args.workers, run_args.log_level = args.workers, args.log_level
+    run_args.shutdown_timeout, run_args.max_restarts = args.shutdown_timeout, args.max_restarts
+    run_args.host = args.host
+    run_args.port = CONSUME_DEFAULT_ADMIN_PORT if args.admin_port is None else args.admin_port
+    try:
+        opts = _cli.options_from_args(run_args, {**CONSUME_DEFAULTS, "app_spec": args.target})
+    except _cli.UsageError as exc:
+        sub.error(str(exc))
+    try:
+        _, obj = _loader.load_object(args.target, default_attr=None)
+    except _loader.AppLoadError as exc:
+        return _startup_failure(exc)
+    specs = messaging.consumers_of(obj)
+    if not specs:
+        return _startup_failure(Exception(f"{args.target} declares no consumer (@redis_consumer, ...)"))
+    if args.queue:
+        try:
+            found = bindings.queue_bindings()
+        except ValueError as exc:
+            return _startup_failure(exc)
+        if args.queue not in found:
+            listed = ", ".join(sorted(found)) or "none"
+            return _startup_failure(Exception(f"--queue {args.queue}: no such binding in CELLO_QUEUES ({listed})"))
+        try:
+            specs = [messaging.apply_binding(s, found[args.queue]) for s in specs]
+        except ValueError as exc:
+            return _startup_failure(exc)
+    startup_timeout = args.startup_timeout if args.startup_timeout is not None else 10.0
+    app = messaging.ConsumerApp(specs, startup_timeout=startup_timeout)
+
+    from ._supervisor import run_app
+
+    return run_app(app, opts)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m cello` goes through __main__.py

@@ -1,11 +1,48 @@
-"""``cello.messaging``: Kafka, RabbitMQ, SQS and Redis consumers and producers — built by issue 15.
+"""``cello.messaging``: consumers and producers for message brokers — built by issue 15.
 
-``MessageResult`` is plain data and works today; the rest raises ``FeatureNotAvailable`` when used.
+The broker clients are Rust (crate ``cello-messaging``); handlers run here, on the worker's
+asyncio loop (``def`` handlers in a thread). Built today: **Redis** streams (consumer groups)
+and lists (a reliable queue) and **RabbitMQ** (prefetch, publisher confirms, a dead-letter
+exchange). Kafka and SQS raise ``FeatureNotAvailable``.
+
+Delivery is at-least-once: a message is acknowledged only after its handler finished. What
+the handler returns decides its fate (an exception counts as ``NACK``):
+
+=============  =================================================================================
+ACK / None     done: acknowledged
+NACK           failed: retried in this worker after ``retry_backoff_secs`` (doubling) until it
+               failed ``max_retries + 1`` times, then sent to the dead-letter destination with
+               the error in its headers (``x-error``, ``x-delivery-count``, ...)
+REQUEUE        given back to the broker for a later delivery (stream: claimed again after
+               ``claim_idle_secs``; list: pushed back to the consuming end; RabbitMQ: requeued)
+REJECT         dropped (RabbitMQ: rejected, so its dead-letter exchange gets it without an error)
+DEAD_LETTER    straight to the dead-letter destination
+=============  =================================================================================
+
+``message.ack()`` / ``message.nack(requeue=True)`` inside the handler decide the same way
+(``nack(requeue=False)`` is ``REJECT``), applied when the handler returns.
 """
 
-import enum
+from __future__ import annotations
 
+import asyncio
+import enum
+import functools
+import inspect
+import json as _json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from . import bindings as _bindings
 from ._unavailable import FeatureNotAvailable, install
+
+log = logging.getLogger("cello.messaging")
 
 
 class MessageResult(enum.Enum):
@@ -18,13 +55,749 @@ class MessageResult(enum.Enum):
     DEAD_LETTER = "dead_letter"
 
 
+class MessagingError(Exception):
+    """A broker refused a command."""
+
+
+class BrokerUnavailable(MessagingError):
+    """The broker cannot be reached."""
+
+
+def _make_error(kind: str, message: str) -> Exception:
+    """Called by the Rust side to build its exceptions."""
+    return {"BrokerUnavailable": BrokerUnavailable}.get(kind, MessagingError)(message)
+
+
+def _executor() -> Any:
+    from .database import _executor as ex
+
+    return ex()
+
+
+def _native() -> Any:
+    from . import _cello
+
+    return _cello
+
+
+# ---- messages ------------------------------------------------------------------------------------
+
+
+class Message:
+    """One received message. ``ack()`` / ``nack()`` decide its fate when the handler returns."""
+
+    __slots__ = ("id", "body", "headers", "key", "source", "partition", "offset", "delivery_count", "_decision")
+
+    def __init__(self, raw: tuple) -> None:
+        mid, body, headers, key, source, partition, offset, count = raw
+        self.id: str = mid
+        self.body: bytes = body
+        self.headers: dict[str, str] = dict(headers)
+        self.key: str | None = key
+        self.source: str = source
+        self.partition: int | None = partition
+        self.offset: int | None = offset
+        self.delivery_count: int = count
+        self._decision: MessageResult | None = None
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return _json.loads(self.body)
+
+    @property
+    def topic(self) -> str:
+        return self.source
+
+    @property
+    def queue(self) -> str:
+        return self.source
+
+    def ack(self) -> None:
+        self._decision = MessageResult.ACK
+
+    def nack(self, requeue: bool = True) -> None:
+        self._decision = MessageResult.REQUEUE if requeue else MessageResult.REJECT
+
+    def __repr__(self) -> str:
+        return f"Message(source={self.source!r}, id={self.id!r}, delivery_count={self.delivery_count})"
+
+
+# ---- consumer declarations -------------------------------------------------------------------------
+
+
+@dataclass
+class ConsumerSpec:
+    """What a consumer decorator declared."""
+
+    handler: Callable
+    kind: str  # "redis" (built), "rabbitmq", "kafka", "sqs"
+    source: str  # stream, list, queue or topic
+    group: str | None = None
+    mode: str = "stream"  # redis: "stream" or "list"
+    url: str | None = None
+    concurrency: int = 10
+    batch_size: int = 10
+    max_retries: int = 3
+    retry_backoff_secs: float = 0.5
+    dead_letter: str | None = None
+    claim_idle_secs: float = 30.0
+    connection_timeout_secs: float = 5.0
+    prefetch: int = 10
+    declare: bool = True
+
+    @property
+    def name(self) -> str:
+        fn = self.handler
+        return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+    def dead_letter_name(self) -> str:
+        return self.dead_letter or (f"{self.source}.dead" if self.kind == "rabbitmq" else f"{self.source}:dead")
+
+
+_DECLARED: list[ConsumerSpec] = []
+
+
+def _check_positive(name: str, value: Any, minimum: float = 1) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}")
+
+
+def _declare(spec: ConsumerSpec) -> Callable:
+    _check_positive("concurrency", spec.concurrency)
+    _check_positive("batch_size", spec.batch_size)
+    _check_positive("max_retries", spec.max_retries, 0)
+    _check_positive("retry_backoff_secs", spec.retry_backoff_secs, 0)
+    if not callable(spec.handler):
+        raise TypeError("a consumer decorates a function")
+    spec.handler.__cello_consumer__ = spec
+    _DECLARED.append(spec)
+    return spec.handler
+
+
+def redis_consumer(
+    stream_or_list: str,
+    group: str | None = None,
+    *,
+    mode: str | None = None,
+    url: str | None = None,
+    config: Any = None,
+    concurrency: int = 10,
+    batch_size: int = 10,
+    max_retries: int = 3,
+    retry_backoff_secs: float = 0.5,
+    dead_letter: str | None = None,
+    claim_idle_secs: float = 30.0,
+) -> Callable[[Callable], Callable]:
+    """Consume a Redis stream with consumer group ``group`` (``mode="stream"``, the default when
+    ``group`` is given) or a Redis list as a reliable queue (``mode="list"``, the default
+    without ``group``; producers ``LPUSH``). ``url`` (or ``config``, a ``RedisConfig``) names
+    the server; unset, the ``--queue`` binding of ``cello consume`` or ``RedisConfig.local()``
+    does. Dead letters go to the stream/list ``dead_letter`` (default ``<name>:dead``)."""
+    chosen = mode or ("stream" if group else "list")
+    if chosen not in ("stream", "list"):
+        raise ValueError(f"redis_consumer mode must be 'stream' or 'list', got {mode!r}")
+    if config is not None and url is None:
+        url = _redis_url(config)
+
+    def decorate(fn: Callable) -> Callable:
+        return _declare(
+            ConsumerSpec(
+                handler=fn,
+                kind="redis",
+                source=stream_or_list,
+                group=group,
+                mode=chosen,
+                url=url,
+                concurrency=concurrency,
+                batch_size=batch_size,
+                max_retries=max_retries,
+                retry_backoff_secs=retry_backoff_secs,
+                dead_letter=dead_letter,
+                claim_idle_secs=claim_idle_secs,
+                connection_timeout_secs=getattr(config, "connection_timeout_secs", 5.0) if config else 5.0,
+            )
+        )
+
+    return decorate
+
+
+def rabbitmq_consumer(
+    queue: str,
+    prefetch: int | None = None,
+    *,
+    url: str | None = None,
+    config: Any = None,
+    concurrency: int | None = None,
+    max_retries: int = 3,
+    retry_backoff_secs: float = 0.5,
+    dead_letter: str | None = None,
+    declare: bool = True,
+) -> Callable[[Callable], Callable]:
+    """Consume a RabbitMQ queue with at most ``prefetch`` unacknowledged deliveries (default
+    ``RabbitMQConfig.prefetch_count``, 10); ``concurrency`` defaults to ``prefetch``. The queue
+    is declared durable with the dead-letter exchange ``dead_letter`` (default
+    ``<queue>.dead``, a fanout exchange with a queue of the same name bound) unless
+    ``declare=False``. ``url`` or ``config`` (a ``RabbitMQConfig``) names the broker; unset,
+    the ``--queue`` binding of ``cello consume`` or ``RabbitMQConfig.local()`` does."""
+    from .config import RabbitMQConfig
+
+    cfg = config if config is not None else RabbitMQConfig.local()
+    if url is None and (config is not None):
+        url = _amqp_url(config)
+    fetch = prefetch if prefetch is not None else cfg.prefetch_count
+    _check_positive("prefetch", fetch)
+    if fetch > 65535:
+        raise ValueError(f"prefetch must be at most 65535, got {fetch}")
+
+    def decorate(fn: Callable) -> Callable:
+        return _declare(
+            ConsumerSpec(
+                handler=fn,
+                kind="rabbitmq",
+                source=queue,
+                url=url,
+                concurrency=concurrency if concurrency is not None else fetch,
+                batch_size=fetch,
+                max_retries=max_retries,
+                retry_backoff_secs=retry_backoff_secs,
+                dead_letter=dead_letter,
+                connection_timeout_secs=cfg.connection_timeout_secs,
+                prefetch=fetch,
+                declare=declare,
+            )
+        )
+
+    return decorate
+
+
+def _amqp_url(config: Any) -> str:
+    """A ``RabbitMQConfig`` as one AMQP URI: its vhost (unless the URL names one) and heartbeat."""
+    from urllib.parse import quote, urlsplit
+
+    url = config.url
+    parts = urlsplit(url)
+    if parts.path in ("", "/") and config.vhost:
+        url = f"{parts.scheme}://{parts.netloc}/{quote(config.vhost, safe='')}" + (
+            f"?{parts.query}" if parts.query else ""
+        )
+    if "heartbeat=" not in url:
+        url += ("&" if "?" in url else "?") + f"heartbeat={int(config.heartbeat)}"
+    return url
+
+
+def _redis_url(config: Any) -> str:
+    """A ``RedisConfig`` as one URL (password and database folded in)."""
+    url = config.url
+    password = getattr(config, "password", None)
+    if password and "@" not in url.split("://", 1)[-1]:
+        scheme, _, rest = url.partition("://")
+        url = f"{scheme}://:{password}@{rest}"
+    database = getattr(config, "database", 0) or 0
+    if database and url.rstrip("/").count("/") <= 2:
+        url = f"{url.rstrip('/')}/{database}"
+    return url
+
+
+# ---- running consumers -----------------------------------------------------------------------------
+
+
+class _Stats:
+    """Counters for /metrics, named after the OpenTelemetry messaging conventions."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str], int] = {}
+        self.duration: dict[tuple[str, str], list[float]] = {}
+
+    def inc(self, what: str, spec: ConsumerSpec, n: int = 1) -> None:
+        key = (what, spec.kind, spec.source)
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def observe(self, spec: ConsumerSpec, seconds: float) -> None:
+        d = self.duration.setdefault((spec.kind, spec.source), [0.0, 0])
+        d[0] += seconds
+        d[1] += 1
+
+    def render(self) -> str:
+        out = []
+        helps = {
+            "received": "Messages handed to a handler.",
+            "acked": "Messages acknowledged after their handler finished.",
+            "nacked": "Handler failures (exception or NACK), each retry counted.",
+            "requeued": "Messages given back to the broker.",
+            "rejected": "Messages dropped by the handler's REJECT.",
+            "dead_lettered": "Messages sent to the dead-letter destination.",
+        }
+        for what, text in helps.items():
+            name = f"cello_messaging_messages_{what}_total"
+            out.append(f"# HELP {name} {text}")
+            out.append(f"# TYPE {name} counter")
+            for (w, system, dest), n in sorted(self.counts.items()):
+                if w == what:
+                    out.append(f'{name}{{messaging_system="{system}",messaging_destination_name="{_esc(dest)}"}} {n}')
+        out.append("# HELP cello_messaging_process_duration_seconds Handler time per message.")
+        out.append("# TYPE cello_messaging_process_duration_seconds summary")
+        for (system, dest), (total, count) in sorted(self.duration.items()):
+            labels = f'messaging_system="{system}",messaging_destination_name="{_esc(dest)}"'
+            out.append(f"cello_messaging_process_duration_seconds_sum{{{labels}}} {total}")
+            out.append(f"cello_messaging_process_duration_seconds_count{{{labels}}} {count}")
+        return "\n".join(out) + "\n"
+
+
+def _esc(s: str) -> str:
+    return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _consumer_name(slot: int | None = None) -> str:
+    """Stable per host and worker slot: a restarted worker takes over what its predecessor left."""
+    if slot is None:
+        from ._supervisor import WORKER_SLOT as slot
+    return f"{socket.gethostname()}-{slot}"
+
+
+class _Runner:
+    """One declared consumer in one worker: fetch, dispatch with bounded concurrency, settle."""
+
+    def __init__(self, spec: ConsumerSpec, stats: _Stats, consumer_name: str) -> None:
+        self.spec = spec
+        self.stats = stats
+        self.consumer_name = consumer_name
+        self.client: Any = None
+        self.inflight: dict[str, asyncio.Task] = {}
+        self.stopping = False
+        self.healthy = False
+
+    async def connect(self, deadline: float) -> None:
+        """Connect, retrying until ``deadline`` (monotonic); raises BrokerUnavailable past it."""
+        delay = 0.1
+        while True:
+            try:
+                self.client = await self._open()
+                self.healthy = True
+                return
+            except BrokerUnavailable:
+                if time.monotonic() + delay >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _open(self) -> Any:
+        s = self.spec
+        ex = _executor()
+        native = _native().BrokerConsumer
+        if s.kind == "rabbitmq":
+            from .config import RabbitMQConfig
+
+            url = s.url or _amqp_url(RabbitMQConfig.local())
+            return await native.rabbitmq(ex, url, s.source, s.dead_letter_name(), s.prefetch,
+                                         s.connection_timeout_secs, s.declare)  # fmt: skip
+        if s.kind != "redis":
+            raise FeatureNotAvailable(f"cello.messaging {s.kind} consumers", 15)
+        url = s.url or "redis://127.0.0.1:6379"
+        if s.mode == "stream":
+            group = s.group or s.source
+            return await native.redis_stream(ex, url, s.source, group, self.consumer_name, s.dead_letter_name(),
+                                             s.claim_idle_secs, s.connection_timeout_secs)  # fmt: skip
+        return await native.redis_list(ex, url, s.source, self.consumer_name, s.dead_letter_name(),
+                                       s.connection_timeout_secs)  # fmt: skip
+
+    async def run(self) -> None:
+        s = self.spec
+        slots = asyncio.Semaphore(s.concurrency)
+        backoff = 0.1
+        while not self.stopping:
+            free = s.concurrency - len(self.inflight)
+            if free <= 0:
+                await asyncio.wait(list(self.inflight.values()), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                batch = await self.client.fetch(_executor(), min(free, s.batch_size), 1.0)
+                self.healthy = True
+                backoff = 0.1
+            except MessagingError as exc:
+                self.healthy = False
+                log.warning("%s: fetching from %s failed: %s; retrying in %.1f s", s.name, s.source, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for raw in batch:
+                msg = Message(raw)
+                key = msg.id or id(msg)
+                if msg.id and msg.id in self.inflight:
+                    continue  # our own message, claimed back while its handler still runs
+                self.stats.inc("received", s)
+                task = asyncio.ensure_future(self._process(msg, slots))
+                self.inflight[key] = task
+                task.add_done_callback(functools.partial(self._done, key))
+
+    def _done(self, key: Any, task: asyncio.Task) -> None:
+        self.inflight.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: settling a message failed: %s", self.spec.name, task.exception())
+
+    async def drain(self, timeout: float) -> int:
+        """Wait for the in-flight messages; returns how many were left unfinished."""
+        tasks = list(self.inflight.values())
+        if not tasks:
+            return 0
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        return len(pending)
+
+    async def _call(self, msg: Message) -> Any:
+        fn = self.spec.handler
+        if inspect.iscoroutinefunction(fn):
+            return await fn(msg)
+        result = await asyncio.to_thread(fn, msg)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _process(self, msg: Message, slots: asyncio.Semaphore) -> None:
+        s = self.spec
+        ex = _executor()
+        async with slots:
+            failures = max(0, msg.delivery_count - 1)  # earlier deliveries that did not finish
+            while True:
+                t0 = time.perf_counter()
+                error = None
+                try:
+                    result = await self._call(msg)
+                except Exception as exc:  # noqa: BLE001 - a failing handler is a NACK
+                    result, error = MessageResult.NACK, f"{type(exc).__name__}: {exc}"
+                    log.warning("%s: handler failed on %r: %s", s.name, msg, error)
+                self.stats.observe(s, time.perf_counter() - t0)
+                decision = msg._decision or (result if isinstance(result, MessageResult) else MessageResult.ACK)
+                if decision is MessageResult.ACK:
+                    await self.client.ack(ex, msg.id, msg.body)
+                    self.stats.inc("acked", s)
+                elif decision is MessageResult.NACK:
+                    self.stats.inc("nacked", s)
+                    failures += 1
+                    if failures > s.max_retries:
+                        reason = error or "the handler returned NACK"
+                        await self.client.dead_letter(ex, msg.id, msg.body, list(msg.headers.items()), msg.key,
+                                                      msg.delivery_count, reason)  # fmt: skip
+                        self.stats.inc("dead_lettered", s)
+                    elif self.stopping:
+                        await self.client.nack(ex, msg.id, msg.body, True)  # the next worker retries it
+                        self.stats.inc("requeued", s)
+                    else:
+                        await asyncio.sleep(s.retry_backoff_secs * 2 ** (failures - 1))
+                        msg.delivery_count += 1
+                        msg._decision = None
+                        continue
+                elif decision is MessageResult.REQUEUE:
+                    await self.client.nack(ex, msg.id, msg.body, True)
+                    self.stats.inc("requeued", s)
+                elif decision is MessageResult.REJECT:
+                    await self.client.nack(ex, msg.id, msg.body, False)
+                    self.stats.inc("rejected", s)
+                else:
+                    await self.client.dead_letter(ex, msg.id, msg.body, list(msg.headers.items()), msg.key,
+                                                  msg.delivery_count, "dead-lettered by the handler")  # fmt: skip
+                    self.stats.inc("dead_lettered", s)
+                return
+
+
+# ---- the Producer and Consumer of the manual API -------------------------------------------------
+
+
+def _kind_of(config: Any) -> str:
+    from .config import KafkaConfig, RabbitMQConfig, RedisConfig, SqsConfig
+
+    for cls, kind in ((RedisConfig, "redis"), (RabbitMQConfig, "rabbitmq"), (KafkaConfig, "kafka"), (SqsConfig, "sqs")):
+        if isinstance(config, cls):
+            return kind
+    raise TypeError(f"a messaging config is a RedisConfig, RabbitMQConfig, KafkaConfig or SqsConfig, not {config!r}")
+
+
+def _unbuilt(kind: str) -> FeatureNotAvailable:
+    return FeatureNotAvailable(f"cello.messaging with {kind}", 15, hint="Redis is built; this broker is not yet")
+
+
+class Producer:
+    """Publishes messages; ``send`` returns once the broker has the message (its id).
+
+    Redis: ``mode="stream"`` (``XADD``, the default) or ``mode="list"`` (``LPUSH``). RabbitMQ:
+    ``topic`` is the queue (the default exchange routes by name), publisher confirms on, an
+    unroutable message is an error; ``key`` travels as the AMQP ``message_id``. Values that
+    are not ``bytes``/``str`` are sent as JSON (serialised in Rust)."""
+
+    def __init__(self, native: Any, mode: str) -> None:
+        self._native = native
+        self._mode = mode
+
+    @classmethod
+    async def connect(cls, config: Any, mode: str = "stream") -> Producer:
+        kind = _kind_of(config)
+        if kind == "rabbitmq":
+            native = await _native().BrokerProducer.rabbitmq(_executor(), _amqp_url(config),
+                                                             config.connection_timeout_secs)  # fmt: skip
+            return cls(native, "queue")
+        if kind != "redis":
+            raise _unbuilt(kind)
+        if mode not in ("stream", "list"):
+            raise ValueError(f"mode must be 'stream' or 'list', got {mode!r}")
+        native = await _native().BrokerProducer.redis(_executor(), _redis_url(config), config.connection_timeout_secs)
+        return cls(native, mode)
+
+    async def send(self, topic: str, value: Any, key: str | None = None, headers: dict | None = None) -> str:
+        if self._native is None:
+            raise MessagingError("the producer is closed")
+        if self._mode == "list" and (key is not None or headers):
+            raise ValueError("a Redis list carries bare bodies: no key or headers")
+        hs = [(str(k), str(v)) for k, v in (headers or {}).items()]
+        return await self._native.send(_executor(), self._mode, topic, value, key, hs)
+
+    async def declare_queue(self, queue: str, dead_letter: str | None = None) -> None:
+        """RabbitMQ: declare ``queue`` as ``rabbitmq_consumer`` does (durable, dead-letter exchange)."""
+        if self._mode != "queue":
+            raise MessagingError("declare_queue is for RabbitMQ producers")
+        await self._native.declare_queue(_executor(), queue, dead_letter or f"{queue}.dead")
+
+    async def send_batch(self, messages: Iterable[Any]) -> list[str]:
+        """Each item a dict (``topic``, ``value``, ``key``, ``headers``) or a tuple in ``send``'s order;
+        sent in order, each confirmed."""
+        ids = []
+        for m in messages:
+            ids.append(await (self.send(**m) if isinstance(m, dict) else self.send(*m)))
+        return ids
+
+    async def close(self) -> None:
+        self._native = None
+
+    async def __aenter__(self) -> Producer:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+class Consumer:
+    """Pull messages yourself: ``subscribe``, ``poll``, ``commit`` (acknowledge) and ``close``.
+
+    Redis: ``group`` set consumes streams with that consumer group; unset, lists. RabbitMQ:
+    ``subscribe`` names queues (declared as ``rabbitmq_consumer`` declares them)."""
+
+    def __init__(self, config: Any, group: str | None, consumer_name: str) -> None:
+        self._config = config
+        self._group = group
+        self._name = consumer_name
+        self._clients: list[Any] = []
+        self._by_source: dict[str, Any] = {}
+        self._next = 0
+        self._buffer: list[tuple[Any, Message]] = []
+
+    @classmethod
+    async def connect(cls, config: Any, group: str | None = None, consumer_name: str | None = None) -> Consumer:
+        kind = _kind_of(config)
+        if kind not in ("redis", "rabbitmq"):
+            raise _unbuilt(kind)
+        return cls(config, group, consumer_name or _consumer_name())
+
+    async def subscribe(self, topics: str | Iterable[str]) -> None:
+        names = [topics] if isinstance(topics, str) else list(topics)
+        native, ex, c = _native().BrokerConsumer, _executor(), self._config
+        rabbit = _kind_of(c) == "rabbitmq"
+        url = _amqp_url(c) if rabbit else _redis_url(c)
+        for name in names:
+            if rabbit:
+                client = await native.rabbitmq(ex, url, name, f"{name}.dead", c.prefetch_count,
+                                               c.connection_timeout_secs, True)  # fmt: skip
+            elif self._group:
+                client = await native.redis_stream(ex, url, name, self._group, self._name, f"{name}:dead", 30.0,
+                                                   c.connection_timeout_secs)  # fmt: skip
+            else:
+                client = await native.redis_list(ex, url, name, self._name, f"{name}:dead", c.connection_timeout_secs)
+            self._clients.append(client)
+            self._by_source[name] = client
+
+    async def poll(self, timeout_ms: int = 1000) -> Message | None:
+        """The next message, or None when none came within ``timeout_ms``."""
+        if not self._clients:
+            raise MessagingError("subscribe() first")
+        if self._buffer:
+            return self._buffer.pop(0)[1]
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            client = self._clients[self._next % len(self._clients)]
+            self._next += 1
+            wait = max(0.01, min(deadline - time.monotonic(), 1.0) / len(self._clients))
+            batch = await client.fetch(_executor(), 1, wait)
+            if batch:
+                return Message(batch[0])
+            if time.monotonic() >= deadline:
+                return None
+
+    async def commit(self, message: Message) -> None:
+        """Acknowledge ``message``: it is done."""
+        await self._by_source[message.source].ack(_executor(), message.id, message.body)
+
+    async def close(self) -> None:
+        self._clients.clear()
+        self._by_source.clear()
+
+
+# ---- the process `cello consume` runs -------------------------------------------------------------
+
+
+class ConsumerApp:
+    """Runs ``specs`` in one process with a small admin HTTP server; what the supervisor of
+    ``cello run`` forks and watches (it calls ``_serve``)."""
+
+    def __init__(self, specs: list[ConsumerSpec], startup_timeout: float = 10.0) -> None:
+        if not specs:
+            raise ValueError("no consumer to run")
+        self.specs = specs
+        self.startup_timeout = startup_timeout
+        self._health = True  # the supervisor's apply_options must not add HTTP health checks
+
+    def _serve(self, opts: Any, on_ready=None, on_beat=None, on_executor=None) -> None:
+        asyncio.run(self._main(opts, on_ready, on_beat, on_executor))
+
+    async def _main(self, opts: Any, on_ready, on_beat, on_executor) -> None:
+        import signal
+
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        signals = 0
+
+        def on_signal() -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:  # a second SIGTERM/SIGINT: quit now
+                os._exit(1)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        stats = _Stats()
+        runners = [_Runner(s, stats, _consumer_name()) for s in self.specs]
+        deadline = time.monotonic() + self.startup_timeout
+        await asyncio.gather(*(r.connect(deadline) for r in runners))
+        draining = False
+
+        async def admin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                parts = head.split(b"\r\n", 1)[0].split()
+                path = parts[1].decode(errors="replace").split("?", 1)[0] if len(parts) >= 2 else ""
+                if path == "/health/live":
+                    status, ctype, body = 200, "application/json", b'{"status":"ok"}'
+                elif path == "/health/ready":
+                    ok = not draining and all(r.healthy for r in runners)
+                    status, ctype = (200 if ok else 503), "application/json"
+                    body = _json.dumps({"status": "ok" if ok else "unavailable", "draining": draining,
+                                        "consumers": {r.spec.name: r.healthy for r in runners}}).encode()  # fmt: skip
+                elif path == "/metrics":
+                    status, ctype, body = 200, "text/plain; version=0.0.4", stats.render().encode()
+                else:
+                    status, ctype = 404, "application/problem+json"
+                    body = _json.dumps({"type": "about:blank", "title": "Not Found", "status": 404}).encode()
+                reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+                writer.write(f"HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n"
+                             f"connection: close\r\n\r\n".encode() + body)  # fmt: skip
+                await writer.drain()
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(admin, opts.host, opts.port, reuse_port=True, reuse_address=True)
+        address = server.sockets[0].getsockname()[:2]
+        if on_executor is not None:
+            on_executor(_BeatInfo(opts.worker_timeout or 30.0))
+        tasks = [asyncio.ensure_future(r.run()) for r in runners]
+        if on_ready is not None:
+            on_ready(address)
+        log.info("consuming %s (admin on %s:%d)", ", ".join(f"{s.kind}:{s.source}" for s in self.specs), *address)
+
+        async def beat() -> None:
+            while True:
+                if on_beat is not None:
+                    on_beat()
+                await asyncio.sleep(1.0)
+
+        beater = asyncio.ensure_future(beat())
+        waiter = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not waiter and t.exception() is not None:
+                raise t.exception()
+        # Drain: stop fetching, let in-flight handlers finish and settle, then leave.
+        draining = True
+        for r in runners:
+            r.stopping = True
+        await asyncio.wait(tasks, timeout=2.0)  # the fetch under way returns within its 1 s block
+        left = sum(await asyncio.gather(*(r.drain(opts.shutdown_timeout) for r in runners)))
+        if left:
+            log.warning("%d message(s) still in their handlers after %.0f s: left for redelivery", left,
+                        opts.shutdown_timeout)  # fmt: skip
+        beater.cancel()
+        server.close()
+
+
+@dataclass
+class _BeatInfo:
+    worker_timeout: float
+
+
+def consumers_of(obj: Any) -> list[ConsumerSpec]:
+    """The consumer a decorated handler declares, or every consumer declared in ``obj``'s module
+    (``obj`` an App, a module or anything defined there)."""
+    spec = getattr(obj, "__cello_consumer__", None)
+    if spec is not None:
+        return [spec]
+    module = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
+    if module is None:
+        return []
+    mod = sys.modules.get(module)
+    found = []
+    for value in vars(mod).values() if mod else ():
+        s = getattr(value, "__cello_consumer__", None)
+        if isinstance(s, ConsumerSpec) and s not in found:
+            found.append(s)
+    return found
+
+
+def apply_binding(spec: ConsumerSpec, binding: _bindings.QueueBinding) -> ConsumerSpec:
+    """The operator's binding gives the broker (and the list/queue name) of ``spec``."""
+    import dataclasses
+
+    if binding.kind != spec.kind:
+        raise ValueError(f"queue binding {binding.name!r} is {binding.kind}, but {spec.name} consumes {spec.kind}")
+    changes: dict[str, Any] = {}
+    if spec.kind == "redis":
+        address = binding.address
+        if address:
+            url = address if "://" in address else f"redis://{address}"
+            if binding.password and "@" not in url.split("://", 1)[1]:
+                scheme, _, rest = url.partition("://")
+                url = f"{scheme}://:{binding.password}@{rest}"
+            changes["url"] = url
+        if binding.list:
+            changes["source"] = binding.list
+    elif spec.kind == "rabbitmq":
+        if binding.url:
+            changes["url"] = binding.url
+        if binding.queue:
+            changes["source"] = binding.queue
+    return dataclasses.replace(spec, **changes)
+
+
 __all__ = [
+    "BrokerUnavailable",
+    "Consumer",
     "FeatureNotAvailable",
+    "Message",
     "MessageResult",
-    *install(
-        globals(),
-        15,
-        ["Message", "Producer", "Consumer"],
-        ["kafka_consumer", "rabbitmq_consumer", "sqs_consumer", "redis_consumer", "kafka_producer"],
-    ),
+    "MessagingError",
+    "Producer",
+    "rabbitmq_consumer",
+    "redis_consumer",
+    *install(globals(), 15, [], ["kafka_consumer", "sqs_consumer", "kafka_producer"]),
 ]

@@ -18,6 +18,7 @@ pub mod data;
 pub mod errors;
 pub mod executor;
 pub mod json;
+pub mod messaging;
 pub mod observability;
 pub mod queue;
 pub mod request;
@@ -48,6 +49,7 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     observability::register(m)?;
     config::register(m)?;
     data::register(m)?;
+    messaging::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

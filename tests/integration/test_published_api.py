@@ -80,8 +80,7 @@ TOP_LEVEL = [
 ]
 
 NOT_YET = {
-    "messaging": (15, ["Message", "Producer", "Consumer", "kafka_consumer", "rabbitmq_consumer", "sqs_consumer",
-                       "redis_consumer", "kafka_producer"]),
+    "messaging": (15, ["kafka_consumer", "sqs_consumer", "kafka_producer"]),
     "grpc": (17, ["GrpcService", "grpc_method", "GrpcServer", "GrpcChannel", "GrpcRequest", "GrpcResponse",
                   "GrpcError"]),
 }  # fmt: skip

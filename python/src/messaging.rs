@@ -1,0 +1,440 @@
+//! `cello.messaging`'s broker side: pyclasses over `cello-messaging`. Awaited through the
+//! caller's [`Executor`]; the futures run on `cello_messaging::runtime()`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cello_messaging::rabbitmq::{RabbitConsumer, RabbitOptions, RabbitProducer};
+use cello_messaging::redis_list::{ListConsumer, ListOptions, RedisProducer};
+use cello_messaging::redis_stream::{StreamConsumer, StreamOptions};
+use cello_messaging::{Delivery, Error};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use crate::executor::Executor;
+
+/// `cello.messaging.BrokerUnavailable` / `MessagingError`, made by the Python module.
+fn to_pyerr(py: Python<'_>, e: Error) -> PyErr {
+    let (kind, message) = match e {
+        Error::Unavailable(m) => ("BrokerUnavailable", m),
+        Error::Broker(m) => ("MessagingError", m),
+        Error::Config(m) => return pyo3::exceptions::PyValueError::new_err(m),
+    };
+    match py
+        .import("cello.messaging")
+        .and_then(|m| m.getattr("_make_error"))
+        .and_then(|f| f.call1((kind, message)))
+    {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(err) => err,
+    }
+}
+
+/// Run `fut` on the messaging runtime and hand its result to `executor`'s loop.
+fn spawn<F, T, C>(py: Python<'_>, executor: &Bound<'_, Executor>, fut: F, convert: C) -> PyResult<Py<PyAny>>
+where
+    F: Future<Output = cello_messaging::Result<T>> + Send + 'static,
+    T: Send + 'static,
+    C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+{
+    let handle = cello_messaging::runtime().handle().clone();
+    executor
+        .get()
+        .spawn_on(py, &handle, async move { Ok(fut.await) }, move |py, out| match out {
+            Ok(v) => convert(py, v),
+            Err(e) => Err(to_pyerr(py, e)),
+        })
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::from_secs(3600))
+}
+
+/// A delivery as the tuple `cello.messaging.Message` wraps:
+/// `(id, body, headers, key, source, partition, offset, delivery_count)`.
+fn delivery_tuple(py: Python<'_>, d: Delivery) -> PyResult<Py<PyAny>> {
+    let headers = PyList::empty(py);
+    for (k, v) in d.headers {
+        headers.append((k, v))?;
+    }
+    Ok(PyTuple::new(
+        py,
+        [
+            PyString::new(py, &d.id).into_any().unbind(),
+            PyBytes::new(py, &d.body).into_any().unbind(),
+            headers.into_any().unbind(),
+            d.key.into_pyobject(py)?.unbind(),
+            PyString::new(py, &d.source).into_any().unbind(),
+            d.partition.into_pyobject(py)?.unbind(),
+            d.offset.into_pyobject(py)?.unbind(),
+            d.delivery_count.into_pyobject(py)?.into_any().unbind(),
+        ],
+    )?
+    .into_any()
+    .unbind())
+}
+
+/// Message bodies: bytes as they are, `str` as UTF-8, anything else as JSON (serialised here).
+pub(crate) fn body_of(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(b) = value.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(s.to_str()?.as_bytes().to_vec());
+    }
+    crate::json::write::to_vec(value)
+}
+
+// One per consumer, behind an Arc: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Source {
+    Stream(StreamConsumer),
+    List(ListConsumer),
+    Rabbit(RabbitConsumer),
+}
+
+/// A connected consumer of one stream, list or queue.
+#[pyclass(frozen, module = "cello._cello")]
+pub struct BrokerConsumer {
+    source: Arc<Source>,
+}
+
+#[pymethods]
+impl BrokerConsumer {
+    /// Awaitable: a consumer of a Redis stream in consumer group `group`.
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    fn redis_stream(
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        url: String,
+        stream: String,
+        group: String,
+        consumer: String,
+        dead_letter: String,
+        claim_idle_secs: f64,
+        connect_timeout_secs: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let opts = StreamOptions {
+            url,
+            stream,
+            group,
+            consumer,
+            dead_letter,
+            claim_idle: secs(claim_idle_secs),
+            connect_timeout: secs(connect_timeout_secs),
+        };
+        spawn(py, executor, StreamConsumer::connect(opts), |py, c| {
+            Ok(Py::new(
+                py,
+                BrokerConsumer {
+                    source: Arc::new(Source::Stream(c)),
+                },
+            )?
+            .into_any())
+        })
+    }
+
+    /// Awaitable: a consumer of a Redis list used as a reliable queue.
+    #[staticmethod]
+    fn redis_list(
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        url: String,
+        list: String,
+        consumer: String,
+        dead_letter: String,
+        connect_timeout_secs: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let opts = ListOptions {
+            url,
+            list,
+            consumer,
+            dead_letter,
+            connect_timeout: secs(connect_timeout_secs),
+        };
+        spawn(py, executor, ListConsumer::connect(opts), |py, c| {
+            Ok(Py::new(
+                py,
+                BrokerConsumer {
+                    source: Arc::new(Source::List(c)),
+                },
+            )?
+            .into_any())
+        })
+    }
+
+    /// Awaitable: a consumer of a RabbitMQ queue (declared durable with its dead-letter
+    /// exchange when `declare`), at most `prefetch` unacknowledged deliveries.
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    fn rabbitmq(
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        url: String,
+        queue: String,
+        dead_letter: String,
+        prefetch: u16,
+        connect_timeout_secs: f64,
+        declare: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let opts = RabbitOptions {
+            url,
+            queue,
+            dead_letter,
+            prefetch,
+            connect_timeout: secs(connect_timeout_secs),
+            declare,
+        };
+        spawn(py, executor, RabbitConsumer::connect(opts), |py, c| {
+            Ok(Py::new(
+                py,
+                BrokerConsumer {
+                    source: Arc::new(Source::Rabbit(c)),
+                },
+            )?
+            .into_any())
+        })
+    }
+
+    /// Awaitable: a list of delivery tuples (empty when none came within `block_secs`).
+    fn fetch(
+        &self,
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        max: usize,
+        block_secs: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let source = self.source.clone();
+        let block = secs(block_secs);
+        spawn(
+            py,
+            executor,
+            async move {
+                match &*source {
+                    Source::Stream(c) => c.fetch(max, block).await,
+                    Source::List(c) => c.fetch(max, block).await,
+                    Source::Rabbit(c) => c.fetch(max, block).await,
+                }
+            },
+            |py, ds| {
+                let list = PyList::empty(py);
+                for d in ds {
+                    list.append(delivery_tuple(py, d)?)?;
+                }
+                Ok(list.into_any().unbind())
+            },
+        )
+    }
+
+    /// Awaitable: the message is done.
+    fn ack(&self, py: Python<'_>, executor: &Bound<'_, Executor>, id: String, body: Vec<u8>) -> PyResult<Py<PyAny>> {
+        let source = self.source.clone();
+        spawn(
+            py,
+            executor,
+            async move {
+                match &*source {
+                    Source::Stream(c) => c.ack(&id).await,
+                    Source::List(c) => c.ack(&body).await,
+                    Source::Rabbit(c) => c.ack(&id).await,
+                }
+            },
+            |py, ()| Ok(py.None()),
+        )
+    }
+
+    /// Awaitable: give the message back (`requeue`) or drop it.
+    fn nack(
+        &self,
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        id: String,
+        body: Vec<u8>,
+        requeue: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let source = self.source.clone();
+        spawn(
+            py,
+            executor,
+            async move {
+                match &*source {
+                    Source::Stream(c) => c.nack(&id, requeue).await,
+                    Source::List(c) => c.nack(&body, requeue).await,
+                    Source::Rabbit(c) => c.nack(&id, requeue).await,
+                }
+            },
+            |py, ()| Ok(py.None()),
+        )
+    }
+
+    /// Awaitable: to the dead-letter destination with `error` in its headers, and done here.
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter(
+        &self,
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        id: String,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+        key: Option<String>,
+        delivery_count: u32,
+        error: String,
+    ) -> PyResult<Py<PyAny>> {
+        let source = self.source.clone();
+        spawn(
+            py,
+            executor,
+            async move {
+                let d = Delivery {
+                    id,
+                    body,
+                    headers,
+                    key,
+                    source: match &*source {
+                        Source::Stream(c) => c.source().to_owned(),
+                        Source::List(c) => c.source().to_owned(),
+                        Source::Rabbit(c) => c.source().to_owned(),
+                    },
+                    delivery_count,
+                    ..Delivery::default()
+                };
+                match &*source {
+                    Source::Stream(c) => c.dead_letter(&d, &error).await,
+                    Source::List(c) => c.dead_letter(&d, &error).await,
+                    Source::Rabbit(c) => c.dead_letter(&d, &error).await,
+                }
+            },
+            |py, ()| Ok(py.None()),
+        )
+    }
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Sink {
+    Redis(RedisProducer),
+    Rabbit(RabbitProducer),
+}
+
+/// A connected producer.
+#[pyclass(frozen, module = "cello._cello")]
+pub struct BrokerProducer {
+    sink: Arc<Sink>,
+}
+
+#[pymethods]
+impl BrokerProducer {
+    /// Awaitable: a Redis producer.
+    #[staticmethod]
+    fn redis(
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        url: String,
+        connect_timeout_secs: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let timeout = secs(connect_timeout_secs);
+        spawn(
+            py,
+            executor,
+            async move { RedisProducer::connect(&url, timeout).await },
+            |py, p| {
+                Ok(Py::new(
+                    py,
+                    BrokerProducer {
+                        sink: Arc::new(Sink::Redis(p)),
+                    },
+                )?
+                .into_any())
+            },
+        )
+    }
+
+    /// Awaitable: a RabbitMQ producer (publisher confirms on).
+    #[staticmethod]
+    fn rabbitmq(
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        url: String,
+        connect_timeout_secs: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let timeout = secs(connect_timeout_secs);
+        spawn(
+            py,
+            executor,
+            async move { RabbitProducer::connect(&url, timeout).await },
+            |py, p| {
+                Ok(Py::new(
+                    py,
+                    BrokerProducer {
+                        sink: Arc::new(Sink::Rabbit(p)),
+                    },
+                )?
+                .into_any())
+            },
+        )
+    }
+
+    /// Awaitable: declare a RabbitMQ queue as consumers do (durable, with its dead-letter exchange).
+    fn declare_queue(
+        &self,
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        queue: String,
+        dead_letter: String,
+    ) -> PyResult<Py<PyAny>> {
+        let sink = self.sink.clone();
+        spawn(
+            py,
+            executor,
+            async move {
+                match &*sink {
+                    Sink::Rabbit(p) => p.declare(&queue, &dead_letter).await,
+                    Sink::Redis(_) => Ok(()),
+                }
+            },
+            |py, ()| Ok(py.None()),
+        )
+    }
+
+    /// Awaitable: publish one message to `dest` (`kind`: "stream" or "list"); resolves to the
+    /// broker's id for it once the broker has it.
+    #[pyo3(signature = (executor, kind, dest, value, key = None, headers = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &self,
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        kind: String,
+        dest: String,
+        value: &Bound<'_, PyAny>,
+        key: Option<String>,
+        headers: Option<Vec<(String, String)>>,
+    ) -> PyResult<Py<PyAny>> {
+        let body = body_of(value)?;
+        let headers = headers.unwrap_or_default();
+        let sink = self.sink.clone();
+        spawn(
+            py,
+            executor,
+            async move {
+                match &*sink {
+                    Sink::Redis(p) if kind == "list" => p.lpush(&dest, &body).await.map(|n| n.to_string()),
+                    Sink::Redis(p) => p.xadd(&dest, &body, key.as_deref(), &headers).await,
+                    // The default exchange routes by queue name; confirmed before this returns.
+                    Sink::Rabbit(p) => p
+                        .send("", &dest, &body, key.as_deref(), &headers)
+                        .await
+                        .map(|()| String::new()),
+                }
+            },
+            |py, id| Ok(PyString::new(py, &id).into_any().unbind()),
+        )
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<BrokerConsumer>()?;
+    m.add_class::<BrokerProducer>()?;
+    Ok(())
+}
