@@ -87,7 +87,8 @@ def certificates(folder: Path) -> tuple[str, str]:
 
 def wrk(url: str, duration: float, connections: int) -> float:
     out = subprocess.run(
-        pin(1, ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", url]),
+        # wrk takes whole seconds only ("-d2.0s" is refused).
+        pin(1, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", url]),
         capture_output=True,
         text=True,
         check=True,

@@ -27,8 +27,9 @@ pub struct WebSocketConfig {
     #[serde(alias = "queue_size")]
     #[schemars(range(min = 1, max = 65_536))]
     pub queue_size: u32,
-    /// permessage-deflate (RFC 7692). Not available: the WebSocket library has no
-    /// compression, so `true` is refused rather than ignored.
+    /// permessage-deflate (RFC 7692): take up a client's compression offer (context takeover,
+    /// `server_no_context_takeover`, `client_no_context_takeover`, `server_max_window_bits`
+    /// 9 to 15). Clients that do not offer it get an uncompressed connection.
     #[serde(alias = "per_message_deflate")]
     pub per_message_deflate: bool,
 }
@@ -46,7 +47,7 @@ impl Default for WebSocketConfig {
 }
 
 impl WebSocketConfig {
-    /// Range checks; `perMessageDeflate` is refused (not built).
+    /// Range checks.
     pub fn validate(&self) -> Result<()> {
         if !(self.ping_interval.is_finite() && self.ping_interval >= 0.0) {
             return Err(invalid("websocket.pingInterval", "must be a number of seconds >= 0"));
@@ -59,13 +60,6 @@ impl WebSocketConfig {
         }
         if !(1..=65_536).contains(&self.queue_size) {
             return Err(invalid("websocket.queueSize", "must be between 1 and 65536"));
-        }
-        if self.per_message_deflate {
-            return Err(invalid(
-                "websocket.perMessageDeflate",
-                "permessage-deflate is not available (the WebSocket library has no compression); \
-                 leave it false",
-            ));
         }
         Ok(())
     }

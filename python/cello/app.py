@@ -99,15 +99,10 @@ class App(SecurityMixin, EdgeMiddleware, Routes, EdgeMixin):
         self._http2 = config
 
     def set_websocket(self, config: WebSocketConfig) -> None:
-        """WebSocket keep-alive pings, idle timeout, message size limit and queue sizes."""
+        """WebSocket keep-alive pings, idle timeout, message size limit, queue sizes and
+        permessage-deflate."""
         if not isinstance(config, WebSocketConfig):
             raise TypeError(f"set_websocket() takes a WebSocketConfig, not {type(config).__name__}")
-        if config.per_message_deflate:
-            raise FeatureNotAvailable(
-                "WebSocketConfig(per_message_deflate=True): permessage-deflate",
-                issue=12,
-                hint="the WebSocket library Cello uses (tungstenite) has no compression; leave it False",
-            )
         self._websocket = config
 
     def set_cluster(self, config: ClusterConfig) -> None:

@@ -322,7 +322,7 @@ class WebSocketConfig(_Config):
     """WebSocket keep-alive and limits (``app.set_websocket(config)``, ``websocket:`` in
     ``cello.yaml``): ``ping_interval`` / ``idle_timeout`` seconds (0 turns each off),
     ``max_message_size`` bytes (bigger closes with 1009), ``queue_size`` messages buffered each
-    way. ``per_message_deflate=True`` is refused: compression is not available."""
+    way; ``per_message_deflate=True`` takes up a client's permessage-deflate offer (RFC 7692)."""
 
 
 # ---- deployment --------------------------------------------------------------------------------

@@ -320,3 +320,185 @@ async fn serve_request(
     }
     let _ = send.finish().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use bytes::Buf;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::endpoint::RoutedRequest;
+    use crate::{ServeOptions, Server, Target};
+
+    const CHUNK: usize = 64 * 1024;
+    /// Far more than any transport buffer: the producer could run this far ahead if nothing held it.
+    const TOTAL: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+
+    /// A server on a free port with HTTP/3 on; `/big` streams up to [`TOTAL`] bytes and
+    /// counts in `produced` what the server has taken from the producer.
+    async fn start(
+        produced: Arc<AtomicU64>,
+    ) -> (
+        crate::App,
+        SocketAddr,
+        rustls::pki_types::CertificateDer<'static>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let config = ServerConfig {
+            tls: Some(cello_config::TlsConfig {
+                cert_path: cert_path.to_string_lossy().into_owned(),
+                key_path: key_path.to_string_lossy().into_owned(),
+                ..cello_config::TlsConfig::default()
+            }),
+            http3: Some(Http3Config::default()),
+            ..ServerConfig::default()
+        };
+        let mut b = Server::builder(config);
+        b.route(
+            &[http::Method::GET],
+            "/big",
+            Target::Endpoint(Arc::new(move |_req: RoutedRequest| {
+                let produced = produced.clone();
+                async move {
+                    // One chunk of slack: the producer runs only as far ahead as the server pulls.
+                    let (tx, rx) = mpsc::channel(1);
+                    tokio::spawn(async move {
+                        let chunk = Bytes::from(vec![b'x'; CHUNK]);
+                        while produced.load(Ordering::Acquire) < TOTAL {
+                            if tx.send(Ok(chunk.clone())).await.is_err() {
+                                break;
+                            }
+                            produced.fetch_add(CHUNK as u64, Ordering::AcqRel);
+                        }
+                    });
+                    Response::new(ResponseBody::Channel(rx))
+                }
+            })),
+        )
+        .unwrap();
+        let app = b.build().unwrap();
+        let listener = crate::Listener::bind_tcp(([127, 0, 0, 1], 0).into()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = app.clone();
+        tokio::spawn(async move {
+            serving
+                .serve(
+                    listener,
+                    ServeOptions {
+                        drain_timeout: Duration::from_secs(2),
+                        signals: false,
+                    },
+                )
+                .await
+        });
+        (app, addr, cert.der().clone(), dir)
+    }
+
+    async fn h3_client(
+        addr: SocketAddr,
+        ca: rustls::pki_types::CertificateDer<'static>,
+    ) -> (quinn::Endpoint, h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>) {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        // QUIC binds the TCP listener's port number once serving starts.
+        let mut tries = 0;
+        let conn = loop {
+            match endpoint.connect(addr, "localhost").unwrap().await {
+                Ok(c) => break c,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "QUIC not up yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("no QUIC connection: {e}"),
+            }
+        };
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn)).await.unwrap();
+        tokio::spawn(async move { futures_util::future::poll_fn(|cx| driver.poll_close(cx)).await });
+        (endpoint, send)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_http3_reader_holds_the_response_back_instead_of_the_server_buffering_it() {
+        let produced = Arc::new(AtomicU64::new(0));
+        let (app, addr, ca, _dir) = start(produced.clone()).await;
+        let (endpoint, mut send) = h3_client(addr, ca).await;
+        let mut stream = send
+            .send_request(
+                Request::get(format!("https://localhost:{}/big", addr.port()))
+                    .body(())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        stream.finish().await.unwrap();
+        assert_eq!(stream.recv_response().await.unwrap().status(), StatusCode::OK);
+
+        let mut read = 0u64;
+        while read < 4 * MIB {
+            let chunk = stream.recv_data().await.unwrap().expect("the body ended early");
+            read += chunk.remaining() as u64;
+        }
+        // Stop reading. The server may run ahead by what QUIC flow control lets it send plus
+        // its own small buffers, then must wait.
+        let mut last = produced.load(Ordering::Acquire);
+        let mut stable = 0;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = produced.load(Ordering::Acquire);
+            stable = if now == last { stable + 1 } else { 0 };
+            last = now;
+            if stable >= 10 {
+                break;
+            }
+        }
+        assert!(
+            stable >= 10,
+            "the server kept producing for a reader that stopped ({last} bytes)"
+        );
+        let ahead = last - read;
+        assert!(
+            ahead < 16 * MIB,
+            "the server took {} MiB beyond what the client read",
+            ahead / MIB
+        );
+
+        // Reading again lets the stream move on, still in step with the reader.
+        while read < 24 * MIB {
+            let chunk = stream.recv_data().await.unwrap().expect("the body ended early");
+            read += chunk.remaining() as u64;
+        }
+        let ahead = produced.load(Ordering::Acquire) - read;
+        assert!(
+            ahead < 16 * MIB,
+            "the server ran {} MiB ahead after resuming",
+            ahead / MIB
+        );
+        assert!(produced.load(Ordering::Acquire) < TOTAL);
+        drop(stream);
+        drop(send);
+        endpoint.close(quinn::VarInt::from_u32(0), b"");
+        app.stop();
+    }
+}

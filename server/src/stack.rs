@@ -1276,19 +1276,63 @@ mod tests {
         let app = app(c, |_| {});
         let mut conn = ConnInfo::new(None, false);
         conn.budgets = Some(Arc::default());
+        let budgets = conn.budgets.clone().unwrap();
+        // Another request holds 1 byte of the 4: bodies that need more than the rest get 503;
+        // a body bigger than the whole budget needs all of it.
+        let other = budgets.reserve_body(1, 4).unwrap();
         for (body, declared, want) in [
-            (&b"1234"[..], true, StatusCode::OK),
+            (&b"123"[..], true, StatusCode::OK),
+            (b"1234", true, StatusCode::SERVICE_UNAVAILABLE),
             (b"12345", true, StatusCode::SERVICE_UNAVAILABLE),
             (b"12345", false, StatusCode::SERVICE_UNAVAILABLE),
-            (b"1234", false, StatusCode::OK),
+            (b"123", false, StatusCode::OK),
         ] {
             let mut req = post("/items/1", body, declared);
             req.extensions_mut().insert(conn.clone());
             let resp = app.service().run(req).await.unwrap();
-            assert_eq!(resp.status(), want);
+            assert_eq!(resp.status(), want, "{body:?} declared: {declared}");
         }
         // Given back after each request.
+        drop(other);
+        assert_eq!(budgets.bodies.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_declared_body_bigger_than_the_buffered_budget_spools_up_to_the_body_limit() {
+        const MIB: usize = 1 << 20;
+        let mut c = ServerConfig::default();
+        c.limits.max_buffered_bytes = 2 * MIB as u64;
+        c.limits.max_body_size = 8 * MIB as u64;
+        let app = app(c, |_| {});
+        let mut conn = ConnInfo::new(None, false);
+        conn.budgets = Some(Arc::default());
+        for (len, want) in [
+            (3 * MIB, StatusCode::OK),
+            (8 * MIB, StatusCode::OK),
+            (8 * MIB + 1, StatusCode::PAYLOAD_TOO_LARGE),
+        ] {
+            let mut req = Request::post("/items/1")
+                .header("host", "t")
+                .header("content-length", len)
+                .body(RequestBody::full(vec![b'x'; len]))
+                .unwrap();
+            req.extensions_mut().insert(conn.clone());
+            let resp = app.service().run(req).await.unwrap();
+            assert_eq!(resp.status(), want, "{len} bytes");
+        }
         let budgets = conn.budgets.as_ref().unwrap();
+        assert_eq!(budgets.bodies.load(Ordering::Acquire), 0);
+        // It takes the whole budget: while another body is held, it is 503 (retry).
+        let other = budgets.reserve_body(1, 2 * MIB as u64).unwrap();
+        let mut req = Request::post("/items/1")
+            .header("host", "t")
+            .header("content-length", 3 * MIB)
+            .body(RequestBody::full(vec![b'x'; 3 * MIB]))
+            .unwrap();
+        req.extensions_mut().insert(conn.clone());
+        let resp = app.service().run(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(other);
         assert_eq!(budgets.bodies.load(Ordering::Acquire), 0);
     }
 }

@@ -278,6 +278,8 @@ pub(crate) async fn dispatch(
     } else if spool_ok {
         // The budget counts a declared body up front here too (spooled or not, the handler
         // may still read it into memory), so a flood of large uploads is refused with 503.
+        // A body bigger than the whole budget takes all of it rather than never fitting: it
+        // spools when the server holds no other body (up to `max`, 413 beyond).
         let declared = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -286,7 +288,8 @@ pub(crate) async fn dispatch(
             .filter(|n| *n <= max);
         let budget_max = config.limits.max_buffered_bytes;
         if let (Some(res), Some(n)) = (budget.as_mut(), declared) {
-            if budget_max > 0 && !res.grow(n, budget_max) {
+            let held = n.min(budget_max);
+            if budget_max > 0 && !res.grow(held, budget_max) {
                 let mut resp = problem(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the server is holding too many request bodies; retry shortly",
@@ -302,7 +305,7 @@ pub(crate) async fn dispatch(
                 // An undeclared (chunked) body counts what is held in memory once read.
                 if declared.is_none() && budget_max > 0 {
                     if let Some(res) = budget.as_mut() {
-                        if !res.grow(b.len() as u64, budget_max) {
+                        if !res.grow((b.len() as u64).min(budget_max), budget_max) {
                             let mut resp = problem(
                                 StatusCode::SERVICE_UNAVAILABLE,
                                 "the server is holding too many request bodies; retry shortly",

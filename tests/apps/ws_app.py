@@ -1,7 +1,7 @@
 """WebSocket routes for tests/integration/test_websocket.py.
 
 Env: WS_MAX_MESSAGE (bytes), WS_PING / WS_IDLE (seconds), WS_QUEUE (messages),
-WS_MAX_CONNECTIONS."""
+WS_MAX_CONNECTIONS, WS_DEFLATE (1: permessage-deflate on)."""
 
 import asyncio
 import os
@@ -17,6 +17,7 @@ app.set_websocket(
         ping_interval=float(os.environ.get("WS_PING", "20")),
         idle_timeout=float(os.environ.get("WS_IDLE", "60")),
         queue_size=int(os.environ.get("WS_QUEUE", "16")),
+        per_message_deflate=os.environ.get("WS_DEFLATE") == "1",
     )
 )
 if os.environ.get("WS_MAX_CONNECTIONS"):

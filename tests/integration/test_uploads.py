@@ -111,8 +111,8 @@ def test_uploaded_file_api_and_filenames_are_never_paths(server, tmp_path):
 
 
 def test_a_large_file_part_is_spooled_with_flat_rss_and_removed_after_the_request(server, tmp_path):
-    # 200 MiB: a declared length above limits.maxBufferedBytes (256 MiB) is refused with 503
-    # by the body budget, spooled or not.
+    # 200 MiB declared: within limits.maxBufferedBytes (256 MiB), which counts a declared body
+    # (spooled or not) while it is held; a bigger one takes the whole budget (see below).
     total = 200 * MiB
     before = server.rss()
     body = b"".join(chunks(total))  # httpx builds multipart bodies in memory: this process's RSS, not the server's
@@ -136,6 +136,26 @@ def test_a_large_file_part_is_spooled_with_flat_rss_and_removed_after_the_reques
             break
         assert time.monotonic() < deadline, f"temporary files left behind: {files}"
         time.sleep(0.05)
+
+
+def test_a_declared_body_bigger_than_the_memory_budget_spools_and_past_the_body_limit_is_413(serve, tmp_path):
+    # limits.maxBufferedBytes (default 256 MiB) lowered to 4 MiB: a 12 MiB body with its
+    # Content-Length used to get 503 however idle the server was; it spools to disk instead.
+    cfg = tmp_path / "cello.yaml"
+    cfg.write_text(f"limits:\n  maxBodySize: {16 * MiB}\n  maxBufferedBytes: {4 * MiB}\n")
+    srv = serve("upload_app", env={"CELLO_CONFIG": str(cfg)}, fresh=True)
+    total = 12 * MiB
+    body = b"".join(chunks(total))
+    r = httpx.post(srv.url("/count"), content=body, timeout=60)
+    assert r.request.headers["content-length"] == str(total)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"bytes": total, "sha256": digest(total), "spooled": True}
+    r = httpx.post(srv.url("/body"), content=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"bytes": total, "sha256": digest(total)}
+    r = httpx.post(srv.url("/count"), content=b"".join(chunks(16 * MiB + 1)), timeout=60)
+    assert r.status_code == 413, r.text
+    assert r.headers["content-type"] == "application/problem+json"
 
 
 def test_multipart_limits_are_413_and_a_malformed_body_is_400(serve):

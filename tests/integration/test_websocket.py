@@ -360,17 +360,6 @@ def test_a_thousand_concurrent_connections_on_one_worker(server):
 # ---- configuration, keep-alive, connection accounting, drain --------------------------------
 
 
-def test_per_message_deflate_is_refused_not_ignored():
-    import cello
-    from cello import WebSocketConfig
-
-    app = cello.App()
-    with pytest.raises(cello.FeatureNotAvailable, match="permessage-deflate"):
-        app.set_websocket(WebSocketConfig(per_message_deflate=True))
-    with pytest.raises(cello.ConfigError, match="perMessageDeflate"):
-        cello._cello.validate_config(json.dumps({"websocket": {"perMessageDeflate": True}}))
-
-
 def test_server_pings_keep_a_quiet_connection_alive_and_idle_peers_are_closed_1001(serve):
     srv = serve("ws_app", env={"WS_PING": "0.3", "WS_IDLE": "1.2"})
 

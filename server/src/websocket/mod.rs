@@ -6,6 +6,10 @@
 //! switched protocols) pumps frames between the socket and two bounded channels. Bounded
 //! both ways: a handler that does not read stops the server reading the socket (TCP pushes
 //! back on the client), and a client that does not read makes the handler's `send` wait.
+//! With `websocket.perMessageDeflate`, a client's permessage-deflate offer is taken up and
+//! [`deflate::DeflateStream`] compresses under tungstenite (which has no extensions).
+
+pub mod deflate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +18,14 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig as WireConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use self::deflate::{DeflateParams, DeflateStream};
 use crate::body::ResponseBody;
 use crate::problem::problem;
 use crate::serve::ConnLease;
@@ -80,6 +86,7 @@ pub struct Handshake {
     lease: Option<Arc<ConnLease>>,
     conn: Option<ConnInfo>,
     config: WebSocketConfig,
+    deflate: Option<DeflateParams>,
 }
 
 fn has_token(headers: &http::HeaderMap, name: HeaderName, token: &str) -> bool {
@@ -151,6 +158,11 @@ impl Handshake {
         };
         let conn = parts.extensions.get::<ConnInfo>();
         let lease = conn.and_then(|c| c.hold.as_ref()).and_then(|h| h.0.upgrade());
+        let deflate = if config.per_message_deflate {
+            deflate::negotiate(h)
+        } else {
+            None
+        };
         Ok(Self {
             accept_key: tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key),
             protocols,
@@ -158,6 +170,7 @@ impl Handshake {
             lease,
             conn: conn.cloned(),
             config: config.clone(),
+            deflate,
         })
     }
 
@@ -190,11 +203,15 @@ impl Handshake {
         if let Some(p) = protocol.and_then(|p| HeaderValue::try_from(p).ok()) {
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
         }
+        if let Some(v) = self.deflate.and_then(|d| HeaderValue::try_from(d.response()).ok()) {
+            h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
+        }
         let session = Session {
             on_upgrade: self.on_upgrade,
             lease: self.lease,
             _conn: self.conn,
             config: self.config,
+            deflate: self.deflate,
         };
         (resp, session)
     }
@@ -216,6 +233,7 @@ pub struct Session {
     lease: Option<Arc<ConnLease>>,
     _conn: Option<ConnInfo>,
     config: WebSocketConfig,
+    deflate: Option<DeflateParams>,
 }
 
 fn secs(s: f64) -> Option<Duration> {
@@ -239,7 +257,7 @@ impl Session {
     /// channel stops reading), `outgoing` messages are written (a `Close` starts the close
     /// handshake). Pings every `pingInterval`, closes with 1001 after `idleTimeout` without a
     /// frame from the peer or when the server drains, 1009 for an oversized message.
-    pub async fn run(self, incoming: mpsc::Sender<WsMessage>, mut outgoing: mpsc::Receiver<WsMessage>) -> SessionEnd {
+    pub async fn run(self, incoming: mpsc::Sender<WsMessage>, outgoing: mpsc::Receiver<WsMessage>) -> SessionEnd {
         let Ok(upgraded) = self.on_upgrade.await else {
             return SessionEnd::Abnormal;
         };
@@ -247,132 +265,156 @@ impl Session {
         let wire = WireConfig::default()
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(wire)).await;
-        let (mut sink, mut stream) = ws.split();
         let shutdown = self.lease.as_ref().map(|l| l.shutdown.clone()).unwrap_or_default();
-        let ping_every = secs(self.config.ping_interval);
-        let idle_after = secs(self.config.idle_timeout);
-        let far = Duration::from_secs(86_400 * 365);
-        let mut ping = tokio::time::interval(ping_every.unwrap_or(far));
-        ping.reset(); // the first tick is one interval from now, not immediate
-        let idle = tokio::time::sleep(idle_after.unwrap_or(far));
-        tokio::pin!(idle);
-        // `closing`: we sent a close frame, so we only wait (bounded) for the peer's answer.
-        let (mut closing, mut got_close, mut handler_done) = (false, false, false);
-        let close_wait = Duration::from_secs(5);
-        // Room reserved in `incoming` for the next message: reading waits for it.
-        let mut permit: Option<mpsc::OwnedPermit<WsMessage>> = None;
-        let end = loop {
-            let mut start_close = None;
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled(), if !closing => start_close = Some((close::GOING_AWAY, "server shutting down")),
-                out = outgoing.recv(), if !handler_done => match out {
-                    Some(msg) => {
-                        let was_closing = closing;
-                        if let Some(end) = write(&mut sink, msg, &mut closing).await {
-                            break end;
-                        }
-                        if closing && !was_closing {
-                            idle.as_mut().reset(tokio::time::Instant::now() + close_wait);
-                        }
-                    }
-                    None => {
-                        // The handler let go of the connection without closing it.
-                        handler_done = true;
-                        start_close = Some((close::NORMAL, ""));
-                    }
-                },
-                _ = ping.tick(), if ping_every.is_some() && !closing => {
-                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                        break SessionEnd::Abnormal;
-                    }
-                }
-                () = &mut idle => {
-                    if closing {
-                        break SessionEnd::Closed; // the peer never answered our close
-                    }
-                    start_close = Some((close::GOING_AWAY, "idle timeout"));
-                }
-                p = incoming.clone().reserve_owned(), if permit.is_none() && !got_close => match p {
-                    Ok(p) => permit = Some(p),
-                    Err(_) => {
-                        // Nobody reads any more: drop what arrives, but keep answering frames.
-                        got_close = true;
-                        start_close = Some((close::NORMAL, ""));
-                    }
-                },
-                next = stream.next(), if permit.is_some() || got_close => {
-                    if !closing {
-                        if let Some(after) = idle_after {
-                            idle.as_mut().reset(tokio::time::Instant::now() + after);
-                        }
-                    }
-                    let deliver = |permit: &mut Option<mpsc::OwnedPermit<WsMessage>>, m: WsMessage| {
-                        if let Some(p) = permit.take() {
-                            p.send(m);
-                        }
-                    };
-                    match next {
-                        Some(Ok(Message::Text(t))) => deliver(&mut permit, WsMessage::Text(t.as_str().to_owned())),
-                        Some(Ok(Message::Binary(b))) => deliver(&mut permit, WsMessage::Binary(b)),
-                        Some(Ok(Message::Close(frame))) => {
-                            let (code, reason) = frame.map_or((None, String::new()), |f| {
-                                (Some(u16::from(f.code)), f.reason.as_str().to_owned())
-                            });
-                            if !got_close {
-                                deliver(&mut permit, WsMessage::Close(code, reason));
-                            }
-                            got_close = true;
-                            // tungstenite queued the reply (echoing the code); send it now.
-                            let _ = sink.flush().await;
-                            if closing {
-                                break SessionEnd::Closed;
-                            }
-                            closing = true;
-                            idle.as_mut().reset(tokio::time::Instant::now() + close_wait);
-                        }
-                        Some(Ok(_)) => {} // ping (answered by tungstenite), pong, raw frame
-                        Some(Err(e)) => {
-                            let code = match &e {
-                                WsError::Capacity(_) => Some((close::TOO_BIG, "message too big")),
-                                WsError::Protocol(_) => Some((close::PROTOCOL, "protocol error")),
-                                WsError::Utf8(_) => Some((close::INVALID_DATA, "invalid UTF-8")),
-                                _ => None,
-                            };
-                            if let Some((code, reason)) = code {
-                                if !closing {
-                                    let _ = sink.send(close_frame(code, reason)).await;
-                                }
-                                deliver(&mut permit, WsMessage::Close(Some(code), reason.to_owned()));
-                                break SessionEnd::Closed;
-                            }
-                            break if closing && matches!(e, WsError::ConnectionClosed) {
-                                SessionEnd::Closed
-                            } else {
-                                SessionEnd::Abnormal
-                            };
-                        }
-                        None => break if closing { SessionEnd::Closed } else { SessionEnd::Abnormal },
-                    }
-                }
+        let io = TokioIo::new(upgraded);
+        match self.deflate {
+            Some(params) => {
+                let io = DeflateStream::new(io, params, max);
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(wire)).await;
+                pump(ws, &self.config, shutdown, incoming, outgoing).await
             }
-            if let Some((code, reason)) = start_close {
-                if !closing {
-                    closing = true;
-                    let _ = sink.send(close_frame(code, reason)).await;
-                    idle.as_mut().reset(tokio::time::Instant::now() + close_wait);
-                }
+            None => {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(wire)).await;
+                pump(ws, &self.config, shutdown, incoming, outgoing).await
             }
-        };
-        drop(permit);
-        if end == SessionEnd::Abnormal {
-            let _ = incoming.try_send(WsMessage::Close(Some(close::ABNORMAL), String::new()));
         }
-        // Close the TCP side; errors here mean it is closed already.
-        let _ = sink.close().await;
-        end
     }
+}
+
+/// The session's loop over `ws` (see [`Session::run`]).
+async fn pump<S>(
+    ws: WebSocketStream<S>,
+    config: &WebSocketConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+    incoming: mpsc::Sender<WsMessage>,
+    mut outgoing: mpsc::Receiver<WsMessage>,
+) -> SessionEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut sink, mut stream) = ws.split();
+    let ping_every = secs(config.ping_interval);
+    let idle_after = secs(config.idle_timeout);
+    let far = Duration::from_secs(86_400 * 365);
+    let mut ping = tokio::time::interval(ping_every.unwrap_or(far));
+    ping.reset(); // the first tick is one interval from now, not immediate
+    let idle = tokio::time::sleep(idle_after.unwrap_or(far));
+    tokio::pin!(idle);
+    // `closing`: we sent a close frame, so we only wait (bounded) for the peer's answer.
+    let (mut closing, mut got_close, mut handler_done) = (false, false, false);
+    let close_wait = Duration::from_secs(5);
+    // Room reserved in `incoming` for the next message: reading waits for it.
+    let mut permit: Option<mpsc::OwnedPermit<WsMessage>> = None;
+    let end = loop {
+        let mut start_close = None;
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled(), if !closing => start_close = Some((close::GOING_AWAY, "server shutting down")),
+            out = outgoing.recv(), if !handler_done => match out {
+                Some(msg) => {
+                    let was_closing = closing;
+                    if let Some(end) = write(&mut sink, msg, &mut closing).await {
+                        break end;
+                    }
+                    if closing && !was_closing {
+                        idle.as_mut().reset(tokio::time::Instant::now() + close_wait);
+                    }
+                }
+                None => {
+                    // The handler let go of the connection without closing it.
+                    handler_done = true;
+                    start_close = Some((close::NORMAL, ""));
+                }
+            },
+            _ = ping.tick(), if ping_every.is_some() && !closing => {
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break SessionEnd::Abnormal;
+                }
+            }
+            () = &mut idle => {
+                if closing {
+                    break SessionEnd::Closed; // the peer never answered our close
+                }
+                start_close = Some((close::GOING_AWAY, "idle timeout"));
+            }
+            p = incoming.clone().reserve_owned(), if permit.is_none() && !got_close => match p {
+                Ok(p) => permit = Some(p),
+                Err(_) => {
+                    // Nobody reads any more: drop what arrives, but keep answering frames.
+                    got_close = true;
+                    start_close = Some((close::NORMAL, ""));
+                }
+            },
+            next = stream.next(), if permit.is_some() || got_close => {
+                if !closing {
+                    if let Some(after) = idle_after {
+                        idle.as_mut().reset(tokio::time::Instant::now() + after);
+                    }
+                }
+                let deliver = |permit: &mut Option<mpsc::OwnedPermit<WsMessage>>, m: WsMessage| {
+                    if let Some(p) = permit.take() {
+                        p.send(m);
+                    }
+                };
+                match next {
+                    Some(Ok(Message::Text(t))) => deliver(&mut permit, WsMessage::Text(t.as_str().to_owned())),
+                    Some(Ok(Message::Binary(b))) => deliver(&mut permit, WsMessage::Binary(b)),
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = frame.map_or((None, String::new()), |f| {
+                            (Some(u16::from(f.code)), f.reason.as_str().to_owned())
+                        });
+                        if !got_close {
+                            deliver(&mut permit, WsMessage::Close(code, reason));
+                        }
+                        got_close = true;
+                        // tungstenite queued the reply (echoing the code); send it now.
+                        let _ = sink.flush().await;
+                        if closing {
+                            break SessionEnd::Closed;
+                        }
+                        closing = true;
+                        idle.as_mut().reset(tokio::time::Instant::now() + close_wait);
+                    }
+                    Some(Ok(_)) => {} // ping (answered by tungstenite), pong, raw frame
+                    Some(Err(e)) => {
+                        let code = match &e {
+                            WsError::Capacity(_) => Some((close::TOO_BIG, "message too big")),
+                            WsError::Protocol(_) => Some((close::PROTOCOL, "protocol error")),
+                            WsError::Utf8(_) => Some((close::INVALID_DATA, "invalid UTF-8")),
+                            _ => None,
+                        };
+                        if let Some((code, reason)) = code {
+                            if !closing {
+                                let _ = sink.send(close_frame(code, reason)).await;
+                            }
+                            deliver(&mut permit, WsMessage::Close(Some(code), reason.to_owned()));
+                            break SessionEnd::Closed;
+                        }
+                        break if closing && matches!(e, WsError::ConnectionClosed) {
+                            SessionEnd::Closed
+                        } else {
+                            SessionEnd::Abnormal
+                        };
+                    }
+                    None => break if closing { SessionEnd::Closed } else { SessionEnd::Abnormal },
+                }
+            }
+        }
+        if let Some((code, reason)) = start_close {
+            if !closing {
+                closing = true;
+                let _ = sink.send(close_frame(code, reason)).await;
+                idle.as_mut().reset(tokio::time::Instant::now() + close_wait);
+            }
+        }
+    };
+    drop(permit);
+    if end == SessionEnd::Abnormal {
+        let _ = incoming.try_send(WsMessage::Close(Some(close::ABNORMAL), String::new()));
+    }
+    // Close the TCP side; errors here mean it is closed already.
+    let _ = sink.close().await;
+    end
 }
 
 /// Write one message from the handler; `Some(end)` when the connection is finished.
