@@ -262,4 +262,22 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), RangeSpec::Whole);
         assert_eq!(parse_range(Some("bytes=0-0"), 0), RangeSpec::Unsatisfiable);
     }
+
+    /// A file operation that never returns (a hung NFS read, say) ends with `TimedOut` after
+    /// [`IO_TIMEOUT`] instead of hanging its response; the clock is paused, so the test does
+    /// not wait the real 10 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_file_operation_times_out() {
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        let started = tokio::time::Instant::now();
+        let err = blocking(move || {
+            let _ = stuck.recv();
+            Ok(())
+        })
+        .await
+        .expect_err("a stuck operation must not succeed");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= IO_TIMEOUT);
+        let _ = release.send(());
+    }
 }
