@@ -684,7 +684,8 @@ impl RouterService {
             None => path,
         };
         let method = req.method();
-        match self.0.router.lookup(method, route_path) {
+        let upgrade = crate::websocket::wants_upgrade(req.headers());
+        match self.0.router.lookup_upgrade(method, route_path, upgrade) {
             Lookup::Found { route, params, .. } => {
                 let route = route.clone();
                 let conn = req.extensions().get::<ConnInfo>().cloned();
