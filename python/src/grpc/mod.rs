@@ -1,0 +1,5 @@
+//! gRPC (issue 17): `.proto` files compiled at start-up and their messages (`messages`), and
+//! the server a worker runs beside its HTTP listener (`server`).
+
+pub mod messages;
+pub mod server;
