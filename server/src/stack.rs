@@ -778,6 +778,10 @@ impl Service<Req> for RouterService {
         Poll::Ready(Ok(()))
     }
     fn call(&mut self, req: Req) -> Self::Future {
+        if let Some(grpc) = self.0.grpc.for_request(&req) {
+            let fut = grpc.call(req);
+            return RouterFuture::Boxed(Box::pin(async move { Ok(fut.await) }));
+        }
         let head = req.method() == Method::HEAD;
         let call = match self.route(req) {
             Ok(call) => call,

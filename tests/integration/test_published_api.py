@@ -82,7 +82,6 @@ TOP_LEVEL = [
 NOT_YET = {
     "messaging": (15, ["Message", "Producer", "Consumer", "kafka_consumer", "rabbitmq_consumer", "sqs_consumer",
                        "redis_consumer", "kafka_producer"]),
-    "grpc": (17, ["GrpcChannel"]),
 }  # fmt: skip
 
 
@@ -98,7 +97,7 @@ def test_all_names_resolve():
 
 
 @pytest.mark.parametrize(
-    "module", ["guards", "validation", "database", "eventsourcing", "cqrs", "saga", "graphql", *NOT_YET]
+    "module", ["guards", "validation", "database", "eventsourcing", "cqrs", "saga", "graphql", "grpc", *NOT_YET]
 )
 def test_submodules_import(module):
     mod = importlib.import_module(f"cello.{module}")
@@ -123,7 +122,8 @@ def test_pattern_names_are_built():
         (cqrs, ["Command", "Query", "CommandResult", "QueryResult", "CommandBus", "QueryBus", "command_handler",
                 "query_handler"]),
         (saga, ["Saga", "SagaStep", "SagaExecution", "SagaOrchestrator", "SagaError", "StepStatus"]),
-        (cello.grpc, ["GrpcService", "grpc_method", "GrpcServer", "GrpcRequest", "GrpcResponse", "GrpcError"]),
+        (cello.grpc, ["GrpcService", "grpc_method", "GrpcServer", "GrpcChannel", "GrpcRequest", "GrpcResponse",
+                      "GrpcError"]),
     ):  # fmt: skip
         for name in names:
             assert name in mod.__all__ and not repr(getattr(mod, name)).startswith("<not yet available")

@@ -1,17 +1,19 @@
 """``cello.grpc``: gRPC services over HTTP/2 (hyper + tonic in Rust), handlers on the worker's
 asyncio loop. See docs/grpc.md.
 
-Built: ``GrpcService``, ``@grpc_method``, ``GrpcServer``, ``GrpcRequest``, ``GrpcResponse``,
-``GrpcError``/``StatusCode``. ``GrpcChannel`` (the client) still raises ``FeatureNotAvailable``.
+``GrpcService``, ``@grpc_method``, ``GrpcServer``, ``GrpcChannel`` (unary calls),
+``GrpcRequest``, ``GrpcResponse``, ``GrpcError``/``StatusCode``.
 """
 
-from .._unavailable import FeatureNotAvailable, install
+from ..errors import FeatureNotAvailable
+from ._channel import GrpcChannel
 from ._server import GrpcServer
 from ._service import GrpcRequest, GrpcResponse, GrpcService, grpc_method
 from ._status import GrpcError, StatusCode
 
 __all__ = [
     "FeatureNotAvailable",
+    "GrpcChannel",
     "GrpcError",
     "GrpcRequest",
     "GrpcResponse",
@@ -19,5 +21,4 @@ __all__ = [
     "GrpcService",
     "StatusCode",
     "grpc_method",
-    *install(globals(), 17, ["GrpcChannel"]),
 ]

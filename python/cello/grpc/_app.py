@@ -4,6 +4,7 @@ like the HTTP listener) and stopped at shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ._server import GrpcServer
@@ -17,8 +18,13 @@ def enable_grpc(app: Any, config: Any = None) -> GrpcServer:
 
     async def start() -> None:
         await server.start()
+        # The same services answer `application/grpc*` requests on the HTTP port.
+        for core in _http_cores(app):
+            core.set_grpc(server._core)
 
     async def stop() -> None:
+        for core in _http_cores(app):
+            core.set_grpc(None)
         await server.stop()
 
     app.on_event("startup")(start)
@@ -31,3 +37,9 @@ def add_grpc_service(app: Any, service: Any, proto: Any = None) -> None:
     if server is None:
         server = enable_grpc(app)
     server.add_service(service, proto)
+
+
+def _http_cores(app: Any) -> list[Any]:
+    """The HTTP runtimes of the running loop's executor (server or TestClient)."""
+    loop = asyncio.get_running_loop()
+    return [ex.core for ex in list(app.__dict__.get("_live_executors", ())) if getattr(ex, "loop", None) is loop]

@@ -10,6 +10,9 @@ use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyList, PyString};
 
+/// `(method, input, output, client_streaming, server_streaming)`.
+type MethodInfo = (String, String, String, bool, bool);
+
 /// A compiled `.proto` file (with its imports): `cello._cello.ProtoSchema(path, includes)`.
 #[pyclass(frozen, module = "cello._cello")]
 pub struct ProtoSchema {
@@ -44,7 +47,7 @@ impl ProtoSchema {
     }
 
     /// `[(service, [(method, input, output, client_streaming, server_streaming)])]`.
-    fn services(&self) -> Vec<(String, Vec<(String, String, String, bool, bool)>)> {
+    fn services(&self) -> Vec<(String, Vec<MethodInfo>)> {
         self.pool
             .services()
             .map(|s| {

@@ -38,7 +38,7 @@ use tower::{Service, ServiceExt};
 use crate::executor::{self, Bridge, Io, Work};
 
 type Body = tonic::body::Body;
-type BoxService = tower::util::BoxCloneService<Request<Body>, Response<Body>, Infallible>;
+type BoxService = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 
 pyo3::create_exception!(
@@ -52,7 +52,7 @@ pyo3::create_exception!(
 
 /// Messages stay bytes in Rust: Python decodes them with the method's message types.
 #[derive(Clone, Copy, Default)]
-struct RawCodec;
+pub(crate) struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;
@@ -88,7 +88,7 @@ impl Decoder for RawCodec {
 
 /// A metadata value: text, or binary for `-bin` keys.
 #[derive(Clone)]
-enum Meta {
+pub(crate) enum Meta {
     Text(String),
     Binary(Bytes),
 }
@@ -117,7 +117,7 @@ fn request_metadata(headers: &http::HeaderMap) -> Vec<(String, Meta)> {
         .collect()
 }
 
-fn meta_from_py(pairs: &[(String, Bound<'_, PyAny>)]) -> PyResult<Vec<(String, Meta)>> {
+pub(crate) fn meta_from_py(pairs: &[(String, Bound<'_, PyAny>)]) -> PyResult<Vec<(String, Meta)>> {
     pairs
         .iter()
         .map(|(k, v)| {
@@ -132,7 +132,7 @@ fn meta_from_py(pairs: &[(String, Bound<'_, PyAny>)]) -> PyResult<Vec<(String, M
         .collect()
 }
 
-fn metadata_map(pairs: &[(String, Meta)]) -> Result<MetadataMap, String> {
+pub(crate) fn metadata_map(pairs: &[(String, Meta)]) -> Result<MetadataMap, String> {
     let mut map = MetadataMap::new();
     for (k, v) in pairs {
         match v {
@@ -531,10 +531,10 @@ impl Router {
 
 fn boxed<S>(svc: S) -> BoxService
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    tower::util::BoxCloneService::new(svc)
+    tower::util::BoxCloneSyncService::new(svc)
 }
 
 // ---- the server ----------------------------------------------------------------------
@@ -549,6 +549,15 @@ pub struct GrpcCore {
     stop: CancellationToken,
     done: Mutex<Option<oneshot::Receiver<()>>>,
     local: SocketAddr,
+    /// The same services for `application/grpc*` requests on the HTTP port.
+    http_port: Arc<HttpPort>,
+}
+
+impl GrpcCore {
+    /// The endpoint the HTTP port hands gRPC requests to.
+    pub fn http_endpoint(&self) -> Arc<dyn cello_server::grpc::GrpcEndpoint> {
+        self.http_port.clone()
+    }
 }
 
 /// Bind `address` (SO_REUSEPORT: every worker of the supervisor binds the same port).
@@ -622,6 +631,10 @@ impl GrpcCore {
             reflection_v1,
             reflection_v1alpha,
         };
+        let http_port = Arc::new(HttpPort {
+            router: router.clone(),
+            web: enable_web.then(tonic_web::GrpcWebLayer::new),
+        });
         let stop = CancellationToken::new();
         let (done_tx, done_rx) = oneshot::channel();
         let keepalive = (keepalive_secs > 0.0).then(|| Duration::from_secs_f64(keepalive_secs));
@@ -648,6 +661,7 @@ impl GrpcCore {
                 stop,
                 done: Mutex::new(Some(done_rx)),
                 local,
+                http_port,
             },
         )?;
         let bound = this.bind(py);
@@ -721,6 +735,27 @@ fn reflection_services(sets: &[Vec<u8>]) -> Result<(BoxService, BoxService), Str
     Ok((boxed(v1), boxed(v1alpha)))
 }
 
+/// One request: through the gRPC-Web layer when it is on, else straight to the router.
+async fn answer<B>(router: Router, web: Option<tonic_web::GrpcWebLayer>, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+{
+    match web {
+        Some(layer) => {
+            let inner = tower::service_fn(move |r: Request<Body>| {
+                let router = router.clone();
+                async move { Ok::<_, Infallible>(router.route(r).await) }
+            });
+            match tower::Layer::layer(&layer, inner).oneshot(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        }
+        None => router.route(req.map(Body::new)).await,
+    }
+}
+
 async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -736,7 +771,7 @@ async fn serve(
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let web = enable_web.then(|| tonic_web::GrpcWebLayer::new());
+    let web = enable_web.then(tonic_web::GrpcWebLayer::new);
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -752,21 +787,8 @@ async fn serve(
         let router = router.clone();
         let web = web.clone();
         let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let router = router.clone();
-            let web = web.clone();
-            async move {
-                let resp = match web {
-                    Some(layer) => {
-                        let inner = tower::service_fn(move |r: Request<Body>| {
-                            let router = router.clone();
-                            async move { Ok::<_, Infallible>(router.route(r).await) }
-                        });
-                        tower::Layer::layer(&layer, inner).oneshot(req).await?
-                    }
-                    None => router.route(req.map(Body::new)).await,
-                };
-                Ok::<_, Infallible>(resp)
-            }
+            let (router, web) = (router.clone(), web.clone());
+            async move { Ok::<_, Infallible>(answer(router, web, req).await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
@@ -778,4 +800,41 @@ async fn serve(
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+// ---- the HTTP port -------------------------------------------------------------------
+
+/// tonic's body is not `Sync`, the HTTP port's boxed body must be: only `poll_frame` (with
+/// `&mut self`) touches it, so the mutex is never locked (`get_mut`).
+struct SyncBody(Mutex<Body>);
+
+impl http_body::Body for SyncBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        let body = self.get_mut().0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        Pin::new(body).poll_frame(cx).map_err(std::io::Error::other)
+    }
+}
+
+/// The server's services as the HTTP port's gRPC endpoint (`application/grpc*` requests).
+#[derive(Clone)]
+struct HttpPort {
+    router: Router,
+    web: Option<tonic_web::GrpcWebLayer>,
+}
+
+impl cello_server::grpc::GrpcEndpoint for HttpPort {
+    fn call(&self, req: Request<cello_server::RequestBody>) -> cello_server::endpoint::ResponseFuture {
+        let (router, web) = (self.router.clone(), self.web.clone());
+        Box::pin(async move {
+            answer(router, web, req)
+                .await
+                .map(|b| cello_server::ResponseBody::Boxed(http_body_util::BodyExt::boxed(SyncBody(Mutex::new(b)))))
+        })
+    }
 }
