@@ -1,6 +1,6 @@
 """A GraphQL API with Cello: decorated resolvers, a DataLoader, a mutation with an input type
 and a subscription. `python examples/graphql/app.py`, then open http://127.0.0.1:8000/graphql
-in a browser (GraphiQL, served offline) or subscribe on ws://127.0.0.1:8000/graphql/ws."""
+in a browser (GraphiQL, served offline) or subscribe on ws://127.0.0.1:8000/graphql."""
 
 from __future__ import annotations
 

@@ -344,12 +344,26 @@ class App(SecurityMixin, EdgeMiddleware, Routes, EdgeMixin):
     def enable_graphql(self, config: Any = None, schema: Any = None, *, subscriptions_path: str | None = None) -> Any:
         """Serve GraphQL at ``config.path`` (POST and GET, GraphQL over HTTP), GraphiQL there
         for browsers when ``playground``, and subscriptions over WebSocket at
-        ``subscriptions_path`` (default ``<path>/ws``). ``schema``: a ``GraphQL`` or ``Schema``;
+        ``path`` itself (and ``<path>/ws``), or at ``subscriptions_path`` only. ``schema``: a ``GraphQL`` or ``Schema``;
         ``None`` takes the ``@Query``/``@Mutation``/``@Subscription`` functions of the process.
         Returns the ``GraphQL``."""
         from .graphql import _http
 
         return _http.install(self, config, schema, subscriptions_path)
+
+    def enable_grpc(self, config: Any = None) -> Any:
+        """Serve gRPC on ``config.address`` (a ``GrpcConfig``; ``None``: the defaults) in every
+        worker, handlers on the worker's loop; returns the ``GrpcServer``. See docs/grpc.md."""
+        from .grpc._app import enable_grpc
+
+        return enable_grpc(self, config)
+
+    def add_grpc_service(self, service: Any, proto: Any = None) -> None:
+        """Add a ``GrpcService`` instance (messages from the ``proto`` file, else JSON), or the
+        published form ``add_grpc_service("pkg.Service", {"Method": handler})``."""
+        from .grpc._app import add_grpc_service
+
+        add_grpc_service(self, service, proto)
 
     def enable_templates(
         self,

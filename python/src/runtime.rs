@@ -601,6 +601,13 @@ impl Runtime {
         Ok(())
     }
 
+    /// Serve a gRPC server's services on this HTTP port too, for `application/grpc*`
+    /// requests (`None`: no more).
+    #[pyo3(signature = (core = None))]
+    fn set_grpc(&self, core: Option<Bound<'_, crate::grpc::server::GrpcCore>>) {
+        self.ctx.state.grpc.set(core.map(|c| c.get().http_endpoint()));
+    }
+
     /// The event loop turned (called from a timer on the loop; see `Heartbeat`).
     fn heartbeat(&self) {
         self.heartbeat.beat();

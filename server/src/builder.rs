@@ -65,7 +65,12 @@ impl ServerBuilder {
         options: RouteOptions,
     ) -> Result<usize> {
         let index = self.entries.len();
-        self.router.add(methods, path, index)?;
+        // A WebSocket route shares its path with the HTTP routes there: upgrades go to it.
+        if matches!(target, Target::WebSocket(_)) && methods == [Method::GET] {
+            self.router.add_websocket(path, index)?;
+        } else {
+            self.router.add(methods, path, index)?;
+        }
         self.entries.push((Arc::new(target), options));
         Ok(index)
     }

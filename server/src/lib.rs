@@ -23,6 +23,7 @@ pub mod error;
 pub mod ext;
 pub mod files;
 pub mod forwarded;
+pub mod grpc;
 pub mod health;
 pub mod http3;
 pub mod keys;

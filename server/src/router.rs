@@ -108,11 +108,31 @@ struct Candidate<T> {
     constraints: Vec<Constraint>,
     param_names: Vec<Arc<str>>,
     methods: Vec<(Method, Arc<Route<T>>)>,
+    /// The WebSocket route of this path. A GET carrying `Upgrade: websocket` goes to it;
+    /// another GET goes to the plain GET route when there is one (so `ws://host/graphql` and
+    /// `http://host/graphql` are one URL, as GraphQL clients expect), else to it as well (it
+    /// answers 426).
+    websocket: Option<Arc<Route<T>>>,
 }
 
 impl<T> Candidate<T> {
     fn allow(&self) -> BTreeSet<String> {
-        self.methods.iter().map(|(m, _)| m.as_str().to_owned()).collect()
+        let mut allow: BTreeSet<String> = self.methods.iter().map(|(m, _)| m.as_str().to_owned()).collect();
+        if self.websocket.is_some() {
+            allow.insert("GET".into());
+        }
+        allow
+    }
+
+    /// The route for `method`; `upgrade`: the request asks for a WebSocket upgrade.
+    fn pick(&self, method: &Method, upgrade: bool) -> Option<&Arc<Route<T>>> {
+        let direct = self.methods.iter().find(|(x, _)| x == method).map(|(_, r)| r);
+        let ws = self.websocket.as_ref().filter(|_| *method == Method::GET);
+        if upgrade {
+            ws.or(direct)
+        } else {
+            direct.or(ws)
+        }
     }
 }
 
@@ -264,6 +284,29 @@ impl<T> RouterBuilder<T> {
     where
         T: Clone,
     {
+        let (route, cand) = self.candidate(path, target)?;
+        for m in methods {
+            if cand.methods.iter().any(|(x, _)| x == m) {
+                return Err(route_err(path, format!("{m} is already registered")));
+            }
+            cand.methods.push((m.clone(), route.clone()));
+        }
+        Ok(())
+    }
+
+    /// Register the WebSocket route of `path`: GET upgrades go to it, even when the path
+    /// also has a plain GET route (see [`Router::lookup_upgrade`]).
+    pub fn add_websocket(&mut self, path: &str, target: T) -> Result<()> {
+        let (route, cand) = self.candidate(path, target)?;
+        if cand.websocket.is_some() {
+            return Err(route_err(path, "a WebSocket route is already registered"));
+        }
+        cand.websocket = Some(route);
+        Ok(())
+    }
+
+    /// The route for `path` and the candidate (same template) it joins.
+    fn candidate(&mut self, path: &str, target: T) -> Result<(Arc<Route<T>>, &mut Candidate<T>)> {
         let parsed = parse_template(path)?;
         let route = Arc::new(Route {
             template: Arc::from(path),
@@ -294,18 +337,13 @@ impl<T> RouterBuilder<T> {
                     constraints: parsed.constraints,
                     param_names: parsed.names,
                     methods: Vec::new(),
+                    websocket: None,
                 });
                 let last = candidates.len() - 1;
                 &mut candidates[last]
             }
         };
-        for m in methods {
-            if cand.methods.iter().any(|(x, _)| x == m) {
-                return Err(route_err(path, format!("{m} is already registered")));
-            }
-            cand.methods.push((m.clone(), route.clone()));
-        }
-        Ok(())
+        Ok((route, cand))
     }
 
     /// Freeze into a lookup structure.
@@ -346,6 +384,9 @@ impl<T> Router<T> {
                         r.template.clone(),
                     ));
                 }
+                if let Some(r) = &c.websocket {
+                    out.push((vec![Method::GET.to_string()], r.template.clone()));
+                }
             }
         }
         out
@@ -353,6 +394,12 @@ impl<T> Router<T> {
 
     /// Find the route for `method` and the raw (still percent-encoded) `path`.
     pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_, T> {
+        self.lookup_upgrade(method, path, false)
+    }
+
+    /// [`Router::lookup`] for a request that may ask for a WebSocket upgrade (`upgrade`):
+    /// then a GET goes to the path's WebSocket route before its plain GET route.
+    pub fn lookup_upgrade(&self, method: &Method, path: &str, upgrade: bool) -> Lookup<'_, T> {
         let Ok(m) = self.tree.at(path) else {
             return Lookup::NotFound;
         };
@@ -376,13 +423,13 @@ impl<T> Router<T> {
             if !cand.constraints.iter().zip(&values).all(|(c, v)| c.check(v)) {
                 continue;
             }
-            let direct = cand.methods.iter().find(|(x, _)| x == method);
+            let direct = cand.pick(method, upgrade);
             let via_get = if direct.is_none() && *method == Method::HEAD {
-                cand.methods.iter().find(|(x, _)| *x == Method::GET)
+                cand.pick(&Method::GET, false)
             } else {
                 None
             };
-            if let Some((_, route)) = direct.or(via_get) {
+            if let Some(route) = direct.or(via_get) {
                 let params = cand.param_names.iter().cloned().zip(values).collect();
                 return Lookup::Found {
                     route,
@@ -532,6 +579,32 @@ mod tests {
             assert_eq!(found(&r, Method::GET, &format!("/static/{good}")).0, 0, "{good}");
             assert_eq!(found(&r, Method::GET, &format!("/star/{good}")).0, 1, "{good}");
         }
+    }
+
+    #[test]
+    fn websocket_and_http_share_a_path() {
+        let mut b = RouterBuilder::new();
+        b.add(&[Method::GET, Method::POST], "/graphql", 0).unwrap();
+        b.add_websocket("/graphql", 1).unwrap();
+        b.add_websocket("/only-ws", 2).unwrap();
+        assert!(b.add_websocket("/graphql", 3).is_err());
+        let r = b.build().unwrap();
+        let pick = |m: Method, p: &str, up: bool| match r.lookup_upgrade(&m, p, up) {
+            Lookup::Found { route, .. } => route.target,
+            other => panic!("{m} {p}: {other:?}"),
+        };
+        assert_eq!(pick(Method::GET, "/graphql", true), 1);
+        assert_eq!(pick(Method::GET, "/graphql", false), 0);
+        assert_eq!(pick(Method::POST, "/graphql", true), 0);
+        assert_eq!(pick(Method::HEAD, "/graphql", false), 0);
+        // A WebSocket-only path still gets plain GETs (its endpoint answers 426).
+        assert_eq!(pick(Method::GET, "/only-ws", false), 2);
+        assert_eq!(pick(Method::GET, "/only-ws", true), 2);
+        match r.lookup(&Method::POST, "/only-ws") {
+            Lookup::MethodNotAllowed { allow } => assert_eq!(allow, ["GET", "HEAD", "OPTIONS"]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.routes().len(), 3);
     }
 
     #[test]

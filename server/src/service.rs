@@ -73,6 +73,8 @@ pub struct AppState {
     pub sessions: Option<Arc<crate::session::Sessions>>,
     /// CSRF protection, when `csrf` is configured.
     pub csrf: Option<Arc<crate::csrf::Csrf>>,
+    /// gRPC on the HTTP port, once the embedding installs it.
+    pub grpc: crate::grpc::GrpcSlot,
 }
 
 impl AppState {
@@ -109,6 +111,7 @@ impl AppState {
             rate_limit: None,
             sessions: None,
             csrf: None,
+            grpc: crate::grpc::GrpcSlot::default(),
             cache: config
                 .cache
                 .clone()

@@ -684,7 +684,8 @@ impl RouterService {
             None => path,
         };
         let method = req.method();
-        match self.0.router.lookup(method, route_path) {
+        let upgrade = crate::websocket::wants_upgrade(req.headers());
+        match self.0.router.lookup_upgrade(method, route_path, upgrade) {
             Lookup::Found { route, params, .. } => {
                 let route = route.clone();
                 let conn = req.extensions().get::<ConnInfo>().cloned();
@@ -777,6 +778,10 @@ impl Service<Req> for RouterService {
         Poll::Ready(Ok(()))
     }
     fn call(&mut self, req: Req) -> Self::Future {
+        if let Some(grpc) = self.0.grpc.for_request(&req) {
+            let fut = grpc.call(req);
+            return RouterFuture::Boxed(Box::pin(async move { Ok(fut.await) }));
+        }
         let head = req.method() == Method::HEAD;
         let call = match self.route(req) {
             Ok(call) => call,

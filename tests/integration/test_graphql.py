@@ -246,8 +246,8 @@ def test_playground_is_served_offline(server):
 # ---- subscriptions over WebSocket -------------------------------------------------------------
 
 
-def ws_transport(server, protocol: str) -> WebsocketsTransport:
-    return WebsocketsTransport(url=f"ws://{server.host}:{server.port}/graphql/ws", subprotocols=[protocol])
+def ws_transport(server, protocol: str, path: str = "/graphql") -> WebsocketsTransport:
+    return WebsocketsTransport(url=f"ws://{server.host}:{server.port}{path}", subprotocols=[protocol])
 
 
 @pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
@@ -260,6 +260,18 @@ def test_subscription_with_gql_websocket_transport(server, protocol):
             assert await session.execute(gql("{ hello }")) == {"hello": "Hello, world!"}
 
     run(go())
+
+
+def test_subscriptions_at_the_ws_alias_and_http_get_at_the_same_path(server):
+    async def go():
+        async with Client(transport=ws_transport(server, "graphql-transport-ws", "/graphql/ws")) as session:
+            got = [r["count"] async for r in session.subscribe(gql("subscription { count(to: 2) }"))]
+            assert got == [1, 2]
+
+    run(go())
+    # A plain GET at the WebSocket's path is still GraphQL over HTTP.
+    r = httpx.get(server.url("/graphql"), params={"query": "{ hello }"}, headers={"accept": "application/json"})
+    assert r.status_code == 200 and r.json() == {"data": {"hello": "Hello, world!"}}
 
 
 def test_subscription_validation_error(server):

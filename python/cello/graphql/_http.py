@@ -188,8 +188,10 @@ def install(app: Any, config: Any, schema: Any, subscriptions_path: str | None) 
 
         app.route(assets_url + "/{name}", ["GET"], name="graphiql_asset", include_in_schema=False)(graphiql_asset)
 
-    ws_path = subscriptions_path or path.rstrip("/") + "/ws"
-    _ws.install(app, gql, ws_path, limits)
+    # Clients (gql's WebsocketsTransport, GraphiQL) open the WebSocket on the HTTP URL; the
+    # `<path>/ws` alias is kept for clients configured with the earlier default.
+    ws_paths = [subscriptions_path] if subscriptions_path else [path, path.rstrip("/") + "/ws"]
+    _ws.install(app, gql, ws_paths, limits)
     app._graphql = gql
     return gql
 

@@ -23,7 +23,7 @@ LEGACY_WS = "graphql-ws"
 INIT_TIMEOUT = 10.0
 
 
-def install(app: Any, gql: GraphQL, path: str, limits: dict[str, Any]) -> None:
+def install(app: Any, gql: GraphQL, paths: list[str], limits: dict[str, Any]) -> None:
     async def graphql_ws(ws: WebSocket) -> None:
         offered = list(ws.subprotocols)
         if TRANSPORT_WS in offered:
@@ -38,7 +38,10 @@ def install(app: Any, gql: GraphQL, path: str, limits: dict[str, Any]) -> None:
         await ws.accept(proto)
         await _Session(ws, gql, proto, limits).serve()
 
-    app.websocket(path, name="graphql_ws")(graphql_ws)
+    # The first path is GraphQL's own (a GET with `Upgrade: websocket` goes to the WebSocket
+    # route, other GETs to the HTTP endpoint); the others are aliases.
+    for i, path in enumerate(paths):
+        app.websocket(path, name="graphql_ws" if i == 0 else f"graphql_ws_{i}")(graphql_ws)
 
 
 class _Session:

@@ -96,6 +96,12 @@ fn has_token(headers: &http::HeaderMap, name: HeaderName, token: &str) -> bool {
     })
 }
 
+/// The request asks for a WebSocket upgrade (`Upgrade: websocket`): the router sends it to the
+/// path's WebSocket route rather than its plain GET route.
+pub fn wants_upgrade(headers: &http::HeaderMap) -> bool {
+    has_token(headers, header::UPGRADE, "websocket")
+}
+
 fn upgrade_required(detail: &str) -> Response<ResponseBody> {
     let mut resp = problem(StatusCode::UPGRADE_REQUIRED, detail);
     resp.headers_mut()

@@ -1,0 +1,24 @@
+"""``cello.grpc``: gRPC services over HTTP/2 (hyper + tonic in Rust), handlers on the worker's
+asyncio loop. See docs/grpc.md.
+
+``GrpcService``, ``@grpc_method``, ``GrpcServer``, ``GrpcChannel`` (unary calls),
+``GrpcRequest``, ``GrpcResponse``, ``GrpcError``/``StatusCode``.
+"""
+
+from ..errors import FeatureNotAvailable
+from ._channel import GrpcChannel
+from ._server import GrpcServer
+from ._service import GrpcRequest, GrpcResponse, GrpcService, grpc_method
+from ._status import GrpcError, StatusCode
+
+__all__ = [
+    "FeatureNotAvailable",
+    "GrpcChannel",
+    "GrpcError",
+    "GrpcRequest",
+    "GrpcResponse",
+    "GrpcServer",
+    "GrpcService",
+    "StatusCode",
+    "grpc_method",
+]
