@@ -298,11 +298,6 @@ def test_grpc_on_the_http_port_by_content_type(pb, server):
     assert httpx.get(server.url("/"), timeout=5).json() == {"ok": True}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a trailers-only error response on the HTTP port ends with an empty DATA frame "
-    "(the body wrapper does not forward is_end_stream), which grpcio reports as UNKNOWN",
-)
 def test_grpc_errors_on_the_http_port(pb, server):
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         with pytest.raises(grpc.RpcError) as err:

@@ -819,6 +819,17 @@ impl http_body::Body for SyncBody {
         let body = self.get_mut().0.get_mut().unwrap_or_else(PoisonError::into_inner);
         Pin::new(body).poll_frame(cx).map_err(std::io::Error::other)
     }
+
+    // Forwarded so that a trailers-only answer (an error status, no messages) goes out as one
+    // HEADERS frame with END_STREAM: grpcio reads a status in headers followed by a DATA frame
+    // as a missing status (UNKNOWN).
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).size_hint()
+    }
 }
 
 /// The server's services as the HTTP port's gRPC endpoint (`application/grpc*` requests).
