@@ -337,9 +337,11 @@ layer!(ConnLayer => Conn);
 
 /// See [`ConnLayer`].
 pub struct ConnPost {
-    conn: Option<ConnInfo>,
+    // The connection's activity (not all of `ConnInfo`: one `Arc` to clone per request),
+    // and the budgets for HTTP/2 only.
+    act: Option<Arc<crate::service::ConnActivity>>,
+    h2_budgets: Option<Arc<crate::service::Budgets>>,
     close: bool,
-    h2: bool,
 }
 
 impl Post for ConnPost {
@@ -348,11 +350,11 @@ impl Post for ConnPost {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Some(c) = self.conn {
-            if self.h2 {
-                resp = track_h2_body(&c, resp);
+        if let Some(act) = self.act {
+            if let Some(budgets) = &self.h2_budgets {
+                resp = track_h2_body(&act, budgets, resp);
             }
-            c.activity.inflight.fetch_sub(1, Ordering::AcqRel);
+            act.inflight.fetch_sub(1, Ordering::AcqRel);
         }
         resp
     }
@@ -361,9 +363,7 @@ impl Post for ConnPost {
 /// HTTP/2: count the response's bytes as unsent until the socket takes them (the
 /// per-connection and global caps), and keep a streamed body's stream counted as open
 /// (the idle timer ignores control frames).
-fn track_h2_body(c: &ConnInfo, resp: Resp) -> Resp {
-    let Some(budgets) = &c.budgets else { return resp };
-    let act = &c.activity;
+fn track_h2_body(act: &Arc<crate::service::ConnActivity>, budgets: &Arc<crate::service::Budgets>, resp: Resp) -> Resp {
     if let Some(n) = http_body::Body::size_hint(resp.body()).exact() {
         act.unsent.fetch_add(n, Ordering::AcqRel);
         budgets.h2_unsent.fetch_add(n, Ordering::AcqRel);
@@ -391,10 +391,10 @@ where
         self.inner.poll_ready(cx)
     }
     fn call(&mut self, req: Req) -> Self::Future {
-        let conn = req.extensions().get::<ConnInfo>().cloned();
+        let conn = req.extensions().get::<ConnInfo>();
         let mut close = false;
         let h2 = req.version() == http::Version::HTTP_2;
-        if let Some(c) = &conn {
+        if let Some(c) = conn {
             let act = &c.activity;
             let limits = &self.state.config.limits;
             if h2 {
@@ -410,13 +410,18 @@ where
             if close && h2 {
                 // HTTP/2 has no `Connection: close`: the watchdog sends GOAWAY.
                 act.goaway.store(true, Ordering::Release);
-                act.wake.notify_one();
+                act.wake.wake();
                 close = false;
             }
         }
+        let post = ConnPost {
+            act: conn.map(|c| c.activity.clone()),
+            h2_budgets: conn.filter(|_| h2).and_then(|c| c.budgets.clone()),
+            close,
+        };
         Either::Right(Then {
             inner: self.inner.call(req),
-            post: Some(ConnPost { conn, close, h2 }),
+            post: Some(post),
         })
     }
 }
@@ -686,13 +691,14 @@ impl RouterService {
         let method = req.method();
         match self.0.router.lookup(method, route_path) {
             Lookup::Found { route, params, .. } => {
+                // `conn` is filled in only where a call leaves the direct path (which
+                // reads the two facts it needs from the extension): a clone saved.
                 let route = route.clone();
-                let conn = req.extensions().get::<ConnInfo>().cloned();
                 Ok(RouteCall {
                     req,
                     params,
                     route,
-                    conn,
+                    conn: None,
                 })
             }
             Lookup::NotFound => Err(problem(StatusCode::NOT_FOUND, format!("no route for {method} {path}"))),
@@ -784,7 +790,7 @@ impl Service<Req> for RouterService {
         };
         let route = self.0.observed.then(|| call.route.clone());
         let entry = &self.0.targets[call.route.target];
-        let call = if entry.stack.is_none() {
+        let mut call = if entry.stack.is_none() {
             match crate::target::try_direct(&entry.target, &entry.options, call) {
                 Ok(fut) => return RouterFuture::Direct { fut, head, route },
                 Err(call) => call,
@@ -792,6 +798,7 @@ impl Service<Req> for RouterService {
         } else {
             call
         };
+        call.conn = call.req.extensions().get::<ConnInfo>().cloned();
         let state = self.0.clone();
         RouterFuture::Boxed(Box::pin(async move {
             let entry = &state.targets[call.route.target];
