@@ -150,18 +150,41 @@ pub fn describe(state: &AppState) -> Vec<&'static str> {
     ORDER.into_iter().filter(|n| on(n)).collect()
 }
 
+/// The optional layers between `connection` and `cors`.
+const OUTER: [&str; 5] = ["request_id", "access", "observe", "trusted_proxy", "root_path"];
+/// The optional layers between `root_path` and `protocol`.
+const MIDDLE: [&str; 12] = [
+    "cors",
+    "security_headers",
+    "compression",
+    "conditional",
+    "rate_limit",
+    "jwt",
+    "api_key",
+    "basic_auth",
+    "session",
+    "csrf",
+    "cache",
+    "circuit_breaker",
+];
+
 /// Build the stack for `state` (see the module docs for the order).
+///
+/// A layer left out by `option_layer` still has a place in the stack's type (a
+/// `tower::util::Either` with the bare inner service): every request then moves through
+/// it, and the futures are as large as if it were on. So the groups of optional layers
+/// are only typed in when one of their layers is on: an app without middleware gets
+/// `probes → connection → protocol → router` and nothing more.
 pub fn build(state: &Arc<AppState>) -> HttpService {
-    let st = |on: bool| on.then(|| state.clone());
+    let on = describe(state);
+    let any = |group: &[&str]| on.iter().any(|n| group.contains(n));
+    let core = ProtocolLayer.layer(RouterService(state.clone()));
+    if !any(&MIDDLE) {
+        return outer(state, core, any(&OUTER));
+    }
     let c = &state.config;
-    let svc = ServiceBuilder::new()
-        .option_layer(st(state.metrics.is_some() || state.health.is_some()).map(ProbesLayer))
-        .layer(ConnLayer(state.clone()))
-        .option_layer(c.request_id.as_ref().and_then(mw::request_id::RequestIdLayer::new))
-        .option_layer(st(state.access.is_some()).map(AccessLayer))
-        .option_layer(st(state.metrics.is_some() || state.telemetry.is_some()).map(ObserveLayer))
-        .option_layer(st(!state.trusted.is_empty()).map(TrustedProxyLayer))
-        .option_layer(st(state.root_path.is_some()).map(RootPathLayer))
+    let st = |on: bool| on.then(|| state.clone());
+    let middle = ServiceBuilder::new()
         .option_layer(c.cors.as_ref().map(mw::cors::CorsLayer::new))
         .option_layer(c.security_headers.as_ref().map(mw::security::SecurityHeadersLayer::new))
         .option_layer(c.compression.as_ref().map(mw::compression::CompressionLayer::new))
@@ -181,8 +204,36 @@ pub fn build(state: &Arc<AppState>) -> HttpService {
         // Response cache, then circuit breaker (a hit never counts against a breaker).
         .option_layer(state.cache.clone().map(crate::cache::CacheLayer))
         .option_layer(st(state.breakers.is_some()).map(crate::breaker::BreakerLayer))
-        .layer(ProtocolLayer)
-        .service(RouterService(state.clone()));
+        .service(core);
+    outer(state, middle, true)
+}
+
+/// `probes` and `connection` around `inner`, with the layers of [`OUTER`] between them
+/// when `with_outer`; then boxed once.
+fn outer<S>(state: &Arc<AppState>, inner: S, with_outer: bool) -> HttpService
+where
+    S: Service<Req, Response = Resp, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    let st = |on: bool| on.then(|| state.clone());
+    let probes = st(state.metrics.is_some() || state.health.is_some()).map(ProbesLayer);
+    if !with_outer {
+        let svc = ServiceBuilder::new()
+            .option_layer(probes)
+            .layer(ConnLayer(state.clone()))
+            .service(inner);
+        return HttpService(Arc::new(svc));
+    }
+    let c = &state.config;
+    let svc = ServiceBuilder::new()
+        .option_layer(probes)
+        .layer(ConnLayer(state.clone()))
+        .option_layer(c.request_id.as_ref().and_then(mw::request_id::RequestIdLayer::new))
+        .option_layer(st(state.access.is_some()).map(AccessLayer))
+        .option_layer(st(state.metrics.is_some() || state.telemetry.is_some()).map(ObserveLayer))
+        .option_layer(st(!state.trusted.is_empty()).map(TrustedProxyLayer))
+        .option_layer(st(state.root_path.is_some()).map(RootPathLayer))
+        .service(inner);
     HttpService(Arc::new(svc))
 }
 
