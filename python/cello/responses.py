@@ -52,6 +52,10 @@ _HTML = "text/html; charset=utf-8"
 _OCTET = "application/octet-stream"
 _XML = "application/xml"
 _object_new = object.__new__
+# The `content-type` pairs of the constructors' hot path: shared (a tuple is immutable; each
+# response still gets its own list).
+_CT = {t: ("content-type", t) for t in (_JSON, _TEXT, _HTML, _OCTET)}
+_CT_TEXT = _CT[_TEXT]
 _KNOWN_TYPES = frozenset({_JSON, _TEXT, _HTML, _OCTET, _XML, "text/event-stream", "application/problem+json"})
 
 
@@ -527,7 +531,7 @@ class Response:
             return cls(body, status=status, content_type=content_type)
         self = _object_new(cls)
         self._status = None
-        self._headers = [("content-type", content_type)]
+        self._headers = [_CT.get(content_type) or ("content-type", content_type)]
         self._kind = 0
         self._payload = None
         self._file = None
@@ -542,7 +546,18 @@ class Response:
 
     @classmethod
     def text(cls, content: Any, status: int | None = None) -> Response:
-        return cls._bytes(str(content).encode(), _TEXT, status)
+        if cls is not Response or status is not None:
+            return cls._bytes(str(content).encode(), _TEXT, status)
+        # `_bytes` inlined for the commonest case (issue 19: a `str` body is the cheapest
+        # response there is): one Python frame less.
+        self = _object_new(Response)
+        self._status = None
+        self._headers = [_CT_TEXT]
+        self._kind = 0
+        self._payload = None
+        self._file = None
+        self._body = (content if type(content) is str else str(content)).encode()
+        return self
 
     @classmethod
     def html(cls, content: Any, status: int | None = None) -> Response:

@@ -106,6 +106,15 @@ pub struct PyRequest {
     spooled_bytes: OnceLock<bytes::Bytes>,
 }
 
+/// `ext`'s `T`, taken out, when `any` says the map holds more than the connection's facts.
+fn take<T: Clone + Send + Sync + 'static>(ext: &mut http::Extensions, any: bool) -> Option<T> {
+    if any {
+        ext.remove::<T>()
+    } else {
+        None
+    }
+}
+
 impl PyRequest {
     fn from_data(data: RequestData) -> Self {
         Self {
@@ -131,40 +140,23 @@ impl PyRequest {
 
     /// Wrap a routed request.
     pub fn from_routed(mut req: RoutedRequest, state: &AppState) -> Self {
-        let client = req.parts.extensions.remove::<ClientInfo>();
-        let websocket = req.parts.extensions.remove::<Arc<crate::websocket::WsConn>>();
-        let spooled = req.parts.extensions.remove::<cello_server::spool::Spooled>();
-        let client_cert = req
-            .parts
-            .extensions
-            .remove::<cello_server::tls::ClientCert>()
-            .map(|c| c.subject);
-        let request_id = req
-            .parts
-            .extensions
-            .remove::<cello_server::middleware::request_id::RequestId>()
-            .map(|r| r.0);
-        let csp_nonce = req
-            .parts
-            .extensions
-            .remove::<cello_server::middleware::security::CspNonce>()
-            .map(|n| n.0);
-        let identity = req
-            .parts
-            .extensions
-            .remove::<cello_server::auth::Identity>()
-            .map(|i| i.0);
-        let pending_basic = req.parts.extensions.remove::<cello_server::auth::PendingBasic>();
-        let session = req
-            .parts
-            .extensions
-            .remove::<cello_server::session::SessionHandle>()
-            .map(|s| s.0);
-        let csrf_token = req
-            .parts
-            .extensions
-            .remove::<cello_server::csrf::CsrfToken>()
-            .map(|t| t.0);
+        // A plain request carries only the connection's facts (and, with metrics, the queue
+        // clock): then none of the layers' extensions below is there, and ten map lookups
+        // are skipped.
+        let ext = &mut req.parts.extensions;
+        let known = usize::from(ext.get::<cello_server::ext::ConnInfo>().is_some())
+            + usize::from(ext.get::<Arc<cello_server::metrics::QueueClock>>().is_some());
+        let any = ext.len() > known;
+        let client = take::<ClientInfo>(ext, any);
+        let websocket = take::<Arc<crate::websocket::WsConn>>(ext, any);
+        let spooled = take::<cello_server::spool::Spooled>(ext, any);
+        let client_cert = take::<cello_server::tls::ClientCert>(ext, any).map(|c| c.subject);
+        let request_id = take::<cello_server::middleware::request_id::RequestId>(ext, any).map(|r| r.0);
+        let csp_nonce = take::<cello_server::middleware::security::CspNonce>(ext, any).map(|n| n.0);
+        let identity = take::<cello_server::auth::Identity>(ext, any).map(|i| i.0);
+        let pending_basic = take::<cello_server::auth::PendingBasic>(ext, any);
+        let session = take::<cello_server::session::SessionHandle>(ext, any).map(|s| s.0);
+        let csrf_token = take::<cello_server::csrf::CsrfToken>(ext, any).map(|t| t.0);
         let peer_trusted = req
             .peer
             .is_some_and(|p| !state.trusted.is_empty() && state.is_trusted(p.ip()));

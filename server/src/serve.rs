@@ -514,7 +514,8 @@ async fn serve_connection<S>(
     let Extras {
         client_cert, alt_svc, ..
     } = extras;
-    let draining = shutdown.clone();
+    // Cloned per request as an `Arc`: a token's own clone and drop each take its lock.
+    let draining = Arc::new(shutdown.clone());
     let io = TokioIo::new(ConnIo {
         inner: stream,
         activity: info.activity.clone(),
@@ -565,6 +566,8 @@ async fn serve_connection<S>(
     };
     let mut bound = None;
     tokio::select! {
+        // Polled in this order on every wake-up (no random start: the connection first).
+        biased;
         res = conn.as_mut() => { log_conn_result(res); return; }
         () = shutdown.cancelled() => {
             // HTTP/1 has no GOAWAY: close only where no request can be lost (HTTP/2's
@@ -690,11 +693,24 @@ async fn conn_watch(act: &ConnActivity, epoch: Instant, lim: &WatchLimits) -> Wa
     let mut quiet_since = Instant::now();
     let mut last_written = act.written.load(Ordering::Relaxed);
     let mut write_since = Instant::now();
+    let sleep = tokio::time::sleep(tick);
+    tokio::pin!(sleep);
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(tick) => {}
-            () = act.wake.notified() => {}
-        }
+        // The next tick, or a GOAWAY request. This runs on every wake-up of the connection's
+        // task (once or twice per request): a flag, a waker registration and the timer,
+        // no lock and no random branch order.
+        std::future::poll_fn(|cx| {
+            if act.goaway.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            act.wake.register(cx.waker());
+            if act.goaway.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            std::future::Future::poll(sleep.as_mut(), cx)
+        })
+        .await;
+        sleep.as_mut().reset(tokio::time::Instant::now() + tick);
         if act.goaway.load(Ordering::Acquire) {
             return WatchEnd::Goaway;
         }

@@ -193,8 +193,10 @@ pub struct ConnActivity {
     pub unsent: AtomicU64,
     /// Bytes written to the socket so far.
     pub written: AtomicU64,
-    /// Wakes the watchdog early (GOAWAY requested).
-    pub wake: tokio::sync::Notify,
+    /// Wakes the watchdog early (GOAWAY requested). An `AtomicWaker`, not a `Notify`: the
+    /// watchdog is polled on every wake-up of the connection's task, and a `Notified`
+    /// takes a lock on each poll.
+    pub wake: futures_util::task::AtomicWaker,
 }
 
 /// Memory budgets shared by all connections of a server (see `LimitsConfig::max_buffered_bytes`

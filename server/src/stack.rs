@@ -150,18 +150,41 @@ pub fn describe(state: &AppState) -> Vec<&'static str> {
     ORDER.into_iter().filter(|n| on(n)).collect()
 }
 
+/// The optional layers between `connection` and `cors`.
+const OUTER: [&str; 5] = ["request_id", "access", "observe", "trusted_proxy", "root_path"];
+/// The optional layers between `root_path` and `protocol`.
+const MIDDLE: [&str; 12] = [
+    "cors",
+    "security_headers",
+    "compression",
+    "conditional",
+    "rate_limit",
+    "jwt",
+    "api_key",
+    "basic_auth",
+    "session",
+    "csrf",
+    "cache",
+    "circuit_breaker",
+];
+
 /// Build the stack for `state` (see the module docs for the order).
+///
+/// A layer left out by `option_layer` still has a place in the stack's type (a
+/// `tower::util::Either` with the bare inner service): every request then moves through
+/// it, and the futures are as large as if it were on. So the groups of optional layers
+/// are only typed in when one of their layers is on: an app without middleware gets
+/// `probes → connection → protocol → router` and nothing more.
 pub fn build(state: &Arc<AppState>) -> HttpService {
-    let st = |on: bool| on.then(|| state.clone());
+    let on = describe(state);
+    let any = |group: &[&str]| on.iter().any(|n| group.contains(n));
+    let core = ProtocolLayer.layer(RouterService(state.clone()));
+    if !any(&MIDDLE) {
+        return outer(state, core, any(&OUTER));
+    }
     let c = &state.config;
-    let svc = ServiceBuilder::new()
-        .option_layer(st(state.metrics.is_some() || state.health.is_some()).map(ProbesLayer))
-        .layer(ConnLayer(state.clone()))
-        .option_layer(c.request_id.as_ref().and_then(mw::request_id::RequestIdLayer::new))
-        .option_layer(st(state.access.is_some()).map(AccessLayer))
-        .option_layer(st(state.metrics.is_some() || state.telemetry.is_some()).map(ObserveLayer))
-        .option_layer(st(!state.trusted.is_empty()).map(TrustedProxyLayer))
-        .option_layer(st(state.root_path.is_some()).map(RootPathLayer))
+    let st = |on: bool| on.then(|| state.clone());
+    let middle = ServiceBuilder::new()
         .option_layer(c.cors.as_ref().map(mw::cors::CorsLayer::new))
         .option_layer(c.security_headers.as_ref().map(mw::security::SecurityHeadersLayer::new))
         .option_layer(c.compression.as_ref().map(mw::compression::CompressionLayer::new))
@@ -181,8 +204,36 @@ pub fn build(state: &Arc<AppState>) -> HttpService {
         // Response cache, then circuit breaker (a hit never counts against a breaker).
         .option_layer(state.cache.clone().map(crate::cache::CacheLayer))
         .option_layer(st(state.breakers.is_some()).map(crate::breaker::BreakerLayer))
-        .layer(ProtocolLayer)
-        .service(RouterService(state.clone()));
+        .service(core);
+    outer(state, middle, true)
+}
+
+/// `probes` and `connection` around `inner`, with the layers of [`OUTER`] between them
+/// when `with_outer`; then boxed once.
+fn outer<S>(state: &Arc<AppState>, inner: S, with_outer: bool) -> HttpService
+where
+    S: Service<Req, Response = Resp, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    let st = |on: bool| on.then(|| state.clone());
+    let probes = st(state.metrics.is_some() || state.health.is_some()).map(ProbesLayer);
+    if !with_outer {
+        let svc = ServiceBuilder::new()
+            .option_layer(probes)
+            .layer(ConnLayer(state.clone()))
+            .service(inner);
+        return HttpService(Arc::new(svc));
+    }
+    let c = &state.config;
+    let svc = ServiceBuilder::new()
+        .option_layer(probes)
+        .layer(ConnLayer(state.clone()))
+        .option_layer(c.request_id.as_ref().and_then(mw::request_id::RequestIdLayer::new))
+        .option_layer(st(state.access.is_some()).map(AccessLayer))
+        .option_layer(st(state.metrics.is_some() || state.telemetry.is_some()).map(ObserveLayer))
+        .option_layer(st(!state.trusted.is_empty()).map(TrustedProxyLayer))
+        .option_layer(st(state.root_path.is_some()).map(RootPathLayer))
+        .service(inner);
     HttpService(Arc::new(svc))
 }
 
@@ -337,9 +388,11 @@ layer!(ConnLayer => Conn);
 
 /// See [`ConnLayer`].
 pub struct ConnPost {
-    conn: Option<ConnInfo>,
+    // The connection's activity (not all of `ConnInfo`: one `Arc` to clone per request),
+    // and the budgets for HTTP/2 only.
+    act: Option<Arc<crate::service::ConnActivity>>,
+    h2_budgets: Option<Arc<crate::service::Budgets>>,
     close: bool,
-    h2: bool,
 }
 
 impl Post for ConnPost {
@@ -348,11 +401,11 @@ impl Post for ConnPost {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Some(c) = self.conn {
-            if self.h2 {
-                resp = track_h2_body(&c, resp);
+        if let Some(act) = self.act {
+            if let Some(budgets) = &self.h2_budgets {
+                resp = track_h2_body(&act, budgets, resp);
             }
-            c.activity.inflight.fetch_sub(1, Ordering::AcqRel);
+            act.inflight.fetch_sub(1, Ordering::AcqRel);
         }
         resp
     }
@@ -361,9 +414,7 @@ impl Post for ConnPost {
 /// HTTP/2: count the response's bytes as unsent until the socket takes them (the
 /// per-connection and global caps), and keep a streamed body's stream counted as open
 /// (the idle timer ignores control frames).
-fn track_h2_body(c: &ConnInfo, resp: Resp) -> Resp {
-    let Some(budgets) = &c.budgets else { return resp };
-    let act = &c.activity;
+fn track_h2_body(act: &Arc<crate::service::ConnActivity>, budgets: &Arc<crate::service::Budgets>, resp: Resp) -> Resp {
     if let Some(n) = http_body::Body::size_hint(resp.body()).exact() {
         act.unsent.fetch_add(n, Ordering::AcqRel);
         budgets.h2_unsent.fetch_add(n, Ordering::AcqRel);
@@ -391,10 +442,10 @@ where
         self.inner.poll_ready(cx)
     }
     fn call(&mut self, req: Req) -> Self::Future {
-        let conn = req.extensions().get::<ConnInfo>().cloned();
+        let conn = req.extensions().get::<ConnInfo>();
         let mut close = false;
         let h2 = req.version() == http::Version::HTTP_2;
-        if let Some(c) = &conn {
+        if let Some(c) = conn {
             let act = &c.activity;
             let limits = &self.state.config.limits;
             if h2 {
@@ -410,13 +461,18 @@ where
             if close && h2 {
                 // HTTP/2 has no `Connection: close`: the watchdog sends GOAWAY.
                 act.goaway.store(true, Ordering::Release);
-                act.wake.notify_one();
+                act.wake.wake();
                 close = false;
             }
         }
+        let post = ConnPost {
+            act: conn.map(|c| c.activity.clone()),
+            h2_budgets: conn.filter(|_| h2).and_then(|c| c.budgets.clone()),
+            close,
+        };
         Either::Right(Then {
             inner: self.inner.call(req),
-            post: Some(ConnPost { conn, close, h2 }),
+            post: Some(post),
         })
     }
 }
@@ -687,13 +743,14 @@ impl RouterService {
         let upgrade = crate::websocket::wants_upgrade(req.headers());
         match self.0.router.lookup_upgrade(method, route_path, upgrade) {
             Lookup::Found { route, params, .. } => {
+                // `conn` is filled in only where a call leaves the direct path (which
+                // reads the two facts it needs from the extension): a clone saved.
                 let route = route.clone();
-                let conn = req.extensions().get::<ConnInfo>().cloned();
                 Ok(RouteCall {
                     req,
                     params,
                     route,
-                    conn,
+                    conn: None,
                 })
             }
             Lookup::NotFound => Err(problem(StatusCode::NOT_FOUND, format!("no route for {method} {path}"))),
@@ -789,7 +846,7 @@ impl Service<Req> for RouterService {
         };
         let route = self.0.observed.then(|| call.route.clone());
         let entry = &self.0.targets[call.route.target];
-        let call = if entry.stack.is_none() {
+        let mut call = if entry.stack.is_none() {
             match crate::target::try_direct(&entry.target, &entry.options, call) {
                 Ok(fut) => return RouterFuture::Direct { fut, head, route },
                 Err(call) => call,
@@ -797,6 +854,7 @@ impl Service<Req> for RouterService {
         } else {
             call
         };
+        call.conn = call.req.extensions().get::<ConnInfo>().cloned();
         let state = self.0.clone();
         RouterFuture::Boxed(Box::pin(async move {
             let entry = &state.targets[call.route.target];

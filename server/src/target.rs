@@ -406,7 +406,9 @@ pub(crate) fn try_direct(
     if let Some(clock) = parts.extensions.get::<Arc<crate::metrics::QueueClock>>() {
         clock.enqueued(0);
     }
-    let (peer, tls) = conn.as_ref().map_or((None, false), |c| (c.peer, c.tls));
+    // The router leaves `conn` empty on this path: the facts are in the extension.
+    let conn = conn.as_ref().or_else(|| parts.extensions.get::<ConnInfo>());
+    let (peer, tls) = conn.map_or((None, false), |c| (c.peer, c.tls));
     Ok(endpoint.call(RoutedRequest {
         parts,
         body: Bytes::new(),
