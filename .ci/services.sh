@@ -30,6 +30,7 @@ if command -v mariadbd >/dev/null || command -v mysqld >/dev/null; then
     else
         start 3306 mariadb service mariadb start
     fi
+    # test_database_tls.py starts its own TLS mariadbd (mariadb-install-db, a temp datadir).
     # The data-layer tests use database `test` (root, empty password, over TCP).
     if up 3306 && command -v mysql >/dev/null; then
         mysql -uroot -e "CREATE DATABASE IF NOT EXISTS test" >/dev/null 2>&1 || true

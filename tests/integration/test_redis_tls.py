@@ -2,9 +2,9 @@
 here from Debian's ``redis-server`` (built with TLS) on a free port in a temporary folder, with
 certificates made by ``trustme``; stopped at the end of the module.
 
-The client trusts the system roots plus ``SSL_CERT_FILE`` (the usual way to add a private CA to
-a rustls client), so the tests point that variable at the test CA, or at another CA to prove a
-server certificate from an unknown issuer is refused."""
+The client trusts the system roots, or instead the PEM file named by ``SSL_CERT_FILE`` (how a
+private CA is trusted by a rustls client), so the tests point that variable at the test CA, or
+at another CA to prove a server certificate from an unknown issuer is refused."""
 
 from __future__ import annotations
 
