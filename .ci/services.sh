@@ -13,7 +13,8 @@ start() { # port name command...
 }
 # The Redis Cluster test (tests/integration/test_redis_cluster.py) starts its own nodes
 # from redis-server and forms them with redis-cli; both must be installed. The Sentinel test
-# (test_redis_sentinel.py) starts a master, a replica and a Sentinel from redis-server.
+# (test_redis_sentinel.py) starts a master, a replica and a Sentinel from redis-server, and
+# test_redis_tls.py a TLS-only redis-server (Debian's is built with TLS).
 command -v redis-cli >/dev/null || echo "redis-cli is missing (Debian: redis-tools)" >&2
 if command -v redis-server >/dev/null; then
     start 6379 redis redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
@@ -33,6 +34,7 @@ if command -v mariadbd >/dev/null || command -v mysqld >/dev/null; then
     else
         start 3306 mariadb service mariadb start
     fi
+    # test_database_tls.py starts its own TLS mariadbd (mariadb-install-db, a temp datadir).
     # The data-layer tests use database `test` (root, empty password, over TCP).
     if up 3306 && command -v mysql >/dev/null; then
         mysql -uroot -e "CREATE DATABASE IF NOT EXISTS test" >/dev/null 2>&1 || true
