@@ -1,4 +1,5 @@
-"""HTTPS with Cello: HTTP/1.1 and HTTP/2 (ALPN) on one port, optional mutual TLS.
+"""HTTPS with Cello: HTTP/1.1 and HTTP/2 (ALPN) on one port, HTTP/3 (QUIC) on the same port
+number over UDP, optional mutual TLS.
 
 Make a certificate (any PEM chain and key work; for a local try, trustme or mkcert):
 
@@ -11,6 +12,7 @@ Then either of:
     cello run examples.tls.app:app --ssl-certfile server.pem --ssl-keyfile server.pem
 
     curl --cacert ca.pem https://localhost:8443/            # HTTP/2 when curl supports it
+    curl --http3-only --cacert ca.pem https://localhost:8443/   # HTTP/3 (TLS_HTTP3=1, a curl with h3)
     kill -HUP <pid>                                         # re-read the certificate files
 
 Add ``--ssl-ca-certs clients-ca.pem`` (or ``TlsConfig(ca_path=..., require_client_cert=True)``)
@@ -19,12 +21,16 @@ for mutual TLS: the client certificate's subject is ``request.context["client_ce
 
 import os
 
-from cello import App, TlsConfig
+from cello import App, Http3Config, TlsConfig
 
 app = App()
 
 if os.environ.get("TLS_CERT"):
     app.enable_tls(TlsConfig(os.environ["TLS_CERT"], os.environ.get("TLS_KEY", os.environ["TLS_CERT"])))
+    if os.environ.get("TLS_HTTP3") == "1":
+        # QUIC on the TLS port number (UDP), same certificate; HTTP/1.1 and HTTP/2 answers
+        # advertise it with Alt-Svc.
+        app.enable_http3(Http3Config())
 
 
 @app.get("/")

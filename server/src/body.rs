@@ -82,6 +82,9 @@ pub enum RequestBody {
     Incoming(hyper::body::Incoming),
     /// Already in memory.
     Full(Option<Bytes>),
+    /// Chunks handed over by a task that reads another transport (HTTP/3): bounded, so the
+    /// reader waits for the handler, and QUIC flow control holds the client back.
+    Channel(mpsc::Receiver<Result<Bytes, BoxError>>),
 }
 
 impl RequestBody {
@@ -109,6 +112,7 @@ impl Body for RequestBody {
         match self.get_mut() {
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::Full(b) => Poll::Ready(b.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+            Self::Channel(rx) => rx.poll_recv(cx).map(|c| c.map(|r| r.map(Frame::data))),
         }
     }
 
@@ -116,6 +120,7 @@ impl Body for RequestBody {
         match self {
             Self::Incoming(b) => b.is_end_stream(),
             Self::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            Self::Channel(rx) => rx.is_closed() && rx.is_empty(),
         }
     }
 
@@ -123,6 +128,7 @@ impl Body for RequestBody {
         match self {
             Self::Incoming(b) => b.size_hint(),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Channel(_) => SizeHint::default(),
         }
     }
 }

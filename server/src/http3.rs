@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use cello_config::{Http3Config, ServerConfig};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -209,6 +209,7 @@ async fn serve_conn(
 }
 
 type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+type RecvStream = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
 
 fn problem(status: StatusCode, detail: &str) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::Full(Some(
@@ -223,6 +224,27 @@ fn problem(status: StatusCode, detail: &str) -> Response<ResponseBody> {
 /// Read the request body (bounded by `max_body_size` and `read_body`), run the stack and
 /// stream the response back; `send_data` waits for QUIC flow control, so a slow client
 /// slows the body down instead of making us buffer it.
+/// The request body of an HTTP/3 stream as a [`RequestBody`]: a task moves each DATA frame
+/// into a small channel. When the request is dropped unread, the task ends and drops the
+/// receive side, which stops the client's stream.
+fn stream_body(mut recv: RecvStream) -> RequestBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let item = match recv.recv_data().await {
+                Ok(Some(mut chunk)) => Ok(chunk.copy_to_bytes(chunk.remaining())),
+                Ok(None) => return,
+                Err(e) => Err(crate::body::BoxError::from(e.to_string())),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    RequestBody::Channel(rx)
+}
+
 async fn serve_request(
     state: &AppState,
     service: HttpService,
@@ -231,55 +253,30 @@ async fn serve_request(
     peer: SocketAddr,
     cert: Option<ClientCert>,
 ) {
-    let (mut send, mut recv) = stream.split();
+    let (mut send, recv) = stream.split();
     let limit = state.config.limits.max_body_size;
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let body = async {
-        if declared.is_some_and(|n| n > limit) {
-            return Err(StatusCode::PAYLOAD_TOO_LARGE);
-        }
-        let mut buf = BytesMut::new();
-        loop {
-            match recv.recv_data().await {
-                Ok(Some(mut chunk)) => {
-                    if (buf.len() + chunk.remaining()) as u64 > limit {
-                        return Err(StatusCode::PAYLOAD_TOO_LARGE);
-                    }
-                    while chunk.has_remaining() {
-                        let part = chunk.chunk();
-                        buf.extend_from_slice(part);
-                        let n = part.len();
-                        chunk.advance(n);
-                    }
-                }
-                Ok(None) => return Ok(buf.freeze()),
-                Err(_) => return Err(StatusCode::BAD_REQUEST),
-            }
-        }
-    };
-    let read_body = Duration::from_secs_f64(state.config.timeouts.read_body);
-    let resp = match tokio::time::timeout(read_body, body).await {
-        Ok(Ok(body)) => {
-            let (parts, ()) = req.into_parts();
-            let mut req = Request::from_parts(parts, RequestBody::full(body));
-            req.extensions_mut().insert(ConnInfo::new(Some(peer), true));
-            if let Some(c) = cert {
-                req.extensions_mut().insert(c);
-            }
-            match service.run(req).await {
-                Ok(r) => r,
-                Err(e) => match e {},
-            }
-        }
-        Ok(Err(StatusCode::PAYLOAD_TOO_LARGE)) => problem(
+    let resp = if declared.is_some_and(|n| n > limit) {
+        problem(
             StatusCode::PAYLOAD_TOO_LARGE,
             "the request body is larger than the server accepts",
-        ),
-        Ok(Err(_)) => problem(StatusCode::BAD_REQUEST, "the request body could not be read"),
-        Err(_) => problem(StatusCode::REQUEST_TIMEOUT, "the request body was not received in time"),
+        )
+    } else {
+        // The body streams to the stack as it arrives, so its limit, read timeout, memory
+        // budget and spooling apply exactly as over HTTP/1.1 and HTTP/2 (never buffered here).
+        let (parts, ()) = req.into_parts();
+        let mut req = Request::from_parts(parts, stream_body(recv));
+        req.extensions_mut().insert(ConnInfo::new(Some(peer), true));
+        if let Some(c) = cert {
+            req.extensions_mut().insert(c);
+        }
+        match service.run(req).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        }
     };
     let (mut parts, mut body) = resp.into_parts();
     // Connection-specific headers do not exist in HTTP/3.

@@ -46,6 +46,16 @@ def echo(request):
     return {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
+@app.post("/upload")
+async def upload(request):
+    # Reads the body as it arrives: the server never needs it whole.
+    digest, size = hashlib.sha256(), 0
+    async for chunk in request.stream():
+        digest.update(chunk)
+        size += len(chunk)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
 @app.get("/big/{mib:int}")
 def big(request, mib: int):
     chunk = bytes(range(256)) * 4096  # 1 MiB

@@ -219,17 +219,25 @@ def test_reconnect_after_pg_terminate_backend(client):
         loop.close()
 
 
-# PostgreSQL and MariaDB (port, URL, table created by the app's startup hook).
+# PostgreSQL, MariaDB and a SQLite file (port, URL, table created by the app's startup hook).
 SERVERS = {
     "postgresql": (5432, PG_URL, "dba_items"),
     "mysql": (3306, MYSQL_URL, "data_my_items"),
+    "sqlite": (None, None, "dba_items"),
 }
 
 
-@pytest.mark.parametrize("backend", list(SERVERS))
-def test_pool_exhaustion_is_503_after_connection_timeout(serve, backend):
+def server_url(backend: str, tmp_path) -> tuple[str, str]:
     port, url, table = SERVERS[backend]
+    if port is None:
+        return f"sqlite://{tmp_path}/pool.db", table
     require(port, backend)
+    return url, table
+
+
+@pytest.mark.parametrize("backend", list(SERVERS))
+def test_pool_exhaustion_is_503_after_connection_timeout(serve, backend, tmp_path):
+    url, table = server_url(backend, tmp_path)
     app = serve("database_app", env={"DB_URL": url, "POOL_SIZE": "1", "CONN_TIMEOUT": "0.5", "TABLE": table})
 
     async def go():
@@ -251,9 +259,8 @@ def test_pool_exhaustion_is_503_after_connection_timeout(serve, backend):
 
 
 @pytest.mark.parametrize("backend", list(SERVERS))
-def test_1000_concurrent_queries_queue_for_the_pool(serve, backend):
-    port, url, table = SERVERS[backend]
-    require(port, backend)
+def test_1000_concurrent_queries_queue_for_the_pool(serve, backend, tmp_path):
+    url, table = server_url(backend, tmp_path)
     app = serve("database_app", env={"DB_URL": url, "POOL_SIZE": "5", "CONN_TIMEOUT": "20", "TABLE": table})
 
     async def get(path: str) -> tuple[int, bytes]:
@@ -314,6 +321,43 @@ def test_ready_is_503_while_unreachable_and_recovers(serve):
             time.sleep(0.2)
         assert status == 200
         assert c.get("/query", params={"n": 7}).json() == {"v": 7}
+
+
+def test_sqlite_transactions_roll_back_on_exception_timeout_and_disconnect(serve, tmp_path):
+    """Item 3 on the embedded backend: the same rollbacks as on PostgreSQL, and the
+    connection goes back to the pool each time."""
+    app = serve(
+        "database_app",
+        env={"DB_URL": f"sqlite://{tmp_path}/tx.db", "POOL_SIZE": "5", "HANDLER_TIMEOUT": "1", "TABLE": "dba_items"},
+    )
+
+    def settle(c):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and c.get("/stats").json()["in_use"] != 0:
+            time.sleep(0.05)
+        assert c.get("/stats").json()["in_use"] == 0
+
+    with httpx.Client(base_url=app.base_url, timeout=30) as c:
+        assert c.get("/stats").json()["backend"] == "sqlite"
+        assert c.post("/tx/fail", json={"name": "txfail-1"}).status_code == 500
+        assert count(c, "txfail-") == 0
+        assert c.post("/tx/slow", json={"name": "slow-1", "sleep": 5}).status_code == 504
+        settle(c)
+        assert count(c, "slow-") == 0
+        with socket.create_connection((app.host, app.port)) as s:
+            body = json.dumps({"name": "gone-1", "sleep": 0.8}).encode()
+            s.sendall(
+                b"POST /tx/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            time.sleep(0.2)
+        settle(c)
+        time.sleep(1.0)
+        assert count(c, "gone-") == 0
+        # The write lock of the rolled-back transactions is gone: a new write commits.
+        assert c.post("/items", json={"name": "after-1"}).status_code == 200
+        assert count(c, "after-") == 1
 
 
 def test_sqlite_default_when_no_config(serve, tmp_path):

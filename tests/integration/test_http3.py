@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import signal
 import ssl
+import subprocess
+import sys
 import time
 
 import httpx
@@ -16,6 +19,7 @@ import pytest
 
 trustme = pytest.importorskip("trustme")
 pytest.importorskip("aioquic")
+from conftest import ROOT, free_port, wait_for_port  # noqa: E402
 from h3client import h3_connect  # noqa: E402
 
 H3_NO_ERROR = 0x100
@@ -102,6 +106,66 @@ def test_body_limit_is_413_problem_over_http3(serve, pki, tmp_path):
             assert r.status == 200
 
     run(go())
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_a_large_upload_streams_over_http3_without_being_held_in_memory(serve, pki, tmp_path):
+    """Item 6 over HTTP/3: the body reaches `request.stream()` as it arrives (limit, budget and
+    spooling as over HTTP/1.1 and HTTP/2); the server's peak RSS does not grow by the body."""
+    cfg = tmp_path / "cello.yaml"
+    cfg.write_text(json.dumps({"limits": {"maxBodySize": 64 * 1024 * 1024}}))
+    server = serve("tls_app", env={**h3_env(pki), "CELLO_CONFIG": str(cfg)}, fresh=True)
+    payload = os.urandom(1 << 20) * 24  # 24 MiB
+
+    async def go():
+        async with h3_connect("127.0.0.1", server.port, pki["cafile"]) as proto:
+            r = await proto.request("POST", "/upload", body=b"warm" * 4096)
+            assert r.status == 200, r
+            before = peak_rss_kib(server.pid)
+            headers = {"content-type": "application/octet-stream"}
+            r = await proto.request("POST", "/upload", body=payload, headers=headers)
+            assert r.status == 200, r
+            assert json.loads(r.body) == {"size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+            return before, peak_rss_kib(server.pid)
+
+    before, after = run(go())
+    grown = (after - before) / 1024
+    assert grown < 12, f"peak RSS grew by {grown:.1f} MiB for a 24 MiB body"
+
+
+def test_the_tls_example_serves_http1_http2_and_http3(pki):
+    """examples/tls/app.py, run as its docstring says, with TLS_HTTP3=1."""
+    port = free_port()
+    env = {**os.environ, "TLS_CERT": pki["cert"], "TLS_KEY": pki["key"], "TLS_HTTP3": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "tls" / "app.py"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, 60, proc)
+        ctx = ssl.create_default_context()
+        pki["ca"].configure_trust(ctx)
+        for http2 in (False, True):
+            with httpx.Client(verify=ctx, http2=http2) as c:
+                r = c.get(f"https://127.0.0.1:{port}/")
+            assert r.json()["http_version"] == ("2" if http2 else "1.1")
+            assert r.headers["alt-svc"] == f'h3=":{port}"; ma=86400'
+
+        async def go():
+            async with h3_connect("127.0.0.1", port, pki["cafile"]) as proto:
+                return await proto.request("GET", "/")
+
+        r = run(go())
+        assert r.status == 200 and json.loads(r.body)["http_version"] == "3"
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 def test_drain_closes_quic_connections_cleanly(serve, pki):
