@@ -27,6 +27,14 @@ for port in (50061, 50062):
             time.sleep(0.1)
     else:
         raise SystemExit(f"nothing on {port}")
+# Both give the same answer with status OK (h2load counts HTTP 200s only).
+import grpc
+answers = set()
+for port in (50061, 50062):
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        call = ch.unary_unary("/inventory.v1.Inventory/GetItem", lambda b: b, lambda b: b)
+        answers.add(call(b"\x0a\x03A-1", timeout=10))
+assert len(answers) == 1, answers
 PY
 call() {  # port seconds
     taskset -c 1 h2load -D "$2" -c 16 -m 16 -t 1 -d "$BODY" -H 'content-type: application/grpc' -H 'te: trailers' \
