@@ -294,33 +294,37 @@ def test_1000_concurrent_queries_queue_for_the_pool(serve, backend, tmp_path):
     assert max(plain_s) < 2.0, plain_s
 
 
+def readiness_follows_the_relay(c: httpx.Client, relay: Relay, n: int) -> None:
+    """Ready while the database is reachable; 503 (and 503 problem+json for queries) once the
+    relay is cut; ready again by itself once it is restored."""
+
+    def wait_for(status: int, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        got = None
+        while time.monotonic() < deadline:
+            got = c.get("/health/ready").status_code
+            if got == status:
+                return
+            time.sleep(0.1)
+        assert got == status
+
+    assert c.get("/health/ready").status_code == 200
+    relay.cut()
+    wait_for(503, 10)
+    r = c.get("/query")
+    assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json")
+    relay.restore()
+    wait_for(200, 15)
+    assert c.get("/query", params={"n": n}).json() == {"v": n}
+
+
 def test_ready_is_503_while_unreachable_and_recovers(serve):
     require(5432, "PostgreSQL")
     relay = Relay()
     url = PG_URL.replace("127.0.0.1:5432", f"127.0.0.1:{relay.port}")
     app = serve("database_app", env={"DB_URL": url, "CONN_TIMEOUT": "1", "TABLE": "dba_items"}, fresh=True)
     with httpx.Client(base_url=app.base_url, timeout=10) as c:
-        assert c.get("/health/ready").status_code == 200
-        relay.cut()
-        deadline = time.monotonic() + 10
-        status = None
-        while time.monotonic() < deadline:
-            status = c.get("/health/ready").status_code
-            if status == 503:
-                break
-            time.sleep(0.1)
-        assert status == 503
-        r = c.get("/query")
-        assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json")
-        relay.restore()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            status = c.get("/health/ready").status_code
-            if status == 200:
-                break
-            time.sleep(0.2)
-        assert status == 200
-        assert c.get("/query", params={"n": 7}).json() == {"v": 7}
+        readiness_follows_the_relay(c, relay, n=7)
 
 
 def test_sqlite_transactions_roll_back_on_exception_timeout_and_disconnect(serve, tmp_path):
@@ -431,27 +435,7 @@ def test_mariadb_reconnects_after_kill_and_readiness_follows_the_server(serve):
             assert r.status_code == 200 and r.json() == {"v": 3}
             assert c.get("/conn-id").json()["id"] != first
 
-            assert c.get("/health/ready").status_code == 200
-            relay.cut()
-            deadline = time.monotonic() + 10
-            status = None
-            while time.monotonic() < deadline:
-                status = c.get("/health/ready").status_code
-                if status == 503:
-                    break
-                time.sleep(0.1)
-            assert status == 503
-            r = c.get("/query")
-            assert r.status_code == 503 and r.headers["content-type"].startswith("application/problem+json")
-            relay.restore()
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                status = c.get("/health/ready").status_code
-                if status == 200:
-                    break
-                time.sleep(0.2)
-            assert status == 200
-            assert c.get("/query", params={"n": 8}).json() == {"v": 8}
+            readiness_follows_the_relay(c, relay, n=8)
     finally:
         loop.run(admin.execute("DROP TABLE IF EXISTS data_my_kill"))
         loop.run(admin.close())
