@@ -165,9 +165,14 @@ def test_metadata_in_and_out(pb, stub):
 def test_max_message_size(pb, stub):
     with pytest.raises(grpc.RpcError) as err:
         stub.SayHello(pb[0].HelloRequest(blob=b"x" * (2 * 1024 * 1024)), timeout=5)
-    # tonic's code for a message over the limit (the limit is named in the details).
-    assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    # gRPC's code for a message over the limit (the limit is named in the details).
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "1048576" in err.value.details()
+    # A request just within the limit whose answer is over it: the same code, from the server.
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SayHello(pb[0].HelloRequest(blob=b"x" * (1024 * 1024 - 4)), timeout=5)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "response message" in err.value.details()
     # The server is fine afterwards.
     assert stub.SayHello(pb[0].HelloRequest(name="ok"), timeout=5).message == "Hello, ok!"
 

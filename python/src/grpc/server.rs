@@ -281,10 +281,15 @@ impl GrpcCall {
             async move {
                 let mut input = state.input.lock().await;
                 match input.as_mut() {
-                    Some(s) => s
-                        .message()
-                        .await
-                        .map_err(|st| GrpcStatusError::new_err((st.code() as i32, st.message().to_owned()))),
+                    Some(s) => s.message().await.map_err(|st| {
+                        // tonic reports a request message over the limit as OUT_OF_RANGE;
+                        // gRPC's status code table says RESOURCE_EXHAUSTED (grpc-go, grpcio).
+                        let code = match st.code() {
+                            Code::OutOfRange => Code::ResourceExhausted,
+                            c => c,
+                        };
+                        GrpcStatusError::new_err((code as i32, st.message().to_owned()))
+                    }),
                     None => Ok(None),
                 }
             },
@@ -299,6 +304,17 @@ impl GrpcCall {
 
     /// Send a response message; resolves once the stream has room (back-pressure).
     fn send(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<Py<PyAny>> {
+        let max = self.state.inner.max_message_size;
+        if data.len() > max {
+            // Checked here rather than left to tonic's encoder, which would answer OUT_OF_RANGE.
+            return Err(GrpcStatusError::new_err((
+                Code::ResourceExhausted as i32,
+                format!(
+                    "the response message of {} bytes exceeds the limit of {max} bytes",
+                    data.len()
+                ),
+            )));
+        }
         let tx = lock(&self.state.output)
             .clone()
             .ok_or_else(|| PyRuntimeError::new_err("the call is finished"))?;
