@@ -656,10 +656,10 @@ class ConsumerApp:
         self.startup_timeout = startup_timeout
         self._health = True  # the supervisor's apply_options must not add HTTP health checks
 
-    def _serve(self, opts: Any, on_ready=None, on_beat=None, on_executor=None) -> None:
-        asyncio.run(self._main(opts, on_ready, on_beat, on_executor))
+    def _serve(self, opts: Any, on_ready=None, on_beat=None, on_executor=None, listen_fd: int | None = None) -> None:
+        asyncio.run(self._main(opts, on_ready, on_beat, on_executor, listen_fd))
 
-    async def _main(self, opts: Any, on_ready, on_beat, on_executor) -> None:
+    async def _main(self, opts: Any, on_ready, on_beat, on_executor, listen_fd: int | None = None) -> None:
         import signal
 
         loop = asyncio.get_running_loop()
@@ -707,7 +707,13 @@ class ConsumerApp:
             finally:
                 writer.close()
 
-        server = await asyncio.start_server(admin, opts.host, opts.port, reuse_port=True, reuse_address=True)
+        if listen_fd is not None:
+            # The supervisor's listening socket of this worker slot (the admin port): taken over.
+            import socket
+
+            server = await asyncio.start_server(admin, sock=socket.socket(fileno=listen_fd))
+        else:
+            server = await asyncio.start_server(admin, opts.host, opts.port, reuse_port=True, reuse_address=True)
         address = server.sockets[0].getsockname()[:2]
         if on_executor is not None:
             on_executor(_BeatInfo(opts.worker_timeout or 30.0))

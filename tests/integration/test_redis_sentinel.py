@@ -6,6 +6,7 @@ Keys under ``data-sn:``; the shared Redis on 6379 is not used."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -170,18 +171,21 @@ def test_the_master_is_found_through_the_sentinel_and_after_a_failover(sentinel,
     # The pooled connections still point at the old master: a failing command makes the
     # client ask the Sentinel again.
     async def write_after_failover():
-        deadline = time.monotonic() + 20
+        started = time.monotonic()
         errors = []
-        while time.monotonic() < deadline:
+        while time.monotonic() < started + 20:
             try:
                 await r.set("k", "after")
-                return errors
+                return errors, time.monotonic() - started
             except RedisError as e:
                 errors.append(str(e))
+                await asyncio.sleep(0.05)
         raise AssertionError(f"no write reached the new master: {errors}")
 
-    errors = loop.run(write_after_failover(), timeout=30)
-    assert len(errors) <= 4, errors  # at most a failure per pooled connection, then found
+    errors, took = loop.run(write_after_failover(), timeout=30)
+    # Commands fail while the client finds the new master (how many depends on the machine's
+    # load: a loaded CI box saw a second of refusals), then it is found within seconds.
+    assert took < 10, (took, errors)
     assert new.get("data-sn:k") == "after"
     assert loop.run(r.get("k")) == "after"
     new.delete("data-sn:k")
