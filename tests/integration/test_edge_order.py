@@ -107,7 +107,9 @@ def test_python_middleware_is_innermost_and_only_on_python_routes(client):
         client.get(path)
     client.delete("/hello")
     client.options("/hello", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"})
-    client.post("/upload", content=b"x" * 2048)  # 413 before the handler
+    # 413 before the handler, on a connection of its own: after an early answer to an unread
+    # body the server may close the connection (seen once on a loaded CI box; see the note).
+    httpx.post(client.base_url.join("/upload"), content=b"x" * 2048, timeout=20)
     assert calls(client, "mw:/missing") == 0
     assert calls(client, "mw:/assets/app.js") == 0
     assert calls(client, "mw:/upload") == 0
