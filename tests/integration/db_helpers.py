@@ -32,6 +32,13 @@ def require(port: int, name: str) -> None:
     pytest.skip(reason)
 
 
+def missing(reason: str) -> None:
+    """A binary or service the test needs is not there: skip locally, fail in CI."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI must provide it)")
+    pytest.skip(reason)
+
+
 def url_for(backend: str, tmp_path) -> str:
     if backend == "postgresql":
         require(5432, "PostgreSQL")

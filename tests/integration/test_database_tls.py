@@ -14,17 +14,11 @@ import trustme
 from cello.config import DatabaseConfig
 from cello.database import Database, OperationalError
 from conftest import free_port, wait_for_port
-from db_helpers import Loop
+from db_helpers import Loop, missing
 
 # mariadbd lives in /usr/sbin, which is not on every PATH.
 _SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 CIPHER = "SHOW SESSION STATUS LIKE 'Ssl_cipher'"
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI installs mariadb-server)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +34,7 @@ def tls_mariadb(tmp_path_factory):
     install = shutil.which("mariadb-install-db", path=_SEARCH)
     server = shutil.which("mariadbd", path=_SEARCH)
     if not install or not server:
-        _missing("mariadbd/mariadb-install-db are not installed")
+        missing("mariadbd/mariadb-install-db are not installed")
     d = tmp_path_factory.mktemp("mariadb-tls")
     ca = trustme.CA()
     # Only the IP: connecting by the name "localhost" tells verify_ca from verify_identity.

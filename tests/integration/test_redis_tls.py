@@ -8,7 +8,6 @@ at another CA to prove a server certificate from an unknown issuer is refused.""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -18,13 +17,7 @@ import trustme
 from cello.config import RedisConfig
 from cello.database import Redis, RedisError
 from conftest import free_port, wait_for_port
-from db_helpers import Loop
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI installs redis-server)")
-    pytest.skip(reason)
+from db_helpers import Loop, missing
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +32,7 @@ def tls_redis(tmp_path_factory):
     """(port, CA file, file of an unrelated CA) of a TLS-only redis-server."""
     server = shutil.which("redis-server")
     if not server:
-        _missing("redis-server is not installed")
+        missing("redis-server is not installed")
     d = tmp_path_factory.mktemp("redis-tls")
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
