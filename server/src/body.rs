@@ -80,6 +80,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum RequestBody {
     /// Straight from the connection.
     Incoming(hyper::body::Incoming),
+    /// Straight from an HTTP/1 connection, telling it whether it was read to the end.
+    Watched(WatchedIncoming),
     /// Already in memory.
     Full(Option<Bytes>),
     /// Chunks handed over by a task that reads another transport (HTTP/3): bounded, so the
@@ -104,6 +106,51 @@ impl From<hyper::body::Incoming> for RequestBody {
     }
 }
 
+/// What hyper drains of a body dropped unread before it reuses the connection: one read's
+/// worth (`poll_drain_or_close_read` polls the body once). Past that it closes the connection.
+const DRAINABLE: u64 = 8 * 1024;
+
+/// An HTTP/1 request body that, when dropped, records on its connection whether more of it is
+/// still to come than hyper can drain. hyper decides to close such a connection only after the
+/// response head went out saying keep-alive, and a client that sends its next request on it
+/// loses that request; `serve.rs` reads the mark and says `Connection: close` in the head.
+pub struct WatchedIncoming {
+    inner: hyper::body::Incoming,
+    activity: std::sync::Arc<crate::service::ConnActivity>,
+    ended: bool,
+}
+
+impl WatchedIncoming {
+    /// Watch `inner` for `activity`'s connection.
+    pub fn new(inner: hyper::body::Incoming, activity: std::sync::Arc<crate::service::ConnActivity>) -> Self {
+        activity.body_unread.store(false, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            inner,
+            activity,
+            ended: false,
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            self.ended = true;
+        }
+        polled.map_err(Into::into)
+    }
+}
+
+impl Drop for WatchedIncoming {
+    fn drop(&mut self) {
+        let unread = !self.ended
+            && !self.inner.is_end_stream()
+            && self.inner.size_hint().exact().is_none_or(|left| left > DRAINABLE);
+        self.activity
+            .body_unread
+            .store(unread, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -111,6 +158,7 @@ impl Body for RequestBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Watched(b) => b.poll_frame(cx),
             Self::Full(b) => Poll::Ready(b.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
             Self::Channel(rx) => rx.poll_recv(cx).map(|c| c.map(|r| r.map(Frame::data))),
         }
@@ -119,6 +167,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Incoming(b) => b.is_end_stream(),
+            Self::Watched(b) => b.inner.is_end_stream(),
             Self::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
             Self::Channel(rx) => rx.is_closed() && rx.is_empty(),
         }
@@ -127,6 +176,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Incoming(b) => b.size_hint(),
+            Self::Watched(b) => b.inner.size_hint(),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Channel(_) => SizeHint::default(),
         }

@@ -531,10 +531,20 @@ async fn serve_connection<S>(
         write_stall: None,
     });
     let (activity, epoch) = (info.activity.clone(), info.epoch);
+    let conn_activity = info.activity.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let h1 = req.version() <= http::Version::HTTP_11;
         let draining = draining.clone();
-        let mut req = req.map(RequestBody::Incoming);
+        // HTTP/1 bodies are watched so an answer given before the body was read can say
+        // `Connection: close` (body.rs, `WatchedIncoming`); body-less requests pay nothing.
+        let watched = h1 && !hyper::body::Body::is_end_stream(req.body());
+        let mut req = if watched {
+            let activity = conn_activity.clone();
+            req.map(|b| RequestBody::Watched(crate::body::WatchedIncoming::new(b, activity)))
+        } else {
+            req.map(RequestBody::Incoming)
+        };
+        let unread_mark = watched.then(|| conn_activity.clone());
         // One extension for the connection's facts (the map allocates per request).
         req.extensions_mut().insert(info.clone());
         if let Some(cert) = &client_cert {
@@ -549,7 +559,10 @@ async fn serve_connection<S>(
             // Draining: this response is the connection's last, and says so. The client
             // then opens a new connection for its next request instead of sending it on
             // one that is about to close (lost, as it may not be safe to retry).
-            if h1 && draining.is_cancelled() && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            // An unread body: hyper closes the connection after this response (it drains one
+            // read's worth at most), so the head must not promise keep-alive.
+            let unread = unread_mark.is_some_and(|a| a.body_unread.load(Ordering::Relaxed));
+            if h1 && (unread || draining.is_cancelled()) && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 resp.headers_mut()
                     .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }

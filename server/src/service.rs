@@ -197,6 +197,9 @@ pub struct ConnActivity {
     /// watchdog is polled on every wake-up of the connection's task, and a `Notified`
     /// takes a lock on each poll.
     pub wake: futures_util::task::AtomicWaker,
+    /// HTTP/1: the current request's body was dropped with more of it still to come than
+    /// hyper can drain (see `body::WatchedIncoming`).
+    pub body_unread: std::sync::atomic::AtomicBool,
 }
 
 /// Memory budgets shared by all connections of a server (see `LimitsConfig::max_buffered_bytes`

@@ -440,6 +440,38 @@ def test_huge_chunk_size_gets_413_at_once(server):
         assert time.monotonic() - start < 5, "413 came only after the body timeout"
 
 
+def test_an_answer_before_a_large_unread_body_says_connection_close(server):
+    # hyper drains at most one read of a body the stack dropped unread, then closes the
+    # connection; the head must say so, or a client's next request on it is lost.
+    with Conn(server.host, server.port, timeout=10) as c:
+        c.send(
+            b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 20000000\r\n\r\n" + b"x" * 1024
+        )
+        resp = c.read_response("POST")
+        assert_problem(resp, 413)
+        assert (resp.header("connection") or "").lower() == "close"
+        # Then it closes (a reset, when the unread body bytes are still in its socket).
+        with contextlib.suppress(ConnectionResetError):
+            assert c.read_until_close() == b""
+
+
+def test_a_small_unread_body_keeps_the_connection_alive(server):
+    with Conn(server.host, server.port, timeout=10) as c:
+        resp = c.request("POST", "/no-such-route", {"Content-Type": "text/plain"}, b"y" * 100)
+        assert resp.status == 404
+        assert resp.header("connection") is None
+        assert c.request("GET", "/ping").status == 200
+
+
+def test_a_large_body_read_to_the_end_keeps_the_connection_alive(server):
+    with Conn(server.host, server.port, timeout=10) as c:
+        resp = c.request("POST", "/upload", {"Content-Type": "application/octet-stream"}, b"z" * (1 << 20))
+        assert resp.status == 200 and resp.json() == {"size": 1 << 20}
+        assert resp.header("connection") is None
+        assert c.request("GET", "/ping").status == 200
+
+
 def test_normal_chunked_upload_still_works(server):
     with Conn(server.host, server.port, timeout=10) as c:
         c.send(
