@@ -476,6 +476,72 @@ def test_grpc_channel_calls(server):
     asyncio.run(go())
 
 
+def test_grpc_channel_streaming_calls(server):
+    import asyncio
+
+    from cello.grpc import GrpcChannel, GrpcError, StatusCode
+
+    async def go():
+        target = f"127.0.0.1:{server.grpc_port}"
+        ch = await GrpcChannel.connect(target, proto=PROTO_DIR / "greeter.proto")
+        # Server streaming, a long one too (back-pressure on the client side).
+        assert [m["n"] async for m in ch.server_stream("cello.test.Greeter", "CountTo", {"to": 5})] == [1, 2, 3, 4, 5]
+        assert [m async for m in ch.server_stream("cello.test.Greeter", "CountTo", {"to": 0})] == []
+        n = 0
+        async for _ in ch.server_stream("cello.test.Greeter", "CountTo", {"to": 3000}):
+            n += 1
+        assert n == 3000
+
+        # Client streaming from a list and from an async generator.
+        total = await ch.client_stream("cello.test.Greeter", "Sum", [{"n": i} for i in range(1, 5)])
+        assert (total["sum"], total["count"]) == (10, 4)
+
+        async def numbers():
+            for i in range(100):
+                await asyncio.sleep(0)
+                yield {"n": i}
+
+        total = await ch.client_stream("cello.test.Greeter", "Sum", numbers())
+        assert (total["sum"], total["count"]) == (4950, 100)
+        assert (await ch.client_stream("cello.test.Greeter", "Sum", []))["count"] == 0
+
+        # Bidirectional, interleaved: each reply arrives before the next request is sent.
+        async with ch.bidi_stream("cello.test.Greeter", "Chat") as chat:
+            for name in ["a", "b", "c"]:
+                await chat.write({"name": name})
+                assert (await asyncio.wait_for(chat.read(), 5))["message"] == f"echo {name}"
+            await chat.done_writing()
+            assert await chat.read() is None
+        # ... and from an iterable of requests.
+        replies = [
+            m["message"]
+            async for m in ch.bidi_stream("cello.test.Greeter", "Chat", ({"name": str(i)} for i in range(20)))
+        ]
+        assert replies == [f"echo {i}" for i in range(20)]
+
+        # A deadline ends a stream with DEADLINE_EXCEEDED.
+        with pytest.raises(GrpcError) as err:
+            async for _ in ch.bidi_stream("cello.test.Greeter", "Chat", timeout=0.3):
+                pass
+        assert err.value.code == StatusCode.DEADLINE_EXCEEDED
+        # The kind is checked against the .proto.
+        with pytest.raises(ValueError, match="server-stream rpc"):
+            await ch.call("cello.test.Greeter", "CountTo", {"to": 1})
+        with pytest.raises(ValueError, match="unary rpc"):
+            ch.server_stream("cello.test.Greeter", "SayHello", {})
+
+        # Without a .proto (JSON): a server stream, and an error status from a stream.
+        plain = await GrpcChannel.connect(target)
+        letters = [m["letter"] async for m in plain.server_stream("cello.test.Plain", "Letters", {"text": "abc"})]
+        assert letters == ["a", "b", "c"]
+        with pytest.raises(GrpcError) as err:
+            async for _ in plain.server_stream("cello.test.Plain", "Nope", {}):
+                pass
+        assert err.value.code == StatusCode.UNIMPLEMENTED
+
+    asyncio.run(go())
+
+
 # ---- the example app --------------------------------------------------------------------------
 
 
