@@ -1,8 +1,8 @@
 """``cello.grpc``: gRPC services over HTTP/2 (hyper + tonic in Rust), handlers on the worker's
 asyncio loop. See docs/grpc.md.
 
-``GrpcService``, ``@grpc_method``, ``GrpcServer``, ``GrpcChannel`` (unary calls),
-``GrpcRequest``, ``GrpcResponse``, ``GrpcError``/``StatusCode``.
+``GrpcService``, ``@grpc_method``, ``GrpcServer``, ``GrpcChannel`` (unary and the three
+streaming kinds), ``GrpcRequest``, ``GrpcResponse``, ``GrpcError``/``StatusCode``.
 """
 
 from ..errors import FeatureNotAvailable
