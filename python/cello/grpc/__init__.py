@@ -2,11 +2,11 @@
 asyncio loop. See docs/grpc.md.
 
 ``GrpcService``, ``@grpc_method``, ``GrpcServer``, ``GrpcChannel`` (unary and the three
-streaming kinds), ``GrpcRequest``, ``GrpcResponse``, ``GrpcError``/``StatusCode``.
+streaming kinds, a ``GrpcStream`` per streaming call), ``GrpcRequest``, ``GrpcResponse``, ``GrpcError``/``StatusCode``.
 """
 
 from ..errors import FeatureNotAvailable
-from ._channel import GrpcChannel
+from ._channel import GrpcChannel, GrpcStream
 from ._server import GrpcServer
 from ._service import GrpcRequest, GrpcResponse, GrpcService, grpc_method
 from ._status import GrpcError, StatusCode
@@ -19,6 +19,7 @@ __all__ = [
     "GrpcResponse",
     "GrpcServer",
     "GrpcService",
+    "GrpcStream",
     "StatusCode",
     "grpc_method",
 ]
