@@ -11,7 +11,7 @@ served by the next one instead of being reset with a closing socket. Workers rep
 through a pipe.
 
 The reloader runs the server as a fresh child *process* (not a fork) so edited code is loaded,
-and restarts it when a watched ``.py`` file changes.
+and restarts it when a watched ``.py`` or ``.proto`` file changes.
 """
 
 from __future__ import annotations
@@ -734,13 +734,14 @@ class Supervisor:
 
 
 def scan(dirs: list[str]) -> dict[str, tuple[int, int]]:
-    """(mtime, size) of every .py file under ``dirs``, skipping virtualenvs, VCS and build trees."""
+    """(mtime, size) of every .py and .proto file under ``dirs`` (gRPC services compile their
+    ``.proto`` at start-up), skipping virtualenvs, VCS and build trees."""
     found: dict[str, tuple[int, int]] = {}
     for top in dirs:
         for root, subdirs, files in os.walk(top):
             subdirs[:] = [d for d in subdirs if d not in SKIP_DIRS and not d.startswith(".")]
             for name in files:
-                if name.endswith(".py"):
+                if name.endswith((".py", ".proto")):
                     path = os.path.join(root, name)
                     with contextlib.suppress(OSError):
                         st = os.stat(path)
@@ -753,7 +754,7 @@ def _changed(old: dict, new: dict) -> list[str]:
 
 
 class Reloader:
-    """Runs ``argv`` as the server process and starts a fresh one when a .py file changes."""
+    """Runs ``argv`` as the server process and starts a fresh one when a .py or .proto file changes."""
 
     def __init__(self, opts: _cli.RunOptions, argv: list[str]) -> None:
         self.opts = opts

@@ -44,6 +44,7 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<grpc::server::GrpcCore>()?;
     m.add_class::<grpc::server::GrpcCall>()?;
     m.add_class::<grpc::client::GrpcClient>()?;
+    m.add_class::<grpc::client::GrpcClientStream>()?;
     m.add_class::<grpc::messages::ProtoSchema>()?;
     m.add_class::<grpc::messages::MessageType>()?;
     m.add("GrpcStatusError", m.py().get_type::<grpc::server::GrpcStatusError>())?;

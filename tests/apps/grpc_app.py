@@ -95,6 +95,9 @@ app.enable_grpc(
         concurrency_limit=int(os.environ.get("GRPC_CONCURRENCY", "100")),
     )
 )
+if os.environ.get("GRPC_CORS"):
+    # gRPC-Web CORS by the app's settings (test_grpc_web_cors_follows_the_apps_cors).
+    app.enable_cors(origins=[os.environ["GRPC_CORS"]], credentials=True, max_age=600, expose_headers=["x-custom"])
 app.add_grpc_service(Greeter(), proto=PROTO)
 app.add_grpc_service(Plain())
 app.add_grpc_service("cello.test.Published", {"Ping": lambda request: {"pong": request.get("n", 0) + 1}})

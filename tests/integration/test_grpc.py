@@ -310,6 +310,143 @@ def test_grpc_errors_on_the_http_port(pb, server):
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+# ---- gRPC-Web CORS ------------------------------------------------------------------------------
+
+GRPC_WEB_HEADERS = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
+EXPOSED = {"grpc-status", "grpc-message", "grpc-status-details-bin"}
+
+
+def tokens(value: str | None) -> set[str]:
+    return {t.strip().lower() for t in (value or "").split(",") if t.strip()}
+
+
+def web_frame(pb, name: str) -> bytes:
+    body = pb[0].HelloRequest(name=name).SerializeToString()
+    return b"\x00" + struct.pack(">I", len(body)) + body
+
+
+def preflight(url: str, origin: str) -> httpx.Response:
+    return httpx.options(
+        url,
+        headers={
+            "origin": origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,x-grpc-web,x-user-agent,grpc-timeout",
+        },
+        timeout=5,
+    )
+
+
+def test_grpc_web_cors_without_app_cors_allows_any_origin(pb, server):
+    """No `enable_cors`: the gRPC listener answers gRPC-Web CORS as tonic-web recommends
+    (any origin, no credentials, gRPC's headers exposed)."""
+    url = f"http://127.0.0.1:{server.grpc_port}/cello.test.Greeter/SayHello"
+    r = preflight(url, "https://web.example")
+    assert r.status_code == 204
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "POST" in r.headers["access-control-allow-methods"]
+    assert {"content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"} <= tokens(
+        r.headers["access-control-allow-headers"]
+    )
+    assert "access-control-allow-credentials" not in r.headers
+    r = httpx.post(url, content=web_frame(pb, "cors"), headers={**GRPC_WEB_HEADERS, "origin": "https://web.example"})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert tokens(r.headers["access-control-expose-headers"]) >= EXPOSED
+    assert b"Hello, cors!" in r.content
+    # Without an Origin (not a browser) nothing changes.
+    r = httpx.post(url, content=web_frame(pb, "plain"), headers=GRPC_WEB_HEADERS)
+    assert "access-control-allow-origin" not in r.headers
+
+
+@pytest.fixture(scope="module")
+def cors_server(serve):
+    return start(serve, GRPC_CORS="https://app.example")
+
+
+@pytest.mark.parametrize("port_of", ["grpc_port", "port"], ids=["grpc-listener", "http-port"])
+def test_grpc_web_cors_follows_the_apps_cors(pb, cors_server, port_of):
+    """With `enable_cors(origins=[...], credentials=True, ...)`, gRPC-Web on the gRPC listener
+    and on the HTTP port answers CORS by the app's settings, gRPC's headers exposed."""
+    url = f"http://127.0.0.1:{getattr(cors_server, port_of)}/cello.test.Greeter/SayHello"
+    origin = "https://app.example"
+    r = preflight(url, origin)
+    assert r.status_code == 204
+    assert r.headers["access-control-allow-origin"] == origin
+    assert r.headers["access-control-allow-credentials"] == "true"
+    assert r.headers["access-control-max-age"] == "600"
+    assert {"content-type", "x-grpc-web"} <= tokens(r.headers["access-control-allow-headers"])
+    r = httpx.post(url, content=web_frame(pb, "app"), headers={**GRPC_WEB_HEADERS, "origin": origin}, timeout=5)
+    assert r.status_code == 200 and b"Hello, app!" in r.content
+    assert r.headers["access-control-allow-origin"] == origin
+    assert EXPOSED | {"x-custom"} <= tokens(r.headers["access-control-expose-headers"])
+    # Another origin: no CORS headers (the browser refuses to read the answer).
+    other = preflight(url, "https://evil.example")
+    assert "access-control-allow-origin" not in other.headers
+    r = httpx.post(url, content=web_frame(pb, "x"), headers={**GRPC_WEB_HEADERS, "origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+# ---- compression ----------------------------------------------------------------------------------
+
+
+def test_gzip_requests_and_responses_with_grpcio(pb, server):
+    big = "x" * 50_000
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}", compression=grpc.Compression.Gzip) as ch:
+        s = pb[1].GreeterStub(ch)
+        assert s.SayHello(pb[0].HelloRequest(name=big), timeout=5).message == f"Hello, {big}!"
+        assert [c.n for c in s.CountTo(pb[0].CountRequest(to=3), timeout=5)] == [1, 2, 3]
+        total = s.Sum(iter([pb[0].Count(n=i) for i in range(10)]), timeout=5)
+        assert total.sum == 45
+    # Per call, on an uncompressed channel.
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as ch:
+        reply = (
+            pb[1].GreeterStub(ch).SayHello(pb[0].HelloRequest(name="z"), compression=grpc.Compression.Gzip, timeout=5)
+        )
+        assert reply.message == "Hello, z!"
+
+
+def h2_call(port: int, frame: bytes, headers: dict[str, str]) -> httpx.Response:
+    with httpx.Client(http1=False, http2=True) as client:
+        r = client.post(
+            f"http://127.0.0.1:{port}/cello.test.Greeter/SayHello",
+            content=frame,
+            headers={"content-type": "application/grpc", "te": "trailers", **headers},
+            timeout=5,
+        )
+    assert r.http_version == "HTTP/2"
+    return r
+
+
+def test_gzip_on_the_wire(pb, server):
+    """What grpcio does not show: a gzip request gets a gzip response when the client accepts
+    gzip; an uncompressed request, or a client that does not accept gzip, a plain one."""
+    import gzip
+
+    name = "y" * 1000
+    body = pb[0].HelloRequest(name=name).SerializeToString()
+    packed = gzip.compress(body)
+    gz_frame = b"\x01" + struct.pack(">I", len(packed)) + packed
+    plain_frame = b"\x00" + struct.pack(">I", len(body)) + body
+
+    def message(data: bytes) -> str:
+        n = struct.unpack(">I", data[1:5])[0]
+        payload = data[5 : 5 + n]
+        return pb[0].HelloReply.FromString(gzip.decompress(payload) if data[0] == 1 else payload).message
+
+    r = h2_call(server.grpc_port, gz_frame, {"grpc-encoding": "gzip", "grpc-accept-encoding": "gzip"})
+    assert r.status_code == 200
+    assert r.headers["grpc-encoding"] == "gzip"
+    assert r.content[0] == 1  # the compressed flag
+    assert message(r.content) == f"Hello, {name}!"
+    r = h2_call(server.grpc_port, plain_frame, {"grpc-accept-encoding": "gzip"})
+    assert "grpc-encoding" not in r.headers and r.content[0] == 0
+    assert message(r.content) == f"Hello, {name}!"
+    r = h2_call(server.grpc_port, gz_frame, {"grpc-encoding": "gzip", "grpc-accept-encoding": "identity"})
+    assert r.content[0] == 0
+    assert message(r.content) == f"Hello, {name}!"
+
+
 # ---- GrpcChannel ---------------------------------------------------------------------------------
 
 
@@ -335,6 +472,72 @@ def test_grpc_channel_calls(server):
             await (await GrpcChannel.connect(f"127.0.0.1:{free_port()}")).call("cello.test.Plain", "Upper", {})
         # tonic's client reports a refused connection as UNKNOWN "client error (Connect)".
         assert "Connect" in err.value.message
+
+    asyncio.run(go())
+
+
+def test_grpc_channel_streaming_calls(server):
+    import asyncio
+
+    from cello.grpc import GrpcChannel, GrpcError, StatusCode
+
+    async def go():
+        target = f"127.0.0.1:{server.grpc_port}"
+        ch = await GrpcChannel.connect(target, proto=PROTO_DIR / "greeter.proto")
+        # Server streaming, a long one too (back-pressure on the client side).
+        assert [m["n"] async for m in ch.server_stream("cello.test.Greeter", "CountTo", {"to": 5})] == [1, 2, 3, 4, 5]
+        assert [m async for m in ch.server_stream("cello.test.Greeter", "CountTo", {"to": 0})] == []
+        n = 0
+        async for _ in ch.server_stream("cello.test.Greeter", "CountTo", {"to": 3000}):
+            n += 1
+        assert n == 3000
+
+        # Client streaming from a list and from an async generator.
+        total = await ch.client_stream("cello.test.Greeter", "Sum", [{"n": i} for i in range(1, 5)])
+        assert (total["sum"], total["count"]) == (10, 4)
+
+        async def numbers():
+            for i in range(100):
+                await asyncio.sleep(0)
+                yield {"n": i}
+
+        total = await ch.client_stream("cello.test.Greeter", "Sum", numbers())
+        assert (total["sum"], total["count"]) == (4950, 100)
+        assert (await ch.client_stream("cello.test.Greeter", "Sum", []))["count"] == 0
+
+        # Bidirectional, interleaved: each reply arrives before the next request is sent.
+        async with ch.bidi_stream("cello.test.Greeter", "Chat") as chat:
+            for name in ["a", "b", "c"]:
+                await chat.write({"name": name})
+                assert (await asyncio.wait_for(chat.read(), 5))["message"] == f"echo {name}"
+            await chat.done_writing()
+            assert await chat.read() is None
+        # ... and from an iterable of requests.
+        replies = [
+            m["message"]
+            async for m in ch.bidi_stream("cello.test.Greeter", "Chat", ({"name": str(i)} for i in range(20)))
+        ]
+        assert replies == [f"echo {i}" for i in range(20)]
+
+        # A deadline ends a stream with DEADLINE_EXCEEDED.
+        with pytest.raises(GrpcError) as err:
+            async for _ in ch.bidi_stream("cello.test.Greeter", "Chat", timeout=0.3):
+                pass
+        assert err.value.code == StatusCode.DEADLINE_EXCEEDED
+        # The kind is checked against the .proto.
+        with pytest.raises(ValueError, match="server-stream rpc"):
+            await ch.call("cello.test.Greeter", "CountTo", {"to": 1})
+        with pytest.raises(ValueError, match="unary rpc"):
+            ch.server_stream("cello.test.Greeter", "SayHello", {})
+
+        # Without a .proto (JSON): a server stream, and an error status from a stream.
+        plain = await GrpcChannel.connect(target)
+        letters = [m["letter"] async for m in plain.server_stream("cello.test.Plain", "Letters", {"text": "abc"})]
+        assert letters == ["a", "b", "c"]
+        with pytest.raises(GrpcError) as err:
+            async for _ in plain.server_stream("cello.test.Plain", "Nope", {}):
+                pass
+        assert err.value.code == StatusCode.UNIMPLEMENTED
 
     asyncio.run(go())
 

@@ -1,12 +1,12 @@
 """``cello.grpc``: gRPC services over HTTP/2 (hyper + tonic in Rust), handlers on the worker's
 asyncio loop. See docs/grpc.md.
 
-``GrpcService``, ``@grpc_method``, ``GrpcServer``, ``GrpcChannel`` (unary calls),
-``GrpcRequest``, ``GrpcResponse``, ``GrpcError``/``StatusCode``.
+``GrpcService``, ``@grpc_method``, ``GrpcServer``, ``GrpcChannel`` (unary and the three
+streaming kinds, a ``GrpcStream`` per streaming call), ``GrpcRequest``, ``GrpcResponse``, ``GrpcError``/``StatusCode``.
 """
 
 from ..errors import FeatureNotAvailable
-from ._channel import GrpcChannel
+from ._channel import GrpcChannel, GrpcStream
 from ._server import GrpcServer
 from ._service import GrpcRequest, GrpcResponse, GrpcService, grpc_method
 from ._status import GrpcError, StatusCode
@@ -19,6 +19,7 @@ __all__ = [
     "GrpcResponse",
     "GrpcServer",
     "GrpcService",
+    "GrpcStream",
     "StatusCode",
     "grpc_method",
 ]

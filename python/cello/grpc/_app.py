@@ -5,6 +5,7 @@ like the HTTP listener) and stopped at shutdown."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from ._server import GrpcServer
@@ -17,6 +18,9 @@ def enable_grpc(app: Any, config: Any = None) -> GrpcServer:
     app._grpc_server = server
 
     async def start() -> None:
+        # gRPC-Web on the gRPC listener answers CORS by the app's `enable_cors` settings.
+        cors = app.__dict__.get("_edge", {}).get("cors")
+        server._cors = None if cors is None else json.dumps(cors)
         await server.start()
         # The same services answer `application/grpc*` requests on the HTTP port.
         for core in _http_cores(app):

@@ -91,6 +91,8 @@ class GrpcServer:
         self._schemas: list[Any] = []
         self._services: list[str] = []
         self._core: Any = None
+        # The app's CORS section (JSON) for gRPC-Web on this listener: set by enable_grpc.
+        self._cors: str | None = None
 
     # ---- services ----------------------------------------------------------------------
     def add_service(self, service: Any, proto: Any = None, methods: Any = None) -> None:
@@ -140,6 +142,7 @@ class GrpcServer:
             enable_web=bool(c.enable_web),
             reflection=reflection,
             health=list(self._services),
+            cors=self._cors,
         )
         return self.address
 
@@ -154,6 +157,8 @@ class GrpcServer:
         return self.address[1]
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Close the listener at once (the port is free), let calls in flight finish within
+        ``grace`` seconds, then cancel them. The server can be started again."""
         core, self._core = self._core, None
         if core is None:
             return

@@ -30,7 +30,7 @@ use pyo3::types::{PyBytes, PyString};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
 use tonic::{Code, Status, Streaming};
 use tower::{Service, ServiceExt};
@@ -182,6 +182,7 @@ struct Inner {
     dispatcher: Arc<Py<PyAny>>,
     handle: Handle,
     limit: Arc<Semaphore>,
+    limit_total: usize,
     max_message_size: usize,
 }
 
@@ -538,9 +539,19 @@ impl Router {
             timeout: parse_timeout(req.headers()),
         };
         let max = self.inner.max_message_size;
+        // gzip requests are accepted; the answer is compressed when the request was and the
+        // client accepts gzip (grpc-go's rule: no cost for clients that do not compress).
+        let gzip_request = req
+            .headers()
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes() == b"gzip");
         let mut grpc = tonic::server::Grpc::new(RawCodec)
+            .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
+        if gzip_request {
+            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+        }
         grpc.streaming(call, req).await
     }
 }
@@ -563,6 +574,8 @@ pub struct GrpcCore {
     event_loop: Py<PyAny>,
     attached: AtomicBool,
     stop: CancellationToken,
+    /// How long `stop` lets calls in flight run (set before `stop` is cancelled).
+    grace: Arc<Mutex<Duration>>,
     done: Mutex<Option<oneshot::Receiver<()>>>,
     local: SocketAddr,
     /// The same services for `application/grpc*` requests on the HTTP port.
@@ -604,9 +617,10 @@ fn bind(address: &str) -> PyResult<std::net::TcpListener> {
 impl GrpcCore {
     /// Bind `address` and serve on `loop`: every call runs `dispatcher(call)` there.
     /// `reflection` holds encoded `FileDescriptorSet`s (`None`: no reflection service);
-    /// `health` names the services reported SERVING.
+    /// `health` names the services reported SERVING; `cors` is the app's CORS section (JSON,
+    /// as `enable_cors` made it) for gRPC-Web on this listener, `None`: any origin.
     #[staticmethod]
-    #[pyo3(signature = (event_loop, dispatcher, address, *, max_message_size, concurrency_limit, keepalive_secs, enable_web, reflection, health))]
+    #[pyo3(signature = (event_loop, dispatcher, address, *, max_message_size, concurrency_limit, keepalive_secs, enable_web, reflection, health, cors = None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         py: Python<'_>,
@@ -619,7 +633,20 @@ impl GrpcCore {
         enable_web: bool,
         reflection: Option<Vec<Vec<u8>>>,
         health: Vec<String>,
+        cors: Option<String>,
     ) -> PyResult<Py<Self>> {
+        let keepalive = if keepalive_secs.is_finite() && keepalive_secs >= 0.0 {
+            (keepalive_secs > 0.0).then(|| Duration::from_secs_f64(keepalive_secs))
+        } else {
+            return Err(PyValueError::new_err(format!(
+                "keepalive_secs must be 0 (off) or a positive number of seconds, not {keepalive_secs}"
+            )));
+        };
+        let cors = if enable_web {
+            Some(web_cors(cors.as_deref()).map_err(PyValueError::new_err)?)
+        } else {
+            None
+        };
         let bridge = Arc::new(Bridge::new().map_err(|e| PyRuntimeError::new_err(e.to_string()))?);
         let io = Io::default();
         let handle = io.handle(&bridge)?;
@@ -631,6 +658,7 @@ impl GrpcCore {
             dispatcher: Arc::new(dispatcher),
             handle: handle.clone(),
             limit: Arc::new(Semaphore::new(concurrency_limit.max(1))),
+            limit_total: concurrency_limit.max(1),
             max_message_size,
         });
         let (reflection_v1, reflection_v1alpha) = match reflection {
@@ -652,9 +680,12 @@ impl GrpcCore {
             web: enable_web.then(tonic_web::GrpcWebLayer::new),
         });
         let stop = CancellationToken::new();
+        let grace = Arc::new(Mutex::new(Duration::from_secs(5)));
         let (done_tx, done_rx) = oneshot::channel();
-        let keepalive = (keepalive_secs > 0.0).then(|| Duration::from_secs_f64(keepalive_secs));
         let token = stop.clone();
+        let listener_port = http_port.clone();
+        let serve_grace = grace.clone();
+        let serve_inner = router.inner.clone();
         handle.spawn(async move {
             for name in health.iter().map(String::as_str).chain([""]) {
                 reporter
@@ -662,7 +693,16 @@ impl GrpcCore {
                     .await;
             }
             match tokio::net::TcpListener::from_std(std_listener) {
-                Ok(listener) => serve(listener, router, enable_web, keepalive, token).await,
+                Ok(listener) => {
+                    let service = match cors {
+                        Some(cors) => Listener::Web {
+                            port: listener_port,
+                            cors,
+                        },
+                        None => Listener::Grpc(router),
+                    };
+                    serve(listener, service, keepalive, token, serve_grace, serve_inner).await;
+                }
                 Err(e) => tracing::error!("gRPC listener: {e}"),
             }
             let _ = done_tx.send(());
@@ -675,6 +715,7 @@ impl GrpcCore {
                 event_loop,
                 attached: AtomicBool::new(false),
                 stop,
+                grace,
                 done: Mutex::new(Some(done_rx)),
                 local,
                 http_port,
@@ -704,12 +745,15 @@ impl GrpcCore {
         }
     }
 
-    /// Stop accepting; calls in flight get `grace` seconds. Awaitable.
+    /// Stop accepting (the listener closes at once); calls in flight get `grace` seconds,
+    /// then they are cancelled. Awaitable.
     #[pyo3(signature = (grace = 5.0))]
     fn stop(&self, py: Python<'_>, grace: f64) -> PyResult<Py<PyAny>> {
+        let grace = Duration::try_from_secs_f64(grace)
+            .map_err(|_| PyValueError::new_err(format!("grace must be a number of seconds >= 0, not {grace}")))?;
+        *lock(&self.grace) = grace;
         self.stop.cancel();
         let done = lock(&self.done).take();
-        let grace = Duration::try_from_secs_f64(grace).unwrap_or(Duration::from_secs(5));
         let handle = self.io.handle(&self.bridge)?;
         executor::future_into_py(
             py,
@@ -718,7 +762,7 @@ impl GrpcCore {
             &self.event_loop,
             async move {
                 if let Some(done) = done {
-                    let _ = tokio::time::timeout(grace + Duration::from_secs(1), done).await;
+                    let _ = tokio::time::timeout(grace + Duration::from_secs(2), done).await;
                 }
                 Ok(())
             },
@@ -772,22 +816,107 @@ where
     }
 }
 
+/// What a connection of the listener is served by.
+#[derive(Clone)]
+enum Listener {
+    /// gRPC only: straight to the router.
+    Grpc(Router),
+    /// gRPC-Web on: CORS (preflights answered, headers on answers), then the same path as
+    /// gRPC-Web on the HTTP port.
+    Web {
+        port: Arc<HttpPort>,
+        cors: cello_server::middleware::cors::CorsLayer,
+    },
+}
+
+impl Listener {
+    async fn answer(
+        self,
+        req: Request<hyper::body::Incoming>,
+    ) -> Response<http_body_util::Either<Body, cello_server::ResponseBody>> {
+        use http_body_util::Either;
+        match self {
+            Self::Grpc(router) => router.route(req.map(Body::new)).await.map(Either::Left),
+            Self::Web { port, cors } => {
+                let inner = tower::service_fn(move |r: Request<cello_server::RequestBody>| {
+                    let fut = cello_server::grpc::GrpcEndpoint::call(&*port, r);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let svc = tower::Layer::layer(&cors, inner);
+                match svc.oneshot(req.map(cello_server::RequestBody::Incoming)).await {
+                    Ok(resp) => resp.map(Either::Right),
+                    Err(never) => match never {},
+                }
+            }
+        }
+    }
+}
+
+/// The CORS of gRPC-Web on the gRPC listener: the app's `enable_cors` settings when it has
+/// them (POST and gRPC-Web's request headers added when the lists are explicit), else what
+/// tonic-web recommends: any origin, no credentials, preflights cached for a day. gRPC's
+/// response headers are exposed either way (the CORS layer does that for gRPC-Web answers).
+fn web_cors(app: Option<&str>) -> Result<cello_server::middleware::cors::CorsLayer, String> {
+    use cello_config::CorsConfig;
+    let cfg = match app {
+        Some(json) => {
+            let mut cfg: CorsConfig =
+                serde_json::from_str(json).map_err(|e| format!("the app's CORS settings: {e}"))?;
+            if cfg.credentials && cfg.origins.iter().any(|o| o == "*") {
+                return Err("CORS: origins \"*\" cannot be combined with credentials=True".into());
+            }
+            if !cfg.methods.iter().any(|m| m.eq_ignore_ascii_case("POST")) {
+                cfg.methods.push("POST".into());
+            }
+            if !cfg.headers.is_empty() {
+                for h in GRPC_WEB_REQUEST_HEADERS {
+                    if !cfg.headers.iter().any(|x| x.eq_ignore_ascii_case(h)) {
+                        cfg.headers.push(h.into());
+                    }
+                }
+            }
+            cfg
+        }
+        None => CorsConfig {
+            origins: vec!["*".into()],
+            methods: vec!["POST".into()],
+            headers: Vec::new(),
+            credentials: false,
+            max_age: Some(24 * 60 * 60),
+            expose_headers: Vec::new(),
+        },
+    };
+    Ok(cello_server::middleware::cors::CorsLayer::new(&cfg))
+}
+
+/// The request headers a gRPC-Web client sends (grpc-web's and tonic-web's list).
+const GRPC_WEB_REQUEST_HEADERS: [&str; 5] = [
+    "content-type",
+    "x-grpc-web",
+    "x-user-agent",
+    "grpc-timeout",
+    "authorization",
+];
+
 async fn serve(
     listener: tokio::net::TcpListener,
-    router: Router,
-    enable_web: bool,
+    service: Listener,
     keepalive: Option<Duration>,
     stop: CancellationToken,
+    grace: Arc<Mutex<Duration>>,
+    inner: Arc<Inner>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A PING every `keepalive`; a peer that does not answer within the same time (at most
+    // 20 s, hyper's default) is dropped.
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(keepalive)
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_timeout(keepalive.map_or(Duration::from_secs(20), |k| k.min(Duration::from_secs(20))));
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let web = enable_web.then(tonic_web::GrpcWebLayer::new);
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -797,25 +926,35 @@ async fn serve(
                     continue;
                 }
             },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let web = web.clone();
+        let service = service.clone();
         let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let (router, web) = (router.clone(), web.clone());
-            async move { Ok::<_, Infallible>(answer(router, web, req).await) }
+            let service = service.clone();
+            async move { Ok::<_, Infallible>(service.answer(req).await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        conns.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("gRPC connection: {e}");
             }
         });
     }
+    // The port is free at once; calls in flight get the grace, then their connections are
+    // dropped (which cancels their handlers).
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    let grace = *lock(&grace);
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    conns.shutdown().await;
+    // Each dropped call queues the cancellation of its handler, then returns its place of
+    // `concurrency_limit`: once all are back, `stop` may resolve (its answer is queued after).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while inner.limit.available_permits() < inner.limit_total && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 // ---- the HTTP port -------------------------------------------------------------------

@@ -3,7 +3,8 @@
 //! allowed origin get `Access-Control-Allow-Origin` (and credentials / exposed headers);
 //! since the layer sits outside the router, auth, rate limit and cache, that includes
 //! framework errors and cache hits. A disallowed origin gets no CORS headers. Every
-//! response carries `Vary: Origin`.
+//! response carries `Vary: Origin`. A gRPC-Web answer also exposes gRPC's status headers
+//! (`grpc-status`, `grpc-message`, `grpc-status-details-bin`): a browser client reads them.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -75,8 +76,13 @@ pub struct Settings {
     methods: HeaderValue,
     headers: Option<HeaderValue>,
     expose: Option<HeaderValue>,
+    /// `expose` and gRPC's status headers, for gRPC-Web answers.
+    expose_grpc: HeaderValue,
     max_age: Option<HeaderValue>,
 }
+
+/// The response headers a gRPC-Web client must read.
+const GRPC_EXPOSE: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
 
 fn joined(list: &[String]) -> Option<HeaderValue> {
     (!list.is_empty())
@@ -88,6 +94,12 @@ impl Settings {
     /// `cfg` was validated (tokens, no `*` with credentials).
     pub fn new(cfg: &CorsConfig) -> Self {
         let methods: Vec<String> = cfg.methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+        let mut expose_grpc = cfg.expose_headers.clone();
+        for h in GRPC_EXPOSE {
+            if !expose_grpc.iter().any(|e| e.eq_ignore_ascii_case(h)) {
+                expose_grpc.push(h.to_owned());
+            }
+        }
         Self {
             any: cfg.origins.iter().any(|o| o == "*"),
             origins: cfg.origins.iter().map(|o| Origin::parse(o)).collect(),
@@ -95,6 +107,7 @@ impl Settings {
             methods: joined(&methods).unwrap_or_else(|| HeaderValue::from_static("GET, HEAD, POST")),
             headers: joined(&cfg.headers),
             expose: joined(&cfg.expose_headers),
+            expose_grpc: joined(&expose_grpc).unwrap_or_else(|| HeaderValue::from_static("grpc-status")),
             max_age: cfg.max_age.map(HeaderValue::from),
         }
     }
@@ -167,7 +180,12 @@ impl Post for CorsPost {
                     HeaderValue::from_static("true"),
                 );
             }
-            if let Some(expose) = &self.cfg.expose {
+            let grpc_web = h
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc-web"));
+            if grpc_web {
+                h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, self.cfg.expose_grpc.clone());
+            } else if let Some(expose) = &self.cfg.expose {
                 h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
             }
         }
