@@ -23,6 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
 from cli_harness import cello_procs, free_port
 from db_helpers import missing, port_open, require
+from otlp_receiver import GrpcReceiver
 
 __all__ = ["cello_procs"]
 pytestmark = pytest.mark.timeout(90)
@@ -270,6 +271,35 @@ def test_redis_consumer_beside_http_and_ready_503_while_the_broker_is_down(cello
     wait_for(lambda: 3 in done_numbers(app_dir), what="a message after the reconnect handled")
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(20) == 0, proc.log()
+
+
+def test_trace_context_travels_from_the_request_to_the_consumer_span(cello_procs, app_dir, queue):
+    receiver = GrpcReceiver()
+    try:
+        env = rabbit_env(queue, OTLP=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="100")
+        proc = serve(cello_procs, app_dir, env)
+        assert httpx.post(proc.url("/orders/7")).status_code == 200
+        wait_for(lambda: 7 in done_numbers(app_dir), what="the message handled")
+        server = receiver.wait_for(lambda s: s["name"] == "POST /orders/{n}")[0]
+        publish = receiver.wait_for(lambda s: s["name"] == f"{queue} publish")[0]
+        process = receiver.wait_for(lambda s: s["name"] == f"{queue} process")[0]
+        # One trace: request -> publish (PRODUCER, child of the server span) -> process
+        # (CONSUMER, child of the publish span, whose context came in the message headers).
+        assert publish["trace_id"] == server["trace_id"] == process["trace_id"]
+        assert publish["kind"] == SPAN_PRODUCER and publish["parent_span_id"] == server["span_id"]
+        assert process["kind"] == SPAN_CONSUMER and process["parent_span_id"] == publish["span_id"]
+        header = lines(app_dir, "done")[0].split()[2]
+        assert header == f"00-{server['trace_id']}-{publish['span_id']}-01"
+        attrs = process["attributes"]
+        assert attrs["messaging.system"] == "rabbitmq"
+        assert attrs["messaging.destination.name"] == queue
+        assert attrs["messaging.operation"] == "process" and attrs["messaging.operation.type"] == "process"
+        assert publish["attributes"]["messaging.destination.name"] == queue
+        assert process["start"] >= publish["start"]
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.log()
+    finally:
+        receiver.stop()
 
 
 def test_a_config_of_another_broker_is_refused():
