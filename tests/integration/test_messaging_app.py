@@ -298,6 +298,16 @@ def test_trace_context_travels_from_the_request_to_the_consumer_span(cello_procs
         assert attrs["messaging.operation"] == "process" and attrs["messaging.operation.type"] == "process"
         assert publish["attributes"]["messaging.destination.name"] == queue
         assert process["start"] >= publish["start"]
+        # An unsampled caller (flags 00): its trace travels in the message, nothing is exported.
+        unsampled = "4bf92f3577b34da6a3ce929d0e0e4736"
+        resp = httpx.post(proc.url("/orders/8"), headers={"traceparent": f"00-{unsampled}-00f067aa0ba902b7-00"})
+        assert resp.status_code == 200
+        wait_for(lambda: 8 in done_numbers(app_dir), what="the unsampled message handled")
+        header = next(x for x in lines(app_dir, "done") if x.startswith("8 ")).split()[2]
+        assert header.startswith(f"00-{unsampled}-") and header.endswith("-00"), header
+        assert httpx.post(proc.url("/orders/9")).status_code == 200
+        receiver.wait_for(lambda s: s["name"] == f"{queue} process" and s["trace_id"] != server["trace_id"])
+        assert not [s for s in receiver.spans if s["trace_id"] == unsampled]
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(20) == 0, proc.log()
     finally:
