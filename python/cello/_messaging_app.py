@@ -112,7 +112,9 @@ class AppMessaging:
     async def start(self) -> None:
         specs = self.specs()
         stats = _Stats()
-        name = _m._consumer_name()
+        # Apart from `cello consume`'s names on the same host (a Redis list consumer takes over
+        # the processing list of its name when it starts).
+        name = _m._consumer_name() + "-http"
         self.runners = [_Runner(s, stats, name) for s in specs]
         deadline = time.monotonic() + self.startup_timeout
         results = await asyncio.gather(*(r.connect(deadline) for r in self.runners), return_exceptions=True)
