@@ -38,25 +38,30 @@ pub struct StreamConsumer {
     cursor: Mutex<String>,
 }
 
+/// `XGROUP CREATE ... 0 MKSTREAM` unless the group exists.
+async fn create_group(ctl: &mut ConnectionManager, stream: &str, group: &str) -> Result<()> {
+    let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(ctl)
+        .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl StreamConsumer {
     /// Connect and create the group (at the stream's start, so entries written before the
     /// first consumer ran are consumed too) unless it exists.
     pub async fn connect(opts: StreamOptions) -> Result<Self> {
         let reader = crate::redis_connect(&opts.url, opts.connect_timeout).await?;
         let mut ctl = crate::redis_connect(&opts.url, opts.connect_timeout).await?;
-        let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&opts.stream)
-            .arg(&opts.group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut ctl)
-            .await;
-        match created {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(e.into()),
-        }
+        create_group(&mut ctl, &opts.stream, &opts.group).await?;
         Ok(Self {
             opts,
             reader,
@@ -70,8 +75,20 @@ impl StreamConsumer {
     }
 
     /// Up to `max` entries: first those left pending past `claim_idle`, else new ones
-    /// (waiting up to `block` for one). Empty when none came.
+    /// (waiting up to `block` for one). Empty when none came. A stream or group that is gone
+    /// (a Redis restarted without its data, a deleted key) is made again, as at connect.
     pub async fn fetch(&self, max: usize, block: Duration) -> Result<Vec<Delivery>> {
+        match self.fetch_once(max, block).await {
+            Err(Error::Broker(m)) if m.contains("NOGROUP") => {
+                create_group(&mut self.ctl.clone(), &self.opts.stream, &self.opts.group).await?;
+                *self.cursor.lock().await = "0-0".into();
+                self.fetch_once(max, block).await
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch_once(&self, max: usize, block: Duration) -> Result<Vec<Delivery>> {
         let claimed = self.reclaim(max).await?;
         if !claimed.is_empty() {
             return Ok(claimed);

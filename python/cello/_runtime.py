@@ -336,6 +336,7 @@ class Executor:
         stopped, run shutdown hooks. ``on_beat`` is called on every heartbeat of the loop (the
         supervisor's liveness pipe)."""
         self.on_beat = on_beat
+        self.drain_timeout = drain_timeout
         host, port = self.core.bind(listen_fd)
         self.address = (host, port)
         self.run_hooks("startup")
@@ -361,10 +362,22 @@ class Executor:
             raise SystemExit(1)
         self._stopping = True
         self.core.stop()
+        self._stopping_now()
 
     def stop(self) -> None:
         """Thread-safe: begin a graceful stop."""
         self.core.stop()
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._stopping_now)
+
+    def _stopping_now(self) -> None:
+        """Tell what runs beside HTTP (``enable_messaging``'s consumers: stop fetching) that the
+        drain began; their own drain follows in the shutdown hooks."""
+        for fn in list(getattr(self.app, "_on_stop", ())):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - one listener must not keep the others from stopping
+                error_log.exception("a stop listener failed")
 
     def close(self) -> None:
         if self._closed:

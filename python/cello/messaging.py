@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from . import _messaging_trace as _trace
 from . import bindings as _bindings
 from ._unavailable import FeatureNotAvailable, install
 
@@ -448,13 +449,14 @@ class _Runner:
         return len(pending)
 
     async def _call(self, msg: Message) -> Any:
-        fn = self.spec.handler
-        if inspect.iscoroutinefunction(fn):
-            return await fn(msg)
-        result = await asyncio.to_thread(fn, msg)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        with _trace.process(self.spec, msg):  # a CONSUMER span continuing the message's trace
+            fn = self.spec.handler
+            if inspect.iscoroutinefunction(fn):
+                return await fn(msg)
+            result = await asyncio.to_thread(fn, msg)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
 
     async def _process(self, msg: Message, slots: asyncio.Semaphore) -> None:
         s = self.spec
@@ -551,7 +553,11 @@ class Producer:
         if self._mode == "list" and (key is not None or headers):
             raise ValueError("a Redis list carries bare bodies: no key or headers")
         hs = [(str(k), str(v)) for k, v in (headers or {}).items()]
-        return await self._native.send(_executor(), self._mode, topic, value, key, hs)
+        native, mode = self._native, self._mode
+        # A PRODUCER span whose W3C context travels in the headers (not on Redis lists: no headers).
+        return await _trace.publish("rabbitmq" if mode == "queue" else "redis", topic, hs,
+                                    lambda h: native.send(_executor(), mode, topic, value, key, h),
+                                    inject=mode != "list")  # fmt: skip
 
     async def declare_queue(self, queue: str, dead_letter: str | None = None) -> None:
         """RabbitMQ: declare ``queue`` as ``rabbitmq_consumer`` does (durable, dead-letter exchange)."""

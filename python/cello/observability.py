@@ -116,6 +116,8 @@ async def run_health_checks(app: Any, timeout: float) -> list[tuple[str, bool, s
 
 # (trace_id, span_id) of the server span of the request being handled.
 _current: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("cello_trace", default=None)
+# (trace flags, tracestate) of that span: what a message producer passes on (`_messaging_trace`).
+_current_w3c: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar("cello_w3c", default=None)
 
 
 def _parse_traceparent(value: str | None) -> tuple[str, str, int] | None:
@@ -160,7 +162,7 @@ def wrap_endpoint(endpoint: Callable[[Any], Any]) -> Callable[[Any], Any]:
         if parsed is None:
             return None, None
         trace_id, span_id, flags = parsed
-        token = _current.set((trace_id, span_id))
+        token = (_current.set((trace_id, span_id)), _current_w3c.set((flags, request.headers.get("tracestate") or "")))
         otel_token = None
         if otel is not None:
             context, trace = otel
@@ -176,7 +178,8 @@ def wrap_endpoint(endpoint: Callable[[Any], Any]) -> Callable[[Any], Any]:
             with contextlib.suppress(Exception):
                 otel[0].detach(otel_token)
         if token is not None:
-            _current.reset(token)
+            _current_w3c.reset(token[1])
+            _current.reset(token[0])
 
     async def run_coroutine(request: Any, coro: Any) -> Any:
         tokens = enter(request)

@@ -20,6 +20,7 @@ pub mod executor;
 pub mod grpc;
 pub mod json;
 pub mod messaging;
+pub mod messaging_obs;
 pub mod observability;
 pub mod queue;
 pub mod request;
@@ -58,6 +59,7 @@ fn _cello(m: &Bound<'_, PyModule>) -> PyResult<()> {
     config::register(m)?;
     data::register(m)?;
     messaging::register(m)?;
+    messaging_obs::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
