@@ -112,7 +112,7 @@ table! {
     QUEUES = "CELLO_QUEUES", "list", "", "cello.bindings", "operator",
         "Names of the queue bindings (see `CELLO_QUEUE_<NAME>_<FIELD>`).";
     QUEUE_PREFIX = "CELLO_QUEUE_<NAME>_<FIELD>", "str", "", "cello.bindings", "operator",
-        "One queue binding: `<NAME>` upper case with `-` → `_`; `<FIELD>` is `KIND` (kafka | rabbitmq | redis) and, per kind, kafka `BOOTSTRAP_SERVERS` `TOPIC` `GROUP` `PASSWORD`, rabbitmq `URL` `QUEUE`, redis `ADDRESS` `LIST` `PASSWORD`.";
+        "One queue binding: `<NAME>` upper case with `-` → `_`; `<FIELD>` is `KIND` (kafka | rabbitmq | redis | sqs) and, per kind, kafka `BOOTSTRAP_SERVERS` `TOPIC` `GROUP` `PASSWORD`, rabbitmq `URL` `QUEUE`, redis `ADDRESS` `LIST` or `STREAM` `GROUP`, `PASSWORD`, sqs `QUEUE_URL` `REGION` `ENDPOINT` `ACCESS_KEY_ID` `SECRET_ACCESS_KEY`.";
 }
 
 /// The declared entry of `name` (a family member such as `CELLO_QUEUE_ORDERS_KIND` matches its family).

@@ -519,8 +519,12 @@ pub enum AutoscalingMode {
         .message("a kafka queue needs topic and bootstrapServers"),
     validation = Rule::new("self.kind != 'rabbitmq' || (has(self.queueName) && has(self.hostSecret))")
         .message("a rabbitmq queue needs queueName and hostSecret"),
-    validation = Rule::new("self.kind != 'redis' || (has(self.listName) && has(self.address))")
-        .message("a redis queue needs listName and address"),
+    validation = Rule::new("self.kind != 'redis' || (has(self.address) && has(self.listName) != has(self.streamName))")
+        .message("a redis queue needs address and exactly one of listName or streamName"),
+    validation = Rule::new("self.kind != 'sqs' || (has(self.queueUrl) && has(self.region))")
+        .message("an sqs queue needs queueUrl and region"),
+    validation = Rule::new("has(self.accessKeyIdSecret) == has(self.secretAccessKeySecret)")
+        .message("accessKeyIdSecret and secretAccessKeySecret go together"),
 )]
 pub struct QueueBinding {
     /// Binding name; env vars are `CELLO_QUEUE_<NAME>_*` (upper case, `-` → `_`).
@@ -536,7 +540,7 @@ pub struct QueueBinding {
     /// Kafka bootstrap servers (`host:port,...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_servers: Option<String>,
-    /// Kafka consumer group (default `<app>-<name>`).
+    /// Kafka or Redis-stream consumer group (default `<app>-<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_group: Option<String>,
     /// RabbitMQ queue name.
@@ -545,16 +549,35 @@ pub struct QueueBinding {
     /// Secret key holding the RabbitMQ AMQP URL (`amqp://user:pass@host:5672/vhost`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_secret: Option<SecretKeyRef>,
-    /// Redis list name.
+    /// Redis list name (a reliable queue; producers `LPUSH`). Exclusive with `streamName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_name: Option<String>,
+    /// Redis stream name, read with the consumer group `consumerGroup`. Exclusive with `listName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_name: Option<String>,
     /// Redis address `host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Secret key holding a password (Redis) or SASL password (Kafka).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretKeyRef>,
-    /// KEDA target: lag (Kafka) or queue length (RabbitMQ, Redis) per replica.
+    /// SQS queue URL (`https://sqs.<region>.amazonaws.com/<account>/<queue>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_url: Option<String>,
+    /// SQS region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// SQS endpoint override for local stacks (LocalStack, moto), e.g. `http://localstack:4566`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Secret key holding the AWS access key id (SQS). Without it and `secretAccessKeySecret`,
+    /// the pod's own identity (IRSA / EKS Pod Identity) is used, by the app and by KEDA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_secret: Option<SecretKeyRef>,
+    /// Secret key holding the AWS secret access key (SQS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_secret: Option<SecretKeyRef>,
+    /// KEDA target: lag (Kafka, Redis stream) or queue length (RabbitMQ, Redis list, SQS) per replica.
     #[serde(default = "default_target")]
     #[schemars(range(min = 1))]
     pub target: i32,
@@ -572,8 +595,10 @@ pub enum QueueKind {
     Kafka,
     /// RabbitMQ (AMQP).
     Rabbitmq,
-    /// Redis list.
+    /// Redis list or stream.
     Redis,
+    /// Amazon SQS (or an SQS-compatible local stack).
+    Sqs,
 }
 
 /// A key of a Secret in the app's namespace.

@@ -304,9 +304,23 @@ fn cases() -> Vec<(&'static str, Value, Value)> {
             json!({"queues": [{"name": "jobs", "kind": "rabbitmq", "queueName": "jobs"}]}),
         ),
         (
-            "self.kind != 'redis' || (has(self.listName) && has(self.address))",
-            json!({"queues": [{"name": "q", "kind": "redis", "listName": "q", "address": "redis:6379"}]}),
-            json!({"queues": [{"name": "q", "kind": "redis", "address": "redis:6379"}]}),
+            "self.kind != 'redis' || (has(self.address) && has(self.listName) != has(self.streamName))",
+            json!({"queues": [{"name": "q", "kind": "redis", "listName": "q", "address": "redis:6379"},
+                              {"name": "s", "kind": "redis", "streamName": "s", "address": "redis:6379"}]}),
+            json!({"queues": [{"name": "q", "kind": "redis", "listName": "q", "streamName": "q", "address": "redis:6379"}]}),
+        ),
+        (
+            "self.kind != 'sqs' || (has(self.queueUrl) && has(self.region))",
+            json!({"queues": [{"name": "q", "kind": "sqs", "queueUrl": "https://sqs.eu-west-1.amazonaws.com/1/q", "region": "eu-west-1"}]}),
+            json!({"queues": [{"name": "q", "kind": "sqs", "queueUrl": "https://sqs.eu-west-1.amazonaws.com/1/q"}]}),
+        ),
+        (
+            "has(self.accessKeyIdSecret) == has(self.secretAccessKeySecret)",
+            json!({"queues": [{"name": "q", "kind": "sqs", "queueUrl": "u", "region": "r",
+                               "accessKeyIdSecret": {"name": "aws", "key": "id"},
+                               "secretAccessKeySecret": {"name": "aws", "key": "secret"}}]}),
+            json!({"queues": [{"name": "q", "kind": "sqs", "queueUrl": "u", "region": "r",
+                               "accessKeyIdSecret": {"name": "aws", "key": "id"}}]}),
         ),
         (
             "self.matches('^[a-z]([a-z0-9-]*[a-z0-9])?$')",
@@ -357,10 +371,25 @@ fn every_cel_rule_has_a_passing_and_a_failing_fragment() {
 
 #[test]
 fn every_example_manifest_passes_cel() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/k8s");
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    // examples/k8s/ and each example app's own manifests (examples/<app>/k8s/).
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(examples.join("k8s"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    for app in std::fs::read_dir(&examples).into_iter().flatten().flatten() {
+        paths.extend(
+            std::fs::read_dir(app.path().join("k8s"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path()),
+        );
+    }
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        let path = entry.path();
+    for path in paths {
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
         }
@@ -377,7 +406,7 @@ fn every_example_manifest_passes_cel() {
         }
     }
     assert!(
-        seen >= 4,
-        "expected the four example CellApps in examples/k8s, found {seen}"
+        seen >= 6,
+        "expected the five example CellApps of examples/k8s and the one of examples/orders/k8s, found {seen}"
     );
 }

@@ -376,3 +376,130 @@ fn edge_middleware_example_reaches_the_pods_cello_yaml() {
     let log = cfg.access_log_options.expect("accessLogOptions");
     assert_eq!(log.exclude_paths, ["/health*"]);
 }
+
+/// Issue 15: the consumer container runs what `cello consume` serves — its admin port, the
+/// fixed health and metrics paths there, and `CELLO_QUEUES` so `--queue` finds the binding —
+/// and its pods are scraped like the app's (PodMonitor, else annotations; never both).
+#[test]
+fn consumer_pods_match_what_cello_consume_serves() {
+    let spec = json!({
+        "queues": [{"name": "events", "kind": "redis", "streamName": "events", "address": "r:6379"}],
+        "consumers": [{"name": "audit", "queue": "events", "handler": "shop.w:audit"}],
+    });
+    let d = plan(spec.clone(), Capabilities::all());
+    let pod = child(&d, Kind::Deployment, "shop-audit")["spec"]["template"].clone();
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["command"], json!(["cello"]));
+    assert_eq!(
+        c["args"],
+        json!([
+            "consume",
+            "shop.w:audit",
+            "--queue",
+            "events",
+            "--admin-port",
+            "8081",
+            "--host",
+            "0.0.0.0"
+        ])
+    );
+    assert_eq!(c["ports"], json!([{"name": "admin", "containerPort": 8081}]));
+    for (probe, path) in [
+        ("startupProbe", "/health/live"),
+        ("livenessProbe", "/health/live"),
+        ("readinessProbe", "/health/ready"),
+    ] {
+        assert_eq!(c[probe]["httpGet"], json!({"path": path, "port": "admin"}), "{probe}");
+    }
+    let env: BTreeMap<&str, &Value> = c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| (e["name"].as_str().expect("name"), &e["value"]))
+        .collect();
+    assert_eq!(env["CELLO_QUEUES"], "events");
+    assert_eq!(env["CELLO_QUEUE_EVENTS_STREAM"], "events");
+    assert_eq!(env["CELLO_QUEUE_EVENTS_GROUP"], "shop-events");
+
+    // The app's ServiceMonitor cannot reach consumer pods (no Service): a PodMonitor of their own.
+    let pm = child(&d, Kind::PodMonitor, "shop-consumers");
+    assert_eq!(
+        pm["spec"]["selector"]["matchLabels"],
+        json!({"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": "consumer"})
+    );
+    assert_eq!(
+        pm["spec"]["podMetricsEndpoints"],
+        json!([{"port": "admin", "path": "/metrics", "interval": "30s"}])
+    );
+    assert!(pod["metadata"]["annotations"].get("prometheus.io/scrape").is_none());
+    // No PodMonitor CRD, or no monitor object at all: scrape annotations on the consumer pods.
+    for caps in [Capabilities::all().without(Kind::PodMonitor), Capabilities::default()] {
+        let d = plan(spec.clone(), caps);
+        assert_eq!(d.names(Kind::PodMonitor).count(), 0);
+        let ann = &child(&d, Kind::Deployment, "shop-audit")["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(ann["prometheus.io/scrape"], "true");
+        assert_eq!(ann["prometheus.io/port"], "8081");
+        assert_eq!(ann["prometheus.io/path"], "/metrics");
+    }
+    // Metrics off: neither.
+    let mut off = spec;
+    off["metrics"] = json!({"enabled": false});
+    let d = plan(off, Capabilities::all());
+    assert_eq!(d.names(Kind::PodMonitor).count(), 0);
+    let ann = &child(&d, Kind::Deployment, "shop-audit")["spec"]["template"]["metadata"]["annotations"];
+    assert!(ann.get("prometheus.io/scrape").is_none());
+}
+
+/// Issue 15: KEDA triggers of the new queue kinds.
+#[test]
+fn keda_triggers_for_redis_streams_and_sqs() {
+    let d = plan(
+        json!({"autoscaling": {"mode": "keda", "maxReplicas": 4},
+               "queues": [{"name": "events", "kind": "redis", "streamName": "events", "address": "r:6379", "target": 7},
+                          {"name": "inv", "kind": "sqs", "queueUrl": "http://ls:4566/000000000000/inv", "region": "eu-west-1",
+                           "endpoint": "http://ls:4566",
+                           "accessKeyIdSecret": {"name": "aws", "key": "id"},
+                           "secretAccessKeySecret": {"name": "aws", "key": "secret"}},
+                          {"name": "ref", "kind": "sqs", "queueUrl": "https://sqs.us-east-1.amazonaws.com/1/ref", "region": "us-east-1"}],
+               "consumers": [{"name": "audit", "queue": "events", "handler": "a:b"},
+                             {"name": "bill", "queue": "inv", "handler": "a:c"},
+                             {"name": "refund", "queue": "ref", "handler": "a:d"}]}),
+        Capabilities::all(),
+    );
+    let trigger = |name: &str| child(&d, Kind::ScaledObject, name)["spec"]["triggers"][0].clone();
+    let t = trigger("shop-audit");
+    assert_eq!(t["type"], "redis-streams");
+    assert_eq!(
+        t["metadata"],
+        json!({"address": "r:6379", "stream": "events", "consumerGroup": "shop-events", "lagCount": "7"})
+    );
+    let t = trigger("shop-bill");
+    assert_eq!(t["type"], "aws-sqs-queue");
+    assert_eq!(
+        t["metadata"],
+        json!({"queueURL": "http://ls:4566/000000000000/inv", "awsRegion": "eu-west-1", "queueLength": "10",
+               "awsEndpoint": "http://ls:4566"})
+    );
+    let auth = child(
+        &d,
+        Kind::TriggerAuthentication,
+        t["authenticationRef"]["name"].as_str().expect("auth"),
+    );
+    assert_eq!(
+        auth["spec"],
+        json!({"secretTargetRef": [{"parameter": "awsAccessKeyID", "name": "aws", "key": "id"},
+                                   {"parameter": "awsSecretAccessKey", "name": "aws", "key": "secret"}]})
+    );
+    // No key Secrets: KEDA uses the workload's AWS identity, as the app does.
+    let t = trigger("shop-refund");
+    assert!(t["metadata"].get("awsEndpoint").is_none());
+    let auth = child(
+        &d,
+        Kind::TriggerAuthentication,
+        t["authenticationRef"]["name"].as_str().expect("auth"),
+    );
+    assert_eq!(
+        auth["spec"],
+        json!({"podIdentity": {"provider": "aws", "identityOwner": "workload"}})
+    );
+}

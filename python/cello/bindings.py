@@ -4,13 +4,15 @@ The naming contract (one golden table, ``tests/operator/env-contract.json``, rea
 operator's Rust tests and by this module's tests): ``CELLO_QUEUES`` lists the binding names,
 comma-separated; a binding named ``order-events`` has the prefix
 ``CELLO_QUEUE_ORDER_EVENTS_`` (upper case, ``-`` becomes ``_``) and the variables ``KIND``
-(kafka | rabbitmq | redis) plus, per kind:
+(kafka | rabbitmq | redis | sqs) plus, per kind:
 
-========  =====================================================
+========  ==========================================================================
 kafka     ``BOOTSTRAP_SERVERS``, ``TOPIC``, ``GROUP``, ``PASSWORD``
 rabbitmq  ``URL``, ``QUEUE``
-redis     ``ADDRESS``, ``LIST``, ``PASSWORD``
-========  =====================================================
+redis     ``ADDRESS``, ``LIST`` (a list) or ``STREAM`` and ``GROUP`` (a stream), ``PASSWORD``
+sqs       ``QUEUE_URL``, ``REGION``, ``ENDPOINT`` (local stacks), ``ACCESS_KEY_ID`` and
+          ``SECRET_ACCESS_KEY`` (both or neither: without, the pod's own AWS identity)
+========  ==========================================================================
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from . import _env
 KINDS = {
     "kafka": ("bootstrap_servers", "topic", "group", "password"),
     "rabbitmq": ("url", "queue"),
-    "redis": ("address", "list", "password"),
+    "redis": ("address", "list", "stream", "group", "password"),
+    "sqs": ("queue_url", "region", "endpoint", "access_key_id", "secret_access_key"),
 }
 
 

@@ -791,8 +791,18 @@ def apply_binding(spec: ConsumerSpec, binding: _bindings.QueueBinding) -> Consum
                 scheme, _, rest = url.partition("://")
                 url = f"{scheme}://:{binding.password}@{rest}"
             changes["url"] = url
-        if binding.list:
-            changes["source"] = binding.list
+        # The binding names a list (LIST) or a stream (STREAM, with the operator's GROUP, the
+        # group KEDA watches); the decorator's mode must agree: no silent switch between the two.
+        if binding.list and spec.mode != "list":
+            raise ValueError(f"queue binding {binding.name!r} is a Redis list, but {spec.name} reads a stream "
+                             "(set streamName in the CellApp queue, or mode='list')")  # fmt: skip
+        if binding.stream and spec.mode != "stream":
+            raise ValueError(f"queue binding {binding.name!r} is a Redis stream, but {spec.name} reads a list "
+                             "(set listName in the CellApp queue, or give the consumer a group)")  # fmt: skip
+        if binding.list or binding.stream:
+            changes["source"] = binding.list or binding.stream
+        if binding.stream and binding.group:
+            changes["group"] = binding.group
     elif spec.kind == "rabbitmq":
         if binding.url:
             changes["url"] = binding.url

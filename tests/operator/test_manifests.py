@@ -292,7 +292,9 @@ def to_json_schema(node):
 
 def example_cellapps() -> list[tuple[str, dict]]:
     out = []
-    for path in sorted((ROOT / "examples" / "k8s").glob("*.yaml")):
+    # examples/k8s/ and each example app's own manifests (examples/<app>/k8s/).
+    paths = sorted((ROOT / "examples" / "k8s").glob("*.yaml")) + sorted((ROOT / "examples").glob("*/k8s/*.yaml"))
+    for path in paths:
         for doc in load_docs(path.read_text()):
             if doc.get("kind") == "CellApp":
                 out.append((path.name, doc))
@@ -303,7 +305,8 @@ def test_examples_validate_against_the_crd_schema():
     jsonschema = pytest.importorskip("jsonschema") if os.environ.get("CI") != "true" else __import__("jsonschema")
     schema = to_json_schema(crd_schema())
     apps = example_cellapps()
-    assert len(apps) >= 4
+    assert len(apps) >= 6
+    assert any(name == "cellapp.yaml" and doc["metadata"]["name"] == "orders" for name, doc in apps)
     for name, doc in apps:
         jsonschema.validate(doc, schema)
         assert doc["apiVersion"] == "cello.dev/v1alpha1", name

@@ -329,6 +329,13 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether the consumer pods get a PodMonitor of their own (`<app>-consumers`): when the
+    /// app's metrics go through a monitor object and PodMonitor is installed. Otherwise they
+    /// carry scrape annotations (they have no Service a ServiceMonitor could select).
+    pub fn consumer_pod_monitor(&self) -> bool {
+        !self.app.spec.consumers.is_empty() && self.monitor_kind().is_some() && self.caps.pod_monitor
+    }
+
     /// Autoscaling that actually happens: KEDA without its CRDs scales nothing.
     pub fn effective_autoscaling(&self) -> AutoscalingMode {
         match self.app.autoscaling_mode() {
@@ -459,7 +466,13 @@ pub fn referenced_names(app: &CellApp) -> Vec<String> {
         }
     }
     for q in &spec.queues {
-        for s in [&q.host_secret, &q.password_secret].into_iter().flatten() {
+        let secrets = [
+            &q.host_secret,
+            &q.password_secret,
+            &q.access_key_id_secret,
+            &q.secret_access_key_secret,
+        ];
+        for s in secrets.into_iter().flatten() {
             out.insert(format!("secret/{}", s.name));
         }
     }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::workload::metrics_port_name;
+use super::workload::{metrics_port_name, CONSUMER_ADMIN_PORT_NAME, CONSUMER_METRICS_PATH};
 use super::{Child, Ctx, Kind, Skipped};
 use crate::crd::MonitorKind;
 
@@ -52,4 +52,25 @@ pub(crate) fn monitor(ctx: &Ctx, children: &mut Vec<Child>, skipped: &mut Vec<Sk
         }),
     };
     children.push(Child { kind, name, object });
+    if ctx.consumer_pod_monitor() {
+        let name = ctx.child_name("consumers");
+        let mut meta = ctx.meta(name.clone(), "metrics");
+        if let Some(labels) = meta.labels.as_mut() {
+            let mut merged = m.labels.clone();
+            merged.extend(std::mem::take(labels));
+            *labels = merged;
+        }
+        let endpoint = json!({"port": CONSUMER_ADMIN_PORT_NAME, "path": CONSUMER_METRICS_PATH, "interval": m.interval});
+        let object = json!({
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PodMonitor",
+            "metadata": meta,
+            "spec": {"selector": {"matchLabels": ctx.selector("consumer")}, "podMetricsEndpoints": [endpoint]},
+        });
+        children.push(Child {
+            kind: Kind::PodMonitor,
+            name,
+            object,
+        });
+    }
 }

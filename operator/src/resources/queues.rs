@@ -19,10 +19,11 @@ pub fn kind_str(kind: QueueKind) -> &'static str {
         QueueKind::Kafka => "kafka",
         QueueKind::Rabbitmq => "rabbitmq",
         QueueKind::Redis => "redis",
+        QueueKind::Sqs => "sqs",
     }
 }
 
-/// The Kafka consumer group of a binding (`<app>-<binding>` unless set).
+/// The consumer group of a Kafka or Redis-stream binding (`<app>-<binding>` unless set).
 pub fn consumer_group(app: &str, q: &QueueBinding) -> String {
     q.consumer_group.clone().unwrap_or_else(|| format!("{app}-{}", q.name))
 }
@@ -74,6 +75,21 @@ pub fn queue_env(app: &str, q: &QueueBinding) -> Vec<EnvVar> {
         QueueKind::Redis => {
             opt(&mut env, "ADDRESS", &q.address);
             opt(&mut env, "LIST", &q.list_name);
+            if q.stream_name.is_some() {
+                opt(&mut env, "STREAM", &q.stream_name);
+                env.push(plain(format!("{p}_GROUP"), consumer_group(app, q)));
+            }
+        }
+        QueueKind::Sqs => {
+            opt(&mut env, "QUEUE_URL", &q.queue_url);
+            opt(&mut env, "REGION", &q.region);
+            opt(&mut env, "ENDPOINT", &q.endpoint);
+            if let Some(s) = &q.access_key_id_secret {
+                env.push(secret(format!("{p}_ACCESS_KEY_ID"), s));
+            }
+            if let Some(s) = &q.secret_access_key_secret {
+                env.push(secret(format!("{p}_SECRET_ACCESS_KEY"), s));
+            }
         }
     }
     if let Some(s) = &q.password_secret {

@@ -82,8 +82,18 @@ fn trigger_auth(ctx: &Ctx, q: &QueueBinding, children: &mut Vec<Child>) -> Optio
             .collect(),
         // Kafka SASL needs mode, user and password together; plain brokers need none.
         QueueKind::Kafka => Vec::new(),
+        QueueKind::Sqs => [
+            ("awsAccessKeyID", &q.access_key_id_secret),
+            ("awsSecretAccessKey", &q.secret_access_key_secret),
+        ]
+        .into_iter()
+        .filter_map(|(p, s)| s.as_ref().map(|s| secret_target(p, &s.name, &s.key)))
+        .collect(),
     };
-    if params.is_empty() {
+    // SQS without keys: KEDA uses the pod identity (IRSA / EKS Pod Identity) of the app's
+    // service account, as the app does; a trigger without any authentication would fail.
+    let pod_identity = q.kind == QueueKind::Sqs && params.is_empty();
+    if params.is_empty() && !pod_identity {
         return None;
     }
     let name = ctx.child_name(&format!("queue-{}", q.name));
@@ -91,11 +101,16 @@ fn trigger_auth(ctx: &Ctx, q: &QueueBinding, children: &mut Vec<Child>) -> Optio
         .iter()
         .any(|c| c.kind == Kind::TriggerAuthentication && c.name == name)
     {
+        let spec = if pod_identity {
+            json!({"podIdentity": {"provider": "aws", "identityOwner": "workload"}})
+        } else {
+            json!({"secretTargetRef": params})
+        };
         let object = json!({
             "apiVersion": "keda.sh/v1alpha1",
             "kind": "TriggerAuthentication",
             "metadata": ctx.meta(name.clone(), "autoscaler"),
-            "spec": {"secretTargetRef": params},
+            "spec": spec,
         });
         children.push(Child {
             kind: Kind::TriggerAuthentication,
@@ -122,9 +137,33 @@ fn queue_trigger(ctx: &Ctx, q: &QueueBinding, children: &mut Vec<Child>) -> Valu
         QueueKind::Rabbitmq => {
             json!({"protocol": "amqp", "queueName": q.queue_name, "mode": "QueueLength", "value": target})
         }
+        QueueKind::Redis if q.stream_name.is_some() => json!({
+            "address": q.address,
+            "stream": q.stream_name,
+            "consumerGroup": consumer_group(&ctx.name, q),
+            // Entries not yet delivered to the group (Redis 7+): what lets KEDA scale from
+            // zero; `pendingEntriesCount` only sees entries already read and not acknowledged.
+            "lagCount": target,
+        }),
         QueueKind::Redis => json!({"address": q.address, "listName": q.list_name, "listLength": target}),
+        QueueKind::Sqs => {
+            let mut m = json!({
+                "queueURL": q.queue_url,
+                "awsRegion": q.region,
+                "queueLength": target,
+            });
+            if let Some(e) = &q.endpoint {
+                m["awsEndpoint"] = json!(e);
+            }
+            m
+        }
     };
-    let mut trigger = json!({"type": kind_str(q.kind), "name": q.name, "metadata": metadata});
+    let trigger_type = match q.kind {
+        QueueKind::Redis if q.stream_name.is_some() => "redis-streams",
+        QueueKind::Sqs => "aws-sqs-queue",
+        kind => kind_str(kind),
+    };
+    let mut trigger = json!({"type": trigger_type, "name": q.name, "metadata": metadata});
     if let Some(auth) = trigger_auth(ctx, q, children) {
         trigger["authenticationRef"] = json!({"name": auth});
     }

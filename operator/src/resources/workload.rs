@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
-use super::queues::{all_queue_env, queue_env};
+use super::queues::all_queue_env;
 use super::{
     labels, to_value, Ctx, CONFIG_DIR, CONFIG_HASH_ANNOTATION, DEFAULT_DATAPLANE_IMAGE, PRE_STOP_SLEEP_SECONDS,
 };
@@ -21,6 +21,14 @@ use crate::crd::{AppEnv, AutoscalingMode, CellApp, ConsumerSpec, Mode, ProbeSpec
 use crate::{Error, Result};
 
 const TLS_DIR: &str = "/etc/cello/tls";
+
+/// The admin port of `cello consume` (`--admin-port`; its default in `cello.cli` too):
+/// `/health/live`, `/health/ready` and `/metrics`, plain HTTP on all interfaces.
+pub const CONSUMER_ADMIN_PORT: i32 = 8081;
+/// Name of the consumer container's admin port (probes, PodMonitor).
+pub const CONSUMER_ADMIN_PORT_NAME: &str = "admin";
+/// Where `cello consume` serves its metrics (fixed; `spec.metrics.path` is the app's).
+pub const CONSUMER_METRICS_PATH: &str = "/metrics";
 
 /// `spec.server` as the pod reads it: listening on all interfaces on `spec.port`, debug in
 /// development, and validated with the data plane's own `validate()`.
@@ -229,6 +237,20 @@ fn probe(ctx: &Ctx, spec: Option<&ProbeSpec>, default_path: &str, startup: bool)
         initial_delay_seconds: spec.initial_delay_seconds,
         ..Probe::default()
     })
+}
+
+/// A probe of the consumer's admin port.
+fn admin_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(CONSUMER_ADMIN_PORT_NAME.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
 }
 
 /// Default probe path: the data plane's health endpoints under `spec.server.health.basePath`.
@@ -508,7 +530,8 @@ pub(crate) fn consumer_deployment(ctx: &Ctx, c: &ConsumerSpec) -> Result<Value> 
     };
     let mut env = base_env(ctx);
     env.push(plain(cello_config::env::CONSUMER, c.name.clone()));
-    env.extend(queue_env(&ctx.name, queue));
+    // `cello consume --queue <name>` finds the binding through `CELLO_QUEUES`, as the app does.
+    env.extend(all_queue_env(&ctx.name, std::slice::from_ref(queue)));
     let container = Container {
         name: "consumer".into(),
         image: Some(spec.image.clone()),
@@ -519,7 +542,22 @@ pub(crate) fn consumer_deployment(ctx: &Ctx, c: &ConsumerSpec) -> Result<Value> 
             c.handler.clone(),
             "--queue".into(),
             queue.name.clone(),
+            "--admin-port".into(),
+            CONSUMER_ADMIN_PORT.to_string(),
+            "--host".into(),
+            "0.0.0.0".into(),
         ]),
+        ports: Some(vec![ContainerPort {
+            name: Some(CONSUMER_ADMIN_PORT_NAME.into()),
+            container_port: CONSUMER_ADMIN_PORT,
+            ..ContainerPort::default()
+        }]),
+        // The admin server answers once every broker connection is up (`cello consume` exits
+        // with 3 when one stays unreachable past --startup-timeout), so the startup probe
+        // gives it a minute; readiness turns 503 while a broker is lost or during the drain.
+        startup_probe: Some(admin_probe("/health/live", 2, 30)),
+        liveness_probe: Some(admin_probe("/health/live", 10, 3)),
+        readiness_probe: Some(admin_probe("/health/ready", 10, 3)),
         env: Some(with_user_env(env, &spec.env_vars)),
         env_from: (!spec.env_from.is_empty()).then(|| spec.env_from.clone()),
         resources: c.resources.clone().or_else(|| spec.resources.clone()),
@@ -534,6 +572,13 @@ pub(crate) fn consumer_deployment(ctx: &Ctx, c: &ConsumerSpec) -> Result<Value> 
     meta.labels = Some(labels.clone());
     let mut annotations = BTreeMap::new();
     annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), ctx.config_hash.clone());
+    // Scraped like the app's pods: by the consumers' PodMonitor when one is made, else by
+    // annotations (never both).
+    if ctx.metrics().is_some() && !ctx.consumer_pod_monitor() {
+        annotations.insert("prometheus.io/scrape".into(), "true".into());
+        annotations.insert("prometheus.io/path".into(), CONSUMER_METRICS_PATH.into());
+        annotations.insert("prometheus.io/port".into(), CONSUMER_ADMIN_PORT.to_string());
+    }
     let d = Deployment {
         metadata: meta,
         spec: DeploymentSpec {

@@ -47,6 +47,20 @@ fn redis() -> Value {
            "passwordSecret": {"name": "redis", "key": "password"}})
 }
 
+fn redis_stream() -> Value {
+    json!({"name": "events", "kind": "redis", "streamName": "events", "address": "redis:6379", "target": 20})
+}
+fn sqs() -> Value {
+    json!({"name": "invoices", "kind": "sqs", "queueUrl": "http://localstack:4566/000000000000/invoices",
+           "region": "eu-west-1", "endpoint": "http://localstack:4566",
+           "accessKeyIdSecret": {"name": "aws", "key": "access-key-id"},
+           "secretAccessKeySecret": {"name": "aws", "key": "secret-access-key"}})
+}
+fn sqs_pod_identity() -> Value {
+    json!({"name": "refunds", "kind": "sqs", "queueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/refunds",
+           "region": "us-east-1", "target": 5})
+}
+
 /// (fixture name, spec fragment, capabilities).
 pub fn matrix() -> Vec<(&'static str, Value, Capabilities)> {
     let all = Capabilities::all();
@@ -117,6 +131,20 @@ pub fn matrix() -> Vec<(&'static str, Value, Capabilities)> {
             all,
         ),
         (
+            "keda-redis-streams",
+            json!({"autoscaling": {"mode": "keda", "minReplicas": 0, "maxReplicas": 10}, "queues": [redis_stream()],
+                   "consumers": [{"name": "audit", "queue": "events", "handler": "shop.workers:audit"}]}),
+            all,
+        ),
+        (
+            "keda-sqs",
+            json!({"autoscaling": {"mode": "keda", "minReplicas": 0, "maxReplicas": 10},
+                   "queues": [sqs(), sqs_pod_identity()],
+                   "consumers": [{"name": "billing", "queue": "invoices", "handler": "shop.workers:bill"},
+                                 {"name": "refunds", "queue": "refunds", "handler": "shop.workers:refund"}]}),
+            all,
+        ),
+        (
             "keda-consumers",
             json!({"autoscaling": {"mode": "keda", "minReplicas": 0, "maxReplicas": 30}, "queues": [kafka(), rabbitmq()],
                    "consumers": [{"name": "fulfil", "queue": "orders", "handler": "shop.workers:fulfil"}]}),
@@ -124,10 +152,20 @@ pub fn matrix() -> Vec<(&'static str, Value, Capabilities)> {
         ),
         (
             "consumers",
-            json!({"queues": [kafka(), redis()],
+            json!({"queues": [kafka(), redis(), redis_stream(), rabbitmq()],
                    "consumers": [{"name": "fulfil", "queue": "orders", "handler": "shop.workers:fulfil", "replicas": 2},
                                  {"name": "mailer", "queue": "tasks", "handler": "shop.workers:mail",
-                                  "resources": {"requests": {"cpu": "100m"}}}]}),
+                                  "resources": {"requests": {"cpu": "100m"}}},
+                                 {"name": "audit", "queue": "events", "handler": "shop.workers:audit"},
+                                 {"name": "jobber", "queue": "jobs", "handler": "shop.workers:job"}]}),
+            all,
+        ),
+        (
+            // Consumer pods scraped through annotations (no monitor object).
+            "consumers-annotations",
+            json!({"metrics": {"monitor": "none"}, "queues": [redis(), rabbitmq()],
+                   "consumers": [{"name": "mailer", "queue": "tasks", "handler": "shop.workers:mail"},
+                                 {"name": "jobber", "queue": "jobs", "handler": "shop.workers:job"}]}),
             all,
         ),
         (
