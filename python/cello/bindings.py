@@ -4,12 +4,13 @@ The naming contract (one golden table, ``tests/operator/env-contract.json``, rea
 operator's Rust tests and by this module's tests): ``CELLO_QUEUES`` lists the binding names,
 comma-separated; a binding named ``order-events`` has the prefix
 ``CELLO_QUEUE_ORDER_EVENTS_`` (upper case, ``-`` becomes ``_``) and the variables ``KIND``
-(kafka | rabbitmq | redis) plus, per kind:
+(kafka | rabbitmq | redis | sqs) plus, per kind:
 
 ========  =====================================================
 kafka     ``BOOTSTRAP_SERVERS``, ``TOPIC``, ``GROUP``, ``PASSWORD``
 rabbitmq  ``URL``, ``QUEUE``
 redis     ``ADDRESS``, ``LIST``, ``PASSWORD``
+sqs       ``QUEUE_URL``, ``REGION``, ``ENDPOINT_URL``, ``ACCESS_KEY_ID``, ``SECRET_ACCESS_KEY``
 ========  =====================================================
 """
 
@@ -25,6 +26,7 @@ KINDS = {
     "kafka": ("bootstrap_servers", "topic", "group", "password"),
     "rabbitmq": ("url", "queue"),
     "redis": ("address", "list", "password"),
+    "sqs": ("queue_url", "region", "endpoint_url", "access_key_id", "secret_access_key"),
 }
 
 
