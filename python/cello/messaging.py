@@ -514,9 +514,12 @@ class _Runner:
                                          s.connection_timeout_secs, s.declare)  # fmt: skip
         if s.kind == "sqs":
             q = s.sqs or {}
-            return await native.sqs(ex, s.source, *_sqs_connection(q, q.get("binding")), s.dead_letter, s.declare,
-                                    q["visibility_timeout_secs"], q["wait_time_secs"],
-                                    s.connection_timeout_secs)  # fmt: skip
+            conn = _sqs_connection(q, q.get("binding"))
+            try:
+                return await native.sqs(ex, s.source, *conn, s.dead_letter, s.declare, q["visibility_timeout_secs"],
+                                        q["wait_time_secs"], s.connection_timeout_secs)  # fmt: skip
+            except BrokerUnavailable as exc:  # name the endpoint: the queue URL may point elsewhere
+                raise BrokerUnavailable(f"SQS at {conn[1] or conn[0]}: {exc}") from None
         if s.kind != "redis":
             raise FeatureNotAvailable(f"cello.messaging {s.kind} consumers", 15)
         url = s.url or "redis://127.0.0.1:6379"

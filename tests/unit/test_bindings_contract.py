@@ -52,5 +52,16 @@ def test_pod_env_lists_the_bindings():
 
 def test_unknown_kind_is_a_clear_error():
     with pytest.raises(ValueError, match="CELLO_QUEUE_X_KIND"):
-        queue_bindings({"CELLO_QUEUES": "x", "CELLO_QUEUE_X_KIND": "sqs"})
+        queue_bindings({"CELLO_QUEUES": "x", "CELLO_QUEUE_X_KIND": "nats"})
     assert queue_bindings({}) == {}
+
+
+def test_sqs_binding_reads_its_variables():
+    env = {"CELLO_QUEUES": "jobs", "CELLO_QUEUE_JOBS_KIND": "sqs",
+           "CELLO_QUEUE_JOBS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/1/jobs",
+           "CELLO_QUEUE_JOBS_REGION": "eu-west-1", "CELLO_QUEUE_JOBS_ACCESS_KEY_ID": "AKIA",
+           "CELLO_QUEUE_JOBS_SECRET_ACCESS_KEY": "s"}  # fmt: skip
+    b = queue_bindings(env)["jobs"]
+    assert (b.kind, b.queue_url, b.region) == ("sqs", env["CELLO_QUEUE_JOBS_QUEUE_URL"], "eu-west-1")
+    assert b.endpoint_url is None
+    assert (b.access_key_id, b.secret_access_key) == ("AKIA", "s")
