@@ -1,5 +1,5 @@
 //! `cello-messaging`: broker clients without Python — Redis streams (consumer groups) and
-//! lists (reliable queue), RabbitMQ. The Python side (`cello.messaging`) runs handlers and
+//! lists (reliable queue), RabbitMQ, Amazon SQS. The Python side (`cello.messaging`) runs handlers and
 //! decides each message's fate; this crate fetches, acknowledges, requeues, dead-letters
 //! and publishes.
 //!
@@ -11,6 +11,7 @@ pub mod error;
 pub mod rabbitmq;
 pub mod redis_list;
 pub mod redis_stream;
+pub mod sqs;
 
 use std::sync::OnceLock;
 

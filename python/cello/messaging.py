@@ -2,8 +2,9 @@
 
 The broker clients are Rust (crate ``cello-messaging``); handlers run here, on the worker's
 asyncio loop (``def`` handlers in a thread). Built today: **Redis** streams (consumer groups)
-and lists (a reliable queue) and **RabbitMQ** (prefetch, publisher confirms, a dead-letter
-exchange). Kafka and SQS raise ``FeatureNotAvailable``.
+and lists (a reliable queue), **RabbitMQ** (prefetch, publisher confirms, a dead-letter
+exchange) and **Amazon SQS** (long polling, visibility extended while a handler runs, a
+dead-letter queue). Kafka raises ``FeatureNotAvailable``.
 
 Delivery is at-least-once: a message is acknowledged only after its handler finished. What
 the handler returns decides its fate (an exception counts as ``NACK``):
@@ -12,10 +13,13 @@ the handler returns decides its fate (an exception counts as ``NACK``):
 ACK / None     done: acknowledged
 NACK           failed: retried in this worker after ``retry_backoff_secs`` (doubling) until it
                failed ``max_retries + 1`` times, then sent to the dead-letter destination with
-               the error in its headers (``x-error``, ``x-delivery-count``, ...)
+               the error in its headers (``x-error``, ``x-delivery-count``, ...). SQS: made
+               visible again after the backoff, so SQS delivers it again and counts it
 REQUEUE        given back to the broker for a later delivery (stream: claimed again after
-               ``claim_idle_secs``; list: pushed back to the consuming end; RabbitMQ: requeued)
-REJECT         dropped (RabbitMQ: rejected, so its dead-letter exchange gets it without an error)
+               ``claim_idle_secs``; list: pushed back to the consuming end; RabbitMQ: requeued;
+               SQS: visible again at once)
+REJECT         dropped (RabbitMQ: rejected, so its dead-letter exchange gets it without an error;
+               SQS: deleted)
 DEAD_LETTER    straight to the dead-letter destination
 =============  =================================================================================
 
@@ -139,6 +143,7 @@ class ConsumerSpec:
     group: str | None = None
     mode: str = "stream"  # redis: "stream" or "list"
     url: str | None = None
+    sqs: dict | None = None  # sqs: region, endpoint_url, credentials, visibility and wait times
     concurrency: int = 10
     batch_size: int = 10
     max_retries: int = 3
@@ -274,6 +279,120 @@ def rabbitmq_consumer(
     return decorate
 
 
+def sqs_consumer(
+    queue_url: str,
+    *,
+    config: Any = None,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    concurrency: int = 10,
+    batch_size: int | None = None,
+    visibility_timeout_secs: int | None = None,
+    wait_time_secs: int | None = None,
+    max_retries: int = 3,
+    retry_backoff_secs: float = 0.5,
+    dead_letter: str | None = None,
+    declare: bool = True,
+) -> Callable[[Callable], Callable]:
+    """Consume the SQS queue ``queue_url``: long polls of up to ``wait_time_secs`` (at most 1 s
+    under ``cello consume``, so SIGTERM is answered quickly; 0 polls short) for up to
+    ``batch_size`` messages (at most 10, default ``SqsConfig.max_messages``), each received
+    with ``visibility_timeout_secs`` (default 30) that is extended while its handler runs, and
+    deleted once the handler finished. A failed message (NACK) is made visible again after
+    ``retry_backoff_secs`` (doubling, whole seconds) and SQS delivers it again
+    (``delivery_count`` is its ``ApproximateReceiveCount``); after ``max_retries`` retries it
+    is sent to the dead-letter queue with the error in its message attributes and deleted.
+    The dead-letter queue is ``dead_letter`` (a URL or a queue name), else the target of the
+    queue's redrive policy, else ``<queue>-dead``, created unless ``declare=False``.
+
+    ``region`` and ``endpoint_url`` (a local stack) or ``config`` (an ``SqsConfig``) name the
+    service; unset, the ``--queue`` binding of ``cello consume`` does, then ``AWS_REGION`` /
+    ``AWS_ENDPOINT_URL_SQS``. Credentials: the binding's ``ACCESS_KEY_ID`` /
+    ``SECRET_ACCESS_KEY``, else ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
+    ``AWS_SESSION_TOKEN``."""
+    from .config import SqsConfig
+
+    cfg = config if config is not None else SqsConfig()
+    explicit = getattr(cfg, "_explicit", set()) if config is not None else set()
+    url = queue_url or cfg.queue_url
+    if not url:
+        raise ValueError("sqs_consumer needs a queue URL")
+    fetch = batch_size if batch_size is not None else cfg.max_messages
+    _check_positive("batch_size", fetch)
+    if fetch > 10:
+        raise ValueError(f"SQS returns at most 10 messages per receive: batch_size {fetch}")
+    visibility = visibility_timeout_secs if visibility_timeout_secs is not None else cfg.visibility_timeout_secs
+    _check_positive("visibility_timeout_secs", visibility)
+    wait = wait_time_secs if wait_time_secs is not None else cfg.wait_time_secs
+    _check_positive("wait_time_secs", wait, 0)
+    settings = {
+        "region": region or (cfg.region if "region" in explicit else None),
+        "endpoint_url": endpoint_url or cfg.endpoint_url,
+        "visibility_timeout_secs": float(visibility),
+        "wait_time_secs": float(min(wait, 20)),
+    }
+
+    def decorate(fn: Callable) -> Callable:
+        return _declare(
+            ConsumerSpec(
+                handler=fn,
+                kind="sqs",
+                source=url,
+                sqs=settings,
+                concurrency=concurrency,
+                batch_size=fetch,
+                max_retries=max_retries,
+                retry_backoff_secs=retry_backoff_secs,
+                dead_letter=dead_letter,
+                declare=declare,
+            )
+        )
+
+    return decorate
+
+
+def _sqs_binding() -> _bindings.QueueBinding | None:
+    """The one SQS binding of ``CELLO_QUEUES``, if there is exactly one."""
+    found = [b for b in _bindings.queue_bindings().values() if b.kind == "sqs"]
+    return found[0] if len(found) == 1 else None
+
+
+def _sqs_connection(settings: dict, binding: _bindings.QueueBinding | None = None) -> tuple:
+    """``(region, endpoint_url, access_key_id, secret_access_key, session_token)``: the
+    settings given, else the binding's, else the standard AWS variables."""
+    b = binding.settings if binding is not None else {}
+    env = os.environ
+
+    def first(*values: str | None) -> str | None:
+        return next((v for v in values if v), None)
+
+    region = first(settings.get("region"), b.get("region"), env.get("AWS_REGION"), env.get("AWS_DEFAULT_REGION"))
+    endpoint = first(settings.get("endpoint_url"), b.get("endpoint"), env.get("AWS_ENDPOINT_URL_SQS"),
+                     env.get("AWS_ENDPOINT_URL"))  # fmt: skip
+    if b.get("access_key_id") and b.get("secret_access_key"):
+        keys = (b["access_key_id"], b["secret_access_key"], None)
+    else:
+        keys = (env.get("AWS_ACCESS_KEY_ID") or "", env.get("AWS_SECRET_ACCESS_KEY") or "",
+                env.get("AWS_SESSION_TOKEN") or None)  # fmt: skip
+    if not keys[0] or not keys[1]:
+        raise ValueError(
+            "SQS needs credentials: the queue binding's ACCESS_KEY_ID and SECRET_ACCESS_KEY, or "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (instance and IRSA roles are not read yet)"
+        )
+    return (region or "us-east-1", endpoint, *keys)
+
+
+def _sqs_config_settings(config: Any) -> dict:
+    """An ``SqsConfig``'s fields that were set, as ``_sqs_connection`` reads them."""
+    explicit = getattr(config, "_explicit", set())
+    return {
+        "region": config.region if "region" in explicit else None,
+        "endpoint_url": config.endpoint_url,
+        "visibility_timeout_secs": float(config.visibility_timeout_secs),
+        "wait_time_secs": float(min(config.wait_time_secs, 20)),
+    }
+
+
 def _amqp_url(config: Any) -> str:
     """A ``RabbitMQConfig`` as one AMQP URI: its vhost (unless the URL names one) and heartbeat."""
     from urllib.parse import quote, urlsplit
@@ -394,6 +513,14 @@ class _Runner:
             url = s.url or _amqp_url(RabbitMQConfig.local())
             return await native.rabbitmq(ex, url, s.source, s.dead_letter_name(), s.prefetch,
                                          s.connection_timeout_secs, s.declare)  # fmt: skip
+        if s.kind == "sqs":
+            q = s.sqs or {}
+            conn = _sqs_connection(q, q.get("binding"))
+            try:
+                return await native.sqs(ex, s.source, *conn, s.dead_letter, s.declare, q["visibility_timeout_secs"],
+                                        q["wait_time_secs"], s.connection_timeout_secs)  # fmt: skip
+            except BrokerUnavailable as exc:  # name the endpoint: the queue URL may point elsewhere
+                raise BrokerUnavailable(f"SQS at {conn[1] or conn[0]}: {exc}") from None
         if s.kind != "redis":
             raise FeatureNotAvailable(f"cello.messaging {s.kind} consumers", 15)
         url = s.url or "redis://127.0.0.1:6379"
@@ -487,6 +614,8 @@ class _Runner:
                     elif self.stopping:
                         await self.client.nack(ex, msg.id, msg.body, True)  # the next worker retries it
                         self.stats.inc("requeued", s)
+                    elif s.kind == "sqs":  # visible again after the backoff: SQS delivers and counts it
+                        await self.client.nack(ex, msg.id, msg.body, True, s.retry_backoff_secs * 2 ** (failures - 1))
                     else:
                         await asyncio.sleep(s.retry_backoff_secs * 2 ** (failures - 1))
                         msg.delivery_count += 1
@@ -526,8 +655,10 @@ class Producer:
 
     Redis: ``mode="stream"`` (``XADD``, the default) or ``mode="list"`` (``LPUSH``). RabbitMQ:
     ``topic`` is the queue (the default exchange routes by name), publisher confirms on, an
-    unroutable message is an error; ``key`` travels as the AMQP ``message_id``. Values that
-    are not ``bytes``/``str`` are sent as JSON (serialised in Rust)."""
+    unroutable message is an error; ``key`` travels as the AMQP ``message_id``. SQS: ``topic``
+    is the queue URL, ``send`` returns SQS's message id, headers travel as message attributes
+    (ten at most), ``key`` as the attribute ``x-message-key`` (FIFO queues: the message group
+    id). Values that are not ``bytes``/``str`` are sent as JSON (serialised in Rust)."""
 
     def __init__(self, native: Any, mode: str) -> None:
         self._native = native
@@ -540,6 +671,10 @@ class Producer:
             native = await _native().BrokerProducer.rabbitmq(_executor(), _amqp_url(config),
                                                              config.connection_timeout_secs)  # fmt: skip
             return cls(native, "queue")
+        if kind == "sqs":
+            conn = _sqs_connection(_sqs_config_settings(config), _sqs_binding())
+            native = await _native().BrokerProducer.sqs(_executor(), *conn, 5.0)
+            return cls(native, "sqs")
         if kind != "redis":
             raise _unbuilt(kind)
         if mode not in ("stream", "list"):
@@ -587,7 +722,8 @@ class Consumer:
     """Pull messages yourself: ``subscribe``, ``poll``, ``commit`` (acknowledge) and ``close``.
 
     Redis: ``group`` set consumes streams with that consumer group; unset, lists. RabbitMQ:
-    ``subscribe`` names queues (declared as ``rabbitmq_consumer`` declares them)."""
+    ``subscribe`` names queues (declared as ``rabbitmq_consumer`` declares them). SQS:
+    ``subscribe`` names queue URLs."""
 
     def __init__(self, config: Any, group: str | None, consumer_name: str) -> None:
         self._config = config
@@ -601,7 +737,7 @@ class Consumer:
     @classmethod
     async def connect(cls, config: Any, group: str | None = None, consumer_name: str | None = None) -> Consumer:
         kind = _kind_of(config)
-        if kind not in ("redis", "rabbitmq"):
+        if kind not in ("redis", "rabbitmq", "sqs"):
             raise _unbuilt(kind)
         return cls(config, group, consumer_name or _consumer_name())
 
@@ -609,9 +745,14 @@ class Consumer:
         names = [topics] if isinstance(topics, str) else list(topics)
         native, ex, c = _native().BrokerConsumer, _executor(), self._config
         rabbit = _kind_of(c) == "rabbitmq"
-        url = _amqp_url(c) if rabbit else _redis_url(c)
+        sqs = _kind_of(c) == "sqs"
+        url = _amqp_url(c) if rabbit else None if sqs else _redis_url(c)
         for name in names:
-            if rabbit:
+            if sqs:
+                q = _sqs_config_settings(c)
+                client = await native.sqs(ex, name, *_sqs_connection(q, _sqs_binding()), None, True,
+                                          q["visibility_timeout_secs"], q["wait_time_secs"], 5.0)  # fmt: skip
+            elif rabbit:
                 client = await native.rabbitmq(ex, url, name, f"{name}.dead", c.prefetch_count,
                                                c.connection_timeout_secs, True)  # fmt: skip
             elif self._group:
@@ -808,6 +949,16 @@ def apply_binding(spec: ConsumerSpec, binding: _bindings.QueueBinding) -> Consum
             changes["url"] = binding.url
         if binding.queue:
             changes["source"] = binding.queue
+    elif spec.kind == "sqs":
+        # The binding names the queue and the service; credentials are read when connecting.
+        sqs = dict(spec.sqs or {})
+        for field, key in (("region", "region"), ("endpoint", "endpoint_url")):
+            if binding.settings.get(field):
+                sqs[key] = binding.settings[field]
+        sqs["binding"] = binding
+        changes["sqs"] = sqs
+        if binding.queue_url:
+            changes["source"] = binding.queue_url
     return dataclasses.replace(spec, **changes)
 
 
@@ -821,5 +972,6 @@ __all__ = [
     "Producer",
     "rabbitmq_consumer",
     "redis_consumer",
-    *install(globals(), 15, [], ["kafka_consumer", "sqs_consumer", "kafka_producer"]),
+    "sqs_consumer",
+    *install(globals(), 15, [], ["kafka_consumer", "kafka_producer"]),
 ]

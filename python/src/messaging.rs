@@ -8,6 +8,7 @@ use std::time::Duration;
 use cello_messaging::rabbitmq::{RabbitConsumer, RabbitOptions, RabbitProducer};
 use cello_messaging::redis_list::{ListConsumer, ListOptions, RedisProducer};
 use cello_messaging::redis_stream::{StreamConsumer, StreamOptions};
+use cello_messaging::sqs::{SqsConnect, SqsConsumer, SqsOptions, SqsProducer};
 use cello_messaging::{Delivery, Error};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -92,6 +93,7 @@ enum Source {
     Stream(StreamConsumer),
     List(ListConsumer),
     Rabbit(RabbitConsumer),
+    Sqs(SqsConsumer),
 }
 
 /// A connected consumer of one stream, list or queue.
@@ -198,6 +200,51 @@ impl BrokerConsumer {
         })
     }
 
+    /// Awaitable: a consumer of the SQS queue `queue_url` (its dead-letter queue found or
+    /// created on connect).
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    fn sqs(
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        queue_url: String,
+        region: String,
+        endpoint_url: Option<String>,
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+        dead_letter: Option<String>,
+        declare: bool,
+        visibility_timeout_secs: f64,
+        wait_time_secs: f64,
+        connect_timeout_secs: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let opts = SqsOptions {
+            connect: SqsConnect {
+                region,
+                endpoint_url,
+                access_key_id,
+                secret_access_key,
+                session_token,
+                connect_timeout: secs(connect_timeout_secs),
+            },
+            queue_url,
+            dead_letter,
+            declare,
+            visibility_timeout: secs(visibility_timeout_secs),
+            wait_time: secs(wait_time_secs),
+        };
+        spawn(py, executor, SqsConsumer::connect(opts), |py, c| {
+            Ok(Py::new(
+                py,
+                BrokerConsumer {
+                    source: Arc::new(Source::Sqs(c)),
+                },
+            )?
+            .into_any())
+        })
+    }
+
     /// Awaitable: a list of delivery tuples (empty when none came within `block_secs`).
     fn fetch(
         &self,
@@ -216,6 +263,7 @@ impl BrokerConsumer {
                     Source::Stream(c) => c.fetch(max, block).await,
                     Source::List(c) => c.fetch(max, block).await,
                     Source::Rabbit(c) => c.fetch(max, block).await,
+                    Source::Sqs(c) => c.fetch(max, block).await,
                 }
             },
             |py, ds| {
@@ -239,13 +287,16 @@ impl BrokerConsumer {
                     Source::Stream(c) => c.ack(&id).await,
                     Source::List(c) => c.ack(&body).await,
                     Source::Rabbit(c) => c.ack(&id).await,
+                    Source::Sqs(c) => c.ack(&id).await,
                 }
             },
             |py, ()| Ok(py.None()),
         )
     }
 
-    /// Awaitable: give the message back (`requeue`) or drop it.
+    /// Awaitable: give the message back (`requeue`) or drop it. SQS: visible again after
+    /// `delay_secs` (whole seconds, rounded up).
+    #[pyo3(signature = (executor, id, body, requeue, delay_secs = 0.0))]
     fn nack(
         &self,
         py: Python<'_>,
@@ -253,6 +304,7 @@ impl BrokerConsumer {
         id: String,
         body: Vec<u8>,
         requeue: bool,
+        delay_secs: f64,
     ) -> PyResult<Py<PyAny>> {
         let source = self.source.clone();
         spawn(
@@ -263,6 +315,7 @@ impl BrokerConsumer {
                     Source::Stream(c) => c.nack(&id, requeue).await,
                     Source::List(c) => c.nack(&body, requeue).await,
                     Source::Rabbit(c) => c.nack(&id, requeue).await,
+                    Source::Sqs(c) => c.nack(&id, requeue, secs(delay_secs.ceil())).await,
                 }
             },
             |py, ()| Ok(py.None()),
@@ -296,6 +349,7 @@ impl BrokerConsumer {
                         Source::Stream(c) => c.source().to_owned(),
                         Source::List(c) => c.source().to_owned(),
                         Source::Rabbit(c) => c.source().to_owned(),
+                        Source::Sqs(c) => c.source().to_owned(),
                     },
                     delivery_count,
                     ..Delivery::default()
@@ -304,6 +358,7 @@ impl BrokerConsumer {
                     Source::Stream(c) => c.dead_letter(&d, &error).await,
                     Source::List(c) => c.dead_letter(&d, &error).await,
                     Source::Rabbit(c) => c.dead_letter(&d, &error).await,
+                    Source::Sqs(c) => c.dead_letter(&d, &error).await,
                 }
             },
             |py, ()| Ok(py.None()),
@@ -315,6 +370,7 @@ impl BrokerConsumer {
 enum Sink {
     Redis(RedisProducer),
     Rabbit(RabbitProducer),
+    Sqs(SqsProducer),
 }
 
 /// A connected producer.
@@ -375,6 +431,47 @@ impl BrokerProducer {
         )
     }
 
+    /// Awaitable: an SQS producer, once SQS answered (within `connect_timeout_secs`).
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    fn sqs(
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        region: String,
+        endpoint_url: Option<String>,
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+        connect_timeout_secs: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let connect = SqsConnect {
+            region,
+            endpoint_url,
+            access_key_id,
+            secret_access_key,
+            session_token,
+            connect_timeout: secs(connect_timeout_secs),
+        };
+        spawn(
+            py,
+            executor,
+            async move {
+                let p = SqsProducer::new(&connect)?;
+                p.check(connect.connect_timeout).await?;
+                Ok(p)
+            },
+            |py, p| {
+                Ok(Py::new(
+                    py,
+                    BrokerProducer {
+                        sink: Arc::new(Sink::Sqs(p)),
+                    },
+                )?
+                .into_any())
+            },
+        )
+    }
+
     /// Awaitable: declare a RabbitMQ queue as consumers do (durable, with its dead-letter exchange).
     fn declare_queue(
         &self,
@@ -390,7 +487,7 @@ impl BrokerProducer {
             async move {
                 match &*sink {
                     Sink::Rabbit(p) => p.declare(&queue, &dead_letter).await,
-                    Sink::Redis(_) => Ok(()),
+                    Sink::Redis(_) | Sink::Sqs(_) => Ok(()),
                 }
             },
             |py, ()| Ok(py.None()),
@@ -426,6 +523,8 @@ impl BrokerProducer {
                         .send("", &dest, &body, key.as_deref(), &headers)
                         .await
                         .map(|()| String::new()),
+                    // `dest` is the queue URL; SQS's message id once it has the message.
+                    Sink::Sqs(p) => p.send(&dest, &body, key.as_deref(), &headers).await,
                 }
             },
             |py, id| Ok(PyString::new(py, &id).into_any().unbind()),

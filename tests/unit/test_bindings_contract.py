@@ -106,3 +106,14 @@ def test_redis_binding_shape_must_match_the_consumer():
         apply_binding(stream, b["ls"])
     with pytest.raises(ValueError, match="is a Redis stream, but .* reads a list"):
         apply_binding(listed, b["ev"])
+
+
+def test_sqs_binding_reads_its_variables():
+    env = {"CELLO_QUEUES": "jobs", "CELLO_QUEUE_JOBS_KIND": "sqs",
+           "CELLO_QUEUE_JOBS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/1/jobs",
+           "CELLO_QUEUE_JOBS_REGION": "eu-west-1", "CELLO_QUEUE_JOBS_ACCESS_KEY_ID": "AKIA",
+           "CELLO_QUEUE_JOBS_SECRET_ACCESS_KEY": "s"}  # fmt: skip
+    b = queue_bindings(env)["jobs"]
+    assert (b.kind, b.queue_url, b.region) == ("sqs", env["CELLO_QUEUE_JOBS_QUEUE_URL"], "eu-west-1")
+    assert b.endpoint is None
+    assert (b.access_key_id, b.secret_access_key) == ("AKIA", "s")

@@ -1,0 +1,510 @@
+//! Amazon SQS on the AWS SDK (`aws-sdk-sqs`, rustls with ring, no credential chain): a consumer
+//! that long-polls, keeps the visibility of the messages its handlers still run extended, and
+//! deletes a message only once its handler finished; a failed message is made visible again
+//! after a backoff (`ChangeMessageVisibility`), so SQS delivers it again and counts it
+//! (`ApproximateReceiveCount`); past the retry limit it is sent — with the error in its message
+//! attributes — to the dead-letter queue (named, the queue's redrive target, or `<queue>-dead`)
+//! and then deleted. A producer that returns SQS's message id.
+//!
+//! A worker killed mid-batch deleted nothing: its messages become visible again after the
+//! visibility timeout and are delivered again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+};
+use aws_sdk_sqs::Client;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+
+use crate::delivery::Delivery;
+use crate::error::{Error, Result};
+
+/// The message attribute that carries a producer's `key` on a standard queue (FIFO queues use
+/// the message group id).
+pub const KEY_ATTRIBUTE: &str = "x-message-key";
+/// SQS allows ten message attributes per message.
+const MAX_ATTRIBUTES: usize = 10;
+
+/// Where SQS is and who calls it.
+#[derive(Debug, Clone, Default)]
+pub struct SqsConnect {
+    pub region: String,
+    /// A local stack (moto, LocalStack) instead of the region's endpoint.
+    pub endpoint_url: Option<String>,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+    pub connect_timeout: Duration,
+}
+
+impl SqsConnect {
+    fn client(&self) -> Result<Client> {
+        if self.access_key_id.is_empty() || self.secret_access_key.is_empty() {
+            return Err(Error::Config(
+                "SQS needs credentials: an access key id and a secret access key".into(),
+            ));
+        }
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .build();
+        let mut cfg = aws_sdk_sqs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .credentials_provider(Credentials::new(
+                self.access_key_id.clone(),
+                self.secret_access_key.clone(),
+                self.session_token.clone(),
+                None,
+                "cello",
+            ))
+            .http_client(http)
+            .timeout_config(timeouts)
+            .retry_config(aws_sdk_sqs::config::retry::RetryConfig::standard().with_max_attempts(2));
+        if let Some(url) = &self.endpoint_url {
+            cfg = cfg.endpoint_url(url.clone());
+        }
+        Ok(Client::from_conf(cfg.build()))
+    }
+}
+
+fn sdk_error<E, R>(what: &str, e: SdkError<E, R>) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let unavailable = matches!(
+        e,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+    );
+    let text = format!("SQS {what}: {}", DisplayErrorContext(&e));
+    if unavailable {
+        Error::Unavailable(text)
+    } else {
+        Error::Broker(text)
+    }
+}
+
+/// `op` within `timeout`, or [`Error::Unavailable`].
+async fn within<T>(timeout: Duration, what: &str, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(timeout, op).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Unavailable(format!(
+            "SQS {what}: no answer within {:.1} s",
+            timeout.as_secs_f64()
+        ))),
+    }
+}
+
+/// The queue name of a queue URL (its last path segment).
+pub fn queue_name(url: &str) -> &str {
+    url.trim_end_matches('/').rsplit('/').next().unwrap_or(url)
+}
+
+fn is_fifo(url: &str) -> bool {
+    url.ends_with(".fifo")
+}
+
+fn attribute(value: &str) -> Result<MessageAttributeValue> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| Error::Config(format!("SQS message attribute: {e}")))
+}
+
+fn text_body(body: &[u8]) -> Result<&str> {
+    std::str::from_utf8(body).map_err(|_| Error::Config("an SQS message body is text: this body is not UTF-8".into()))
+}
+
+/// Send one message; SQS's message id once it has it.
+async fn send_message(
+    client: &Client,
+    queue_url: &str,
+    body: &[u8],
+    key: Option<&str>,
+    headers: &[(String, String)],
+) -> Result<String> {
+    let mut req = client
+        .send_message()
+        .queue_url(queue_url)
+        .message_body(text_body(body)?);
+    if is_fifo(queue_url) {
+        req = req.message_group_id(key.unwrap_or("default"));
+    } else if let Some(k) = key {
+        req = req.message_attributes(KEY_ATTRIBUTE, attribute(k)?);
+    }
+    for (k, v) in headers {
+        req = req.message_attributes(k, attribute(v)?);
+    }
+    let out = req.send().await.map_err(|e| sdk_error("SendMessage", e))?;
+    Ok(out.message_id().unwrap_or_default().to_owned())
+}
+
+#[derive(Debug, Clone)]
+pub struct SqsOptions {
+    pub connect: SqsConnect,
+    pub queue_url: String,
+    /// A dead-letter queue URL or name; unset, the queue's redrive target or `<queue>-dead`.
+    pub dead_letter: Option<String>,
+    /// Create `<queue>-dead` when no dead-letter queue is named or configured.
+    pub declare: bool,
+    pub visibility_timeout: Duration,
+    /// The longest long poll (SQS allows 20 s).
+    pub wait_time: Duration,
+}
+
+/// Receipt handles of the messages whose handlers run, with when their visibility was last set.
+type InFlight = Mutex<HashMap<String, Instant>>;
+
+pub struct SqsConsumer {
+    opts: SqsOptions,
+    client: Client,
+    dead_letter_url: String,
+    inflight: Arc<InFlight>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SqsConsumer {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+fn secs_i32(d: Duration) -> i32 {
+    d.as_secs().min(43_200) as i32
+}
+
+impl SqsConsumer {
+    /// Check the queue (within the connect timeout) and find its dead-letter queue.
+    pub async fn connect(opts: SqsOptions) -> Result<Self> {
+        let client = opts.connect.client()?;
+        let timeout = opts.connect.connect_timeout;
+        let attrs = within(timeout, "GetQueueAttributes", async {
+            client
+                .get_queue_attributes()
+                .queue_url(&opts.queue_url)
+                .attribute_names(QueueAttributeName::RedrivePolicy)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&format!("queue {}", opts.queue_url), e))
+        })
+        .await?;
+        let redrive = attrs
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+            .cloned();
+        let dead_letter_url = within(timeout, "dead-letter queue", dead_letter_queue(&client, &opts, redrive)).await?;
+        let inflight: Arc<InFlight> = Arc::default();
+        let keeper = tokio::spawn(keep_visible(
+            client.clone(),
+            opts.queue_url.clone(),
+            opts.visibility_timeout,
+            Arc::downgrade(&inflight),
+        ));
+        Ok(Self {
+            opts,
+            client,
+            dead_letter_url,
+            inflight,
+            keeper,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.opts.queue_url
+    }
+
+    pub fn dead_letter_url(&self) -> &str {
+        &self.dead_letter_url
+    }
+
+    /// Up to `max` (at most 10) messages, long-polling up to `block` (at most the configured
+    /// wait time; whole seconds).
+    pub async fn fetch(&self, max: usize, block: Duration) -> Result<Vec<Delivery>> {
+        let wait = block.min(self.opts.wait_time).min(Duration::from_secs(20));
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.opts.queue_url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(wait.as_secs() as i32)
+            .visibility_timeout(secs_i32(self.opts.visibility_timeout).max(1))
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send();
+        let out = within(
+            wait + self.opts.connect.connect_timeout + Duration::from_secs(5),
+            "ReceiveMessage",
+            async { out.await.map_err(|e| sdk_error("ReceiveMessage", e)) },
+        )
+        .await?;
+        let now = Instant::now();
+        let mut deliveries = Vec::new();
+        for m in out.messages() {
+            let Some(receipt) = m.receipt_handle() else { continue };
+            let system = m.attributes();
+            let sys = |name: MessageSystemAttributeName| system.and_then(|a| a.get(&name)).cloned();
+            let mut key = sys(MessageSystemAttributeName::MessageGroupId);
+            let mut headers = Vec::new();
+            for (k, v) in m.message_attributes().into_iter().flatten() {
+                let value = v.string_value().map(str::to_owned).unwrap_or_else(|| {
+                    v.binary_value()
+                        .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
+                        .unwrap_or_default()
+                });
+                if k == KEY_ATTRIBUTE {
+                    key = Some(value);
+                } else {
+                    headers.push((k.clone(), value));
+                }
+            }
+            headers.sort();
+            if let Some(id) = m.message_id() {
+                headers.push(("x-sqs-message-id".into(), id.to_owned()));
+            }
+            self.inflight.lock().unwrap().insert(receipt.to_owned(), now);
+            deliveries.push(Delivery {
+                id: receipt.to_owned(),
+                body: m.body().unwrap_or_default().as_bytes().to_vec(),
+                headers,
+                key,
+                source: self.opts.queue_url.clone(),
+                partition: None,
+                offset: sys(MessageSystemAttributeName::SequenceNumber).and_then(|s| s.parse().ok()),
+                delivery_count: sys(MessageSystemAttributeName::ApproximateReceiveCount)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1),
+            });
+        }
+        Ok(deliveries)
+    }
+
+    fn settled(&self, receipt: &str) {
+        self.inflight.lock().unwrap().remove(receipt);
+    }
+
+    /// Done: delete it.
+    pub async fn ack(&self, receipt: &str) -> Result<()> {
+        self.settled(receipt);
+        self.client
+            .delete_message()
+            .queue_url(&self.opts.queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DeleteMessage", e))?;
+        Ok(())
+    }
+
+    /// `requeue`: visible again after `delay` (SQS delivers it again and counts the receive);
+    /// otherwise deleted (dropped).
+    pub async fn nack(&self, receipt: &str, requeue: bool, delay: Duration) -> Result<()> {
+        if !requeue {
+            return self.ack(receipt).await;
+        }
+        self.settled(receipt);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.opts.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs_i32(delay))
+            .send()
+            .await
+            .map_err(|e| sdk_error("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
+    /// Send `d` to the dead-letter queue with `error` in its attributes, then delete it here.
+    pub async fn dead_letter(&self, d: &Delivery, error: &str) -> Result<()> {
+        let mut error = error.to_owned();
+        if error.len() > 1024 {
+            let mut cut = 1024;
+            while !error.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            error.truncate(cut);
+        }
+        let mut headers = vec![
+            ("x-error".to_owned(), error),
+            ("x-delivery-count".to_owned(), d.delivery_count.to_string()),
+            ("x-original-queue".to_owned(), d.source.clone()),
+        ];
+        let room = MAX_ATTRIBUTES - headers.len() - usize::from(d.key.is_some() && !is_fifo(&self.dead_letter_url));
+        let own = |k: &str| {
+            k.starts_with("x-error") || k == "x-delivery-count" || k == "x-original-queue" || k == "x-sqs-message-id"
+        };
+        headers.extend(d.headers.iter().filter(|(k, _)| !own(k)).take(room).cloned());
+        send_message(&self.client, &self.dead_letter_url, &d.body, d.key.as_deref(), &headers).await?;
+        self.ack(&d.id).await
+    }
+}
+
+/// The dead-letter queue's URL: the named one, the redrive policy's target, or `<queue>-dead`
+/// (created when `declare`).
+async fn dead_letter_queue(client: &Client, opts: &SqsOptions, redrive: Option<String>) -> Result<String> {
+    if let Some(named) = &opts.dead_letter {
+        if named.starts_with("http://") || named.starts_with("https://") {
+            return Ok(named.clone());
+        }
+        return queue_url_of(client, named, None).await;
+    }
+    if let Some(policy) = redrive {
+        let arn = serde_json::from_str::<serde_json::Value>(&policy)
+            .ok()
+            .and_then(|v| v.get("deadLetterTargetArn")?.as_str().map(str::to_owned))
+            .ok_or_else(|| Error::Broker(format!("SQS: cannot read the queue's redrive policy {policy:?}")))?;
+        // arn:aws:sqs:<region>:<account>:<name>
+        let parts: Vec<&str> = arn.split(':').collect();
+        if parts.len() == 6 {
+            return queue_url_of(client, parts[5], Some(parts[4])).await;
+        }
+        return Err(Error::Broker(format!(
+            "SQS: not a queue ARN in the redrive policy: {arn:?}"
+        )));
+    }
+    let name = queue_name(&opts.queue_url);
+    let dead = match name.strip_suffix(".fifo") {
+        Some(stem) => format!("{stem}-dead.fifo"),
+        None => format!("{name}-dead"),
+    };
+    if !opts.declare {
+        return Err(Error::Config(format!(
+            "SQS queue {name}: no dead-letter queue (name one with dead_letter=, give the queue a redrive policy, or let cello create {dead} with declare=True)"
+        )));
+    }
+    let mut req = client.create_queue().queue_name(&dead);
+    if is_fifo(&dead) {
+        req = req
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::ContentBasedDeduplication, "true");
+    }
+    let out = req
+        .send()
+        .await
+        .map_err(|e| sdk_error(&format!("CreateQueue {dead}"), e))?;
+    Ok(out.queue_url().unwrap_or_default().to_owned())
+}
+
+async fn queue_url_of(client: &Client, name: &str, owner: Option<&str>) -> Result<String> {
+    let mut req = client.get_queue_url().queue_name(name);
+    if let Some(account) = owner {
+        req = req.queue_owner_aws_account_id(account);
+    }
+    let out = req
+        .send()
+        .await
+        .map_err(|e| sdk_error(&format!("GetQueueUrl {name}"), e))?;
+    Ok(out.queue_url().unwrap_or_default().to_owned())
+}
+
+/// While a handler runs, its message's visibility is extended whenever half of the visibility
+/// timeout has passed, so a long handler does not see its message delivered elsewhere.
+async fn keep_visible(client: Client, queue_url: String, visibility: Duration, inflight: Weak<InFlight>) {
+    let visibility = visibility.max(Duration::from_secs(1));
+    let tick = (visibility / 4).max(Duration::from_millis(250));
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(map) = inflight.upgrade() else { return };
+        let due: Vec<String> = {
+            let now = Instant::now();
+            let mut m = map.lock().unwrap();
+            let due: Vec<String> = m
+                .iter()
+                .filter(|(_, at)| now.duration_since(**at) >= visibility / 2)
+                .map(|(r, _)| r.clone())
+                .collect();
+            for r in &due {
+                m.insert(r.clone(), now);
+            }
+            due
+        };
+        drop(map);
+        for chunk in due.chunks(10) {
+            let entries: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .visibility_timeout(secs_i32(visibility))
+                        .build()
+                        .ok()
+                })
+                .collect();
+            let sent = client
+                .change_message_visibility_batch()
+                .queue_url(&queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(
+                    "SQS: extending the visibility of {} message(s) failed: {}",
+                    chunk.len(),
+                    DisplayErrorContext(&e)
+                );
+            }
+        }
+    }
+}
+
+/// An SQS producer.
+pub struct SqsProducer {
+    client: Client,
+}
+
+impl SqsProducer {
+    /// A client; SQS is reached on first use (`check` reaches it now).
+    pub fn new(connect: &SqsConnect) -> Result<Self> {
+        Ok(Self {
+            client: connect.client()?,
+        })
+    }
+
+    /// Reach SQS within `timeout` (lists at most one queue).
+    pub async fn check(&self, timeout: Duration) -> Result<()> {
+        within(timeout, "ListQueues", async {
+            self.client
+                .list_queues()
+                .max_results(1)
+                .send()
+                .await
+                .map_err(|e| sdk_error("ListQueues", e))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Send to `queue_url`; SQS's message id once SQS has it.
+    pub async fn send(
+        &self,
+        queue_url: &str,
+        body: &[u8],
+        key: Option<&str>,
+        headers: &[(String, String)],
+    ) -> Result<String> {
+        send_message(&self.client, queue_url, body, key, headers).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn queue_names() {
+        assert_eq!(super::queue_name("http://127.0.0.1:5000/123456789012/orders"), "orders");
+        assert_eq!(
+            super::queue_name("https://sqs.eu-west-1.amazonaws.com/1/jobs.fifo/"),
+            "jobs.fifo"
+        );
+        assert!(super::is_fifo("https://x/1/jobs.fifo"));
+    }
+}
