@@ -80,7 +80,7 @@ TOP_LEVEL = [
 ]
 
 NOT_YET = {
-    "messaging": (15, ["kafka_consumer", "sqs_consumer", "kafka_producer"]),
+    "messaging": (15, ["sqs_consumer"]),
 }  # fmt: skip
 
 
