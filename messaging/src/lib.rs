@@ -1,5 +1,5 @@
 //! `cello-messaging`: broker clients without Python — Redis streams (consumer groups) and
-//! lists (reliable queue), RabbitMQ, Amazon SQS. The Python side (`cello.messaging`) runs handlers and
+//! lists (reliable queue), RabbitMQ, Kafka (rdkafka), Amazon SQS. The Python side (`cello.messaging`) runs handlers and
 //! decides each message's fate; this crate fetches, acknowledges, requeues, dead-letters
 //! and publishes.
 //!
@@ -8,6 +8,7 @@
 
 pub mod delivery;
 pub mod error;
+pub mod kafka;
 pub mod rabbitmq;
 pub mod redis_list;
 pub mod redis_stream;

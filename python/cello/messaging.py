@@ -3,8 +3,9 @@
 The broker clients are Rust (crate ``cello-messaging``); handlers run here, on the worker's
 asyncio loop (``def`` handlers in a thread). Built today: **Redis** streams (consumer groups)
 and lists (a reliable queue), **RabbitMQ** (prefetch, publisher confirms, a dead-letter
-exchange) and **Amazon SQS** (long polling, visibility extended while a handler runs, a
-dead-letter queue). Kafka raises ``FeatureNotAvailable``.
+exchange), **Kafka** (consumer groups, ordering per partition, offsets committed after the
+handler, a dead-letter topic, ``acks=all``) and **Amazon SQS** (long polling, visibility
+extended while a handler runs, a dead-letter queue).
 
 Delivery is at-least-once: a message is acknowledged only after its handler finished. What
 the handler returns decides its fate (an exception counts as ``NACK``):
@@ -17,7 +18,7 @@ NACK           failed: retried in this worker after ``retry_backoff_secs`` (doub
                visible again after the backoff, so SQS delivers it again and counts it
 REQUEUE        given back to the broker for a later delivery (stream: claimed again after
                ``claim_idle_secs``; list: pushed back to the consuming end; RabbitMQ: requeued;
-               SQS: visible again at once)
+               SQS: visible again at once; Kafka: published again at the end of its topic)
 REJECT         dropped (RabbitMQ: rejected, so its dead-letter exchange gets it without an error;
                SQS: deleted)
 DEAD_LETTER    straight to the dead-letter destination
@@ -45,7 +46,7 @@ from typing import Any
 
 from . import _messaging_trace as _trace
 from . import bindings as _bindings
-from ._unavailable import FeatureNotAvailable, install
+from ._unavailable import FeatureNotAvailable
 
 log = logging.getLogger("cello.messaging")
 
@@ -153,6 +154,9 @@ class ConsumerSpec:
     connection_timeout_secs: float = 5.0
     prefetch: int = 10
     declare: bool = True
+    auto_commit: bool = True  # kafka: commit settled offsets every second (else at once)
+    client_id: str | None = None  # kafka
+    session_timeout_ms: int = 30000  # kafka
 
     @property
     def name(self) -> str:
@@ -160,7 +164,11 @@ class ConsumerSpec:
         return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
 
     def dead_letter_name(self) -> str:
-        return self.dead_letter or (f"{self.source}.dead" if self.kind == "rabbitmq" else f"{self.source}:dead")
+        if self.dead_letter:
+            return self.dead_letter
+        if self.kind == "kafka":
+            return f"{self.source}.dlq"
+        return f"{self.source}.dead" if self.kind == "rabbitmq" else f"{self.source}:dead"
 
 
 _DECLARED: list[ConsumerSpec] = []
@@ -351,6 +359,60 @@ def sqs_consumer(
     return decorate
 
 
+def kafka_consumer(
+    topic: str,
+    group: str | None = None,
+    auto_commit: bool = True,
+    *,
+    brokers: str | Iterable[str] | None = None,
+    config: Any = None,
+    concurrency: int = 10,
+    batch_size: int | None = None,
+    max_retries: int = 3,
+    retry_backoff_secs: float = 0.5,
+    dead_letter: str | None = None,
+) -> Callable[[Callable], Callable]:
+    """Consume Kafka ``topic`` as a member of consumer group ``group`` (default: the config's
+    ``group_id``, the binding's ``GROUP``, else the topic name). Messages of one partition are
+    handled one after the other, in offset order; up to ``concurrency`` partitions at once.
+    An offset is committed only once its message and every one before it in the partition
+    were settled: every second with ``auto_commit`` (and on revoke and shutdown), at once
+    without it. Dead letters go to the topic ``dead_letter`` (default ``<topic>.dlq``).
+    ``brokers`` or ``config`` (a ``KafkaConfig``) names the cluster; unset, the ``--queue``
+    binding of ``cello consume``, the ``CELLO_QUEUE_*`` binding of this topic, or
+    ``KafkaConfig.local()`` does."""
+    from .config import KafkaConfig
+
+    cfg = config if config is not None else KafkaConfig()
+    if brokers is None and cfg.brokers:
+        brokers = cfg.brokers
+    if brokers is not None and not isinstance(brokers, str):
+        brokers = ",".join(brokers)
+    fetch = batch_size if batch_size is not None else min(cfg.max_poll_records, 100)
+    _check_positive("batch_size", fetch)
+
+    def decorate(fn: Callable) -> Callable:
+        return _declare(
+            ConsumerSpec(
+                handler=fn,
+                kind="kafka",
+                source=topic,
+                group=group or cfg.group_id,
+                url=brokers,
+                concurrency=concurrency,
+                batch_size=fetch,
+                max_retries=max_retries,
+                retry_backoff_secs=retry_backoff_secs,
+                dead_letter=dead_letter,
+                auto_commit=bool(auto_commit and cfg.auto_commit),
+                client_id=cfg.client_id,
+                session_timeout_ms=cfg.session_timeout_ms,
+            )
+        )
+
+    return decorate
+
+
 def _sqs_binding() -> _bindings.QueueBinding | None:
     """The one SQS binding of ``CELLO_QUEUES``, if there is exactly one."""
     found = [b for b in _bindings.queue_bindings().values() if b.kind == "sqs"]
@@ -391,6 +453,94 @@ def _sqs_config_settings(config: Any) -> dict:
         "visibility_timeout_secs": float(config.visibility_timeout_secs),
         "wait_time_secs": float(min(config.wait_time_secs, 20)),
     }
+
+
+def _kafka_binding(topic: str | None = None) -> _bindings.QueueBinding | None:
+    """The operator's Kafka binding for ``topic`` (or the only Kafka binding), if any."""
+    found = [b for b in _bindings.queue_bindings().values() if b.kind == "kafka"]
+    for b in found:
+        if topic is not None and b.topic == topic:
+            return b
+    return found[0] if len(found) == 1 else None
+
+
+def _kafka_brokers(brokers: str | Iterable[str] | None, topic: str | None = None) -> str:
+    """Bootstrap servers: as given, else the binding's, else ``KafkaConfig.local()``'s."""
+    if brokers:
+        return brokers if isinstance(brokers, str) else ",".join(brokers)
+    binding = _kafka_binding(topic)
+    if binding is not None and binding.bootstrap_servers:
+        _no_kafka_password(binding)
+        return binding.bootstrap_servers
+    from .config import KafkaConfig
+
+    return ",".join(KafkaConfig.local().brokers)
+
+
+def _no_kafka_password(binding: _bindings.QueueBinding) -> None:
+    if binding.password:
+        raise MessagingError(
+            f"queue binding {binding.name!r}: Kafka SASL (PASSWORD) is not supported yet; "
+            "use a listener without authentication"
+        )
+
+
+def kafka_producer(topic: str, *, config: Any = None, brokers: str | Iterable[str] | None = None) -> Callable:
+    """Publish what the decorated function returns to Kafka ``topic`` (``None`` publishes
+    nothing); the call returns the value once the brokers acknowledged it. ``bytes``/``str`` go
+    as they are, anything else as JSON. The producer connects on first use (``brokers``,
+    ``config``, the topic's binding or ``KafkaConfig.local()``)."""
+    if config is not None and brokers is None:
+        brokers = config.brokers or None
+    client_id = getattr(config, "client_id", None)
+
+    def decorate(fn: Callable) -> Callable:
+        is_async = inspect.iscoroutinefunction(fn)
+
+        async def publish(value: Any) -> Any:
+            if value is not None:
+                producer = await _kafka_shared_producer(_kafka_brokers(brokers, topic), client_id)
+                await producer.send(topic, value)
+            return value
+
+        if is_async:
+
+            @functools.wraps(fn)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await publish(await fn(*args, **kwargs))
+
+        else:
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                value = fn(*args, **kwargs)
+                try:
+                    asyncio.get_running_loop()
+                except RuntimeError:
+                    return asyncio.run(publish(value))
+                raise MessagingError(
+                    f"{fn.__qualname__} is a sync @kafka_producer called inside an event loop: make it async"
+                )
+
+        wrapper.__cello_producer__ = topic
+        return wrapper
+
+    return decorate
+
+
+_KAFKA_PRODUCERS: dict[tuple[Any, str, str | None], Any] = {}
+
+
+async def _kafka_shared_producer(brokers: str, client_id: str | None) -> Producer:
+    """One producer per loop and cluster (a producer is bound to the loop that made it)."""
+    key = (asyncio.get_running_loop(), brokers, client_id)
+    producer = _KAFKA_PRODUCERS.get(key)
+    if producer is None:
+        from .config import KafkaConfig
+
+        producer = await Producer.connect(KafkaConfig(brokers=brokers, client_id=client_id))
+        _KAFKA_PRODUCERS[key] = producer
+    return producer
 
 
 def _amqp_url(config: Any) -> str:
@@ -486,6 +636,7 @@ class _Runner:
         self.consumer_name = consumer_name
         self.client: Any = None
         self.inflight: dict[str, asyncio.Task] = {}
+        self.tails: dict[int | None, asyncio.Task] = {}  # kafka: the last task of each partition
         self.stopping = False
         self.healthy = False
 
@@ -521,6 +672,14 @@ class _Runner:
                                         q["wait_time_secs"], s.connection_timeout_secs)  # fmt: skip
             except BrokerUnavailable as exc:  # name the endpoint: the queue URL may point elsewhere
                 raise BrokerUnavailable(f"SQS at {conn[1] or conn[0]}: {exc}") from None
+        if s.kind == "kafka":
+            brokers = _kafka_brokers(s.url, s.source)
+            group = s.group
+            if group is None:
+                binding = _kafka_binding(s.source)
+                group = (binding.group if binding is not None else None) or s.source
+            return await native.kafka(ex, brokers, s.source, group, s.client_id, s.dead_letter_name(),
+                                      s.session_timeout_ms, s.auto_commit, s.connection_timeout_secs)  # fmt: skip
         if s.kind != "redis":
             raise FeatureNotAvailable(f"cello.messaging {s.kind} consumers", 15)
         url = s.url or "redis://127.0.0.1:6379"
@@ -556,14 +715,30 @@ class _Runner:
                 if msg.id and msg.id in self.inflight:
                     continue  # our own message, claimed back while its handler still runs
                 self.stats.inc("received", s)
-                task = asyncio.ensure_future(self._process(msg, slots))
+                prev = self.tails.get(msg.partition) if s.kind == "kafka" else None
+                task = asyncio.ensure_future(self._process(msg, slots, prev))
+                if s.kind == "kafka":
+                    self.tails[msg.partition] = task
                 self.inflight[key] = task
                 task.add_done_callback(functools.partial(self._done, key))
 
     def _done(self, key: Any, task: asyncio.Task) -> None:
         self.inflight.pop(key, None)
+        for partition, tail in list(self.tails.items()):
+            if tail is task:
+                del self.tails[partition]
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: settling a message failed: %s", self.spec.name, task.exception())
+
+    async def close(self) -> None:
+        """Leave the broker (Kafka: commit what finished, leave the group)."""
+        close = getattr(self.client, "close", None)
+        if close is None:
+            return
+        try:
+            await close(_executor())
+        except MessagingError as exc:
+            log.warning("%s: closing the consumer of %s failed: %s", self.spec.name, self.spec.source, exc)
 
     async def drain(self, timeout: float) -> int:
         """Wait for the in-flight messages; returns how many were left unfinished."""
@@ -575,6 +750,11 @@ class _Runner:
             t.cancel()
         return len(pending)
 
+    @staticmethod
+    def _again(msg: Message) -> dict:
+        """What a Kafka requeue publishes again besides the body: headers, key, delivery count."""
+        return {"headers": list(msg.headers.items()), "key": msg.key, "delivery_count": msg.delivery_count}
+
     async def _call(self, msg: Message) -> Any:
         with _trace.process(self.spec, msg):  # a CONSUMER span continuing the message's trace
             fn = self.spec.handler
@@ -585,9 +765,14 @@ class _Runner:
                 result = await result
             return result
 
-    async def _process(self, msg: Message, slots: asyncio.Semaphore) -> None:
+    async def _process(self, msg: Message, slots: asyncio.Semaphore, prev: asyncio.Task | None = None) -> None:
         s = self.spec
         ex = _executor()
+        if prev is not None:
+            await asyncio.wait([prev])  # Kafka: after the message before it in its partition
+        if s.kind == "kafka" and (self.stopping or not self.client.owns(msg.id)):
+            # Not begun: left uncommitted for this partition's next owner (or the next worker).
+            return
         async with slots:
             failures = max(0, msg.delivery_count - 1)  # earlier deliveries that did not finish
             while True:
@@ -611,8 +796,10 @@ class _Runner:
                         await self.client.dead_letter(ex, msg.id, msg.body, list(msg.headers.items()), msg.key,
                                                       msg.delivery_count, reason)  # fmt: skip
                         self.stats.inc("dead_lettered", s)
-                    elif self.stopping:
-                        await self.client.nack(ex, msg.id, msg.body, True)  # the next worker retries it
+                    elif self.stopping and s.kind == "kafka":
+                        pass  # left uncommitted: the partition's next reader retries it, in order
+                    elif self.stopping:  # the next worker retries it
+                        await self.client.nack(ex, msg.id, msg.body, True, **self._again(msg))
                         self.stats.inc("requeued", s)
                     elif s.kind == "sqs":  # visible again after the backoff: SQS delivers and counts it
                         await self.client.nack(ex, msg.id, msg.body, True, s.retry_backoff_secs * 2 ** (failures - 1))
@@ -622,10 +809,10 @@ class _Runner:
                         msg._decision = None
                         continue
                 elif decision is MessageResult.REQUEUE:
-                    await self.client.nack(ex, msg.id, msg.body, True)
+                    await self.client.nack(ex, msg.id, msg.body, True, **self._again(msg))
                     self.stats.inc("requeued", s)
                 elif decision is MessageResult.REJECT:
-                    await self.client.nack(ex, msg.id, msg.body, False)
+                    await self.client.nack(ex, msg.id, msg.body, False, **self._again(msg))
                     self.stats.inc("rejected", s)
                 else:
                     await self.client.dead_letter(ex, msg.id, msg.body, list(msg.headers.items()), msg.key,
@@ -675,6 +862,10 @@ class Producer:
             conn = _sqs_connection(_sqs_config_settings(config), _sqs_binding())
             native = await _native().BrokerProducer.sqs(_executor(), *conn, 5.0)
             return cls(native, "sqs")
+        if kind == "kafka":
+            brokers = _kafka_brokers(config.brokers)
+            native = await _native().BrokerProducer.kafka(_executor(), brokers, config.client_id, 5.0)
+            return cls(native, "kafka")
         if kind != "redis":
             raise _unbuilt(kind)
         if mode not in ("stream", "list"):
@@ -737,13 +928,22 @@ class Consumer:
     @classmethod
     async def connect(cls, config: Any, group: str | None = None, consumer_name: str | None = None) -> Consumer:
         kind = _kind_of(config)
-        if kind not in ("redis", "rabbitmq", "sqs"):
+        if kind not in ("redis", "rabbitmq", "sqs", "kafka"):
             raise _unbuilt(kind)
         return cls(config, group, consumer_name or _consumer_name())
 
     async def subscribe(self, topics: str | Iterable[str]) -> None:
         names = [topics] if isinstance(topics, str) else list(topics)
         native, ex, c = _native().BrokerConsumer, _executor(), self._config
+        if _kind_of(c) == "kafka":
+            for name in names:
+                binding = _kafka_binding(name)
+                group = self._group or c.group_id or (binding.group if binding else None) or name
+                client = await native.kafka(ex, _kafka_brokers(c.brokers, name), name, group, c.client_id,
+                                            f"{name}.dlq", c.session_timeout_ms, c.auto_commit, 5.0)  # fmt: skip
+                self._clients.append(client)
+                self._by_source[name] = client
+            return
         rabbit = _kind_of(c) == "rabbitmq"
         sqs = _kind_of(c) == "sqs"
         url = _amqp_url(c) if rabbit else None if sqs else _redis_url(c)
@@ -785,6 +985,8 @@ class Consumer:
         await self._by_source[message.source].ack(_executor(), message.id, message.body)
 
     async def close(self) -> None:
+        for client in self._clients:
+            await client.close(_executor())  # Kafka: commits the committed messages' offsets, leaves the group
         self._clients.clear()
         self._by_source.clear()
 
@@ -890,6 +1092,7 @@ class ConsumerApp:
         if left:
             log.warning("%d message(s) still in their handlers after %.0f s: left for redelivery", left,
                         opts.shutdown_timeout)  # fmt: skip
+        await asyncio.gather(*(r.close() for r in runners))
         beater.cancel()
         server.close()
 
@@ -944,6 +1147,14 @@ def apply_binding(spec: ConsumerSpec, binding: _bindings.QueueBinding) -> Consum
             changes["source"] = binding.list or binding.stream
         if binding.stream and binding.group:
             changes["group"] = binding.group
+    elif spec.kind == "kafka":
+        _no_kafka_password(binding)
+        if binding.bootstrap_servers:
+            changes["url"] = binding.bootstrap_servers
+        if binding.topic:
+            changes["source"] = binding.topic
+        if binding.group:
+            changes["group"] = binding.group
     elif spec.kind == "rabbitmq":
         if binding.url:
             changes["url"] = binding.url
@@ -970,8 +1181,9 @@ __all__ = [
     "MessageResult",
     "MessagingError",
     "Producer",
+    "kafka_consumer",
+    "kafka_producer",
     "rabbitmq_consumer",
     "redis_consumer",
     "sqs_consumer",
-    *install(globals(), 15, [], ["kafka_consumer", "kafka_producer"]),
 ]

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cello_messaging::kafka::{KafkaConsumer, KafkaOptions, KafkaProducer, MockBroker};
 use cello_messaging::rabbitmq::{RabbitConsumer, RabbitOptions, RabbitProducer};
 use cello_messaging::redis_list::{ListConsumer, ListOptions, RedisProducer};
 use cello_messaging::redis_stream::{StreamConsumer, StreamOptions};
@@ -94,6 +95,7 @@ enum Source {
     List(ListConsumer),
     Rabbit(RabbitConsumer),
     Sqs(SqsConsumer),
+    Kafka(KafkaConsumer),
 }
 
 /// A connected consumer of one stream, list or queue.
@@ -245,6 +247,68 @@ impl BrokerConsumer {
         })
     }
 
+    /// Awaitable: a member of Kafka consumer group `group` reading `topic`; offsets are
+    /// committed only for settled messages (every second with `auto_commit`, else at once).
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    fn kafka(
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        brokers: String,
+        topic: String,
+        group: String,
+        client_id: Option<String>,
+        dead_letter: String,
+        session_timeout_ms: u32,
+        auto_commit: bool,
+        connect_timeout_secs: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let opts = KafkaOptions {
+            brokers,
+            topic,
+            group,
+            client_id,
+            dead_letter,
+            session_timeout_ms,
+            auto_commit,
+            connect_timeout: secs(connect_timeout_secs),
+        };
+        spawn(py, executor, KafkaConsumer::connect(opts), |py, c| {
+            Ok(Py::new(
+                py,
+                BrokerConsumer {
+                    source: Arc::new(Source::Kafka(c)),
+                },
+            )?
+            .into_any())
+        })
+    }
+
+    /// Whether a fetched message may still be handled here (Kafka: its partition was not
+    /// revoked since; other brokers: always).
+    fn owns(&self, id: &str) -> bool {
+        match &*self.source {
+            Source::Kafka(c) => c.owns(id),
+            _ => true,
+        }
+    }
+
+    /// Awaitable: leave (Kafka: commit what finished and leave the group; others: nothing to do).
+    fn close(&self, py: Python<'_>, executor: &Bound<'_, Executor>) -> PyResult<Py<PyAny>> {
+        let source = self.source.clone();
+        spawn(
+            py,
+            executor,
+            async move {
+                match &*source {
+                    Source::Kafka(c) => c.close().await,
+                    _ => Ok(()),
+                }
+            },
+            |py, ()| Ok(py.None()),
+        )
+    }
+
     /// Awaitable: a list of delivery tuples (empty when none came within `block_secs`).
     fn fetch(
         &self,
@@ -264,6 +328,7 @@ impl BrokerConsumer {
                     Source::List(c) => c.fetch(max, block).await,
                     Source::Rabbit(c) => c.fetch(max, block).await,
                     Source::Sqs(c) => c.fetch(max, block).await,
+                    Source::Kafka(c) => c.fetch(max, block).await,
                 }
             },
             |py, ds| {
@@ -288,6 +353,7 @@ impl BrokerConsumer {
                     Source::List(c) => c.ack(&body).await,
                     Source::Rabbit(c) => c.ack(&id).await,
                     Source::Sqs(c) => c.ack(&id).await,
+                    Source::Kafka(c) => c.ack(&id).await,
                 }
             },
             |py, ()| Ok(py.None()),
@@ -295,8 +361,10 @@ impl BrokerConsumer {
     }
 
     /// Awaitable: give the message back (`requeue`) or drop it. SQS: visible again after
-    /// `delay_secs` (whole seconds, rounded up).
-    #[pyo3(signature = (executor, id, body, requeue, delay_secs = 0.0))]
+    /// `delay_secs` (whole seconds, rounded up). Kafka republishes a requeued message, so it
+    /// needs its `headers`, `key` and `delivery_count` too.
+    #[pyo3(signature = (executor, id, body, requeue, delay_secs = 0.0, headers = None, key = None, delivery_count = 1))]
+    #[allow(clippy::too_many_arguments)]
     fn nack(
         &self,
         py: Python<'_>,
@@ -305,6 +373,9 @@ impl BrokerConsumer {
         body: Vec<u8>,
         requeue: bool,
         delay_secs: f64,
+        headers: Option<Vec<(String, String)>>,
+        key: Option<String>,
+        delivery_count: u32,
     ) -> PyResult<Py<PyAny>> {
         let source = self.source.clone();
         spawn(
@@ -316,6 +387,18 @@ impl BrokerConsumer {
                     Source::List(c) => c.nack(&body, requeue).await,
                     Source::Rabbit(c) => c.nack(&id, requeue).await,
                     Source::Sqs(c) => c.nack(&id, requeue, secs(delay_secs.ceil())).await,
+                    Source::Kafka(c) => {
+                        let d = Delivery {
+                            source: c.source().to_owned(),
+                            id,
+                            body,
+                            headers: headers.unwrap_or_default(),
+                            key,
+                            delivery_count,
+                            ..Delivery::default()
+                        };
+                        c.nack(&d, requeue).await
+                    }
                 }
             },
             |py, ()| Ok(py.None()),
@@ -350,6 +433,7 @@ impl BrokerConsumer {
                         Source::List(c) => c.source().to_owned(),
                         Source::Rabbit(c) => c.source().to_owned(),
                         Source::Sqs(c) => c.source().to_owned(),
+                        Source::Kafka(c) => c.source().to_owned(),
                     },
                     delivery_count,
                     ..Delivery::default()
@@ -359,6 +443,7 @@ impl BrokerConsumer {
                     Source::List(c) => c.dead_letter(&d, &error).await,
                     Source::Rabbit(c) => c.dead_letter(&d, &error).await,
                     Source::Sqs(c) => c.dead_letter(&d, &error).await,
+                    Source::Kafka(c) => c.dead_letter(&d, &error).await,
                 }
             },
             |py, ()| Ok(py.None()),
@@ -371,6 +456,7 @@ enum Sink {
     Redis(RedisProducer),
     Rabbit(RabbitProducer),
     Sqs(SqsProducer),
+    Kafka(KafkaProducer),
 }
 
 /// A connected producer.
@@ -472,6 +558,32 @@ impl BrokerProducer {
         )
     }
 
+    /// Awaitable: a Kafka producer (`acks=all`, idempotent).
+    #[staticmethod]
+    fn kafka(
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        brokers: String,
+        client_id: Option<String>,
+        connect_timeout_secs: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let timeout = secs(connect_timeout_secs);
+        spawn(
+            py,
+            executor,
+            async move { KafkaProducer::connect(&brokers, client_id.as_deref(), timeout).await },
+            |py, p| {
+                Ok(Py::new(
+                    py,
+                    BrokerProducer {
+                        sink: Arc::new(Sink::Kafka(p)),
+                    },
+                )?
+                .into_any())
+            },
+        )
+    }
+
     /// Awaitable: declare a RabbitMQ queue as consumers do (durable, with its dead-letter exchange).
     fn declare_queue(
         &self,
@@ -487,7 +599,7 @@ impl BrokerProducer {
             async move {
                 match &*sink {
                     Sink::Rabbit(p) => p.declare(&queue, &dead_letter).await,
-                    Sink::Redis(_) | Sink::Sqs(_) => Ok(()),
+                    Sink::Redis(_) | Sink::Sqs(_) | Sink::Kafka(_) => Ok(()),
                 }
             },
             |py, ()| Ok(py.None()),
@@ -525,6 +637,8 @@ impl BrokerProducer {
                         .map(|()| String::new()),
                     // `dest` is the queue URL; SQS's message id once it has the message.
                     Sink::Sqs(p) => p.send(&dest, &body, key.as_deref(), &headers).await,
+                    // Acknowledged by the brokers (acks=all) before this returns.
+                    Sink::Kafka(p) => p.send(&dest, &body, key.as_deref(), &headers).await,
                 }
             },
             |py, id| Ok(PyString::new(py, &id).into_any().unbind()),
@@ -532,8 +646,37 @@ impl BrokerProducer {
     }
 }
 
+/// librdkafka's mock Kafka cluster, for tests: brokers on 127.0.0.1 that other processes
+/// reach through `bootstrap_servers()`; gone with this object.
+#[pyclass(unsendable, module = "cello._cello")]
+pub struct KafkaMockCluster {
+    mock: MockBroker,
+}
+
+#[pymethods]
+impl KafkaMockCluster {
+    #[new]
+    #[pyo3(signature = (brokers = 1))]
+    fn new(brokers: i32) -> PyResult<Self> {
+        MockBroker::new(brokers)
+            .map(|mock| Self { mock })
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+    }
+
+    fn bootstrap_servers(&self) -> String {
+        self.mock.bootstrap_servers()
+    }
+
+    fn create_topic(&self, topic: &str, partitions: i32) -> PyResult<()> {
+        self.mock
+            .create_topic(topic, partitions)
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+    }
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BrokerConsumer>()?;
     m.add_class::<BrokerProducer>()?;
+    m.add_class::<KafkaMockCluster>()?;
     Ok(())
 }

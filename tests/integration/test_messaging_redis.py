@@ -275,14 +275,3 @@ def test_manual_consumer_and_producer_api(raw, prefix):
         loop.run(go())
     finally:
         loop.close()
-
-
-def test_unbuilt_brokers_raise_feature_not_available():
-    from cello.config import KafkaConfig
-    from cello.errors import FeatureNotAvailable
-    from cello.messaging import Producer, kafka_consumer
-
-    with pytest.raises(FeatureNotAvailable, match="issue 15"):
-        kafka_consumer("t")
-    with pytest.raises(FeatureNotAvailable, match="issue 15"):
-        asyncio.run(Producer.connect(KafkaConfig.local()))

@@ -1,0 +1,470 @@
+//! Kafka on rdkafka (librdkafka, built from source): a consumer-group member whose offsets
+//! are committed only for messages whose handler finished, and a producer with `acks=all`
+//! (`send` returns once the broker has the message).
+//!
+//! Offsets: every fetched message is pending until it is settled (`ack`, `dead_letter`,
+//! `requeue`, `reject`). Per partition the committable offset is the lowest pending one (or
+//! one past the highest settled when none is pending), so a message is never committed
+//! before its handler finished, whatever order handlers finish in. The offset is stored in
+//! librdkafka's offset store and committed every second (`auto_commit`) or at once, on
+//! revoke (a rebalance takes partitions away: what finished is committed first), and on
+//! `close`. A killed worker committed nothing it had not finished: its successor gets the
+//! rest again.
+//!
+//! Ids of deliveries are `<generation>:<partition>:<offset>`; the generation changes when a
+//! partition is assigned again, so a message fetched before its partition was revoked is
+//! neither committed nor, when [`KafkaConsumer::owns`] is asked, handled.
+//!
+//! `requeue` publishes the message again at the end of its topic (with `x-delivery-count`),
+//! Kafka having no way to give one message back; a dead letter goes to the topic
+//! `<topic>.dlq` with the error in its headers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::delivery::Delivery;
+use crate::error::{Error, Result};
+
+impl From<KafkaError> for Error {
+    fn from(e: KafkaError) -> Self {
+        use RDKafkaErrorCode as C;
+        match e.rdkafka_error_code() {
+            Some(
+                C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::Resolve
+                | C::MessageTimedOut
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::BrokerNotAvailable,
+            ) => Error::Unavailable(format!("Kafka: {e}")),
+            _ => Error::Broker(format!("Kafka: {e}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `host:port,...`
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    pub client_id: Option<String>,
+    /// Topic a failed message is published to.
+    pub dead_letter: String,
+    pub session_timeout_ms: u32,
+    /// Commit stored offsets every second (true) or on each settled message (false).
+    pub auto_commit: bool,
+    pub connect_timeout: Duration,
+}
+
+/// Per partition: what was fetched and not yet settled.
+#[derive(Debug, Default)]
+struct Part {
+    generation: u64,
+    pending: BTreeSet<i64>,
+    /// One past the highest settled offset.
+    high: i64,
+    /// The offset last stored (next to consume), -1 before any.
+    stored: i64,
+}
+
+impl Part {
+    fn point(&self) -> i64 {
+        self.pending.first().copied().unwrap_or(self.high)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tracker {
+    generation: u64,
+    parts: HashMap<i32, Part>,
+}
+
+impl Tracker {
+    /// The partition's state, begun with a new generation when it is not tracked.
+    fn part(&mut self, partition: i32) -> &mut Part {
+        if !self.parts.contains_key(&partition) {
+            self.generation += 1;
+            let part = Part {
+                generation: self.generation,
+                stored: -1,
+                ..Part::default()
+            };
+            self.parts.insert(partition, part);
+        }
+        self.parts.get_mut(&partition).expect("inserted above")
+    }
+}
+
+/// Commits what finished on revoke and renews the generation on assign.
+struct Ctx {
+    topic: String,
+    tracker: Arc<Mutex<Tracker>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let mut commit = TopicPartitionList::new();
+        for el in tpl.elements_for_topic(&self.topic) {
+            if let Some(part) = tracker.parts.remove(&el.partition()) {
+                if part.stored >= 0 {
+                    let _ = commit.add_partition_offset(&self.topic, el.partition(), Offset::Offset(part.stored));
+                }
+            }
+        }
+        drop(tracker);
+        if commit.count() > 0 {
+            if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                tracing::warn!("Kafka: committing on revoke failed: {e}");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            for el in tpl.elements_for_topic(&self.topic) {
+                tracker.parts.remove(&el.partition());
+                tracker.part(el.partition());
+            }
+        }
+    }
+}
+
+fn base_config(brokers: &str, client_id: Option<&str>) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        .set("client.id", client_id.unwrap_or("cello"))
+        .set("log_level", "3");
+    cfg
+}
+
+fn headers_of(h: Option<&rdkafka::message::BorrowedHeaders>) -> Vec<(String, String)> {
+    h.map(|h| {
+        h.iter()
+            .map(|x| {
+                (
+                    x.key.to_owned(),
+                    x.value
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn owned_headers(headers: &[(String, String)]) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new_with_capacity(headers.len());
+    for (k, v) in headers {
+        out = out.insert(Header {
+            key: k.as_str(),
+            value: Some(v.as_bytes()),
+        });
+    }
+    out
+}
+
+/// `<generation>:<partition>:<offset>`
+fn parse_id(id: &str) -> Result<(u64, i32, i64)> {
+    let mut it = id.splitn(3, ':');
+    let bad = || Error::Config(format!("not a Kafka delivery id: {id:?}"));
+    let g = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let p = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let o = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    Ok((g, p, o))
+}
+
+pub struct KafkaConsumer {
+    opts: KafkaOptions,
+    consumer: StreamConsumer<Ctx>,
+    tracker: Arc<Mutex<Tracker>>,
+    producer: KafkaProducer,
+}
+
+impl KafkaConsumer {
+    pub async fn connect(opts: KafkaOptions) -> Result<Self> {
+        let tracker = Arc::new(Mutex::new(Tracker::default()));
+        let ctx = Ctx {
+            topic: opts.topic.clone(),
+            tracker: tracker.clone(),
+        };
+        let mut cfg = base_config(&opts.brokers, opts.client_id.as_deref());
+        cfg.set("group.id", &opts.group)
+            .set("enable.auto.commit", if opts.auto_commit { "true" } else { "false" })
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", opts.session_timeout_ms.to_string());
+        let consumer: StreamConsumer<Ctx> = cfg.create_with_context(ctx)?;
+        // The producer (for requeues and dead letters) asks the brokers for metadata first:
+        // an unreachable cluster fails here, within the timeout.
+        let producer = KafkaProducer::connect(&opts.brokers, opts.client_id.as_deref(), opts.connect_timeout).await?;
+        consumer.subscribe(&[&opts.topic])?;
+        Ok(Self {
+            opts,
+            consumer,
+            tracker,
+            producer,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.opts.topic
+    }
+
+    /// Up to `max` messages, waiting up to `block` for the first.
+    pub async fn fetch(&self, max: usize, block: Duration) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        let first = match tokio::time::timeout(block, self.consumer.recv()).await {
+            Err(_) => return Ok(out),
+            Ok(r) => r?,
+        };
+        out.extend(self.take(&first));
+        drop(first);
+        while out.len() < max {
+            match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                Ok(Ok(m)) => out.extend(self.take(&m)),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The message as a delivery; `None` when its partition is not (or no longer) assigned
+    /// here — fetched before a revoke, it belongs to the partition's next owner.
+    fn take(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Option<Delivery> {
+        let headers = headers_of(m.headers());
+        let count = headers
+            .iter()
+            .find(|(k, _)| k == "x-delivery-count")
+            .and_then(|(_, v)| v.parse::<u32>().ok())
+            .map(|n| n + 1)
+            .unwrap_or(1);
+        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let part = tracker.parts.get_mut(&m.partition())?;
+        part.pending.insert(m.offset());
+        let id = format!("{}:{}:{}", part.generation, m.partition(), m.offset());
+        Some(Delivery {
+            id,
+            body: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            source: m.topic().to_owned(),
+            partition: Some(m.partition()),
+            offset: Some(m.offset()),
+            delivery_count: count,
+        })
+    }
+
+    /// Whether the message's partition is still ours since it was fetched.
+    pub fn owns(&self, id: &str) -> bool {
+        let Ok((g, p, _)) = parse_id(id) else { return false };
+        let tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        tracker.parts.get(&p).is_some_and(|part| part.generation == g)
+    }
+
+    /// The message is settled: its offset may be committed once those before it are.
+    pub async fn ack(&self, id: &str) -> Result<()> {
+        let (g, p, o) = parse_id(id)?;
+        let store = {
+            let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(part) = tracker.parts.get_mut(&p).filter(|part| part.generation == g) else {
+                return Ok(()); // revoked meanwhile: its new owner handles it again
+            };
+            part.pending.remove(&o);
+            part.high = part.high.max(o + 1);
+            let point = part.point();
+            if point > part.stored {
+                part.stored = point;
+                Some(point)
+            } else {
+                None
+            }
+        };
+        let Some(point) = store else { return Ok(()) };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.opts.topic, p, Offset::Offset(point))?;
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            // The partition went away between the check and the store.
+            tracing::debug!("Kafka: storing offset {point} of partition {p} failed: {e}");
+            return Ok(());
+        }
+        if !self.opts.auto_commit {
+            self.commit(tpl).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, tpl: TopicPartitionList) -> Result<()> {
+        // A synchronous commit blocks: off the runtime's threads.
+        let consumer = &self.consumer;
+        tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync))?;
+        Ok(())
+    }
+
+    /// `requeue`: published again at the end of the topic; otherwise dropped. Either way settled.
+    pub async fn nack(&self, d: &Delivery, requeue: bool) -> Result<()> {
+        if requeue {
+            let mut headers: Vec<(String, String)> = d
+                .headers
+                .iter()
+                .filter(|(k, _)| k != "x-delivery-count")
+                .cloned()
+                .collect();
+            headers.push(("x-delivery-count".into(), d.delivery_count.to_string()));
+            self.producer
+                .send(&self.opts.topic, &d.body, d.key.as_deref(), &headers)
+                .await?;
+        }
+        self.ack(&d.id).await
+    }
+
+    /// Publish `d` with `error` to the dead-letter topic (acknowledged by the broker), then settle it.
+    pub async fn dead_letter(&self, d: &Delivery, error: &str) -> Result<()> {
+        let mut headers: Vec<(String, String)> = d
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with("x-error") && k != "x-delivery-count")
+            .cloned()
+            .collect();
+        headers.push(("x-error".into(), error.to_owned()));
+        headers.push(("x-delivery-count".into(), d.delivery_count.to_string()));
+        headers.push(("x-original-topic".into(), self.opts.topic.clone()));
+        if let Ok((_, p, o)) = parse_id(&d.id) {
+            headers.push(("x-original-partition".into(), p.to_string()));
+            headers.push(("x-original-offset".into(), o.to_string()));
+        }
+        self.producer
+            .send(&self.opts.dead_letter, &d.body, d.key.as_deref(), &headers)
+            .await?;
+        self.ack(&d.id).await
+    }
+
+    /// Commit what finished and leave the group.
+    pub async fn close(&self) -> Result<()> {
+        let tpl = {
+            let tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tpl = TopicPartitionList::new();
+            for (p, part) in &tracker.parts {
+                if part.stored > 0 {
+                    tpl.add_partition_offset(&self.opts.topic, *p, Offset::Offset(part.stored))?;
+                }
+            }
+            tpl
+        };
+        if tpl.count() > 0 {
+            self.commit(tpl).await?;
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+}
+
+/// A Kafka producer: `acks=all`, idempotent; `send` resolves once the broker has the message.
+pub struct KafkaProducer {
+    producer: FutureProducer,
+}
+
+impl KafkaProducer {
+    pub async fn connect(brokers: &str, client_id: Option<&str>, timeout: Duration) -> Result<Self> {
+        let producer: FutureProducer = base_config(brokers, client_id)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "1")
+            .create()?;
+        let probe = producer.clone();
+        let brokers = brokers.to_owned();
+        tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, timeout).map(|_| ()))
+            .await
+            .map_err(|e| Error::Broker(format!("Kafka: {e}")))?
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "Kafka at {brokers}: no answer within {:.1} s ({e})",
+                    timeout.as_secs_f64()
+                ))
+            })?;
+        Ok(Self { producer })
+    }
+
+    /// Publish and wait for the broker's acknowledgement; resolves to `<partition>:<offset>`.
+    pub async fn send(
+        &self,
+        topic: &str,
+        body: &[u8],
+        key: Option<&str>,
+        headers: &[(String, String)],
+    ) -> Result<String> {
+        let mut record = FutureRecord::to(topic).payload(body).headers(owned_headers(headers));
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        match self.producer.send(record, Duration::from_secs(30)).await {
+            Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
+            Err((e, _)) => Err(e.into()),
+        }
+    }
+}
+
+/// librdkafka's mock cluster (for tests): brokers on 127.0.0.1 that other processes reach
+/// through [`MockBroker::bootstrap_servers`].
+pub struct MockBroker(rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>);
+
+impl MockBroker {
+    pub fn new(brokers: i32) -> Result<Self> {
+        Ok(Self(rdkafka::mocking::MockCluster::new(brokers)?))
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        self.0.bootstrap_servers()
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        self.0.create_topic(topic, partitions, 1)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_point_waits_for_the_lowest_pending_offset() {
+        let mut t = Tracker::default();
+        let p = t.part(0);
+        p.pending.extend([5, 6, 7]);
+        p.pending.remove(&6);
+        p.high = 7;
+        assert_eq!(p.point(), 5);
+        p.pending.remove(&5);
+        assert_eq!(p.point(), 7);
+        p.pending.remove(&7);
+        p.high = 8;
+        assert_eq!(p.point(), 8);
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        assert_eq!(parse_id("3:1:42").unwrap(), (3, 1, 42));
+        assert!(parse_id("x").is_err());
+    }
+}
