@@ -99,9 +99,18 @@ class AppMessaging:
             changes["url"] = _m._redis_url(config)
         elif spec.kind == "rabbitmq":
             changes["url"] = _m._amqp_url(config)
-        else:
-            # Kafka / SQS consumers are not built yet: their own FeatureNotAvailable says so.
-            raise _m._unbuilt(spec.kind)
+        elif spec.kind == "kafka":
+            if config.brokers:
+                changes["url"] = ",".join(config.brokers)
+            if spec.group is None and config.group_id:
+                changes["group"] = config.group_id
+        elif spec.kind == "sqs":
+            # The decorator's own settings win; the app's SqsConfig fills what it left unset.
+            given = dict(spec.sqs or {})
+            for key, value in _m._sqs_config_settings(config).items():
+                if given.get(key) is None and key in ("region", "endpoint_url"):
+                    given[key] = value
+            changes["sqs"] = given
         timeout = getattr(config, "connection_timeout_secs", None)
         if timeout:
             changes["connection_timeout_secs"] = float(timeout)

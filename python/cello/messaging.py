@@ -881,7 +881,8 @@ class Producer:
         hs = [(str(k), str(v)) for k, v in (headers or {}).items()]
         native, mode = self._native, self._mode
         # A PRODUCER span whose W3C context travels in the headers (not on Redis lists: no headers).
-        return await _trace.publish("rabbitmq" if mode == "queue" else "redis", topic, hs,
+        system = {"queue": "rabbitmq", "kafka": "kafka", "sqs": "aws_sqs"}.get(mode, "redis")
+        return await _trace.publish(system, topic, hs,
                                     lambda h: native.send(_executor(), mode, topic, value, key, h),
                                     inject=mode != "list")  # fmt: skip
 

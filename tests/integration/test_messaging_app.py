@@ -322,19 +322,24 @@ def test_a_config_of_another_broker_is_refused():
         App().enable_rabbitmq(RedisConfig())
 
 
-def test_a_kafka_config_for_the_app_consumers_fails_the_startup_until_kafka_is_built(cello_procs, tmp_path):
-    """The generic path: the KafkaConfig reaches the startup, which says what is missing."""
+def test_the_apps_kafka_config_reaches_its_consumers(cello_procs, tmp_path):
+    """`enable_messaging(KafkaConfig)` gives the brokers of a consumer that named none: here an
+    unreachable one, which fails the startup naming it (exit 3)."""
     (tmp_path / "kapp.py").write_text(textwrap.dedent(
         """
         from cello import App
-        from cello.config import KafkaConfig, RedisConfig
-        from cello.messaging import ConsumerSpec, _declare
+        from cello.config import KafkaConfig
+        from cello.messaging import kafka_consumer
 
         app = App()
-        app.enable_messaging(KafkaConfig(brokers=["127.0.0.1:9"]))
-        handle = _declare(ConsumerSpec(handler=lambda m: None, kind="kafka", source="orders"))
+        app.enable_messaging(KafkaConfig(brokers=["127.0.0.1:9"]), startup_timeout=2)
+
+
+        @kafka_consumer("orders")
+        def handle(message):
+            return None
         """
     ))  # fmt: skip
     code, log = cello_procs.run(["run", "kapp:app", "--port", str(free_port())], cwd=tmp_path)
     assert code == 3, log
-    assert "FeatureNotAvailable" in log and "kafka" in log, log
+    assert "BrokerUnavailable" in log and "127.0.0.1:9" in log, log
