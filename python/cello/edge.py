@@ -267,6 +267,8 @@ def _link(app: Any, mw: Callable[..., Any], nxt: Callable[..., Any], inner_async
                     mapped.close()
                     raise
                 return mapped
+            if type(result) is dict:
+                return Response.json(result)  # as_response's commonest case, never awaitable
             if inspect.isawaitable(result):
                 close = getattr(result, "close", None)
                 if close is not None:
