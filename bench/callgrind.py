@@ -1,10 +1,13 @@
 """Instructions per request of the Cello bench app under callgrind (repeatable under load).
 
-    python bench/callgrind.py [--python PY] [--async] [--requests N] [--out DIR]
+    python bench/callgrind.py [--python PY] [--app APP] [--async] [--header "Name: value"]...
+                              [--requests N] [--out DIR]
 
 Starts ``bench/apps/cello_app.py`` under ``valgrind --tool=callgrind`` with instrumentation
 off, warms every endpoint up, then per endpoint: instrumentation on, N keep-alive requests
-over a few connections, dump. Prints instructions per request per endpoint (the dump's
+over a few connections, dump. ``--header`` adds a request header to every request (the
+``cello-secure`` target's ``Authorization: Bearer ...``, as ``request_headers`` in
+bench/targets.toml). Prints instructions per request per endpoint (the dump's
 total divided by N); the dumps stay in ``--out`` for ``callgrind_annotate``. Only the server
 runs under valgrind; this client is plain Python. Build the extension with symbols first
 (``maturin develop --profile profiling``).
@@ -134,8 +137,13 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=8)
     ap.add_argument("--out", default="/tmp/cello-callgrind")
     ap.add_argument("--label", default="run")
+    ap.add_argument("--header", action="append", default=[], help='"Name: value", sent on every request')
     ap.add_argument("endpoints", nargs="*", default=list(ENDPOINTS))
     args = ap.parse_args()
+    extra = "".join(f"{h.strip()}\r\n" for h in args.header).encode("latin-1")
+    if extra:
+        for name, request in ENDPOINTS.items():
+            ENDPOINTS[name] = request.replace(b"Host: b\r\n", b"Host: b\r\n" + extra, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()

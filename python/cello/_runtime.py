@@ -177,6 +177,10 @@ class Hooks:
         # A warning: a handler that blocks the loop is something its author should see.
         log.warning("%s", message)
 
+    def access_enabled(self) -> bool:
+        """Whether ``access`` would log anything (asked before the records are converted)."""
+        return access_log.isEnabledFor(logging.INFO)
+
     def access(self, records: list[tuple]) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return

@@ -59,13 +59,27 @@ _CT_TEXT = _CT[_TEXT]
 _KNOWN_TYPES = frozenset({_JSON, _TEXT, _HTML, _OCTET, _XML, "text/event-stream", "application/problem+json"})
 
 
+# Header names that passed the checks below (bounded): a name set on every response is
+# checked once, not per response.
+_VALID_NAMES: set[str] = set()
+
+
 def _check_header(key: Any, value: Any) -> tuple[str, str]:
     key, value = str(key), str(value)
-    if "\r" in key or "\n" in key or "\0" in key or "\r" in value or "\n" in value or "\0" in value:
+    known = key in _VALID_NAMES
+    # A printable value holds no control character (CR, LF and NUL included): the scans
+    # below only run for the others (tabs, non-ASCII spaces, ...).
+    printable = value.isprintable()
+    if (not known and ("\r" in key or "\n" in key or "\0" in key)) or (
+        not printable and ("\r" in value or "\n" in value or "\0" in value)
+    ):
         raise ValueError("header names and values cannot contain CR, LF or NUL")
-    if not _TOKEN.match(key):
-        raise ValueError(f"invalid header name {key!r}")
-    if _CTL.search(value):
+    if not known:
+        if not _TOKEN.match(key):
+            raise ValueError(f"invalid header name {key!r}")
+        if len(_VALID_NAMES) < 512:
+            _VALID_NAMES.add(key)
+    if not printable and _CTL.search(value):
         raise ValueError(f"header {key} contains a control character")
     return key, value
 

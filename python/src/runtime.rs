@@ -542,13 +542,16 @@ impl Runtime {
                         task.call_method0(py, "cancel")?;
                     }
                 }
-                Job::Access(rec) => access.push(access_tuple(&rec)),
+                Job::Access(rec) => access.push(rec),
                 Job::Stopped(err) => {
                     self.ctx.hooks.call_method1(py, "on_stopped", (err,))?;
                 }
             }
         }
-        if !access.is_empty() {
+        // Records become Python tuples only when the access logger would emit them (asked
+        // once per batch; `logs=False` and a logger above INFO drop them here).
+        if !access.is_empty() && self.ctx.hooks.bind(py).call_method0("access_enabled")?.is_truthy()? {
+            let access: Vec<AccessTuple> = access.iter().map(access_tuple).collect();
             self.ctx.hooks.call_method1(py, "access", (access,))?;
         }
         Ok(())

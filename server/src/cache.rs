@@ -79,17 +79,26 @@ pub struct ResponseCache {
     /// The `Vary` header names last seen for a primary key.
     vary: moka::sync::Cache<Primary, Arc<[HeaderName]>>,
     min_weight: u32,
+    /// Entries inserted and not yet removed (never fewer than `store` holds: counted up
+    /// before each insert, down by the eviction listener). While it is 0 a request skips
+    /// both lookups: a cache that holds nothing costs no hashing.
+    held: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ResponseCache {
     /// Build from a validated config.
     pub fn new(config: CacheConfig) -> Self {
         let min_weight = u32::try_from((config.max_bytes / config.max_entries).max(1)).unwrap_or(u32::MAX);
+        let held = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let gone = held.clone();
         let store = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|_: &Key, e: &Arc<Entry>| e.weight)
             .expire_after(PerEntryTtl)
             .support_invalidation_closures()
+            .eviction_listener(move |_, _, _| {
+                gone.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            })
             .build();
         let vary = moka::sync::Cache::builder().max_capacity(config.max_entries).build();
         let methods = config
@@ -114,6 +123,7 @@ impl ResponseCache {
             store,
             vary,
             min_weight,
+            held,
             config,
         }
     }
@@ -337,6 +347,7 @@ impl Pending {
             weight,
         });
         self.cache.vary.insert(self.primary, self.names);
+        self.cache.held.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.cache.store.insert(self.key, entry);
     }
 }
@@ -444,7 +455,7 @@ where
         };
         let dirs = directives(req.headers());
         let bypass = dirs.iter().any(|d| d == "no-cache" || d == "no-store");
-        if !bypass {
+        if !bypass && self.cache.held.load(std::sync::atomic::Ordering::Acquire) > 0 {
             let names = self.cache.vary.get(&primary).unwrap_or_else(|| Arc::from(Vec::new()));
             let key = self.cache.key(primary.clone(), req.headers(), &names);
             if let Some(entry) = self.cache.store.get(&key) {

@@ -161,7 +161,11 @@ impl MemoryStore {
     pub fn hit(&self, key: &str, algo: Algo) -> Decision {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
-        let hash = h.finish();
+        self.hit_hashed(h.finish(), algo)
+    }
+
+    /// Count one request for the key with hash `hash` under `algo`.
+    pub fn hit_hashed(&self, hash: u64, algo: Algo) -> Decision {
         let now = Instant::now();
         let shard = &self.shards[(hash as usize) % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -373,7 +377,7 @@ impl RateLimiter {
     }
 
     /// The key and limit for `req`: `None` when the request is not limited.
-    pub fn plan(&self, state: &AppState, req: &Req) -> Option<(String, Algo)> {
+    pub fn plan<'r>(&self, state: &AppState, req: &'r Req) -> Option<(RateKey<'r>, Algo)> {
         let path = crate::auth::app_path(req);
         let template = if !self.routes.is_empty() || matches!(self.key_by, KeyBy::Route) {
             match state.router.lookup(req.method(), path) {
@@ -397,11 +401,11 @@ impl RateLimiter {
                 };
             }
         }
-        let mut key = match &self.key_by {
-            KeyBy::Ip => format!("ip:{}", client_ip(req)),
+        let part = match &self.key_by {
+            KeyBy::Ip => KeyPart::Ip(client_addr(req)),
             KeyBy::Header(h) => match req.headers().get(h) {
-                Some(v) => format!("h:{}", String::from_utf8_lossy(v.as_bytes())),
-                None => format!("ip:{}", client_ip(req)),
+                Some(v) => KeyPart::Header(v.as_bytes()),
+                None => KeyPart::Ip(client_addr(req)),
             },
             // The limit runs before authentication, so a user is known by the credential
             // they present (hashed), falling back to the client address.
@@ -411,22 +415,27 @@ impl RateLimiter {
                     .get(http::header::AUTHORIZATION)
                     .or_else(|| req.headers().get("x-api-key"));
                 match cred {
-                    Some(v) => format!("u:{}", short_hash(v.as_bytes())),
-                    None => format!("ip:{}", client_ip(req)),
+                    Some(v) => KeyPart::User(v.as_bytes()),
+                    None => KeyPart::Ip(client_addr(req)),
                 }
             }
-            KeyBy::Global => "global".to_owned(),
-            KeyBy::Route => format!("r:{}", template.as_deref().unwrap_or(path)),
+            KeyBy::Global => KeyPart::Global,
+            KeyBy::Route => KeyPart::Route(
+                template
+                    .clone()
+                    .map_or_else(|| RouteName::Path(path), RouteName::Template),
+            ),
         };
-        if over.is_some() {
-            key = format!("{}|{key}", template.as_deref().unwrap_or(""));
-        }
+        let key = RateKey {
+            part,
+            route: over.is_some().then(|| template.unwrap_or_else(|| Arc::from(""))),
+        };
         Some((key, algo))
     }
 
     /// Count `req` in memory.
-    pub fn hit_memory(&self, key: &str, algo: Algo) -> Decision {
-        self.memory.hit(key, algo)
+    pub fn hit_memory(&self, key: &RateKey<'_>, algo: Algo) -> Decision {
+        self.memory.hit_hashed(key.memory_hash(), algo)
     }
 
     /// Count `req` in Redis (falls back to memory when Redis is unreachable).
@@ -444,28 +453,100 @@ impl RateLimiter {
     }
 }
 
+/// The client a key names, before it is written out.
+#[derive(Clone, Copy)]
+enum Client {
+    Ip(std::net::IpAddr),
+    Unknown,
+}
+
+/// A route in a `key_by="route"` key.
+enum RouteName<'r> {
+    Template(Arc<str>),
+    Path(&'r str),
+}
+
+/// What a request is counted under.
+enum KeyPart<'r> {
+    Ip(Client),
+    Header(&'r [u8]),
+    /// The credential (hashed when written out).
+    User(&'r [u8]),
+    Global,
+    Route(RouteName<'r>),
+}
+
+/// A request's rate-limit key: hashed as it is for the in-memory counters (no string
+/// built per request), written out as `ip:…`, `h:…`, `u:…`, `global`, `r:…` (prefixed
+/// `template|` for a per-route override) for Redis.
+pub struct RateKey<'r> {
+    part: KeyPart<'r>,
+    /// The route template of a per-route override.
+    route: Option<Arc<str>>,
+}
+
+impl RateKey<'_> {
+    /// The key as Redis stores it.
+    pub fn to_key_string(&self) -> String {
+        let key = match &self.part {
+            KeyPart::Ip(Client::Ip(ip)) => format!("ip:{ip}"),
+            KeyPart::Ip(Client::Unknown) => "ip:unknown".to_owned(),
+            KeyPart::Header(v) => format!("h:{}", String::from_utf8_lossy(v)),
+            KeyPart::User(v) => format!("u:{}", short_hash(v)),
+            KeyPart::Global => "global".to_owned(),
+            KeyPart::Route(RouteName::Template(t)) => format!("r:{t}"),
+            KeyPart::Route(RouteName::Path(p)) => format!("r:{p}"),
+        };
+        match &self.route {
+            Some(t) => format!("{t}|{key}"),
+            None => key,
+        }
+    }
+
+    /// The in-memory counters' hash: one per distinct [`Self::to_key_string`] (the
+    /// credential itself stands for its hash, the address for its text).
+    fn memory_hash(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.route.as_deref().hash(&mut h);
+        match &self.part {
+            KeyPart::Ip(Client::Ip(ip)) => (0u8, ip).hash(&mut h),
+            KeyPart::Ip(Client::Unknown) => 1u8.hash(&mut h),
+            KeyPart::Header(v) => (2u8, v).hash(&mut h),
+            KeyPart::User(v) => (3u8, v).hash(&mut h),
+            KeyPart::Global => 4u8.hash(&mut h),
+            KeyPart::Route(RouteName::Template(t)) => (5u8, &**t).hash(&mut h),
+            KeyPart::Route(RouteName::Path(p)) => (5u8, *p).hash(&mut h),
+        }
+        h.finish()
+    }
+}
+
 fn short_hash(bytes: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     d.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The client address: resolved by the trusted-proxy layer, else the socket peer.
-pub fn client_ip(req: &Req) -> String {
+fn client_addr(req: &Req) -> Client {
     if let Some(c) = req.extensions().get::<ClientInfo>() {
-        return c.ip.to_string();
+        return Client::Ip(c.ip);
     }
     req.extensions()
         .get::<ConnInfo>()
         .and_then(|c| c.peer)
-        .map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string())
+        .map_or(Client::Unknown, |p| Client::Ip(p.ip()))
 }
+
+const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
 
 /// The `RateLimit-*` headers on any response.
 pub fn annotate(resp: &mut Resp, d: &Decision) {
     let h = resp.headers_mut();
-    h.insert("ratelimit-limit", HeaderValue::from(d.limit));
-    h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
-    h.insert("ratelimit-reset", HeaderValue::from(d.reset));
+    h.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit));
+    h.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
+    h.insert(RATELIMIT_RESET, HeaderValue::from(d.reset));
 }
 
 /// The 429 answer.
@@ -538,35 +619,43 @@ where
     }
     fn call(&mut self, req: Req) -> Self::Future {
         use futures_util::future::Either;
-        let Some((key, algo)) = self.limiter.plan(&self.state, &req) else {
-            return Either::Left(Either::Right(crate::stack::Then {
-                inner: self.inner.call(req),
-                post: None,
-            }));
+        // The key borrows the request: settle what it is needed for before the request moves on.
+        let local = match self.limiter.plan(&self.state, &req) {
+            None => None,
+            Some((key, algo)) if self.limiter.redis.is_some() => Some(Err((key.to_key_string(), algo))),
+            Some((key, algo)) => Some(Ok(self.limiter.hit_memory(&key, algo))),
         };
-        if self.limiter.redis.is_some() {
-            // The ready clone serves this request (tower's "take the ready service" rule).
-            let clone = self.inner.clone();
-            let mut inner = std::mem::replace(&mut self.inner, clone);
-            let limiter = self.limiter.clone();
-            return Either::Right(Box::pin(async move {
-                let decision = limiter.hit_shared(&key, algo).await;
-                if !decision.allowed {
-                    return Ok(rejection(&decision));
-                }
-                let start = Instant::now();
-                let resp = inner.call(req).await?;
-                Ok(crate::stack::Post::post(
-                    RatePost {
-                        decision,
-                        limiter,
-                        start,
-                    },
-                    resp,
-                ))
-            }));
-        }
-        let decision = self.limiter.hit_memory(&key, algo);
+        let decision = match local {
+            None => {
+                return Either::Left(Either::Right(crate::stack::Then {
+                    inner: self.inner.call(req),
+                    post: None,
+                }));
+            }
+            Some(Ok(decision)) => decision,
+            Some(Err((key, algo))) => {
+                // The ready clone serves this request (tower's "take the ready service" rule).
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let limiter = self.limiter.clone();
+                return Either::Right(Box::pin(async move {
+                    let decision = limiter.hit_shared(&key, algo).await;
+                    if !decision.allowed {
+                        return Ok(rejection(&decision));
+                    }
+                    let start = Instant::now();
+                    let resp = inner.call(req).await?;
+                    Ok(crate::stack::Post::post(
+                        RatePost {
+                            decision,
+                            limiter,
+                            start,
+                        },
+                        resp,
+                    ))
+                }));
+            }
+        };
         if !decision.allowed {
             return Either::Left(Either::Left(futures_util::future::ready(Ok(rejection(&decision)))));
         }

@@ -3,7 +3,7 @@
 //! `iss`/`aud` when configured. Claims become the [`Identity`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cello_config::JwtConfig;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
@@ -15,6 +15,19 @@ use crate::Error;
 /// Tokens longer than this are refused before any parsing (a header is capped anyway;
 /// this keeps a cookie-borne token from costing more than a sane one).
 const MAX_TOKEN: usize = 8 * 1024;
+
+/// Verified tokens kept (then the table starts over), and the longest one kept.
+const CACHE_ENTRIES: usize = 1024;
+const CACHE_TOKEN: usize = 2048;
+
+/// Verified tokens by a keyed hash of their bytes: the token (compared in constant
+/// time, so a lookup never tells by its timing how much of a guess matched a kept token)
+/// and its claims.
+#[derive(Default)]
+struct Verified {
+    hasher: std::collections::hash_map::RandomState,
+    map: HashMap<u64, (Box<[u8]>, Arc<serde_json::Value>)>,
+}
 
 enum Keys {
     One(DecodingKey),
@@ -30,6 +43,11 @@ pub struct JwtGate {
     cookie: Option<String>,
     required: bool,
     exclude: PathSet,
+    /// Tokens whose signature and claims checked out, with their claims. Verification is
+    /// a function of the token's bytes, the fixed key and validation, and the clock, so a
+    /// kept token only has its time claims (`exp`, `nbf`, `iat`) checked again; one that
+    /// fails them is verified in full (and answered exactly as the first time).
+    verified: Mutex<Verified>,
 }
 
 fn bad(reason: impl std::fmt::Display) -> Error {
@@ -110,7 +128,68 @@ impl JwtGate {
             cookie: c.cookie_name.clone(),
             required: c.required,
             exclude: PathSet::new(&c.exclude_paths),
+            verified: Mutex::new(Verified::default()),
         })
+    }
+
+    /// The claims of `token` when it was verified before and its time claims still hold
+    /// (the same checks, with the same integer rules, as `jsonwebtoken` and [`Self::verify`]).
+    fn remembered(&self, token: &str) -> Option<Arc<serde_json::Value>> {
+        let claims = {
+            use std::hash::BuildHasher;
+            use subtle::ConstantTimeEq;
+            let v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if v.map.is_empty() {
+                return None;
+            }
+            let (kept, claims) = v.map.get(&v.hasher.hash_one(token.as_bytes()))?;
+            let same = kept.len() == token.len() && bool::from(kept.ct_eq(token.as_bytes()));
+            if !same {
+                return None;
+            }
+            claims.clone()
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        let leeway = self.validation.leeway;
+        let int = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
+        if self.validation.validate_exp && int("exp").is_some_and(|exp| exp < now.saturating_sub(leeway)) {
+            return None;
+        }
+        if self.validation.validate_nbf && int("nbf").is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return None;
+        }
+        if let Some(iat) = claims.get("iat").and_then(serde_json::Value::as_f64) {
+            if iat > now as f64 + leeway as f64 {
+                return None;
+            }
+        }
+        Some(claims)
+    }
+
+    fn remember(&self, token: &str, claims: &Arc<serde_json::Value>) {
+        if token.len() > CACHE_TOKEN {
+            return;
+        }
+        use std::hash::BuildHasher;
+        let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if v.map.len() >= CACHE_ENTRIES {
+            v.map.clear();
+        }
+        let key = v.hasher.hash_one(token.as_bytes());
+        v.map.insert(key, (token.as_bytes().into(), claims.clone()));
+    }
+
+    /// [`Self::verify`], or the claims of the same token verified before.
+    fn verify_cached(&self, token: &str) -> Result<Arc<serde_json::Value>, &'static str> {
+        if token.is_empty() || token.len() > MAX_TOKEN {
+            return Err("malformed or oversized token");
+        }
+        if let Some(claims) = self.remembered(token) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify(token)?);
+        self.remember(token, &claims);
+        Ok(claims)
     }
 
     fn token<'a>(&self, req: &'a Req) -> Option<&'a str> {
@@ -196,9 +275,9 @@ impl Gate for JwtGate {
                 "a bearer token is required",
             ));
         };
-        match self.verify(token) {
+        match self.verify_cached(token) {
             Ok(claims) => {
-                req.extensions_mut().insert(Identity(Arc::new(claims)));
+                req.extensions_mut().insert(Identity(claims));
                 Verdict::Pass
             }
             Err(why) => Verdict::Reject(unauthorized(

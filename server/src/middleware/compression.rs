@@ -97,34 +97,38 @@ pub fn negotiate(accept: &str, offered: &[Coding]) -> Option<Coding> {
 
 /// Media types that are already compressed (or stream events that must not be buffered).
 fn incompressible(content_type: &str) -> bool {
-    let ct = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if ct == "image/svg+xml" || ct == "image/bmp" || ct == "image/x-icon" {
+    // Compared in place, ignoring case (no lower-cased copy per response).
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    let is = |t: &str| ct.eq_ignore_ascii_case(t);
+    let starts = |p: &str| ct.len() >= p.len() && ct.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+    if is("image/svg+xml") || is("image/bmp") || is("image/x-icon") {
         return false;
     }
-    ct.starts_with("image/")
-        || ct.starts_with("audio/")
-        || ct.starts_with("video/")
-        || ct == "text/event-stream"
-        || ct.starts_with("application/grpc")
-        || matches!(
-            ct.as_str(),
-            "application/zip"
-                | "application/gzip"
-                | "application/x-gzip"
-                | "application/x-bzip2"
-                | "application/x-xz"
-                | "application/x-7z-compressed"
-                | "application/x-rar-compressed"
-                | "application/vnd.rar"
-                | "application/zstd"
-                | "application/x-zstd"
-                | "application/x-brotli"
-                | "application/octet-stream"
-                | "application/pdf"
-                | "application/wasm"
-                | "font/woff"
-                | "font/woff2"
-        )
+    starts("image/")
+        || starts("audio/")
+        || starts("video/")
+        || is("text/event-stream")
+        || starts("application/grpc")
+        || [
+            "application/zip",
+            "application/gzip",
+            "application/x-gzip",
+            "application/x-bzip2",
+            "application/x-xz",
+            "application/x-7z-compressed",
+            "application/x-rar-compressed",
+            "application/vnd.rar",
+            "application/zstd",
+            "application/x-zstd",
+            "application/x-brotli",
+            "application/octet-stream",
+            "application/pdf",
+            "application/wasm",
+            "font/woff",
+            "font/woff2",
+        ]
+        .iter()
+        .any(|t| is(t))
 }
 
 /// Built once from [`CompressionConfig`].
@@ -442,6 +446,18 @@ mod tests {
     use super::*;
 
     const ALL: [Coding; 3] = [Coding::Br, Coding::Zstd, Coding::Gzip];
+
+    #[test]
+    fn incompressible_types_ignore_case_and_parameters() {
+        assert!(incompressible("Image/PNG"));
+        assert!(incompressible(" application/ZIP ; x=1"));
+        assert!(incompressible("text/event-stream; charset=utf-8"));
+        assert!(incompressible("application/grpc+proto"));
+        assert!(!incompressible("image/SVG+xml"));
+        assert!(!incompressible("application/json"));
+        assert!(!incompressible("text/html; charset=utf-8"));
+        assert!(!incompressible("font/woff3"));
+    }
 
     #[test]
     fn q_values_pick_the_coding() {

@@ -42,8 +42,28 @@ impl ConditionalLayer {
 pub fn etag_for(body: &[u8]) -> HeaderValue {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     body.hash(&mut h);
-    HeaderValue::from_str(&format!("\"{:x}-{:016x}\"", body.len(), h.finish()))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+    // `"{len:x}-{hash:016x}"`, written without the formatting machinery.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 2 + 16 + 1 + 16];
+    let mut n = 0;
+    out[n] = b'"';
+    n += 1;
+    let len = body.len() as u64;
+    let digits = (64 - len.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out[n] = HEX[((len >> (4 * i)) & 15) as usize];
+        n += 1;
+    }
+    out[n] = b'-';
+    n += 1;
+    let hash = h.finish();
+    for i in (0..16).rev() {
+        out[n] = HEX[((hash >> (4 * i)) & 15) as usize];
+        n += 1;
+    }
+    out[n] = b'"';
+    n += 1;
+    HeaderValue::from_bytes(&out[..n]).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
 /// The opaque tags of an `If-Match` / `If-None-Match` value (`None`: `*`).
@@ -244,6 +264,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_are_length_and_hash_in_hex() {
+        for body in [&b""[..], b"a", b"0123456789abcdef0123", &[7u8; 4096]] {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            body.hash(&mut h);
+            let want = format!("\"{:x}-{:016x}\"", body.len(), h.finish());
+            assert_eq!(etag_for(body).to_str().unwrap(), want);
+        }
+    }
 
     #[test]
     fn weak_and_strong_comparison() {

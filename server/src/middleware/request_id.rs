@@ -81,7 +81,10 @@ where
             .and_then(|v| v.to_str().ok())
             .filter(|v| is_valid(v))
             .map(Arc::<str>::from);
-        let id = incoming.unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().hyphenated().to_string()));
+        let id = incoming.unwrap_or_else(|| {
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf))
+        });
         // Valid ids and UUIDs are visible ASCII: always a valid header value.
         let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         req.headers_mut().insert(header.clone(), value.clone());

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use cello_config::{CspConfig, SecurityHeadersConfig};
+use cello_config::{SecurityHeadersConfig, CSP_NONCE};
 use http::{HeaderName, HeaderValue};
 use tower::Service;
 
@@ -22,8 +22,9 @@ const CSP: HeaderName = HeaderName::from_static("content-security-policy");
 /// Built once from [`SecurityHeadersConfig`].
 pub struct Settings {
     headers: Vec<(HeaderName, HeaderValue)>,
-    /// A CSP with the nonce placeholder, rendered per request.
-    nonce_csp: Option<CspConfig>,
+    /// A CSP with the nonce placeholder: its text split at the placeholder, built once;
+    /// each request's value is the pieces joined by `'nonce-…'`.
+    nonce_csp: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -65,7 +66,7 @@ impl Settings {
         let mut nonce_csp = None;
         if let Some(csp) = cfg.csp.as_ref().filter(|c| !c.directives.is_empty()) {
             if csp.has_nonce() {
-                nonce_csp = Some(csp.clone());
+                nonce_csp = Some(csp.build().split(CSP_NONCE).map(str::to_owned).collect());
             } else {
                 out.push(("content-security-policy", csp.build()));
             }
@@ -134,9 +135,11 @@ where
         self.inner.poll_ready(cx)
     }
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let csp = self.cfg.nonce_csp.as_ref().and_then(|csp| {
+        let csp = self.cfg.nonce_csp.as_ref().and_then(|pieces| {
             let n = nonce();
-            let value = HeaderValue::from_str(&csp.build_with_nonce(&n)).ok();
+            // What `CspConfig::build_with_nonce` gives, without rebuilding the policy.
+            let source = format!("'nonce-{n}'");
+            let value = HeaderValue::from_str(&pieces.join(source.as_str())).ok();
             req.extensions_mut().insert(CspNonce(Arc::from(n)));
             value
         });

@@ -37,7 +37,8 @@ pub struct SessionSlot {
 pub struct SlotState {
     /// The data (a JSON object).
     pub data: Map<String, Value>,
-    /// The current id (also the CSRF binding).
+    /// The current id (also the CSRF binding); empty until something needs it (a new
+    /// session's id is drawn only when it is read or saved, not on every request).
     pub id: String,
     /// The id the request came with, when it had a valid session.
     pub loaded_id: Option<String>,
@@ -56,10 +57,7 @@ impl SessionSlot {
                 id,
                 ..SlotState::default()
             },
-            None => SlotState {
-                id: crate::keys::random_id(),
-                ..SlotState::default()
-            },
+            None => SlotState::default(),
         };
         Self {
             state: Mutex::new(state),
@@ -70,6 +68,15 @@ impl SessionSlot {
     fn lock(&self) -> MutexGuard<'_, SlotState> {
         // A panic while holding this lock leaves plain data behind: keep using it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lock, with the id drawn if it was not yet.
+    fn lock_with_id(&self) -> MutexGuard<'_, SlotState> {
+        let mut s = self.lock();
+        if s.id.is_empty() {
+            s.id = crate::keys::random_id();
+        }
+        s
     }
 
     /// The data as JSON (what `request.session` starts from).
@@ -84,7 +91,7 @@ impl SessionSlot {
 
     /// The current id.
     pub fn id(&self) -> String {
-        self.lock().id.clone()
+        self.lock_with_id().id.clone()
     }
 
     /// Replace the data with `json` (an object). Refused when the cookie store could not
@@ -200,11 +207,14 @@ impl Sessions {
     /// Save what the handler changed, or forget what it cleared.
     async fn finish(&self, slot: &SessionSlot, had_cookie: bool, resp: &mut Resp) {
         let (id, loaded_id, data, empty) = {
-            let s = slot.lock();
+            let mut s = slot.lock();
             let persisted = s.loaded_id.is_some();
             let new_and_kept = s.keep && !persisted;
             if !s.changed && !new_and_kept {
                 return; // saved only when changed
+            }
+            if s.id.is_empty() {
+                s.id = crate::keys::random_id();
             }
             (
                 s.id.clone(),
