@@ -7,7 +7,6 @@ the error in its headers, bounded concurrency, SIGTERM drain, admin port, exit c
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal

@@ -79,6 +79,7 @@ TOP_LEVEL = [
     "__version__",
 ]
 
+
 @pytest.mark.parametrize("name", TOP_LEVEL)
 def test_top_level_name_is_exported(name):
     assert name in cello.__all__ or name == "__version__"
