@@ -62,12 +62,14 @@ impl<J: Send + 'static> Bridge<J> {
 
     /// Queue a job and wake the loop now.
     pub fn push(&self, job: J) {
+        crate::memory::touch();
         self.queue.push(Work::Job(job));
     }
 
     /// Queue a job; the wake-up comes once the I/O loop's current pass is done, so every job
     /// queued in that pass rides on one wake-up.
     pub fn push_batched(&self, job: J) {
+        crate::memory::touch();
         self.push_work(Work::Job(job));
     }
 
@@ -125,6 +127,7 @@ impl Io {
             .build()
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the I/O runtime: {e}")))?;
         spawn_waker(built.handle(), bridge.clone());
+        crate::memory::spawn_janitor(built.handle(), bridge.clone());
         let handle = built.handle().clone();
         let _ = self.handle.set(handle.clone());
         *rt = Some(built);
@@ -178,6 +181,7 @@ where
     T: Send + 'static,
     C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 {
+    crate::memory::touch();
     let future = event_loop.call_method0(py, "create_future")?;
     let target = future.clone_ref(py);
     let back = bridge.clone();

@@ -19,6 +19,7 @@ pub mod errors;
 pub mod executor;
 pub mod grpc;
 pub mod json;
+pub mod memory;
 pub mod messaging;
 pub mod messaging_obs;
 pub mod observability;

@@ -123,7 +123,13 @@ def test_a_large_file_part_is_spooled_with_flat_rss_and_removed_after_the_reques
         timeout=240,
     )
     del body
+    # Chunks the spool writer had not caught up with are freed by now; mimalloc gives them
+    # back after its purge delay (about 1 s, python/src/memory.rs), not at the free.
     after = server.rss()
+    settle = time.monotonic() + 5
+    while after - before >= 64 * MiB and time.monotonic() < settle:
+        time.sleep(0.1)
+        after = server.rss()
     assert r.status_code == 200, r.text
     (big,) = r.json()["files"]
     assert (big["size"], big["saved"], big["spooled"]) == (total, total, True)
