@@ -135,6 +135,13 @@ impl ListConsumer {
         Ok(())
     }
 
+    /// Elements waiting in the list (`LLEN`; those being handled sit in the processing list).
+    pub async fn depth(&self) -> Result<u64> {
+        let mut ctl = self.ctl.clone();
+        let n: u64 = redis::cmd("LLEN").arg(&self.opts.list).query_async(&mut ctl).await?;
+        Ok(n)
+    }
+
     pub async fn dead_letter(&self, d: &Delivery, error: &str) -> Result<()> {
         let record = format!(
             "{{\"body\":{},\"error\":{},\"delivery_count\":{},\"source\":{}}}",

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 
 /// (name after `{namespace}_`, help, counter — else a gauge). The names match the ones
 /// `cello consume` serves on its admin port.
-const FIGURES: [(&str, &str, bool); 9] = [
+const FIGURES: [(&str, &str, bool); 11] = [
     (
         "messaging_messages_received_total",
         "Messages handed to a handler.",
@@ -56,6 +56,16 @@ const FIGURES: [(&str, &str, bool); 9] = [
     (
         "messaging_consumers_connected",
         "Consumers whose broker connection works (1 each; 0 while disconnected).",
+        false,
+    ),
+    (
+        "messaging_kafka_consumer_lag",
+        "Kafka messages of the partitions assigned to the consumers not yet committed (high watermark - committed offset).",
+        false,
+    ),
+    (
+        "messaging_queue_depth",
+        "Messages waiting in the queue, not yet delivered (RabbitMQ ready, SQS ApproximateNumberOfMessages, Redis LLEN, Redis stream group lag).",
         false,
     ),
 ];
