@@ -261,7 +261,8 @@ def _consume(args: argparse.Namespace, sub: argparse.ArgumentParser) -> int:
     startup_timeout = args.startup_timeout if args.startup_timeout is not None else 10.0
     if not args.metrics_interval > 0:
         sub.error(f"--metrics-interval must be > 0, got {args.metrics_interval}")
-    app = messaging.ConsumerApp(specs, startup_timeout=startup_timeout, metrics_interval=args.metrics_interval)
+    app = messaging.ConsumerApp(specs, startup_timeout=startup_timeout, metrics_interval=args.metrics_interval,
+                                telemetry=messaging.telemetry_of(obj))  # fmt: skip
 
     from ._supervisor import run_app
 

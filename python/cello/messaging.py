@@ -1072,6 +1072,7 @@ class ConsumerApp:
         specs: list[ConsumerSpec],
         startup_timeout: float = 10.0,
         metrics_interval: float = 10.0,
+        telemetry: dict | None = None,
     ) -> None:
         if not specs:
             raise ValueError("no consumer to run")
@@ -1079,10 +1080,18 @@ class ConsumerApp:
         self.specs = specs
         self.startup_timeout = startup_timeout
         self.metrics_interval = metrics_interval
+        # The `enable_telemetry` settings of the consumers' app: spans exported from each worker.
+        self.telemetry = telemetry
         self._health = True  # the supervisor's apply_options must not add HTTP health checks
 
     def _serve(self, opts: Any, on_ready=None, on_beat=None, on_executor=None, listen_fd: int | None = None) -> None:
-        asyncio.run(self._main(opts, on_ready, on_beat, on_executor, listen_fd))
+        if self.telemetry:  # in the worker, after the fork: the exporter's threads are its own
+            _native().start_telemetry(_json.dumps({"telemetry": self.telemetry}))
+        try:
+            asyncio.run(self._main(opts, on_ready, on_beat, on_executor, listen_fd))
+        finally:
+            if self.telemetry:
+                _native().stop_telemetry(5.0)  # export the spans still queued
 
     async def _main(self, opts: Any, on_ready, on_beat, on_executor, listen_fd: int | None = None) -> None:
         import signal
@@ -1194,6 +1203,20 @@ def consumers_of(obj: Any) -> list[ConsumerSpec]:
         if isinstance(s, ConsumerSpec) and s not in found:
             found.append(s)
     return found
+
+
+def telemetry_of(obj: Any) -> dict | None:
+    """The ``enable_telemetry`` settings of ``obj`` (an App) or of an App in ``obj``'s module."""
+    own = getattr(obj, "_telemetry", None)
+    if isinstance(own, dict) and own:
+        return dict(own)
+    module = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
+    mod = sys.modules.get(module) if module else None
+    for value in vars(mod).values() if mod else ():
+        found = getattr(value, "_telemetry", None) if not inspect.isclass(value) else None
+        if isinstance(found, dict) and found:
+            return dict(found)
+    return None
 
 
 def apply_binding(spec: ConsumerSpec, binding: _bindings.QueueBinding) -> ConsumerSpec:
