@@ -1,7 +1,7 @@
 """Issue 15: consumers and producers survive a lost broker connection, black-box: a TCP proxy of
 this test between the client and the shared broker (RabbitMQ 127.0.0.1:5672, Redis 6379) is cut
 — every proxied connection closed, new ones refused — and restored, while a ``cello consume``
-process consumes through it. Checked: ``/health/ready`` 503 and
+process (or a ``cello run`` app with ``enable_rabbitmq``) consumes through it. Checked: ``/health/ready`` 503 and
 ``cello_messaging_consumers_connected`` 0 while cut, both back after; every message published
 before, during and after the cut handled (at least once); a producer's send during the cut
 fails at once with ``BrokerUnavailable`` and the next send after it reconnects."""
@@ -247,3 +247,55 @@ def test_redis_stream_consumer_reconnects_after_a_cut(cello_procs, tmp_path):
     finally:
         proxy.close()
         r.delete(stream, stream + ":dead")
+
+
+HTTP_APP = textwrap.dedent(
+    """
+    import os
+    from cello import App
+    from cello.config import HealthCheckConfig, RabbitMQConfig
+    from cello.messaging import rabbitmq_consumer
+
+    app = App()
+    app.enable_prometheus()
+    app.enable_health_checks(HealthCheckConfig(include_details=True, timeout_secs=2))
+    app.enable_rabbitmq(RabbitMQConfig(url=os.environ["BROKER"], connection_timeout_secs=1))
+
+
+    @rabbitmq_consumer(os.environ["Q"])
+    async def handle(message):
+        with open(os.environ["OUT"], "a") as f:
+            f.write(f"{message.text} {message.delivery_count}\\n")
+    """
+)
+
+
+def test_rabbitmq_consumer_beside_http_reconnects_after_a_cut(cello_procs, tmp_path, rabbit_queue):
+    from cello.config import RabbitMQConfig
+    from cello.messaging import Producer
+
+    proxy = Proxy(5672)
+    loop = Loop()
+    try:
+        (tmp_path / "happ.py").write_text(HTTP_APP)
+        port = free_port()
+        env = {"Q": rabbit_queue, "OUT": str(tmp_path / "out.txt"),
+               "BROKER": f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2f?heartbeat=5"}  # fmt: skip
+        proc = cello_procs.start(["run", "happ:app", "--port", str(port)], cwd=tmp_path, env=env, port=port)
+        assert proc.wait_http("/health/ready", timeout=30).status_code == 200
+        assert connected(proc, "rabbitmq", rabbit_queue) == 1
+        direct = loop.run(Producer.connect(RabbitMQConfig(url=AMQP_URL)))
+        proxy.cut()
+        resp = wait_for(lambda: (r := httpx.get(proc.url("/health/ready"), timeout=5)).status_code == 503 and r,
+                        what="/health/ready 503 while the broker is cut off")  # fmt: skip
+        assert resp.json()["checks"]["messaging"]["status"] == "DOWN", resp.text
+        assert connected(proc, "rabbitmq", rabbit_queue) == 0
+        for i in range(10):
+            loop.run(direct.send(rabbit_queue, f"d{i}"))
+        proxy.restore()
+        wait_for(lambda: ready(proc) == 200, what="/health/ready 200 after the broker came back")
+        assert connected(proc, "rabbitmq", rabbit_queue) == 1
+        wait_for(lambda: handled(tmp_path / "out.txt") == {f"d{i}" for i in range(10)},
+                 what="the messages published during the cut handled")  # fmt: skip
+    finally:
+        proxy.close()
