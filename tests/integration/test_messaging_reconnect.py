@@ -1,10 +1,11 @@
 """Issue 15: consumers and producers survive a lost broker connection, black-box: a TCP proxy of
 this test between the client and the shared broker (RabbitMQ 127.0.0.1:5672, Redis 6379) is cut
 — every proxied connection closed, new ones refused — and restored, while a ``cello consume``
-process (or a ``cello run`` app with ``enable_rabbitmq``) consumes through it. Checked: ``/health/ready`` 503 and
-``cello_messaging_consumers_connected`` 0 while cut, both back after; every message published
-before, during and after the cut handled (at least once); a producer's send during the cut
-fails at once with ``BrokerUnavailable`` and the next send after it reconnects."""
+process (or a ``cello run`` app with ``enable_rabbitmq``) consumes through it. Checked:
+``/health/ready`` 503 and ``cello_messaging_consumers_connected`` 0 while cut, both back after;
+every message published before, during and after the cut handled (at least once); a
+producer's send during the cut fails at once with ``BrokerUnavailable`` and the next send
+after it reconnects."""
 
 from __future__ import annotations
 
