@@ -80,13 +80,22 @@ impl ListConsumer {
         out.push(d);
         let mut ctl = self.ctl.clone();
         while out.len() < max {
-            let next: Value = redis::cmd("LMOVE")
+            let next: Value = match redis::cmd("LMOVE")
                 .arg(&self.opts.list)
                 .arg(&self.processing)
                 .arg("RIGHT")
                 .arg("LEFT")
                 .query_async(&mut ctl)
-                .await?;
+                .await
+            {
+                Ok(v) => v,
+                // What was moved already is in the processing list: hand it over rather than
+                // strand it there (the next fetch reports the lost connection).
+                Err(e) => {
+                    tracing::debug!("Redis: LMOVE from {:?} failed: {e}", self.opts.list);
+                    break;
+                }
+            };
             match self.delivery(next) {
                 Some(d) => out.push(d),
                 None => break,

@@ -42,6 +42,8 @@ APP = textwrap.dedent(
 
     if KIND == "rabbitmq":
         handle = rabbitmq_consumer(Q, prefetch=4, url=BROKER)(work)
+    elif KIND == "redis-list":
+        handle = redis_consumer(Q, url=BROKER)(work)
     else:
         handle = redis_consumer(Q, group="g", url=BROKER, claim_idle_secs=1)(work)
     """
@@ -223,31 +225,39 @@ def test_rabbitmq_consumer_and_producer_reconnect_after_a_cut(cello_procs, tmp_p
         proxy.close()
 
 
-def test_redis_stream_consumer_reconnects_after_a_cut(cello_procs, tmp_path):
+@pytest.mark.parametrize("kind", ["redis", "redis-list"])
+def test_redis_consumers_reconnect_after_a_cut(cello_procs, tmp_path, kind):
     require(6379, "Redis")
     import redis
 
     r = redis.Redis()
-    stream = f"reconnect-{uuid.uuid4().hex[:10]}"
+    name = f"reconnect-{uuid.uuid4().hex[:10]}"
+
+    def publish(prefix: str) -> None:
+        for i in range(10):
+            if kind == "redis":
+                r.xadd(name, {"body": f"{prefix}{i}"})
+            else:
+                r.lpush(name, f"{prefix}{i}")
+
     proxy = Proxy(6379)
     try:
-        proc = consume_through(cello_procs, tmp_path, "redis", stream, proxy)
+        proc = consume_through(cello_procs, tmp_path, kind, name, proxy)
         out = tmp_path / "out.txt"
-        for i in range(10):
-            r.xadd(stream, {"body": f"a{i}"})
+        publish("a")
         wait_for(lambda: len(handled(out)) == 10, what="the first messages handled")
         proxy.cut()
         wait_for(lambda: ready(proc) == 503, what="/health/ready 503 while Redis is cut off")
-        assert connected(proc, "redis", stream) == 0
-        for i in range(10):
-            r.xadd(stream, {"body": f"b{i}"})
+        assert connected(proc, "redis", name) == 0
+        publish("b")
         proxy.restore()
         wait_for(lambda: ready(proc) == 200, what="/health/ready 200 after Redis came back")
+        assert connected(proc, "redis", name) == 1
         want = {f"{p}{i}" for p in "ab" for i in range(10)}
         wait_for(lambda: handled(out) >= want, what="the messages written during the cut handled")
     finally:
         proxy.close()
-        r.delete(stream, stream + ":dead")
+        r.delete(name, name + ":dead", *r.keys(name + ":processing:*"))
 
 
 HTTP_APP = textwrap.dedent(
