@@ -259,8 +259,8 @@ def _consume(args: argparse.Namespace, sub: argparse.ArgumentParser) -> int:
         except ValueError as exc:
             return _startup_failure(exc)
     startup_timeout = args.startup_timeout if args.startup_timeout is not None else 10.0
-    if not args.metrics_interval > 0:
-        sub.error(f"--metrics-interval must be > 0, got {args.metrics_interval}")
+    if not args.metrics_interval >= 0.01:  # NaN too
+        sub.error(f"--metrics-interval must be at least 0.01 seconds, got {args.metrics_interval}")
     app = messaging.ConsumerApp(specs, startup_timeout=startup_timeout, metrics_interval=args.metrics_interval,
                                 telemetry=messaging.telemetry_of(obj))  # fmt: skip
 
