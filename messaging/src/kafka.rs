@@ -358,6 +358,42 @@ impl KafkaConsumer {
         self.ack(&d.id).await
     }
 
+    /// The consumer lag of the partitions assigned here: per partition, the high watermark
+    /// minus the committed offset (or the offset stored to be committed, when ahead; the low
+    /// watermark before any commit, as reading starts there). A few broker requests (one
+    /// `OffsetFetch`, one `ListOffsets` per partition): called every few seconds, off the
+    /// fetch path.
+    pub async fn lag(&self) -> Result<u64> {
+        let stored: HashMap<i32, i64> = {
+            let tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            tracker.parts.iter().map(|(p, part)| (*p, part.stored)).collect()
+        };
+        let consumer = &self.consumer;
+        let topic = self.opts.topic.as_str();
+        let timeout = self.opts.connect_timeout;
+        // Blocking librdkafka calls: off the runtime's threads.
+        tokio::task::block_in_place(|| -> Result<u64> {
+            let assignment = consumer.assignment()?;
+            if assignment.count() == 0 {
+                return Ok(0);
+            }
+            let committed = consumer.committed_offsets(assignment, timeout)?;
+            let mut total = 0u64;
+            for el in committed.elements_for_topic(topic) {
+                let (low, high) = consumer.fetch_watermarks(topic, el.partition(), timeout)?;
+                let mut from = match el.offset() {
+                    Offset::Offset(n) => n,
+                    _ => low,
+                };
+                if let Some(s) = stored.get(&el.partition()) {
+                    from = from.max(*s);
+                }
+                total += u64::try_from(high - from.max(low)).unwrap_or(0);
+            }
+            Ok(total)
+        })
+    }
+
     /// Commit what finished and leave the group.
     pub async fn close(&self) -> Result<()> {
         let tpl = {

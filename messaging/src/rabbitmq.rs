@@ -7,6 +7,8 @@
 //! A worker killed mid-batch never acknowledged its deliveries: the broker delivers them again
 //! (`redelivered`; quorum queues also count them in `x-delivery-count`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -94,21 +96,56 @@ async fn declare(ch: &Channel, queue: &str, dead_letter: &str) -> Result<()> {
     Ok(())
 }
 
-pub struct RabbitConsumer {
-    opts: RabbitOptions,
-    _conn: Connection,
+/// One connection and its channels; replaced as a whole when the connection is lost.
+struct Session {
+    /// Numbers the sessions: a delivery tag is only valid on the channel that delivered it.
+    epoch: u64,
+    conn: Connection,
     channel: Channel,
     /// Publishes dead letters, in confirm mode.
     confirm: Channel,
+    /// Passive declares for the queue depth: an error there closes only this channel.
+    stats: Channel,
     deliveries: AsyncMutex<lapin::Consumer>,
+}
+
+impl Session {
+    fn alive(&self) -> bool {
+        self.conn.status().connected() && self.channel.status().connected()
+    }
+}
+
+/// A RabbitMQ consumer that reconnects: when its connection is lost, the next `fetch` opens
+/// a new one (the caller backs off between failed fetches). The broker requeues what the lost
+/// channel had delivered and not acknowledged; acknowledging such a delivery afterwards is a
+/// no-op (its tag names the old channel), and the message comes again, flagged `redelivered`.
+pub struct RabbitConsumer {
+    opts: RabbitOptions,
+    session: std::sync::Mutex<Option<Arc<Session>>>,
+    epochs: AtomicU64,
+    /// One reconnect at a time.
+    reconnecting: AsyncMutex<()>,
 }
 
 impl RabbitConsumer {
     pub async fn connect(opts: RabbitOptions) -> Result<Self> {
+        let me = Self {
+            opts,
+            session: std::sync::Mutex::new(None),
+            epochs: AtomicU64::new(0),
+            reconnecting: AsyncMutex::new(()),
+        };
+        me.session().await?;
+        Ok(me)
+    }
+
+    async fn open(&self) -> Result<Session> {
+        let opts = &self.opts;
         let conn = connect(&opts.url, opts.connect_timeout).await?;
         let channel = conn.create_channel().await?;
         let confirm = conn.create_channel().await?;
         confirm.confirm_select(ConfirmSelectOptions::default()).await?;
+        let stats = conn.create_channel().await?;
         if opts.declare {
             declare(&channel, &opts.queue, &opts.dead_letter).await?;
         }
@@ -123,40 +160,92 @@ impl RabbitConsumer {
                 FieldTable::default(),
             )
             .await?;
-        Ok(Self {
-            opts,
-            _conn: conn,
+        Ok(Session {
+            epoch: self.epochs.fetch_add(1, Ordering::Relaxed) + 1,
+            conn,
             channel,
             confirm,
+            stats,
             deliveries: AsyncMutex::new(deliveries),
         })
+    }
+
+    fn current(&self) -> Option<Arc<Session>> {
+        self.session.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The live session, connecting again when the last one was lost.
+    async fn session(&self) -> Result<Arc<Session>> {
+        if let Some(s) = self.current().filter(|s| s.alive()) {
+            return Ok(s);
+        }
+        let _one = self.reconnecting.lock().await;
+        if let Some(s) = self.current() {
+            if s.alive() {
+                return Ok(s);
+            }
+            self.drop_session(&s);
+        }
+        let s = Arc::new(self.open().await?);
+        *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(s.clone());
+        if s.epoch > 1 {
+            tracing::info!("RabbitMQ: consumer of {:?} connected again", self.opts.queue);
+        }
+        Ok(s)
+    }
+
+    /// Forget `s` (if it is still the current session) and close its connection in the background.
+    fn drop_session(&self, s: &Arc<Session>) {
+        let mut slot = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|cur| cur.epoch == s.epoch) {
+            *slot = None;
+        }
+        drop(slot);
+        let s = s.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), s.conn.close(200, "reconnecting".into())).await;
+        });
     }
 
     pub fn source(&self) -> &str {
         &self.opts.queue
     }
 
-    /// Up to `max` deliveries, waiting up to `block` for the first.
+    /// Up to `max` deliveries, waiting up to `block` for the first. A lost connection is an
+    /// [`Error::Unavailable`]; the next call connects again.
     pub async fn fetch(&self, max: usize, block: Duration) -> Result<Vec<Delivery>> {
-        let mut stream = self.deliveries.lock().await;
+        let s = self.session().await?;
+        let mut stream = s.deliveries.lock().await;
         let mut out = Vec::new();
         let first = match tokio::time::timeout(block, stream.next()).await {
-            Err(_) => return Ok(out),
-            Ok(None) => return Err(Error::Unavailable("RabbitMQ: the consumer was cancelled".into())),
-            Ok(Some(d)) => d?,
+            Err(_) if s.alive() => return Ok(out),
+            Err(_) | Ok(None) => {
+                drop(stream);
+                self.drop_session(&s);
+                return Err(Error::Unavailable(format!(
+                    "RabbitMQ: the connection of the consumer of {:?} was lost",
+                    self.opts.queue
+                )));
+            }
+            Ok(Some(Err(e))) => {
+                drop(stream);
+                self.drop_session(&s);
+                return Err(e.into());
+            }
+            Ok(Some(Ok(d))) => d,
         };
-        out.push(self.take(first));
+        out.push(self.take(s.epoch, first));
         while out.len() < max {
             // Only what already arrived (up to the prefetch), without waiting.
             match tokio::time::timeout(Duration::ZERO, stream.next()).await {
-                Ok(Some(Ok(d))) => out.push(self.take(d)),
+                Ok(Some(Ok(d))) => out.push(self.take(s.epoch, d)),
                 _ => break,
             }
         }
         Ok(out)
     }
 
-    fn take(&self, d: lapin::message::Delivery) -> Delivery {
+    fn take(&self, epoch: u64, d: lapin::message::Delivery) -> Delivery {
         let tag = d.delivery_tag;
         let headers = d.properties.headers().as_ref().map(headers_of).unwrap_or_default();
         // Quorum queues count deliveries; classic queues only flag a redelivery.
@@ -173,7 +262,7 @@ impl RabbitConsumer {
             .map(|s| s.to_string())
             .or_else(|| Some(d.routing_key.to_string()).filter(|k| !k.is_empty() && k != &self.opts.queue));
         Delivery {
-            id: tag.to_string(),
+            id: format!("{epoch}:{tag}"),
             body: d.data,
             headers,
             key,
@@ -184,22 +273,32 @@ impl RabbitConsumer {
         }
     }
 
-    fn tag(&self, id: &str) -> Result<u64> {
-        id.parse()
-            .map_err(|_| Error::Config(format!("not a RabbitMQ delivery tag: {id:?}")))
+    /// The session that delivered `id` and its tag there; `None` when that session is gone
+    /// (the broker has requeued the delivery).
+    fn owner(&self, id: &str) -> Result<Option<(Arc<Session>, u64)>> {
+        let bad = || Error::Config(format!("not a RabbitMQ delivery id: {id:?}"));
+        let (epoch, tag) = id.split_once(':').ok_or_else(bad)?;
+        let epoch: u64 = epoch.parse().map_err(|_| bad())?;
+        let tag: u64 = tag.parse().map_err(|_| bad())?;
+        Ok(self.current().filter(|s| s.epoch == epoch).map(|s| (s, tag)))
     }
 
     pub async fn ack(&self, id: &str) -> Result<()> {
-        let tag = self.tag(id)?;
-        self.channel.basic_ack(tag, BasicAckOptions::default()).await?;
+        let Some((s, tag)) = self.owner(id)? else {
+            tracing::debug!("RabbitMQ: delivery {id} came on a lost connection: redelivered, not acknowledged");
+            return Ok(());
+        };
+        s.channel.basic_ack(tag, BasicAckOptions::default()).await?;
         Ok(())
     }
 
     /// `requeue`: back to the queue now; otherwise rejected (to the dead-letter exchange as
     /// RabbitMQ routes it, without an error header).
     pub async fn nack(&self, id: &str, requeue: bool) -> Result<()> {
-        let tag = self.tag(id)?;
-        self.channel
+        let Some((s, tag)) = self.owner(id)? else {
+            return Ok(()); // its channel is gone: the broker requeued it already
+        };
+        s.channel
             .basic_nack(
                 tag,
                 BasicNackOptions {
@@ -213,12 +312,15 @@ impl RabbitConsumer {
 
     /// Publish `d` with `error` to the dead-letter exchange (confirmed), then acknowledge it.
     pub async fn dead_letter(&self, d: &Delivery, error: &str) -> Result<()> {
+        let Some((s, _)) = self.owner(&d.id)? else {
+            return Ok(()); // delivered again on the new connection, where it is decided again
+        };
         let mut headers = d.headers.clone();
         headers.push(("x-error".into(), error.to_owned()));
         headers.push(("x-delivery-count".into(), d.delivery_count.to_string()));
         headers.push(("x-original-queue".into(), d.source.clone()));
         publish_confirmed(
-            &self.confirm,
+            &s.confirm,
             &self.opts.dead_letter,
             "",
             &d.body,
@@ -227,6 +329,21 @@ impl RabbitConsumer {
         )
         .await?;
         self.ack(&d.id).await
+    }
+
+    /// Messages ready in the queue (not counting those delivered and unacknowledged): a
+    /// passive declare on a channel of its own.
+    pub async fn depth(&self) -> Result<u64> {
+        let s = self.session().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let q = s
+            .stats
+            .queue_declare(self.opts.queue.as_str().into(), passive, FieldTable::default())
+            .await?;
+        Ok(u64::from(q.message_count()))
     }
 }
 
@@ -296,18 +413,47 @@ async fn publish_confirmed(
     }
 }
 
-/// A RabbitMQ producer: publisher confirms on, persistent messages.
+/// A RabbitMQ producer: publisher confirms on, persistent messages. When its connection is
+/// lost, the send under way fails (`Error::Unavailable`) and the next one connects again; a
+/// send never waits longer than the connect timeout plus [`CONFIRM_TIMEOUT`].
 pub struct RabbitProducer {
-    _conn: Connection,
-    channel: Channel,
+    url: String,
+    timeout: Duration,
+    session: std::sync::Mutex<Option<Arc<(Connection, Channel)>>>,
+    reconnecting: AsyncMutex<()>,
 }
+
+/// The longest wait for a publisher confirm.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl RabbitProducer {
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self> {
-        let conn = connect(url, timeout).await?;
+        let me = Self {
+            url: url.to_owned(),
+            timeout,
+            session: std::sync::Mutex::new(None),
+            reconnecting: AsyncMutex::new(()),
+        };
+        me.session().await?;
+        Ok(me)
+    }
+
+    async fn session(&self) -> Result<Arc<(Connection, Channel)>> {
+        let current = || self.session.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let alive = |s: &Arc<(Connection, Channel)>| s.0.status().connected() && s.1.status().connected();
+        if let Some(s) = current().filter(alive) {
+            return Ok(s);
+        }
+        let _one = self.reconnecting.lock().await;
+        if let Some(s) = current().filter(alive) {
+            return Ok(s);
+        }
+        let conn = connect(&self.url, self.timeout).await?;
         let channel = conn.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Self { _conn: conn, channel })
+        let s = Arc::new((conn, channel));
+        *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(s.clone());
+        Ok(s)
     }
 
     /// To the default exchange with routing key `queue` (or to `exchange` with `routing_key`).
@@ -319,12 +465,21 @@ impl RabbitProducer {
         key: Option<&str>,
         headers: &[(String, String)],
     ) -> Result<()> {
-        publish_confirmed(&self.channel, exchange, routing_key, body, key, headers).await
+        let s = self.session().await?;
+        let publish = publish_confirmed(&s.1, exchange, routing_key, body, key, headers);
+        match tokio::time::timeout(CONFIRM_TIMEOUT, publish).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unavailable(format!(
+                "RabbitMQ: no publisher confirm within {} s",
+                CONFIRM_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// Declare `queue` as consumers declare it (durable, with its dead-letter exchange).
     pub async fn declare(&self, queue: &str, dead_letter: &str) -> Result<()> {
-        let ch = self._conn.create_channel().await?;
+        let s = self.session().await?;
+        let ch = s.0.create_channel().await?;
         declare(&ch, queue, dead_letter).await?;
         let _ = ch.close(200, "declared".into()).await;
         Ok(())

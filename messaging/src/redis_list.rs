@@ -80,13 +80,22 @@ impl ListConsumer {
         out.push(d);
         let mut ctl = self.ctl.clone();
         while out.len() < max {
-            let next: Value = redis::cmd("LMOVE")
+            let next: Value = match redis::cmd("LMOVE")
                 .arg(&self.opts.list)
                 .arg(&self.processing)
                 .arg("RIGHT")
                 .arg("LEFT")
                 .query_async(&mut ctl)
-                .await?;
+                .await
+            {
+                Ok(v) => v,
+                // What was moved already is in the processing list: hand it over rather than
+                // strand it there (the next fetch reports the lost connection).
+                Err(e) => {
+                    tracing::debug!("Redis: LMOVE from {:?} failed: {e}", self.opts.list);
+                    break;
+                }
+            };
             match self.delivery(next) {
                 Some(d) => out.push(d),
                 None => break,
@@ -133,6 +142,13 @@ impl ListConsumer {
         }
         let _: Value = pipe.query_async(&mut ctl).await?;
         Ok(())
+    }
+
+    /// Elements waiting in the list (`LLEN`; those being handled sit in the processing list).
+    pub async fn depth(&self) -> Result<u64> {
+        let mut ctl = self.ctl.clone();
+        let n: u64 = redis::cmd("LLEN").arg(&self.opts.list).query_async(&mut ctl).await?;
+        Ok(n)
     }
 
     pub async fn dead_letter(&self, d: &Delivery, error: &str) -> Result<()> {

@@ -202,6 +202,46 @@ impl StreamConsumer {
         self.ack(id).await
     }
 
+    /// Entries not yet delivered to the group: its `lag` in `XINFO GROUPS` (Redis 7); `None`
+    /// when Redis cannot tell (an older Redis, or entries deleted from the middle of the
+    /// stream) or the group is gone.
+    pub async fn lag(&self) -> Result<Option<u64>> {
+        let mut ctl = self.ctl.clone();
+        let groups: Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.opts.stream)
+            .query_async(&mut ctl)
+            .await?;
+        let Value::Array(groups) = groups else {
+            return Ok(None);
+        };
+        for g in groups {
+            // RESP2: a flat [key, value, ...] array; RESP3: a map.
+            let fields: Vec<(Value, Value)> = match g {
+                Value::Array(flat) => {
+                    let mut it = flat.into_iter();
+                    std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+                }
+                Value::Map(pairs) => pairs,
+                _ => continue,
+            };
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| text(k).as_deref() == Some(name))
+                    .map(|(_, v)| v)
+            };
+            if field("name").and_then(text).as_deref() != Some(self.opts.group.as_str()) {
+                continue;
+            }
+            return Ok(match field("lag") {
+                Some(Value::Int(n)) => u64::try_from(*n).ok(),
+                _ => None,
+            });
+        }
+        Ok(None)
+    }
+
     /// Write `d` with `error` to the dead-letter stream and acknowledge it, atomically.
     pub async fn dead_letter(&self, d: &Delivery, error: &str) -> Result<()> {
         let mut ctl = self.ctl.clone();

@@ -322,6 +322,29 @@ impl SqsConsumer {
         Ok(())
     }
 
+    /// Messages visible in the queue (`ApproximateNumberOfMessages`: not counting those
+    /// received and not yet deleted); `None` when SQS does not say.
+    pub async fn depth(&self) -> Result<Option<u64>> {
+        let attrs = within(
+            self.opts.connect.connect_timeout + Duration::from_secs(5),
+            "GetQueueAttributes",
+            async {
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(&self.opts.queue_url)
+                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("GetQueueAttributes", e))
+            },
+        )
+        .await?;
+        Ok(attrs
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|n| n.parse().ok()))
+    }
+
     /// Send `d` to the dead-letter queue with `error` in its attributes, then delete it here.
     pub async fn dead_letter(&self, d: &Delivery, error: &str) -> Result<()> {
         let mut error = error.to_owned();

@@ -30,7 +30,7 @@ log = logging.getLogger("cello.messaging")
 
 
 class _Stats(_m._Stats):
-    """The consumers' counters, in the app's ``/metrics`` (Rust, summed across workers)."""
+    """The consumers' figures, in the app's ``/metrics`` (Rust, summed across workers)."""
 
     def inc(self, what: str, spec: _m.ConsumerSpec, n: int = 1) -> None:
         super().inc(what, spec, n)
@@ -42,22 +42,21 @@ class _Stats(_m._Stats):
         native.messaging_metric("messaging_process_duration_seconds_sum", spec.kind, spec.source, seconds)
         native.messaging_metric("messaging_process_duration_seconds_count", spec.kind, spec.source, 1.0)
 
+    def gauge(self, what: str, spec: _m.ConsumerSpec, value: float) -> None:
+        super().gauge(what, spec, value)
+        _m._native().messaging_metric(f"messaging_{what}", spec.kind, spec.source, value)
+
 
 class _Runner(_m._Runner):
-    """A consumer whose connection state is a gauge in ``/metrics``."""
+    """A consumer in an HTTP worker."""
 
     @property
-    def healthy(self) -> bool:
-        return self._healthy
+    def reports_backlog(self) -> bool:
+        # /metrics adds gauges up over the workers: the lag of the partitions each worker
+        # holds adds up to the group's, but a queue's depth is one figure — worker 0 says it.
+        from . import _supervisor
 
-    @healthy.setter
-    def healthy(self, value: bool) -> None:
-        changed = getattr(self, "_healthy", None) is not value
-        self._healthy = value
-        if not changed:
-            return
-        s = self.spec
-        _m._native().messaging_metric("messaging_consumers_connected", s.kind, s.source, 1.0 if value else 0.0)
+        return self.spec.kind == "kafka" or _supervisor.WORKER_SLOT == 0
 
 
 class AppMessaging:
@@ -67,6 +66,7 @@ class AppMessaging:
         self.app = app
         self.sources = sources  # modules or handlers whose consumers run
         self.startup_timeout = startup_timeout
+        self.metrics_interval = 10.0
         self.defaults: dict[str, Any] = {}
         self.runners: list[_Runner] = []
         self.tasks: list[asyncio.Task] = []
@@ -124,7 +124,7 @@ class AppMessaging:
         # Apart from `cello consume`'s names on the same host (a Redis list consumer takes over
         # the processing list of its name when it starts).
         name = _m._consumer_name() + "-http"
-        self.runners = [_Runner(s, stats, name) for s in specs]
+        self.runners = [_Runner(s, stats, name, self.metrics_interval) for s in specs]
         deadline = time.monotonic() + self.startup_timeout
         results = await asyncio.gather(*(r.connect(deadline) for r in self.runners), return_exceptions=True)
         for r, res in zip(self.runners, results, strict=True):
@@ -191,6 +191,7 @@ def enable(
     method: str,
     startup_timeout: float,
     consumers: Any = None,
+    metrics_interval: float = 10.0,
     depth: int = 2,
 ) -> None:
     """``app.enable_messaging`` and friends. ``consumers``: handlers or modules whose consumers
@@ -201,6 +202,7 @@ def enable(
             raise TypeError(f"app.{method}() takes a {' or '.join(_CONFIG_NAMES[k] for k in kinds)}, "
                             f"not {type(config).__name__}")  # fmt: skip
     _m._check_positive("startup_timeout", startup_timeout, 0)
+    _m._check_positive("metrics_interval_secs", metrics_interval, 0.01)
     state: AppMessaging | None = app.__dict__.get("_messaging")
     if consumers is None:
         sources = [sys._getframe(depth).f_globals.get("__name__")]
@@ -208,6 +210,7 @@ def enable(
         sources = [consumers] if isinstance(consumers, str) or not isinstance(consumers, (list, tuple)) else consumers
     if state is None:
         state = AppMessaging(app, list(sources), float(startup_timeout))
+        state.metrics_interval = float(metrics_interval)
         app._messaging = state
         app.on_event("startup")(state.start)
         app.on_event("shutdown")(state.stop)
@@ -215,6 +218,7 @@ def enable(
         app.__dict__.setdefault("_on_stop", []).append(state.on_stop_signal)
     else:
         state.startup_timeout = float(startup_timeout)
+        state.metrics_interval = float(metrics_interval)
         state.sources.extend(s for s in sources if s not in state.sources)
     if config is not None:
         state.defaults[_m._kind_of(config)] = config

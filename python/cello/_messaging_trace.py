@@ -8,9 +8,10 @@ producer span, remote); inside the handler it is the active span, so log records
 ids and a message sent from the handler continues the trace again.
 
 Spans go to the process's OTLP pipeline (``app.enable_telemetry``, the Rust exporter of the
-HTTP spans, through ``_cello.export_span``). Where nothing is exported (no telemetry, or
-``cello consume``), no span is made but the context still travels: the producer passes the
-active span's context on, and a handler runs under the received one.
+HTTP spans, through ``_cello.export_span``; under ``cello consume``, the pipeline each worker
+starts when an App of the consumers' module enables telemetry). Where nothing is exported, no
+span is made but the context still travels: the producer passes the active span's context on,
+and a handler runs under the received one.
 """
 
 from __future__ import annotations

@@ -433,28 +433,58 @@ class App(SecurityMixin, EdgeMiddleware, Routes, EdgeMixin):
         return enable_sagas(self, config, **kwargs)
 
     # ---- messaging beside HTTP ---------------------------------------------------------
-    def enable_messaging(self, config: Any = None, *, consumers: Any = None, startup_timeout: float = 10.0) -> None:
+    def enable_messaging(
+        self,
+        config: Any = None,
+        *,
+        consumers: Any = None,
+        startup_timeout: float = 10.0,
+        metrics_interval_secs: float = 10.0,
+    ) -> None:
         """Run message consumers in every HTTP worker, on its event loop beside the routes: those
         declared in the calling module (or ``consumers``: handlers or modules). ``config`` (a
         ``RedisConfig``, ``RabbitMQConfig``, ``KafkaConfig`` or ``SqsConfig``) is the broker of the
         consumers of its kind whose decorator names none. Connected at startup (a broker still
         unreachable after ``startup_timeout`` seconds fails it), drained on SIGTERM, check
-        ``messaging`` in ``/health/ready``, ``cello_messaging_*`` in ``/metrics``."""
+        ``messaging`` in ``/health/ready``, ``cello_messaging_*`` in ``/metrics`` (the consumer lag
+        and queue depth gauges read from the broker every ``metrics_interval_secs``)."""
         from ._messaging_app import enable
 
-        enable(self, config, ("redis", "rabbitmq", "kafka", "sqs"), "enable_messaging", startup_timeout, consumers)
+        enable(
+            self,
+            config,
+            ("redis", "rabbitmq", "kafka", "sqs"),
+            "enable_messaging",
+            startup_timeout,
+            consumers,
+            metrics_interval_secs,
+        )
 
-    def enable_rabbitmq(self, config: Any = None, *, consumers: Any = None, startup_timeout: float = 10.0) -> None:
+    def enable_rabbitmq(
+        self,
+        config: Any = None,
+        *,
+        consumers: Any = None,
+        startup_timeout: float = 10.0,
+        metrics_interval_secs: float = 10.0,
+    ) -> None:
         """``enable_messaging`` with a ``RabbitMQConfig``."""
         from ._messaging_app import enable
 
-        enable(self, config, ("rabbitmq",), "enable_rabbitmq", startup_timeout, consumers)
+        enable(self, config, ("rabbitmq",), "enable_rabbitmq", startup_timeout, consumers, metrics_interval_secs)
 
-    def enable_sqs(self, config: Any = None, *, consumers: Any = None, startup_timeout: float = 10.0) -> None:
+    def enable_sqs(
+        self,
+        config: Any = None,
+        *,
+        consumers: Any = None,
+        startup_timeout: float = 10.0,
+        metrics_interval_secs: float = 10.0,
+    ) -> None:
         """``enable_messaging`` with an ``SqsConfig``."""
         from ._messaging_app import enable
 
-        enable(self, config, ("sqs",), "enable_sqs", startup_timeout, consumers)
+        enable(self, config, ("sqs",), "enable_sqs", startup_timeout, consumers, metrics_interval_secs)
 
     def register_singleton(self, name: str, value: Any) -> None:
         self._singletons[name] = value

@@ -215,6 +215,13 @@ def add_consume_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds to let in-flight messages finish on SIGTERM (default 30)",
     )
+    p.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between two reads of the consumer lag / queue depth gauges from the broker (default 10)",
+    )
     p.add_argument("--log-level", type=str.lower, choices=_cli.LOG_LEVELS, help="log level (CELLO_LOG_LEVEL)")
     p.add_argument("--max-restarts", type=int, metavar="N", help="quick restarts per minute (CELLO_MAX_RESTARTS)")
     return p
@@ -252,7 +259,10 @@ def _consume(args: argparse.Namespace, sub: argparse.ArgumentParser) -> int:
         except ValueError as exc:
             return _startup_failure(exc)
     startup_timeout = args.startup_timeout if args.startup_timeout is not None else 10.0
-    app = messaging.ConsumerApp(specs, startup_timeout=startup_timeout)
+    if not args.metrics_interval >= 0.01:  # NaN too
+        sub.error(f"--metrics-interval must be at least 0.01 seconds, got {args.metrics_interval}")
+    app = messaging.ConsumerApp(specs, startup_timeout=startup_timeout, metrics_interval=args.metrics_interval,
+                                telemetry=messaging.telemetry_of(obj))  # fmt: skip
 
     from ._supervisor import run_app
 

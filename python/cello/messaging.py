@@ -575,11 +575,21 @@ def _redis_url(config: Any) -> str:
 
 
 class _Stats:
-    """Counters for /metrics, named after the OpenTelemetry messaging conventions."""
+    """Counters and gauges for /metrics, named after the OpenTelemetry messaging conventions."""
+
+    #: gauge → help text (the names after ``cello_messaging_``)
+    GAUGES = {
+        "consumers_connected": "Consumers whose broker connection works (1 each; 0 while disconnected).",
+        "kafka_consumer_lag": "Kafka messages of the partitions assigned to the consumers not yet committed "
+        "(high watermark - committed offset).",
+        "queue_depth": "Messages waiting in the queue, not yet delivered (RabbitMQ ready, SQS "
+        "ApproximateNumberOfMessages, Redis LLEN, Redis stream group lag).",
+    }
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str, str], int] = {}
         self.duration: dict[tuple[str, str], list[float]] = {}
+        self.gauges: dict[tuple[str, str, str], float] = {}
 
     def inc(self, what: str, spec: ConsumerSpec, n: int = 1) -> None:
         key = (what, spec.kind, spec.source)
@@ -589,6 +599,9 @@ class _Stats:
         d = self.duration.setdefault((spec.kind, spec.source), [0.0, 0])
         d[0] += seconds
         d[1] += 1
+
+    def gauge(self, what: str, spec: ConsumerSpec, value: float) -> None:
+        self.gauges[(what, spec.kind, spec.source)] = value
 
     def render(self) -> str:
         out = []
@@ -613,6 +626,16 @@ class _Stats:
             labels = f'messaging_system="{system}",messaging_destination_name="{_esc(dest)}"'
             out.append(f"cello_messaging_process_duration_seconds_sum{{{labels}}} {total}")
             out.append(f"cello_messaging_process_duration_seconds_count{{{labels}}} {count}")
+        for what, text in self.GAUGES.items():
+            samples = [(k, v) for k, v in sorted(self.gauges.items()) if k[0] == what]
+            if not samples:
+                continue
+            name = f"cello_messaging_{what}"
+            out.append(f"# HELP {name} {text}")
+            out.append(f"# TYPE {name} gauge")
+            for (_, system, dest), value in samples:
+                out.append(f'{name}{{messaging_system="{system}",messaging_destination_name="{_esc(dest)}"}} '
+                           f"{value:g}")  # fmt: skip
         return "\n".join(out) + "\n"
 
 
@@ -630,7 +653,7 @@ def _consumer_name(slot: int | None = None) -> str:
 class _Runner:
     """One declared consumer in one worker: fetch, dispatch with bounded concurrency, settle."""
 
-    def __init__(self, spec: ConsumerSpec, stats: _Stats, consumer_name: str) -> None:
+    def __init__(self, spec: ConsumerSpec, stats: _Stats, consumer_name: str, interval: float = 10.0) -> None:
         self.spec = spec
         self.stats = stats
         self.consumer_name = consumer_name
@@ -639,6 +662,43 @@ class _Runner:
         self.tails: dict[int | None, asyncio.Task] = {}  # kafka: the last task of each partition
         self.stopping = False
         self.healthy = False
+        self.interval = interval  # seconds between two reads of the backlog gauge
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    @healthy.setter
+    def healthy(self, value: bool) -> None:
+        changed = getattr(self, "_healthy", None) is not value
+        self._healthy = value
+        if changed:
+            self.stats.gauge("consumers_connected", self.spec, 1.0 if value else 0.0)
+
+    @property
+    def reports_backlog(self) -> bool:
+        """Whether this runner reports the lag/depth gauge (every one under ``cello consume``)."""
+        return True
+
+    async def watch_backlog(self) -> None:
+        """Refresh the backlog gauge every ``interval`` seconds, beside the fetch loop: Kafka's
+        consumer lag of the partitions assigned here, else the queue's depth."""
+        s = self.spec
+        what = "kafka_consumer_lag" if s.kind == "kafka" else "queue_depth"
+        failing = False
+        while not self.stopping:
+            if self.client is not None:
+                try:
+                    value = await self.client.backlog(_executor())
+                except MessagingError as exc:  # the gauge keeps its last value; said once per failure streak
+                    (log.debug if failing else log.warning)("%s: reading the %s of %s failed: %s", s.name,
+                                                             what.replace("_", " "), s.source, exc)  # fmt: skip
+                    failing = True
+                else:
+                    failing = False
+                    if value is not None:
+                        self.stats.gauge(what, s, float(value))
+            await asyncio.sleep(self.interval)
 
     async def connect(self, deadline: float) -> None:
         """Connect, retrying until ``deadline`` (monotonic); raises BrokerUnavailable past it."""
@@ -691,6 +751,14 @@ class _Runner:
                                        s.connection_timeout_secs)  # fmt: skip
 
     async def run(self) -> None:
+        watcher = asyncio.ensure_future(self.watch_backlog()) if self.reports_backlog else None
+        try:
+            await self._fetch_loop()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _fetch_loop(self) -> None:
         s = self.spec
         slots = asyncio.Semaphore(s.concurrency)
         backoff = 0.1
@@ -999,15 +1067,31 @@ class ConsumerApp:
     """Runs ``specs`` in one process with a small admin HTTP server; what the supervisor of
     ``cello run`` forks and watches (it calls ``_serve``)."""
 
-    def __init__(self, specs: list[ConsumerSpec], startup_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        specs: list[ConsumerSpec],
+        startup_timeout: float = 10.0,
+        metrics_interval: float = 10.0,
+        telemetry: dict | None = None,
+    ) -> None:
         if not specs:
             raise ValueError("no consumer to run")
+        _check_positive("metrics_interval", metrics_interval, 0.01)
         self.specs = specs
         self.startup_timeout = startup_timeout
+        self.metrics_interval = metrics_interval
+        # The `enable_telemetry` settings of the consumers' app: spans exported from each worker.
+        self.telemetry = telemetry
         self._health = True  # the supervisor's apply_options must not add HTTP health checks
 
     def _serve(self, opts: Any, on_ready=None, on_beat=None, on_executor=None, listen_fd: int | None = None) -> None:
-        asyncio.run(self._main(opts, on_ready, on_beat, on_executor, listen_fd))
+        if self.telemetry:  # in the worker, after the fork: the exporter's threads are its own
+            _native().start_telemetry(_json.dumps({"telemetry": self.telemetry}))
+        try:
+            asyncio.run(self._main(opts, on_ready, on_beat, on_executor, listen_fd))
+        finally:
+            if self.telemetry:
+                _native().stop_telemetry(5.0)  # export the spans still queued
 
     async def _main(self, opts: Any, on_ready, on_beat, on_executor, listen_fd: int | None = None) -> None:
         import signal
@@ -1026,7 +1110,7 @@ class ConsumerApp:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
         stats = _Stats()
-        runners = [_Runner(s, stats, _consumer_name()) for s in self.specs]
+        runners = [_Runner(s, stats, _consumer_name(), self.metrics_interval) for s in self.specs]
         deadline = time.monotonic() + self.startup_timeout
         await asyncio.gather(*(r.connect(deadline) for r in runners))
         draining = False
@@ -1119,6 +1203,20 @@ def consumers_of(obj: Any) -> list[ConsumerSpec]:
         if isinstance(s, ConsumerSpec) and s not in found:
             found.append(s)
     return found
+
+
+def telemetry_of(obj: Any) -> dict | None:
+    """The ``enable_telemetry`` settings of ``obj`` (an App) or of an App in ``obj``'s module."""
+    own = getattr(obj, "_telemetry", None)
+    if isinstance(own, dict) and own:
+        return dict(own)
+    module = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
+    mod = sys.modules.get(module) if module else None
+    for value in vars(mod).values() if mod else ():
+        found = getattr(value, "_telemetry", None) if not inspect.isclass(value) else None
+        if isinstance(found, dict) and found:
+            return dict(found)
+    return None
 
 
 def apply_binding(spec: ConsumerSpec, binding: _bindings.QueueBinding) -> ConsumerSpec:

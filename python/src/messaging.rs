@@ -309,6 +309,27 @@ impl BrokerConsumer {
         )
     }
 
+    /// Awaitable: the consumer's backlog — Kafka: the lag of the partitions assigned here;
+    /// RabbitMQ, SQS, Redis lists: messages waiting in the queue; Redis streams: the group's
+    /// lag — or None when the broker does not tell. A few broker requests: not per message.
+    fn backlog(&self, py: Python<'_>, executor: &Bound<'_, Executor>) -> PyResult<Py<PyAny>> {
+        let source = self.source.clone();
+        spawn(
+            py,
+            executor,
+            async move {
+                match &*source {
+                    Source::Stream(c) => c.lag().await,
+                    Source::List(c) => c.depth().await.map(Some),
+                    Source::Rabbit(c) => c.depth().await.map(Some),
+                    Source::Sqs(c) => c.depth().await,
+                    Source::Kafka(c) => c.lag().await.map(Some),
+                }
+            },
+            |py, n| Ok(n.into_pyobject(py)?.unbind()),
+        )
+    }
+
     /// Awaitable: a list of delivery tuples (empty when none came within `block_secs`).
     fn fetch(
         &self,

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 
 /// (name after `{namespace}_`, help, counter — else a gauge). The names match the ones
 /// `cello consume` serves on its admin port.
-const FIGURES: [(&str, &str, bool); 9] = [
+const FIGURES: [(&str, &str, bool); 11] = [
     (
         "messaging_messages_received_total",
         "Messages handed to a handler.",
@@ -58,6 +58,16 @@ const FIGURES: [(&str, &str, bool); 9] = [
         "Consumers whose broker connection works (1 each; 0 while disconnected).",
         false,
     ),
+    (
+        "messaging_kafka_consumer_lag",
+        "Kafka messages of the partitions assigned to the consumers not yet committed (high watermark - committed offset).",
+        false,
+    ),
+    (
+        "messaging_queue_depth",
+        "Messages waiting in the queue, not yet delivered (RabbitMQ ready, SQS ApproximateNumberOfMessages, Redis LLEN, Redis stream group lag).",
+        false,
+    ),
 ];
 
 type Key = (usize, String, String);
@@ -101,15 +111,45 @@ fn samples() -> Vec<ExtraSample> {
         .collect()
 }
 
-/// Whether this process exports spans (`enable_telemetry` and a started server).
+/// Whether this process exports spans (`enable_telemetry` and a started server, or
+/// [`start_telemetry`]).
 #[pyfunction]
 pub fn telemetry_enabled() -> bool {
     cello_server::telemetry::current().is_some()
 }
 
+/// The telemetry `cello consume` started (no server owns one there); kept alive here.
+static OWN_TELEMETRY: Mutex<Option<std::sync::Arc<cello_server::telemetry::Telemetry>>> = Mutex::new(None);
+
+/// Start exporting spans in a process without a server (`cello consume`): `config_json` is a
+/// server config with its `telemetry` section (the app's `enable_telemetry`). The exporter
+/// runs on the messaging runtime.
+#[pyfunction]
+pub fn start_telemetry(config_json: &str) -> PyResult<()> {
+    let config =
+        cello_config::ServerConfig::from_json(config_json).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let telemetry = cello_server::telemetry::Telemetry::new(config.telemetry);
+    let _runtime = cello_messaging::runtime().enter();
+    telemetry.start();
+    *OWN_TELEMETRY.lock().unwrap_or_else(PoisonError::into_inner) = Some(telemetry);
+    Ok(())
+}
+
+/// Export what is left and stop the telemetry of [`start_telemetry`] (within `timeout_secs`).
+#[pyfunction]
+pub fn stop_telemetry(py: Python<'_>, timeout_secs: f64) {
+    let telemetry = OWN_TELEMETRY.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(t) = telemetry {
+        let timeout = std::time::Duration::try_from_secs_f64(timeout_secs.max(0.0)).unwrap_or_default();
+        py.detach(|| t.shutdown(timeout));
+    }
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(messaging_metric, m)?)?;
     m.add_function(wrap_pyfunction!(telemetry_enabled, m)?)?;
+    m.add_function(wrap_pyfunction!(start_telemetry, m)?)?;
+    m.add_function(wrap_pyfunction!(stop_telemetry, m)?)?;
     cello_server::metrics::register_source(samples);
     Ok(())
 }

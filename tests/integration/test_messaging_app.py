@@ -343,3 +343,54 @@ def test_the_apps_kafka_config_reaches_its_consumers(cello_procs, tmp_path):
     code, log = cello_procs.run(["run", "kapp:app", "--port", str(free_port())], cwd=tmp_path)
     assert code == 3, log
     assert "BrokerUnavailable" in log and "127.0.0.1:9" in log, log
+
+
+CONSUMER_WITH_TELEMETRY = textwrap.dedent(
+    """
+    import os
+    from cello import App
+    from cello.config import OpenTelemetryConfig
+    from cello.messaging import rabbitmq_consumer
+
+    app = App()
+    config = OpenTelemetryConfig(service_name="consumer", otlp_endpoint=os.environ["OTLP"])
+    app.enable_telemetry(config, protocol="grpc")
+
+
+    @rabbitmq_consumer(os.environ["Q"], url=os.environ["BROKER"])
+    async def handle(message):
+        with open(os.environ["OUT"], "a") as f:
+            f.write(message.text + "\\n")
+    """
+)
+
+
+def test_cello_consume_exports_consumer_spans_with_the_apps_telemetry(cello_procs, tmp_path, queue):
+    """`cello consume` of a module whose App has `enable_telemetry`: each handler call is a
+    CONSUMER span continuing the trace the message carries, exported over OTLP by the worker."""
+    import pika
+
+    receiver = GrpcReceiver()
+    try:
+        (tmp_path / "capp.py").write_text(CONSUMER_WITH_TELEMETRY)
+        port = free_port()
+        env = {"Q": queue, "BROKER": AMQP_URL, "OUT": str(tmp_path / "out.txt"), "OTLP": receiver.endpoint,
+               "OTEL_BSP_SCHEDULE_DELAY": "100"}  # fmt: skip
+        proc = cello_procs.start(["consume", "capp:handle", "--admin-port", str(port)], cwd=tmp_path, env=env,
+                                 port=port)  # fmt: skip
+        assert proc.wait_http("/health/ready", timeout=30).status_code == 200
+        trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+        conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        props = pika.BasicProperties(headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+        conn.channel().basic_publish("", queue, b"traced", properties=props)
+        conn.close()
+        span = receiver.wait_for(lambda s: s["name"] == f"{queue} process")[0]
+        assert span["kind"] == SPAN_CONSUMER
+        assert span["trace_id"] == trace_id and span["parent_span_id"] == parent
+        assert span["attributes"]["messaging.system"] == "rabbitmq"
+        assert span["resource"]["service.name"] == "consumer"
+        assert (tmp_path / "out.txt").read_text() == "traced\n"
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.log()
+    finally:
+        receiver.stop()
