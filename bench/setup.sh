@@ -21,5 +21,8 @@ cargo build -q --release --manifest-path "$ROOT/bench/ceiling/hyper-hello/Cargo.
 # The release profile users get from `pip install .` (fat LTO).
 (cd "$ROOT" && VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" build --release -q -i "$VENV/bin/python" \
     -o "$CACHE/wheels" >&2)
-"$VENV/bin/pip" install -q --force-reinstall --no-deps "$(ls -t "$CACHE"/wheels/cello_framework-*.whl | head -1)" >&2
+WHEEL="$(ls -t "$CACHE"/wheels/cello_framework-*.whl | head -1)"
+# Replace Cello itself without touching the pinned peers, then add what it needs (graphql-core).
+"$VENV/bin/pip" install -q --force-reinstall --no-deps "$WHEEL" >&2
+"$VENV/bin/pip" install -q "$WHEEL" >&2
 echo "$VENV/bin/python"
