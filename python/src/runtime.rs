@@ -101,6 +101,8 @@ pub struct Ctx {
     pub hooks: Py<PyAny>,
     /// `cello.Response`.
     pub response_type: Py<PyAny>,
+    /// Where a `Response` keeps its state (`None`: read through attributes).
+    pub layout: Option<crate::convert::ResponseLayout>,
     /// The asyncio loop of the Python thread.
     pub event_loop: Py<PyAny>,
     /// Config (trusted proxies, debug, limits).
@@ -481,8 +483,10 @@ impl Runtime {
         } else {
             None
         };
+        let layout = crate::convert::ResponseLayout::of(response_type.bind(py));
         let ctx = Arc::new(Ctx {
             hooks,
+            layout,
             response_type,
             event_loop,
             state,

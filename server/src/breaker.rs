@@ -2,29 +2,25 @@
 //!
 //! Closed → open after `failureThreshold` consecutive failures (every 5xx, or the
 //! `failureCodes`; 500 (handler exceptions) and 504 (timeouts) always count). Open: the
-//! route is answered 503 problem+json with `Retry-After` without reaching the router or
-//! Python. After `resetTimeout` it is half-open: up to `halfOpenTarget` trial requests go
-//! through at once (others get 503); `halfOpenTarget` successes close it, one failure opens
+//! route is answered 503 problem+json with `Retry-After` without calling its target or
+//! Python. The router asks [`gate`] right after its lookup (one route lookup per request;
+//! the breaker stays the innermost layer before the target). After `resetTimeout` it is
+//! half-open: up to `halfOpenTarget` trial requests go through at once (others get 503); `halfOpenTarget` successes close it, one failure opens
 //! it again. Requests that match no route pass through untouched. State and transitions
 //! are exported at `/metrics` (this worker's breakers).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use cello_config::CircuitBreakerConfig;
-use futures_util::future::{Either, Ready};
 use http::{header, HeaderValue, StatusCode};
-use tower::{Layer, Service};
 
-use crate::ext::RootPrefix;
 use crate::problem::problem;
-use crate::router::Lookup;
+use crate::router::Route;
 use crate::service::AppState;
-use crate::stack::{Post, Req, Resp, Then};
+use crate::stack::{Post, Resp};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -83,6 +79,10 @@ impl Breakers {
 
     fn with<R>(&self, route: &Arc<str>, f: impl FnOnce(&mut Breaker) -> R) -> R {
         let mut map = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        // A known route: no clone of its name (`entry` takes the key by value).
+        if let Some(b) = map.get_mut(route) {
+            return f(b);
+        }
         let b = map.entry(route.clone()).or_insert(Breaker {
             state: State::Closed { failures: 0 },
             transitions: [0; 3],
@@ -243,29 +243,9 @@ impl Breakers {
     }
 }
 
-/// The circuit breaker layer.
-pub struct BreakerLayer(pub Arc<AppState>);
-
-impl<S> Layer<S> for BreakerLayer {
-    type Service = Breaker503<S>;
-    fn layer(&self, inner: S) -> Breaker503<S> {
-        Breaker503 {
-            inner,
-            state: self.0.clone(),
-        }
-    }
-}
-
-/// See [`BreakerLayer`].
-#[derive(Clone)]
-pub struct Breaker503<S> {
-    inner: S,
-    state: Arc<AppState>,
-}
-
 /// Records the outcome; dropping it unfinished gives a trial slot back.
 pub struct BreakerPost {
-    state: Arc<AppState>,
+    breakers: Arc<Breakers>,
     route: Arc<str>,
     trial: bool,
     done: bool,
@@ -274,9 +254,7 @@ pub struct BreakerPost {
 impl Post for BreakerPost {
     fn post(mut self, resp: Resp) -> Resp {
         self.done = true;
-        if let Some(b) = &self.state.breakers {
-            b.record(&self.route, self.trial, Some(resp.status()));
-        }
+        self.breakers.record(&self.route, self.trial, Some(resp.status()));
         resp
     }
 }
@@ -284,65 +262,36 @@ impl Post for BreakerPost {
 impl Drop for BreakerPost {
     fn drop(&mut self) {
         if !self.done {
-            if let Some(b) = &self.state.breakers {
-                b.record(&self.route, self.trial, None);
-            }
+            self.breakers.record(&self.route, self.trial, None);
         }
     }
 }
 
-/// The template of the route `req` goes to, as the router will find it.
-fn template(state: &AppState, req: &Req) -> Option<Arc<str>> {
-    let path = req.uri().path();
-    let path = match req.extensions().get::<RootPrefix>() {
-        Some(RootPrefix(n)) => match path.get(*n..) {
-            Some("") | None => "/",
-            Some(rest) => rest,
-        },
-        None => path,
+/// The breaker of the route the router just matched (one lookup per request, the
+/// router's): `Err` is the 503 of an open circuit, `Ok(Some)` records the outcome of a
+/// request let through, `Ok(None)`: no breakers configured.
+#[allow(clippy::result_large_err)] // moved once, straight into the router's future
+pub(crate) fn gate(state: &AppState, route: &Route<usize>) -> Result<Option<BreakerPost>, Resp> {
+    let Some(breakers) = state.breakers.as_ref() else {
+        return Ok(None);
     };
-    match state.router.lookup(req.method(), path) {
-        Lookup::Found { route, .. } => Some(route.template.clone()),
-        _ => None,
-    }
-}
-
-impl<S> Service<Req> for Breaker503<S>
-where
-    S: Service<Req, Response = Resp, Error = Infallible>,
-{
-    type Response = Resp;
-    type Error = Infallible;
-    type Future = Either<Ready<Result<Resp, Infallible>>, Either<Then<S::Future, BreakerPost>, S::Future>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let (Some(breakers), Some(route)) = (self.state.breakers.as_ref(), template(&self.state, &req)) else {
-            return Either::Right(Either::Right(self.inner.call(req)));
-        };
-        match breakers.admit(&route) {
-            Admit::Refuse { retry_after } => {
-                let mut r = problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("the circuit for {route} is open; retry in {retry_after} s"),
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-                Either::Left(futures_util::future::ready(Ok(r)))
-            }
-            Admit::Pass { trial } => {
-                let post = BreakerPost {
-                    state: self.state.clone(),
-                    route,
-                    trial,
-                    done: false,
-                };
-                Either::Right(Either::Left(Then::new(self.inner.call(req), post)))
-            }
+    let route = &route.template;
+    match breakers.admit(route) {
+        Admit::Refuse { retry_after } => {
+            let mut r = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the circuit for {route} is open; retry in {retry_after} s"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            Err(r)
         }
+        Admit::Pass { trial } => Ok(Some(BreakerPost {
+            breakers: breakers.clone(),
+            route: route.clone(),
+            trial,
+            done: false,
+        })),
     }
 }
 

@@ -541,12 +541,57 @@ const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelim
 const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
 const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
 
+/// Numbers below this are header values from a table built once.
+const SMALL: u64 = 1024;
+
+/// `n` as a header value, without an allocation per response: below [`SMALL`] (every
+/// `Reset`, most limits and remainders) from a table of static values (a clone copies a
+/// pointer), larger ones from the few this thread made last (a steady key's `Limit` and
+/// `Remaining` repeat; a clone there is a reference count).
+fn number(n: u64) -> HeaderValue {
+    static TABLE: std::sync::OnceLock<Box<[HeaderValue]>> = std::sync::OnceLock::new();
+    if n < SMALL {
+        let table = TABLE.get_or_init(|| {
+            // One string for the whole table, kept for the process: the values are static.
+            let mut text = String::new();
+            let mut ends = Vec::with_capacity(SMALL as usize);
+            for i in 0..SMALL {
+                text.push_str(&i.to_string());
+                ends.push(text.len());
+            }
+            let text: &'static str = Box::leak(text.into_boxed_str());
+            let mut start = 0;
+            ends.into_iter()
+                .map(|end| {
+                    let v = HeaderValue::from_static(&text[start..end]);
+                    start = end;
+                    v
+                })
+                .collect()
+        });
+        return table[n as usize].clone();
+    }
+    thread_local! {
+        static RECENT: std::cell::RefCell<(usize, [(u64, Option<HeaderValue>); 4])> =
+            const { std::cell::RefCell::new((0, [(0, None), (0, None), (0, None), (0, None)])) };
+    }
+    RECENT.with_borrow_mut(|(next, recent)| {
+        if let Some((_, Some(v))) = recent.iter().find(|(k, v)| *k == n && v.is_some()) {
+            return v.clone();
+        }
+        let v = HeaderValue::from(n);
+        recent[*next] = (n, Some(v.clone()));
+        *next = (*next + 1) % recent.len();
+        v
+    })
+}
+
 /// The `RateLimit-*` headers on any response.
 pub fn annotate(resp: &mut Resp, d: &Decision) {
     let h = resp.headers_mut();
-    h.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit));
-    h.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
-    h.insert(RATELIMIT_RESET, HeaderValue::from(d.reset));
+    h.insert(RATELIMIT_LIMIT, number(d.limit));
+    h.insert(RATELIMIT_REMAINING, number(d.remaining));
+    h.insert(RATELIMIT_RESET, number(d.reset));
 }
 
 /// The 429 answer.
@@ -673,6 +718,32 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_the_same_values_from_the_table_and_the_recent_ones() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            999,
+            1023,
+            1024,
+            4096,
+            999_999_999,
+            999_999_999,
+            u64::MAX,
+            5,
+            1024,
+        ] {
+            assert_eq!(number(n), HeaderValue::from(n), "{n}");
+        }
+        // More distinct large values than the recent list holds: still each its own.
+        for n in 2000..2010 {
+            assert_eq!(number(n), HeaderValue::from(n));
+            assert_eq!(number(n), HeaderValue::from(n));
+        }
+    }
 
     #[test]
     fn token_bucket_allows_capacity_then_refills() {

@@ -23,8 +23,10 @@
 //! 14. `session`        — (issue 11) `request.session`.
 //! 15. `csrf`           — (issue 11) 403 on a missing or wrong token.
 //! 16. `cache`          — (issue 10, h10b) response cache; a hit never reaches the router.
-//! 17. `circuit_breaker` — (issue 10, h10b) 503 with `Retry-After` while a route is open.
-//! 18. `protocol`       — one Host header on HTTP/1.1, valid percent-encoding. Always on.
+//! 17. `protocol`       — one Host header on HTTP/1.1, valid percent-encoding. Always on.
+//! 18. `circuit_breaker` — (issue 10, h10b) 503 with `Retry-After` while a route is open;
+//!     asked by the router right after its lookup ([`crate::breaker::gate`]), so a request
+//!     costs one route lookup.
 //! 19. router (the service itself) — 404, 405, OPTIONS, HEAD, then the route's own stack:
 //!     body limit (per route or `limits.maxBodySize`, enforced while reading), timeout,
 //!     then the [`Target`](crate::target::Target). For a Python route the Python middleware
@@ -117,8 +119,8 @@ pub const ORDER: [&str; 21] = [
     "session",
     "csrf",
     "cache",
-    "circuit_breaker",
     "protocol",
+    "circuit_breaker",
     "router",
 ];
 
@@ -152,7 +154,8 @@ pub fn describe(state: &AppState) -> Vec<&'static str> {
 
 /// The optional layers between `connection` and `cors`.
 const OUTER: [&str; 5] = ["request_id", "access", "observe", "trusted_proxy", "root_path"];
-/// The optional layers between `root_path` and `protocol`.
+/// The optional layers between `root_path` and `protocol` (`circuit_breaker`: in the
+/// router, see [`crate::breaker::gate`]; it is of this group for the stack's shape).
 const MIDDLE: [&str; 12] = [
     "cors",
     "security_headers",
@@ -183,7 +186,6 @@ pub fn build(state: &Arc<AppState>) -> HttpService {
         return outer(state, core, any(&OUTER));
     }
     let c = &state.config;
-    let st = |on: bool| on.then(|| state.clone());
     let middle = ServiceBuilder::new()
         .option_layer(c.cors.as_ref().map(mw::cors::CorsLayer::new))
         .option_layer(c.security_headers.as_ref().map(mw::security::SecurityHeadersLayer::new))
@@ -203,7 +205,8 @@ pub fn build(state: &Arc<AppState>) -> HttpService {
         .option_layer(state.csrf.clone().map(crate::csrf::CsrfLayer))
         // Response cache, then circuit breaker (a hit never counts against a breaker).
         .option_layer(state.cache.clone().map(crate::cache::CacheLayer))
-        .option_layer(st(state.breakers.is_some()).map(crate::breaker::BreakerLayer))
+        // The circuit breaker is asked by the router once it has matched the route
+        // (`breaker::gate`): its place in the order, without a second lookup.
         .service(core);
     outer(state, middle, true)
 }
@@ -805,6 +808,8 @@ pub enum RouterFuture {
         head: bool,
         /// The matched route, when an outer layer wants it.
         route: Option<Arc<crate::router::Route<usize>>>,
+        /// The route's circuit breaker, told the outcome.
+        breaker: Option<crate::breaker::BreakerPost>,
     },
     /// Body reading, per-route stacks, Rust targets.
     Boxed(BoxFuture),
@@ -818,8 +823,19 @@ impl Future for RouterFuture {
                 Some(r) => Poll::Ready(Ok(r)),
                 None => Poll::Pending,
             },
-            Self::Direct { fut, head, route } => match fut.as_mut().poll(cx) {
-                Poll::Ready(resp) => Poll::Ready(Ok(finish_route(resp, *head, route.take()))),
+            Self::Direct {
+                fut,
+                head,
+                route,
+                breaker,
+            } => match fut.as_mut().poll(cx) {
+                Poll::Ready(resp) => {
+                    let resp = finish_route(resp, *head, route.take());
+                    Poll::Ready(Ok(match breaker.take() {
+                        Some(b) => b.post(resp),
+                        None => resp,
+                    }))
+                }
                 Poll::Pending => Poll::Pending,
             },
             Self::Boxed(f) => f.as_mut().poll(cx),
@@ -844,11 +860,22 @@ impl Service<Req> for RouterService {
             Ok(call) => call,
             Err(resp) => return RouterFuture::Ready(Some(resp)),
         };
+        let breaker = match crate::breaker::gate(&self.0, &call.route) {
+            Ok(b) => b,
+            Err(open) => return RouterFuture::Ready(Some(open)),
+        };
         let route = self.0.observed.then(|| call.route.clone());
         let entry = &self.0.targets[call.route.target];
         let mut call = if entry.stack.is_none() {
             match crate::target::try_direct(&entry.target, &entry.options, call) {
-                Ok(fut) => return RouterFuture::Direct { fut, head, route },
+                Ok(fut) => {
+                    return RouterFuture::Direct {
+                        fut,
+                        head,
+                        route,
+                        breaker,
+                    }
+                }
                 Err(call) => call,
             }
         } else {
@@ -865,7 +892,11 @@ impl Service<Req> for RouterService {
                 },
                 None => crate::target::dispatch(&state.config, &entry.target, &entry.options, call).await,
             };
-            Ok(finish_route(resp, head, route))
+            let resp = finish_route(resp, head, route);
+            Ok(match breaker {
+                Some(b) => b.post(resp),
+                None => resp,
+            })
         }))
     }
 }

@@ -72,6 +72,25 @@ def test_jwt_leeway_applies_to_exp(jwt_app):
     assert_401(get(jwt_app, "/me", headers=bearer(hs256(good_claims(exp=now - 30)))), "Bearer")
 
 
+def test_jwt_a_remembered_token_is_refused_once_it_expires(jwt_app):
+    # Verified tokens are remembered per worker; the remembered one must still expire.
+    exp = int(time.time()) + 1
+    token = hs256(good_claims(exp=exp))
+    for _ in range(3):  # the first verifies and remembers, the next come from the cache
+        assert get(jwt_app, "/me", headers=bearer(token)).status_code == 200
+    deadline = time.monotonic() + 15
+    while True:
+        resp = get(jwt_app, "/me", headers=bearer(token))
+        if resp.status_code != 200:
+            break
+        assert time.monotonic() < deadline, "the remembered token was never refused"
+        time.sleep(0.2)
+    assert_401(resp, "Bearer")
+    assert "expired" in resp.headers["www-authenticate"]
+    # Not before `exp` plus the 2 s leeway (the server's clock is this machine's).
+    assert time.time() >= exp + 2
+
+
 def test_jwt_exclude_paths_and_probes_are_not_guarded(jwt_app):
     assert get(jwt_app, "/open").status_code == 200
     assert get(jwt_app, "/public/x").json() == {"user": None}

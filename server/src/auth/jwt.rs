@@ -135,6 +135,11 @@ impl JwtGate {
     /// The claims of `token` when it was verified before and its time claims still hold
     /// (the same checks, with the same integer rules, as `jsonwebtoken` and [`Self::verify`]).
     fn remembered(&self, token: &str) -> Option<Arc<serde_json::Value>> {
+        self.remembered_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// [`Self::remembered`] at the time `now` (seconds since the epoch).
+    fn remembered_at(&self, token: &str, now: u64) -> Option<Arc<serde_json::Value>> {
         let claims = {
             use std::hash::BuildHasher;
             use subtle::ConstantTimeEq;
@@ -149,7 +154,6 @@ impl JwtGate {
             }
             claims.clone()
         };
-        let now = jsonwebtoken::get_current_timestamp();
         let leeway = self.validation.leeway;
         let int = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
         if self.validation.validate_exp && int("exp").is_some_and(|exp| exp < now.saturating_sub(leeway)) {
@@ -285,5 +289,112 @@ impl Gate for JwtGate {
                 why,
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use cello_config::{JwtConfig, Secret};
+    use serde_json::json;
+
+    use super::*;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    fn gate(leeway: f64) -> JwtGate {
+        JwtGate::new(&JwtConfig {
+            secret: Secret(KEY.into()),
+            leeway,
+            ..JwtConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn sign(claims: &serde_json::Value, key: &str) -> String {
+        let head = jsonwebtoken::Header::new(Algorithm::HS256);
+        jsonwebtoken::encode(&head, claims, &jsonwebtoken::EncodingKey::from_secret(key.as_bytes())).unwrap()
+    }
+
+    fn kept(g: &JwtGate) -> usize {
+        g.verified.lock().unwrap().map.len()
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_once_exp_is_past_the_leeway() {
+        let g = gate(5.0);
+        let now = jsonwebtoken::get_current_timestamp();
+        let token = sign(&json!({"sub": "a", "exp": now + 100}), KEY);
+        assert!(g.verify_cached(&token).is_ok());
+        assert_eq!(kept(&g), 1, "verified tokens are kept");
+        // The same integer rule as jsonwebtoken: refused once `exp < now - leeway`.
+        assert!(g.remembered_at(&token, now + 100).is_some());
+        assert!(g.remembered_at(&token, now + 105).is_some());
+        assert!(g.remembered_at(&token, now + 106).is_none());
+
+        // A token kept while valid and expired since: the cache does not answer for it, the
+        // full check does, and refuses it.
+        let expired = json!({"sub": "a", "exp": now - 60});
+        let old = sign(&expired, KEY);
+        g.remember(&old, &Arc::new(expired));
+        assert!(g.remembered(&old).is_none());
+        assert_eq!(g.verify_cached(&old).unwrap_err(), "the token has expired");
+        // Within the leeway the full check and the cache agree: accepted.
+        let fresh = sign(&json!({"sub": "a", "exp": now - 2}), KEY);
+        assert!(g.verify_cached(&fresh).is_ok());
+        assert!(g.remembered(&fresh).is_some());
+        // `nbf` too: kept, then presented before it (beyond the leeway) is refused.
+        let later = sign(&json!({"sub": "a", "nbf": now}), KEY);
+        assert!(g.verify_cached(&later).is_ok());
+        assert!(g.remembered_at(&later, now - 5).is_some());
+        assert!(g.remembered_at(&later, now - 6).is_none());
+    }
+
+    #[test]
+    fn another_token_never_answers_from_a_kept_one() {
+        let g = gate(0.0);
+        let claims = json!({"sub": "a", "exp": jsonwebtoken::get_current_timestamp() + 300});
+        let good = sign(&claims, KEY);
+        assert!(g.verify_cached(&good).is_ok());
+        // The same claims signed with another key: another signature, refused.
+        let forged = sign(&claims, "another key of thirty-two bytes!");
+        assert_ne!(forged, good);
+        assert_eq!(g.verify_cached(&forged).unwrap_err(), "the token signature is invalid");
+        // The kept token with a character of its signature changed (not the last one,
+        // whose low bits are padding).
+        let mut tampered = good.clone();
+        let at = tampered.len() - 10;
+        let swap = if &tampered[at..=at] == "A" { "B" } else { "A" };
+        tampered.replace_range(at..=at, swap);
+        assert!(g.verify_cached(&tampered).is_err());
+        // Even under the forged token's own hash slot (a hash collision), the kept entry
+        // is compared byte for byte and does not answer for it.
+        {
+            let mut v = g.verified.lock().unwrap();
+            let slot = v.hasher.hash_one(forged.as_bytes());
+            let entry = (good.as_bytes().into(), Arc::new(claims.clone()));
+            v.map.insert(slot, entry);
+        }
+        assert!(g.remembered(&forged).is_none());
+        assert!(g.verify_cached(&forged).is_err());
+        assert!(g.verify_cached(&good).is_ok());
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let g = gate(0.0);
+        let claims = Arc::new(json!({"sub": "a"}));
+        for i in 0..3 * CACHE_ENTRIES {
+            g.remember(&format!("token-{i}"), &claims);
+            assert!(kept(&g) <= CACHE_ENTRIES);
+        }
+        // A token longer than the kept maximum is verified every time, never kept.
+        let before = kept(&g);
+        let long = sign(&json!({"sub": "x".repeat(CACHE_TOKEN)}), KEY);
+        assert!(long.len() > CACHE_TOKEN && long.len() <= MAX_TOKEN);
+        assert!(g.verify_cached(&long).is_ok());
+        assert!(g.remembered(&long).is_none());
+        assert_eq!(kept(&g), before);
     }
 }

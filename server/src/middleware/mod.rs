@@ -32,16 +32,52 @@ pub struct NotModifiedOf {
     pub encoded: bool,
 }
 
-/// Add `token` to the response's `Vary` unless it is already listed.
+/// Add `token` to the response's `Vary` unless it is already listed. One lookup of the
+/// `Vary` entry, tokens compared on the bytes (no UTF-8 check, no `str` splitting), and an
+/// `Accept-Encoding` already there becomes one combined static value instead of a second
+/// field line (which would allocate the map's extra-values list).
 pub(crate) fn vary(resp: &mut Resp, token: &'static str) {
-    let listed = resp.headers().get_all(header::VARY).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case(token))
-        })
-    });
-    if !listed {
-        resp.headers_mut().append(header::VARY, HeaderValue::from_static(token));
+    use http::header::Entry;
+    match resp.headers_mut().entry(header::VARY) {
+        Entry::Vacant(e) => {
+            e.insert(HeaderValue::from_static(token));
+        }
+        Entry::Occupied(mut e) => {
+            if e.iter().any(|v| lists(v.as_bytes(), token)) {
+                return;
+            }
+            let mut values = e.iter();
+            let only = values.next().filter(|_| values.next().is_none());
+            match only.and_then(|v| combined(v.as_bytes(), token)) {
+                Some(both) => {
+                    e.insert(HeaderValue::from_static(both));
+                }
+                None => e.append(HeaderValue::from_static(token)),
+            }
+        }
+    }
+}
+
+/// `value` (a `Vary` field value) lists `token` or `*`.
+fn lists(value: &[u8], token: &str) -> bool {
+    let is = |t: &[u8]| {
+        let t = t.trim_ascii();
+        t == b"*" || t.eq_ignore_ascii_case(token.as_bytes())
+    };
+    // Most values are one token: no splitting then.
+    if memchr::memchr(b',', value).is_none() {
+        return is(value);
+    }
+    value.split(|&b| b == b',').any(is)
+}
+
+/// The one value for the `Vary` tokens the edge layers add together (compression inside
+/// CORS: `Accept-Encoding`, then `Origin`).
+fn combined(existing: &[u8], token: &str) -> Option<&'static str> {
+    match (existing, token) {
+        (b"Accept-Encoding", "Origin") => Some("Accept-Encoding, Origin"),
+        (b"Origin", "Accept-Encoding") => Some("Origin, Accept-Encoding"),
+        _ => None,
     }
 }
 
@@ -71,3 +107,45 @@ macro_rules! settings_layer {
     };
 }
 pub(crate) use settings_layer;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::ResponseBody;
+
+    fn varies(start: &[&'static str], tokens: &[&'static str]) -> Vec<String> {
+        let mut resp = Resp::new(ResponseBody::Empty);
+        for v in start {
+            resp.headers_mut().append(header::VARY, HeaderValue::from_static(v));
+        }
+        for t in tokens {
+            vary(&mut resp, t);
+        }
+        resp.headers()
+            .get_all(header::VARY)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn vary_adds_each_token_once() {
+        assert_eq!(varies(&[], &["Origin"]), ["Origin"]);
+        // Compression (inner) then CORS: one combined value, in that order.
+        assert_eq!(varies(&[], &["Accept-Encoding", "Origin"]), ["Accept-Encoding, Origin"]);
+        assert_eq!(varies(&[], &["Origin", "Accept-Encoding"]), ["Origin, Accept-Encoding"]);
+        assert_eq!(
+            varies(&[], &["Accept-Encoding", "Origin", "Accept-Encoding", "Origin"]),
+            ["Accept-Encoding, Origin"]
+        );
+        // Already listed (any case, any place, or `*`): unchanged.
+        assert_eq!(
+            varies(&["accept-language, origin"], &["Origin"]),
+            ["accept-language, origin"]
+        );
+        assert_eq!(varies(&["*"], &["Accept-Encoding"]), ["*"]);
+        assert_eq!(varies(&["Cookie", " ORIGIN "], &["Origin"]), ["Cookie", " ORIGIN "]);
+        // Another value there: a second field line.
+        assert_eq!(varies(&["Accept-Language"], &["Origin"]), ["Accept-Language", "Origin"]);
+    }
+}

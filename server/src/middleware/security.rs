@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use cello_config::{SecurityHeadersConfig, CSP_NONCE};
+use http::header::Entry;
 use http::{HeaderName, HeaderValue};
 use tower::Service;
 
@@ -21,6 +22,7 @@ const CSP: HeaderName = HeaderName::from_static("content-security-policy");
 
 /// Built once from [`SecurityHeadersConfig`].
 pub struct Settings {
+    /// The configured headers, built once; added to a response as one block.
     headers: Vec<(HeaderName, HeaderValue)>,
     /// A CSP with the nonce placeholder: its text split at the placeholder, built once;
     /// each request's value is the pieces joined by `'nonce-…'`.
@@ -97,9 +99,13 @@ pub struct SecurityPost {
 impl Post for SecurityPost {
     fn post(self, mut resp: Resp) -> Resp {
         let h = resp.headers_mut();
+        // Room for the block, the CSP and the outer layers' few (CORS, request id) at once:
+        // the map grows once here instead of at each doubling on the way.
+        h.reserve(self.cfg.headers.len() + 4);
         for (name, value) in &self.cfg.headers {
-            if !h.contains_key(name) {
-                h.insert(name.clone(), value.clone());
+            // One lookup per header; a handler's own value stays.
+            if let Entry::Vacant(e) = h.entry(name) {
+                e.insert(value.clone());
             }
         }
         if let Some(csp) = self.csp {
@@ -161,5 +167,31 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 22);
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/'));
+    }
+
+    #[test]
+    fn the_block_fills_in_what_the_response_lacks_and_its_own_values_win() {
+        let settings = Arc::new(Settings::new(&SecurityHeadersConfig::default()));
+        assert!(settings.headers.len() >= 3, "the defaults set several headers");
+        let mut resp = Resp::new(crate::body::ResponseBody::Empty);
+        let h = resp.headers_mut();
+        h.insert("x-frame-options", HeaderValue::from_static("SAMEORIGIN"));
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        let out = SecurityPost {
+            cfg: settings.clone(),
+            csp: Some(HeaderValue::from_static("default-src 'self'")),
+        }
+        .post(resp);
+        let h = out.headers();
+        let all = |n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        assert_eq!(all("x-frame-options"), ["SAMEORIGIN"]);
+        assert_eq!(all("set-cookie"), ["a=1", "b=2"]);
+        assert_eq!(all("content-security-policy"), ["default-src 'self'"]);
+        for (name, value) in &settings.headers {
+            if name != "x-frame-options" {
+                assert_eq!(h.get_all(name).iter().collect::<Vec<_>>(), [value], "{name}");
+            }
+        }
     }
 }
