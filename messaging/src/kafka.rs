@@ -30,7 +30,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Outgoing};
 use crate::error::{Error, Result};
 
 impl From<KafkaError> for Error {
@@ -421,6 +421,56 @@ impl KafkaProducer {
             Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
             Err((e, _)) => Err(e.into()),
         }
+    }
+
+    /// Publish `messages` in one round: every message is handed to librdkafka first (in order,
+    /// so the idempotent producer keeps their order per partition), then the delivery reports
+    /// are awaited together. One result per message, in order: `<partition>:<offset>` or why
+    /// it was not delivered.
+    pub async fn send_batch(&self, messages: &[Outgoing]) -> Vec<Result<String>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut pending = Vec::with_capacity(messages.len());
+        for m in messages {
+            let mut record = FutureRecord::to(&m.dest)
+                .payload(&m.body)
+                .headers(owned_headers(&m.headers));
+            if let Some(k) = &m.key {
+                record = record.key(k);
+            }
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(Ok(delivery));
+                        break;
+                    }
+                    // The local queue is full: wait for deliveries to make room, as `send` does.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => {
+                        pending.push(Err(Error::from(e)));
+                        break;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            out.push(match p {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(d)) => Ok(format!("{}:{}", d.partition, d.offset)),
+                    Ok(Err((e, _))) => Err(e.into()),
+                    Err(_) => Err(Error::Broker(
+                        "Kafka: the producer went away before the delivery report".into(),
+                    )),
+                },
+                Err(e) => Err(e),
+            });
+        }
+        out
     }
 }
 
