@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import Kafka, Sqs, body  # noqa: E402
+from run import CREDS, Kafka, Sqs, body  # noqa: E402
 
 
 async def rates(kind: str, broker, n: int, reps: int) -> dict[str, list[float]]:
@@ -51,6 +52,7 @@ def main() -> None:
     ap.add_argument("--sqs-n", type=int, default=200, help="messages per SQS batch")
     ap.add_argument("--broker-cpu", default="1")
     args = ap.parse_args()
+    os.environ.update(CREDS)  # moto's
     print("| broker | N | send one by one, msg/s | send_batch, msg/s | × |")
     print("|---|---:|---:|---:|---:|")
     for kind, n in (("kafka", args.n), ("sqs", args.sqs_n)):
