@@ -283,11 +283,32 @@ impl KafkaConsumer {
 
     /// The message is settled: its offset may be committed once those before it are.
     pub async fn ack(&self, id: &str) -> Result<()> {
+        if let Some(tpl) = self.store(id)? {
+            if !self.opts.auto_commit {
+                self.commit(tpl).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `ack` where it needs no I/O (`auto_commit`: the offset is only stored, the commit comes
+    /// within a second), done here and now — no round trip through the runtime per message.
+    /// False when it needs the broker (commit at once): call `ack`.
+    pub fn ack_local(&self, id: &str) -> Result<bool> {
+        if !self.opts.auto_commit {
+            return Ok(false);
+        }
+        self.store(id)?;
+        Ok(true)
+    }
+
+    /// Settle the message in the tracker and store the new commit point, if it moved.
+    fn store(&self, id: &str) -> Result<Option<TopicPartitionList>> {
         let (g, p, o) = parse_id(id)?;
         let store = {
             let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
             let Some(part) = tracker.parts.get_mut(&p).filter(|part| part.generation == g) else {
-                return Ok(()); // revoked meanwhile: its new owner handles it again
+                return Ok(None); // revoked meanwhile: its new owner handles it again
             };
             part.pending.remove(&o);
             part.high = part.high.max(o + 1);
@@ -299,18 +320,15 @@ impl KafkaConsumer {
                 None
             }
         };
-        let Some(point) = store else { return Ok(()) };
+        let Some(point) = store else { return Ok(None) };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.opts.topic, p, Offset::Offset(point))?;
         if let Err(e) = self.consumer.store_offsets(&tpl) {
             // The partition went away between the check and the store.
             tracing::debug!("Kafka: storing offset {point} of partition {p} failed: {e}");
-            return Ok(());
+            return Ok(None);
         }
-        if !self.opts.auto_commit {
-            self.commit(tpl).await?;
-        }
-        Ok(())
+        Ok(Some(tpl))
     }
 
     async fn commit(&self, tpl: TopicPartitionList) -> Result<()> {

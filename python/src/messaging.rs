@@ -341,6 +341,15 @@ impl BrokerConsumer {
         )
     }
 
+    /// The message is done, settled now when that needs no I/O (Kafka with `auto_commit`: an
+    /// offset store); false when it needs the awaitable `ack` (every other case).
+    fn ack_now(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
+        match &*self.source {
+            Source::Kafka(c) => c.ack_local(id).map_err(|e| to_pyerr(py, e)),
+            _ => Ok(false),
+        }
+    }
+
     /// Awaitable: the message is done.
     fn ack(&self, py: Python<'_>, executor: &Bound<'_, Executor>, id: String, body: Vec<u8>) -> PyResult<Py<PyAny>> {
         let source = self.source.clone();
