@@ -18,3 +18,13 @@ pub struct Delivery {
 
 /// Stream entries and dead-letter records carry headers as fields with this prefix.
 pub const HEADER_PREFIX: &str = "h:";
+
+/// A message to publish, one of a batch.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    /// Topic or queue URL.
+    pub dest: String,
+    pub body: Vec<u8>,
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
+}

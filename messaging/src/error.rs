@@ -1,7 +1,7 @@
 //! The one error type of the messaging crate.
 
 /// A messaging error; the Python side maps [`Error::Unavailable`] to `BrokerUnavailable`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The broker cannot be reached (connect refused, timed out, connection lost).
     #[error("{0}")]

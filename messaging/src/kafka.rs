@@ -30,7 +30,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Outgoing};
 use crate::error::{Error, Result};
 
 impl From<KafkaError> for Error {
@@ -283,11 +283,32 @@ impl KafkaConsumer {
 
     /// The message is settled: its offset may be committed once those before it are.
     pub async fn ack(&self, id: &str) -> Result<()> {
+        if let Some(tpl) = self.store(id)? {
+            if !self.opts.auto_commit {
+                self.commit(tpl).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `ack` where it needs no I/O (`auto_commit`: the offset is only stored, the commit comes
+    /// within a second), done here and now — no round trip through the runtime per message.
+    /// False when it needs the broker (commit at once): call `ack`.
+    pub fn ack_local(&self, id: &str) -> Result<bool> {
+        if !self.opts.auto_commit {
+            return Ok(false);
+        }
+        self.store(id)?;
+        Ok(true)
+    }
+
+    /// Settle the message in the tracker and store the new commit point, if it moved.
+    fn store(&self, id: &str) -> Result<Option<TopicPartitionList>> {
         let (g, p, o) = parse_id(id)?;
         let store = {
             let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
             let Some(part) = tracker.parts.get_mut(&p).filter(|part| part.generation == g) else {
-                return Ok(()); // revoked meanwhile: its new owner handles it again
+                return Ok(None); // revoked meanwhile: its new owner handles it again
             };
             part.pending.remove(&o);
             part.high = part.high.max(o + 1);
@@ -299,18 +320,15 @@ impl KafkaConsumer {
                 None
             }
         };
-        let Some(point) = store else { return Ok(()) };
+        let Some(point) = store else { return Ok(None) };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.opts.topic, p, Offset::Offset(point))?;
         if let Err(e) = self.consumer.store_offsets(&tpl) {
             // The partition went away between the check and the store.
             tracing::debug!("Kafka: storing offset {point} of partition {p} failed: {e}");
-            return Ok(());
+            return Ok(None);
         }
-        if !self.opts.auto_commit {
-            self.commit(tpl).await?;
-        }
-        Ok(())
+        Ok(Some(tpl))
     }
 
     async fn commit(&self, tpl: TopicPartitionList) -> Result<()> {
@@ -457,6 +475,56 @@ impl KafkaProducer {
             Ok(d) => Ok(format!("{}:{}", d.partition, d.offset)),
             Err((e, _)) => Err(e.into()),
         }
+    }
+
+    /// Publish `messages` in one round: every message is handed to librdkafka first (in order,
+    /// so the idempotent producer keeps their order per partition), then the delivery reports
+    /// are awaited together. One result per message, in order: `<partition>:<offset>` or why
+    /// it was not delivered.
+    pub async fn send_batch(&self, messages: &[Outgoing]) -> Vec<Result<String>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut pending = Vec::with_capacity(messages.len());
+        for m in messages {
+            let mut record = FutureRecord::to(&m.dest)
+                .payload(&m.body)
+                .headers(owned_headers(&m.headers));
+            if let Some(k) = &m.key {
+                record = record.key(k);
+            }
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(Ok(delivery));
+                        break;
+                    }
+                    // The local queue is full: wait for deliveries to make room, as `send` does.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => {
+                        pending.push(Err(Error::from(e)));
+                        break;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            out.push(match p {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(d)) => Ok(format!("{}:{}", d.partition, d.offset)),
+                    Ok(Err((e, _))) => Err(e.into()),
+                    Err(_) => Err(Error::Broker(
+                        "Kafka: the producer went away before the delivery report".into(),
+                    )),
+                },
+                Err(e) => Err(e),
+            });
+        }
+        out
     }
 }
 

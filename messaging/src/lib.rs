@@ -16,7 +16,7 @@ pub mod sqs;
 
 use std::sync::OnceLock;
 
-pub use delivery::Delivery;
+pub use delivery::{Delivery, Outgoing};
 pub use error::{Error, Result};
 
 /// The messaging runtime (two threads).

@@ -17,11 +17,12 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Outgoing};
 use crate::error::{Error, Result};
 
 /// The message attribute that carries a producer's `key` on a standard queue (FIFO queues use
@@ -146,6 +147,129 @@ async fn send_message(
     }
     let out = req.send().await.map_err(|e| sdk_error("SendMessage", e))?;
     Ok(out.message_id().unwrap_or_default().to_owned())
+}
+
+/// SendMessageBatch takes ten entries of at most 256 KiB together.
+const BATCH_ENTRIES: usize = 10;
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// What SQS counts of a message towards the batch size: body, attribute names, types and values.
+fn entry_size(m: &Outgoing) -> usize {
+    let attrs: usize = m.headers.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    m.body.len() + attrs + m.key.as_ref().map_or(0, |k| KEY_ATTRIBUTE.len() + k.len() + 6)
+}
+
+fn batch_entry(index: usize, queue_url: &str, m: &Outgoing) -> Result<SendMessageBatchRequestEntry> {
+    let mut e = SendMessageBatchRequestEntry::builder()
+        .id(index.to_string())
+        .message_body(text_body(&m.body)?);
+    if is_fifo(queue_url) {
+        e = e.message_group_id(m.key.as_deref().unwrap_or("default"));
+    } else if let Some(k) = &m.key {
+        e = e.message_attributes(KEY_ATTRIBUTE, attribute(k)?);
+    }
+    for (k, v) in &m.headers {
+        e = e.message_attributes(k, attribute(v)?);
+    }
+    e.build()
+        .map_err(|err| Error::Config(format!("SQS batch entry: {err}")))
+}
+
+/// Send `messages` with SendMessageBatch: per queue, in order, chunks of up to ten entries
+/// (and 256 KiB); one result per message, in order — SQS's message id, or why SQS (or the
+/// chunk's request) refused it. A FIFO queue's chunks go one after the other, to keep their order;
+/// a standard queue's together.
+pub async fn send_batch(client: &Client, messages: &[Outgoing]) -> Vec<Result<String>> {
+    let mut out: Vec<Option<Result<String>>> = messages.iter().map(|_| None).collect();
+    // Per queue, the messages' indices in order.
+    let mut queues: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        match queues.iter_mut().find(|(q, _)| *q == m.dest) {
+            Some((_, idx)) => idx.push(i),
+            None => queues.push((&m.dest, vec![i])),
+        }
+    }
+    for (queue_url, indices) in queues {
+        let mut chunks: Vec<Vec<(usize, SendMessageBatchRequestEntry)>> = Vec::new();
+        let mut size = 0;
+        for i in indices {
+            let entry = match batch_entry(i, queue_url, &messages[i]) {
+                Ok(e) => e,
+                Err(e) => {
+                    out[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            let n = entry_size(&messages[i]);
+            let full = chunks
+                .last()
+                .is_none_or(|c| c.len() >= BATCH_ENTRIES || size + n > BATCH_BYTES);
+            if full {
+                chunks.push(Vec::new());
+                size = 0;
+            }
+            size += n;
+            chunks.last_mut().expect("pushed above").push((i, entry));
+        }
+        let send = |chunk: Vec<(usize, SendMessageBatchRequestEntry)>| async move {
+            let indices: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+            let entries = chunk.into_iter().map(|(_, e)| e).collect();
+            let res = client
+                .send_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            let mut answers: Vec<(usize, Result<String>)> = Vec::with_capacity(indices.len());
+            match res {
+                Ok(r) => {
+                    for ok in r.successful() {
+                        if let Ok(i) = ok.id().parse::<usize>() {
+                            answers.push((i, Ok(ok.message_id().to_owned())));
+                        }
+                    }
+                    for failed in r.failed() {
+                        if let Ok(i) = failed.id().parse::<usize>() {
+                            let who = if failed.sender_fault() { "refused" } else { "failed on" };
+                            let why = failed.message().unwrap_or("no reason given");
+                            let e = Error::Broker(format!("SQS {who} the message: {why} ({})", failed.code()));
+                            answers.push((i, Err(e)));
+                        }
+                    }
+                }
+                Err(e) => match sdk_error("SendMessageBatch", e) {
+                    // Refused as a whole (one message too long refuses them all): nothing was
+                    // sent, so each goes alone and only the bad ones fail.
+                    Error::Broker(_) if indices.len() > 1 => {
+                        for i in indices {
+                            let m = &messages[i];
+                            let one = send_message(client, queue_url, &m.body, m.key.as_deref(), &m.headers).await;
+                            answers.push((i, one));
+                        }
+                    }
+                    e => answers.extend(indices.into_iter().map(|i| (i, Err(e.clone())))),
+                },
+            }
+            answers
+        };
+        let answers = if is_fifo(queue_url) {
+            let mut a = Vec::with_capacity(chunks.len());
+            for c in chunks {
+                a.push(send(c).await);
+            }
+            a
+        } else {
+            futures_util::future::join_all(chunks.into_iter().map(send)).await
+        };
+        for (i, result) in answers.into_iter().flatten() {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(result);
+            }
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Broker("SQS answered nothing about the message".into()))))
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -516,6 +640,11 @@ impl SqsProducer {
         headers: &[(String, String)],
     ) -> Result<String> {
         send_message(&self.client, queue_url, body, key, headers).await
+    }
+
+    /// Send `messages` with SendMessageBatch (see [`send_batch`]); one result per message.
+    pub async fn send_batch(&self, messages: &[Outgoing]) -> Vec<Result<String>> {
+        send_batch(&self.client, messages).await
     }
 }
 

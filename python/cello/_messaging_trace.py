@@ -134,13 +134,7 @@ async def publish(
     parent = current()
     if not _exporting():
         return await send(headers if parent is None else _with_context(headers, parent))
-    span = _Span(f"{destination} publish", PRODUCER, parent, False, {
-        "messaging.system": system,
-        "messaging.destination.name": destination,
-        "messaging.operation": "publish",
-        "messaging.operation.type": "send",
-        "messaging.operation.name": "publish",
-    })  # fmt: skip
+    span = _publish_span(system, destination, parent)
     try:
         message_id = await send(_with_context(headers, span.context))
     except BaseException as exc:
@@ -150,6 +144,58 @@ async def publish(
         span.attributes["messaging.message.id"] = str(message_id)
     span.end()
     return message_id
+
+
+def _publish_span(system: str, destination: str, parent: Context | None) -> _Span:
+    return _Span(f"{destination} publish", PRODUCER, parent, False, {
+        "messaging.system": system,
+        "messaging.destination.name": destination,
+        "messaging.operation": "publish",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+    })  # fmt: skip
+
+
+async def publish_batch(
+    system: str,
+    messages: list[tuple[str, list[tuple[str, str]]]],
+    send: Callable[[list[list[tuple[str, str]]]], Awaitable[list[Any]]],
+) -> list[Any]:
+    """``send(headers of each message)`` for ``messages`` (destination, headers), each under a
+    PRODUCER span of its own whose context its headers carry, as ``publish`` does for one.
+    ``send`` answers one result per message: its id, or the exception it failed with."""
+    parent = current()
+    exporting = _exporting()
+    spans: list[_Span | None] = []
+    headers: list[list[tuple[str, str]]] = []
+    for destination, hs in messages:
+        if any(k.lower() == "traceparent" for k, _ in hs) or (not exporting and parent is None):
+            spans.append(None)
+            headers.append(hs)
+        elif not exporting:
+            spans.append(None)
+            headers.append(_with_context(hs, parent))
+        else:
+            span = _publish_span(system, destination, parent)
+            spans.append(span)
+            headers.append(_with_context(hs, span.context))
+    try:
+        results = await send(headers)
+    except BaseException as exc:
+        for span in spans:
+            if span is not None:
+                span.end(exc)
+        raise
+    for span, result in zip(spans, results, strict=True):
+        if span is None:
+            continue
+        if isinstance(result, BaseException):
+            span.end(result)
+            continue
+        if result:
+            span.attributes["messaging.message.id"] = str(result)
+        span.end()
+    return results
 
 
 @contextlib.contextmanager

@@ -69,9 +69,43 @@ class BrokerUnavailable(MessagingError):
     """The broker cannot be reached."""
 
 
+class BatchSendError(MessagingError):
+    """Some messages of ``Producer.send_batch`` were not sent; the others were (and confirmed).
+
+    ``results`` has one entry per message, in order: its id, or the exception it failed with;
+    ``failed`` maps the index of each failed message to its exception."""
+
+    def __init__(self, results: list[Any], destinations: list[str]) -> None:
+        self.results = results
+        self.failed: dict[int, BaseException] = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+        shown = [f"#{i} to {destinations[i]}: {exc}" for i, exc in list(self.failed.items())[:5]]
+        more = f"; and {len(self.failed) - len(shown)} more" if len(self.failed) > len(shown) else ""
+        super().__init__(
+            f"send_batch: {len(self.failed)} of {len(results)} messages were not sent — " + "; ".join(shown) + more
+        )
+
+
 def _make_error(kind: str, message: str) -> Exception:
     """Called by the Rust side to build its exceptions."""
     return {"BrokerUnavailable": BrokerUnavailable}.get(kind, MessagingError)(message)
+
+
+def _batch_failure(kind: str, message: str) -> Exception:
+    """One message's failure in a batch (``kind`` as the Rust side names it)."""
+    return ValueError(message) if kind == "ValueError" else _make_error(kind, message)
+
+
+def _batch_item(m: Any) -> tuple[str, Any, str | None, dict | None]:
+    """A ``send_batch`` item as ``(topic, value, key, headers)``."""
+    if isinstance(m, dict):
+        unknown = set(m) - {"topic", "value", "key", "headers"}
+        if unknown or "topic" not in m or "value" not in m:
+            raise TypeError(f"a send_batch item has topic, value and optionally key and headers: {m!r}")
+        return m["topic"], m["value"], m.get("key"), m.get("headers")
+    item = tuple(m)
+    if not 2 <= len(item) <= 4:
+        raise TypeError(f"a send_batch item is (topic, value[, key[, headers]]): {m!r}")
+    return (*item, None, None)[:4]  # type: ignore[return-value]
 
 
 def _executor() -> Any:
@@ -854,7 +888,9 @@ class _Runner:
                 self.stats.observe(s, time.perf_counter() - t0)
                 decision = msg._decision or (result if isinstance(result, MessageResult) else MessageResult.ACK)
                 if decision is MessageResult.ACK:
-                    await self.client.ack(ex, msg.id, msg.body)
+                    # Kafka with auto_commit settles in place (an offset store): no round trip per message.
+                    if not self.client.ack_now(msg.id):
+                        await self.client.ack(ex, msg.id, msg.body)
                     self.stats.inc("acked", s)
                 elif decision is MessageResult.NACK:
                     self.stats.inc("nacked", s)
@@ -961,12 +997,35 @@ class Producer:
         await self._native.declare_queue(_executor(), queue, dead_letter or f"{queue}.dead")
 
     async def send_batch(self, messages: Iterable[Any]) -> list[str]:
-        """Each item a dict (``topic``, ``value``, ``key``, ``headers``) or a tuple in ``send``'s order;
-        sent in order, each confirmed."""
-        ids = []
-        for m in messages:
-            ids.append(await (self.send(**m) if isinstance(m, dict) else self.send(*m)))
-        return ids
+        """Each item a dict (``topic``, ``value``, ``key``, ``headers``) or a tuple in ``send``'s
+        order; returns their ids, in order, once every one is confirmed. Each message gets its
+        own trace context in its headers, as with ``send``.
+
+        Kafka and SQS send the batch in one round: Kafka hands every message to the producer
+        (in order, so their order per partition holds) and then awaits all acknowledgements; SQS
+        sends ``SendMessageBatch`` requests of up to ten messages per queue (one after the other
+        for a FIFO queue). When some messages fail, the others are still sent and
+        ``BatchSendError`` names each failed message (index, destination, why). Redis and
+        RabbitMQ send one message after the other and stop at the first failure."""
+        if self._native is None:
+            raise MessagingError("the producer is closed")
+        items = [_batch_item(m) for m in messages]
+        if self._mode not in ("kafka", "sqs"):
+            return [await self.send(*item) for item in items]
+        if not items:
+            return []
+        native = self._native
+        hs = [(topic, [(str(k), str(v)) for k, v in (headers or {}).items()]) for topic, _, _, headers in items]
+
+        async def send(headers: list[list[tuple[str, str]]]) -> list[Any]:
+            batch = [(topic, value, key, h) for (topic, value, key, _), h in zip(items, headers, strict=True)]
+            answers = await native.send_batch(_executor(), batch)
+            return [mid if kind is None else _batch_failure(kind, text) for mid, kind, text in answers]
+
+        results = await _trace.publish_batch("kafka" if self._mode == "kafka" else "aws_sqs", hs, send)
+        if any(isinstance(r, BaseException) for r in results):
+            raise BatchSendError(results, [topic for topic, *_ in items])
+        return results
 
     async def close(self) -> None:
         self._native = None
@@ -1273,6 +1332,7 @@ def apply_binding(spec: ConsumerSpec, binding: _bindings.QueueBinding) -> Consum
 
 
 __all__ = [
+    "BatchSendError",
     "BrokerUnavailable",
     "Consumer",
     "FeatureNotAvailable",

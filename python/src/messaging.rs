@@ -10,7 +10,7 @@ use cello_messaging::rabbitmq::{RabbitConsumer, RabbitOptions, RabbitProducer};
 use cello_messaging::redis_list::{ListConsumer, ListOptions, RedisProducer};
 use cello_messaging::redis_stream::{StreamConsumer, StreamOptions};
 use cello_messaging::sqs::{SqsConnect, SqsConsumer, SqsOptions, SqsProducer};
-use cello_messaging::{Delivery, Error};
+use cello_messaging::{Delivery, Error, Outgoing};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
@@ -362,6 +362,15 @@ impl BrokerConsumer {
         )
     }
 
+    /// The message is done, settled now when that needs no I/O (Kafka with `auto_commit`: an
+    /// offset store); false when it needs the awaitable `ack` (every other case).
+    fn ack_now(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
+        match &*self.source {
+            Source::Kafka(c) => c.ack_local(id).map_err(|e| to_pyerr(py, e)),
+            _ => Ok(false),
+        }
+    }
+
     /// Awaitable: the message is done.
     fn ack(&self, py: Python<'_>, executor: &Bound<'_, Executor>, id: String, body: Vec<u8>) -> PyResult<Py<PyAny>> {
         let source = self.source.clone();
@@ -663,6 +672,55 @@ impl BrokerProducer {
                 }
             },
             |py, id| Ok(PyString::new(py, &id).into_any().unbind()),
+        )
+    }
+
+    /// Awaitable: publish `messages` — `(dest, value, key, headers)` each — in one round (Kafka:
+    /// all handed to the producer, then all acknowledgements awaited; SQS: SendMessageBatch of
+    /// up to ten). Resolves to one `(id, None, None)` or `(None, kind, why)` per message, in
+    /// order, `kind` naming the exception (`MessagingError`, `BrokerUnavailable`, `ValueError`).
+    #[allow(clippy::type_complexity)]
+    fn send_batch(
+        &self,
+        py: Python<'_>,
+        executor: &Bound<'_, Executor>,
+        messages: Vec<(String, Bound<'_, PyAny>, Option<String>, Vec<(String, String)>)>,
+    ) -> PyResult<Py<PyAny>> {
+        let mut batch = Vec::with_capacity(messages.len());
+        for (dest, value, key, headers) in messages {
+            batch.push(Outgoing {
+                dest,
+                body: body_of(&value)?,
+                key,
+                headers,
+            });
+        }
+        let sink = self.sink.clone();
+        spawn(
+            py,
+            executor,
+            async move {
+                match &*sink {
+                    Sink::Kafka(p) => Ok(p.send_batch(&batch).await),
+                    Sink::Sqs(p) => Ok(p.send_batch(&batch).await),
+                    Sink::Redis(_) | Sink::Rabbit(_) => Err(Error::Config(
+                        "send_batch in one round is for Kafka and SQS producers".into(),
+                    )),
+                }
+            },
+            |py, results| {
+                let out = PyList::empty(py);
+                for r in results {
+                    let (id, kind, why): (Option<String>, Option<&str>, Option<String>) = match r {
+                        Ok(id) => (Some(id), None, None),
+                        Err(Error::Unavailable(m)) => (None, Some("BrokerUnavailable"), Some(m)),
+                        Err(Error::Broker(m)) => (None, Some("MessagingError"), Some(m)),
+                        Err(Error::Config(m)) => (None, Some("ValueError"), Some(m)),
+                    };
+                    out.append((id, kind, why))?;
+                }
+                Ok(out.into_any().unbind())
+            },
         )
     }
 }

@@ -385,3 +385,70 @@ def test_manual_api_and_kafka_producer(kafka, topic):
     finally:
         loop.close()
     assert committed_total(servers, "manual", topic) == 2
+
+
+BATCH_PRODUCER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from cello.config import KafkaConfig
+    from cello.messaging import BatchSendError, Producer
+
+    OWN = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    async def main():
+        brokers, topic = sys.argv[1], sys.argv[2]
+        trace.set_tracer_provider(TracerProvider())
+        p = await Producer.connect(KafkaConfig(brokers=brokers))
+        items = [{"topic": topic, "value": {"n": i}, "key": f"k{i % 7}", "headers": {"h": str(i)}} for i in range(300)]
+        items[7]["headers"]["traceparent"] = OWN  # a message's own context is kept
+        items[150] = (topic, b"x" * 2_000_000, "big")  # over message.max.bytes: refused
+        with trace.get_tracer("t").start_as_current_span("parent") as span:
+            try:
+                await p.send_batch(items)
+                print("no error")
+            except BatchSendError as exc:
+                ids = [r if isinstance(r, str) else None for r in exc.results]
+                print(json.dumps({"trace": format(span.get_span_context().trace_id, "032x"), "message": str(exc),
+                                  "failed": sorted(exc.failed), "ids": ids}))
+        await p.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_send_batch_awaits_all_acks_together_keeps_order_per_key_and_names_failures(cello_procs, app_dir, kafka,
+                                                                                   topic):  # fmt: skip
+    servers = kafka[0]
+    (app_dir / "batch.py").write_text(BATCH_PRODUCER)
+    proc = cello_procs.start([servers, topic], script=app_dir / "batch.py", cwd=app_dir)
+    assert proc.wait(60) == 0, proc.log()
+    report = json.loads(proc.log().strip().splitlines()[-1])
+    # The one refused message is named (index, destination, why); the other 299 were sent.
+    assert report["failed"] == [150]
+    assert f"1 of 300 messages were not sent — #150 to {topic}: Kafka: " in report["message"]
+    assert "too large" in report["message"].lower(), report["message"]
+    assert report["ids"][150] is None and all(report["ids"][i] for i in range(300) if i != 150)
+    got = read_all(servers, topic, 299)
+    assert len(got) == 299
+    assert {m.key() for m in got} == {f"k{i}".encode() for i in range(7)}
+    # The id send_batch returned is where the broker put the message.
+    by_n = {json.loads(m.value())["n"]: m for m in got}
+    assert set(by_n) == set(range(300)) - {150}
+    for n, m in by_n.items():
+        assert report["ids"][n] == f"{m.partition()}:{m.offset()}"
+    # Order per key: within a key's partition, offsets grow with n.
+    per_key = defaultdict(list)
+    for n in sorted(by_n):
+        per_key[by_n[n].key()].append(by_n[n].offset())
+    assert all(offs == sorted(offs) for offs in per_key.values())
+    # Each message carries its headers and a W3C context: the active span's trace, or its own.
+    for n, m in by_n.items():
+        headers = {k: v.decode() for k, v in m.headers()}
+        assert headers["h"] == str(n)
+        if n == 7:
+            assert headers["traceparent"] == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        else:
+            assert headers["traceparent"].split("-")[1] == report["trace"]

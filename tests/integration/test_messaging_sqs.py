@@ -316,3 +316,60 @@ def test_manual_api(endpoint, sqs, queue, monkeypatch):
     finally:
         loop.close()
     assert total(sqs, queue) == 0
+
+
+BATCH_PRODUCER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from cello.config import SqsConfig
+    from cello.messaging import BatchSendError, Producer
+
+    async def main():
+        endpoint, queue = sys.argv[1], sys.argv[2]
+        trace.set_tracer_provider(TracerProvider())
+        p = await Producer.connect(SqsConfig(endpoint_url=endpoint))
+        items = [{"topic": queue, "value": {"n": i}, "key": f"k{i}", "headers": {"h": str(i)}} for i in range(25)]
+        items[13]["value"] = {"n": 13, "pad": "x" * 2000}  # longer than the queue's 1024 bytes: refused
+        items[20]["value"] = b"\\xff"  # not text: an SQS body cannot carry it
+        with trace.get_tracer("t").start_as_current_span("parent") as span:
+            try:
+                await p.send_batch(items)
+                print("no error")
+            except BatchSendError as exc:
+                ids = [r if isinstance(r, str) else None for r in exc.results]
+                print(json.dumps({"trace": format(span.get_span_context().trace_id, "032x"), "message": str(exc),
+                                  "failed": sorted(exc.failed), "ids": ids}))
+            print(json.dumps(await p.send_batch([(queue, {"n": 100 + i}) for i in range(12)])))
+        await p.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_send_batch_sends_chunks_of_ten_and_names_the_refused_messages(cello_procs, app_dir, endpoint, sqs):
+    name = f"msgtest-{uuid.uuid4().hex[:10]}"
+    queue = sqs.create_queue(QueueName=name, Attributes={"MaximumMessageSize": "1024"})["QueueUrl"]
+    (app_dir / "batch.py").write_text(BATCH_PRODUCER)
+    proc = cello_procs.start([endpoint, queue], script=app_dir / "batch.py", cwd=app_dir, env=CREDS)
+    assert proc.wait(60) == 0, proc.log()
+    out = proc.log().strip().splitlines()
+    report, second = json.loads(out[-2]), json.loads(out[-1])
+    # Each refused message is named with why; the other 23 (and the next batch of 12) were sent.
+    assert report["failed"] == [13, 20]
+    assert "2 of 25 messages were not sent — #13 to " in report["message"]
+    assert "shorter than 1024 bytes" in report["message"], report["message"]
+    assert "#20 to " in report["message"] and "not UTF-8" in report["message"]
+    assert len(second) == 12 and all(second)
+    got = take_all(sqs, queue)
+    assert len(got) == 23 + 12
+    by_n = {json.loads(m["Body"])["n"]: m for m in got}
+    assert set(by_n) == (set(range(25)) - {13, 20}) | set(range(100, 112))
+    for n in set(range(25)) - {13, 20}:
+        m = by_n[n]
+        attrs = {k: v["StringValue"] for k, v in m["MessageAttributes"].items()}
+        assert m["MessageId"] == report["ids"][n]  # the id send_batch returned
+        assert attrs["h"] == str(n) and attrs["x-message-key"] == f"k{n}"
+        assert attrs["traceparent"].split("-")[1] == report["trace"]
