@@ -113,7 +113,10 @@ impl SqsConnect {
                 "WebIdentityToken",
                 WebIdentityTokenCredentialsProvider::builder().configure(&conf).build(),
             )
-            .or_else("ContainerCredentials", EcsCredentialsProvider::builder().configure(&conf).build());
+            .or_else(
+                "ContainerCredentials",
+                EcsCredentialsProvider::builder().configure(&conf).build(),
+            );
         Ok(SharedCredentialsProvider::new(chain))
     }
 }
