@@ -122,20 +122,30 @@ impl SqsConnect {
 }
 
 /// Credentials now, within `timeout`: no source, or one that refuses, fails the start with its
-/// reason instead of every later request.
+/// reason instead of every later request; an unreachable one may come back, like a broker.
 async fn check_credentials(credentials: &SharedCredentialsProvider, timeout: Duration) -> Result<()> {
     let got = within(timeout, "credentials", async {
         credentials.provide_credentials().await.map_err(|e| match e {
             CredentialsError::CredentialsNotLoaded(_) => Error::Config(NO_CREDENTIALS.into()),
-            // STS or the credentials endpoint unreachable or failing: may pass, like a broker.
-            CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_) => {
-                Error::Unavailable(format!("SQS credentials: {}", DisplayErrorContext(&e)))
-            }
+            CredentialsError::ProviderTimedOut(_) => Error::Unavailable(format!("SQS credentials: {e}")),
+            _ if unreachable(&e) => Error::Unavailable(format!("SQS credentials: {}", DisplayErrorContext(&e))),
             _ => Error::Config(format!("SQS credentials: {}", DisplayErrorContext(&e))),
         })
     })
     .await;
     got.map(|_| ())
+}
+
+/// A connection that failed somewhere in `e`'s chain (STS or the credentials endpoint down).
+fn unreachable(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<aws_sdk_sqs::error::ConnectorError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn sdk_error<E, R>(what: &str, e: SdkError<E, R>) -> Error

@@ -354,9 +354,20 @@ def test_a_wrong_pod_identity_token_fails_the_start_naming_the_source(cello_proc
         proc = cello_procs.start([moto[0], queue, "x"], script=app_dir / "producer.py", cwd=app_dir, env=env)
         assert proc.wait(30) != 0
         assert agent.refused >= 1 and not agent.served
-        assert "credentials" in proc.log(), proc.log()
+        # A refusal is not retried: a ValueError with the endpoint's answer, at once.
+        assert "ValueError" in proc.log() and "credentials" in proc.log(), proc.log()
     finally:
         agent.close()
+
+
+def test_an_unreachable_credentials_endpoint_is_retried_then_exit_3(cello_procs, app_dir, moto, queue):
+    env = {"Q": queue, "OUT": str(app_dir / "out.txt"), "ENDPOINT": moto[0], "AWS_REGION": REGION,
+           "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://127.0.0.1:{free_port()}/v1/credentials",
+           "AWS_CONTAINER_AUTHORIZATION_TOKEN": "t"}  # fmt: skip
+    args = ["consume", "sapp:handle", "--admin-port", str(free_port()), "--startup-timeout", "2"]
+    code, log = cello_procs.run(args, cwd=app_dir, env=env, timeout=30)
+    assert code == 3, log
+    assert "BrokerUnavailable" in log and "SQS credentials" in log, log
 
 
 def test_no_credential_source_is_a_clear_startup_error(cello_procs, app_dir, moto, queue):
