@@ -1,4 +1,5 @@
-//! Amazon SQS on the AWS SDK (`aws-sdk-sqs`, rustls with ring, no credential chain): a consumer
+//! Amazon SQS on the AWS SDK (`aws-sdk-sqs`, rustls with ring; static keys or the pod's AWS
+//! identity through `aws-config`'s providers): a consumer
 //! that long-polls, keeps the visibility of the messages its handlers still run extended, and
 //! deletes a message only once its handler finished; a failed message is made visible again
 //! after a backoff (`ChangeMessageVisibility`), so SQS delivers it again and counts it
@@ -13,7 +14,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_config::ecs::EcsCredentialsProvider;
+use aws_config::environment::credentials::EnvironmentVariableCredentialsProvider;
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_config::provider_config::ProviderConfig;
+use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_sqs::config::{
+    BehaviorVersion, Credentials, ProvideCredentials, Region, SharedCredentialsProvider, SharedHttpClient,
+};
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
@@ -37,43 +46,107 @@ pub struct SqsConnect {
     pub region: String,
     /// A local stack (moto, LocalStack) instead of the region's endpoint.
     pub endpoint_url: Option<String>,
+    /// Static keys (the queue binding's Secret); both empty: the credential chain of
+    /// [`SqsConnect::credentials`].
     pub access_key_id: String,
     pub secret_access_key: String,
     pub session_token: Option<String>,
     pub connect_timeout: Duration,
 }
 
+/// The start-up error when no source has credentials: what the operator and AWS offer.
+const NO_CREDENTIALS: &str = "SQS found no credentials. Give one of: the queue binding's ACCESS_KEY_ID and \
+     SECRET_ACCESS_KEY (the CellApp queue's accessKeyIdSecret and secretAccessKeySecret); AWS_ACCESS_KEY_ID and \
+     AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN); IRSA: AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN (set by EKS \
+     for a service account with an eks.amazonaws.com/role-arn annotation); EKS Pod Identity: \
+     AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (set by EKS for a pod identity \
+     association)";
+
 impl SqsConnect {
-    fn client(&self) -> Result<Client> {
-        if self.access_key_id.is_empty() || self.secret_access_key.is_empty() {
-            return Err(Error::Config(
-                "SQS needs credentials: an access key id and a secret access key".into(),
-            ));
-        }
+    fn client(&self) -> Result<(Client, SharedCredentialsProvider)> {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
             .build_https();
+        let credentials = self.credentials(http.clone())?;
         let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
             .connect_timeout(self.connect_timeout)
             .build();
         let mut cfg = aws_sdk_sqs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
-            .credentials_provider(Credentials::new(
-                self.access_key_id.clone(),
-                self.secret_access_key.clone(),
-                self.session_token.clone(),
-                None,
-                "cello",
-            ))
+            .credentials_provider(credentials.clone())
             .http_client(http)
             .timeout_config(timeouts)
             .retry_config(aws_sdk_sqs::config::retry::RetryConfig::standard().with_max_attempts(2));
         if let Some(url) = &self.endpoint_url {
             cfg = cfg.endpoint_url(url.clone());
         }
-        Ok(Client::from_conf(cfg.build()))
+        Ok((Client::from_conf(cfg.build()), credentials))
     }
+
+    /// The static keys, or else the first source that has credentials: the environment's keys,
+    /// a web identity token (IRSA: STS `AssumeRoleWithWebIdentity`, at `AWS_ENDPOINT_URL_STS`
+    /// when set), the container credentials endpoint (EKS Pod Identity, ECS). The client's
+    /// identity cache renews temporary credentials before they expire.
+    fn credentials(&self, http: SharedHttpClient) -> Result<SharedCredentialsProvider> {
+        match (self.access_key_id.is_empty(), self.secret_access_key.is_empty()) {
+            (false, false) => {
+                return Ok(SharedCredentialsProvider::new(Credentials::new(
+                    self.access_key_id.clone(),
+                    self.secret_access_key.clone(),
+                    self.session_token.clone(),
+                    None,
+                    "cello",
+                )))
+            }
+            (true, true) => {}
+            _ => {
+                return Err(Error::Config(
+                    "SQS: an access key id and a secret access key go together (one of them is empty)".into(),
+                ))
+            }
+        }
+        let conf = ProviderConfig::default()
+            .with_region(Some(Region::new(self.region.clone())))
+            .with_http_client(http);
+        let chain = CredentialsProviderChain::first_try("Environment", EnvironmentVariableCredentialsProvider::new())
+            .or_else(
+                "WebIdentityToken",
+                WebIdentityTokenCredentialsProvider::builder().configure(&conf).build(),
+            )
+            .or_else(
+                "ContainerCredentials",
+                EcsCredentialsProvider::builder().configure(&conf).build(),
+            );
+        Ok(SharedCredentialsProvider::new(chain))
+    }
+}
+
+/// Credentials now, within `timeout`: no source, or one that refuses, fails the start with its
+/// reason instead of every later request; an unreachable one may come back, like a broker.
+async fn check_credentials(credentials: &SharedCredentialsProvider, timeout: Duration) -> Result<()> {
+    let got = within(timeout, "credentials", async {
+        credentials.provide_credentials().await.map_err(|e| match e {
+            CredentialsError::CredentialsNotLoaded(_) => Error::Config(NO_CREDENTIALS.into()),
+            CredentialsError::ProviderTimedOut(_) => Error::Unavailable(format!("SQS credentials: {e}")),
+            _ if unreachable(&e) => Error::Unavailable(format!("SQS credentials: {}", DisplayErrorContext(&e))),
+            _ => Error::Config(format!("SQS credentials: {}", DisplayErrorContext(&e))),
+        })
+    })
+    .await;
+    got.map(|_| ())
+}
+
+/// A connection that failed somewhere in `e`'s chain (STS or the credentials endpoint down).
+fn unreachable(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<aws_sdk_sqs::error::ConnectorError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn sdk_error<E, R>(what: &str, e: SdkError<E, R>) -> Error
@@ -309,8 +382,9 @@ fn secs_i32(d: Duration) -> i32 {
 impl SqsConsumer {
     /// Check the queue (within the connect timeout) and find its dead-letter queue.
     pub async fn connect(opts: SqsOptions) -> Result<Self> {
-        let client = opts.connect.client()?;
+        let (client, credentials) = opts.connect.client()?;
         let timeout = opts.connect.connect_timeout;
+        check_credentials(&credentials, timeout).await?;
         let attrs = within(timeout, "GetQueueAttributes", async {
             client
                 .get_queue_attributes()
@@ -607,18 +681,19 @@ async fn keep_visible(client: Client, queue_url: String, visibility: Duration, i
 /// An SQS producer.
 pub struct SqsProducer {
     client: Client,
+    credentials: SharedCredentialsProvider,
 }
 
 impl SqsProducer {
-    /// A client; SQS is reached on first use (`check` reaches it now).
+    /// A client; credentials are fetched and SQS is reached on first use (`check` does both now).
     pub fn new(connect: &SqsConnect) -> Result<Self> {
-        Ok(Self {
-            client: connect.client()?,
-        })
+        let (client, credentials) = connect.client()?;
+        Ok(Self { client, credentials })
     }
 
-    /// Reach SQS within `timeout` (lists at most one queue).
+    /// Get credentials and reach SQS, each within `timeout` (lists at most one queue).
     pub async fn check(&self, timeout: Duration) -> Result<()> {
+        check_credentials(&self.credentials, timeout).await?;
         within(timeout, "ListQueues", async {
             self.client
                 .list_queues()
@@ -658,5 +733,16 @@ mod tests {
             "jobs.fifo"
         );
         assert!(super::is_fifo("https://x/1/jobs.fifo"));
+    }
+
+    #[test]
+    fn one_static_key_without_the_other_is_refused() {
+        let c = super::SqsConnect {
+            region: "us-east-1".into(),
+            access_key_id: "AKIA".into(),
+            ..Default::default()
+        };
+        let err = c.client().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("go together"), "{err}");
     }
 }

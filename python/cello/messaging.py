@@ -350,8 +350,10 @@ def sqs_consumer(
     ``region`` and ``endpoint_url`` (a local stack) or ``config`` (an ``SqsConfig``) name the
     service; unset, the ``--queue`` binding of ``cello consume`` does, then ``AWS_REGION`` /
     ``AWS_ENDPOINT_URL_SQS``. Credentials: the binding's ``ACCESS_KEY_ID`` /
-    ``SECRET_ACCESS_KEY``, else ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
-    ``AWS_SESSION_TOKEN``."""
+    ``SECRET_ACCESS_KEY``, else the first source that has some: ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, IRSA (``AWS_WEB_IDENTITY_TOKEN_FILE``
+    and ``AWS_ROLE_ARN``), EKS Pod Identity (``AWS_CONTAINER_CREDENTIALS_FULL_URI``); none is
+    a start-up error."""
     from .config import SqsConfig
 
     cfg = config if config is not None else SqsConfig()
@@ -455,7 +457,9 @@ def _sqs_binding() -> _bindings.QueueBinding | None:
 
 def _sqs_connection(settings: dict, binding: _bindings.QueueBinding | None = None) -> tuple:
     """``(region, endpoint_url, access_key_id, secret_access_key, session_token)``: the
-    settings given, else the binding's, else the standard AWS variables."""
+    settings given, else the binding's, else the standard AWS variables. Keys only from the
+    binding (its Secret); without them the Rust client's credential chain finds them:
+    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, IRSA, EKS Pod Identity."""
     b = binding.settings if binding is not None else {}
     env = os.environ
 
@@ -465,16 +469,9 @@ def _sqs_connection(settings: dict, binding: _bindings.QueueBinding | None = Non
     region = first(settings.get("region"), b.get("region"), env.get("AWS_REGION"), env.get("AWS_DEFAULT_REGION"))
     endpoint = first(settings.get("endpoint_url"), b.get("endpoint"), env.get("AWS_ENDPOINT_URL_SQS"),
                      env.get("AWS_ENDPOINT_URL"))  # fmt: skip
-    if b.get("access_key_id") and b.get("secret_access_key"):
-        keys = (b["access_key_id"], b["secret_access_key"], None)
-    else:
-        keys = (env.get("AWS_ACCESS_KEY_ID") or "", env.get("AWS_SECRET_ACCESS_KEY") or "",
-                env.get("AWS_SESSION_TOKEN") or None)  # fmt: skip
-    if not keys[0] or not keys[1]:
-        raise ValueError(
-            "SQS needs credentials: the queue binding's ACCESS_KEY_ID and SECRET_ACCESS_KEY, or "
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (instance and IRSA roles are not read yet)"
-        )
+    if bool(b.get("access_key_id")) != bool(b.get("secret_access_key")):
+        raise ValueError(f"queue binding {binding.name!r}: ACCESS_KEY_ID and SECRET_ACCESS_KEY go together")
+    keys = (b.get("access_key_id") or "", b.get("secret_access_key") or "", None)
     return (region or "us-east-1", endpoint, *keys)
 
 
