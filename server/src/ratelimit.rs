@@ -571,8 +571,10 @@ fn number(n: u64) -> HeaderValue {
         });
         return table[n as usize].clone();
     }
+    /// The next slot to replace, and the last four numbers with their values.
+    type Recent = (usize, [(u64, Option<HeaderValue>); 4]);
     thread_local! {
-        static RECENT: std::cell::RefCell<(usize, [(u64, Option<HeaderValue>); 4])> =
+        static RECENT: std::cell::RefCell<Recent> =
             const { std::cell::RefCell::new((0, [(0, None), (0, None), (0, None), (0, None)])) };
     }
     RECENT.with_borrow_mut(|(next, recent)| {
