@@ -6,6 +6,7 @@
 //! Every future runs on one process-wide runtime ([`runtime`]), started on first use — in a
 //! worker, after the supervisor's fork.
 
+mod acks;
 pub mod delivery;
 pub mod error;
 pub mod kafka;

@@ -20,7 +20,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Outgoing};
 use crate::error::{Error, Result};
 
 impl From<lapin::Error> for Error {
@@ -379,6 +379,20 @@ async fn publish_confirmed(
     key: Option<&str>,
     headers: &[(String, String)],
 ) -> Result<()> {
+    let confirm = publish(ch, exchange, routing_key, body, key, headers).await?;
+    confirmed(confirm, exchange, routing_key).await
+}
+
+/// Publish (persistent, mandatory); the confirm is awaited apart, so a batch can publish
+/// every message before it waits for any confirm.
+async fn publish(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    key: Option<&str>,
+    headers: &[(String, String)],
+) -> Result<lapin::PublisherConfirm> {
     let mut table = FieldTable::default();
     for (k, v) in headers {
         table.insert(
@@ -390,7 +404,7 @@ async fn publish_confirmed(
     if let Some(k) = key {
         props = props.with_message_id(ShortString::from(k));
     }
-    let confirm = ch
+    Ok(ch
         .basic_publish(
             exchange.into(),
             routing_key.into(),
@@ -401,9 +415,12 @@ async fn publish_confirmed(
             body,
             props,
         )
-        .await?
-        .await?;
-    match confirm {
+        .await?)
+}
+
+/// The broker's answer to one publish: an error when it was returned (unroutable) or nacked.
+async fn confirmed(confirm: lapin::PublisherConfirm, exchange: &str, routing_key: &str) -> Result<()> {
+    match confirm.await? {
         lapin::Confirmation::Ack(None) => Ok(()),
         lapin::Confirmation::Ack(Some(_)) => Err(Error::Broker(format!(
             "RabbitMQ: no queue is bound to {exchange:?} with routing key {routing_key:?} (message returned)"
@@ -473,6 +490,38 @@ impl RabbitProducer {
                 "RabbitMQ: no publisher confirm within {} s",
                 CONFIRM_TIMEOUT.as_secs()
             ))),
+        }
+    }
+
+    /// Publish `messages` to the default exchange (routing key: each one's `dest`, a queue),
+    /// every one first and then every publisher confirm awaited (all within
+    /// [`CONFIRM_TIMEOUT`]). One result per message, in order: a message that is returned or
+    /// nacked fails alone; a lost connection fails those not yet confirmed; past the timeout
+    /// every one is reported failed (some may have arrived: sending again may duplicate them).
+    pub async fn send_batch(&self, messages: &[Outgoing]) -> Vec<Result<()>> {
+        let s = match self.session().await {
+            Ok(s) => s,
+            Err(e) => return messages.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in messages {
+            confirms.push(publish(&s.1, "", &m.dest, &m.body, m.key.as_deref(), &m.headers).await);
+        }
+        let all = futures_util::future::join_all(
+            confirms
+                .into_iter()
+                .zip(messages)
+                .map(|(c, m)| async move { confirmed(c?, "", &m.dest).await }),
+        );
+        match tokio::time::timeout(CONFIRM_TIMEOUT, all).await {
+            Ok(results) => results,
+            Err(_) => {
+                let e = Error::Unavailable(format!(
+                    "RabbitMQ: no publisher confirm within {} s",
+                    CONFIRM_TIMEOUT.as_secs()
+                ));
+                messages.iter().map(|_| Err(e.clone())).collect()
+            }
         }
     }
 

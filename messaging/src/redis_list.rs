@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::Value;
 
-use crate::delivery::Delivery;
-use crate::error::Result;
+use crate::delivery::{Delivery, Outgoing};
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct ListOptions {
@@ -198,5 +198,49 @@ impl RedisProducer {
         let mut conn = self.conn.clone();
         let n: i64 = redis::cmd("LPUSH").arg(list).arg(body).query_async(&mut conn).await?;
         Ok(n)
+    }
+
+    /// Publish `messages` in one pipeline (one round trip): `LPUSH` of the bodies when `list`,
+    /// else `XADD`. One result per message, in order — the entry id, or the list's length
+    /// after the push. Redis runs every command of a pipeline, so one refused (say, a key of
+    /// another type) fails alone; a lost connection fails them all (some may have been stored).
+    pub async fn send_batch(&self, list: bool, messages: &[Outgoing]) -> Vec<Result<String>> {
+        if messages.is_empty() {
+            return Vec::new();
+        }
+        let mut pipe = redis::pipe();
+        for m in messages {
+            if list {
+                pipe.cmd("LPUSH").arg(&m.dest).arg(&m.body);
+            } else {
+                let xadd = pipe.cmd("XADD").arg(&m.dest).arg("*");
+                for (k, v) in crate::redis_stream::encode(&m.body, m.key.as_deref(), &m.headers) {
+                    xadd.arg(k).arg(v);
+                }
+            }
+        }
+        let mut conn = self.conn.clone();
+        // The raw replies, a refused command's error among them (a typed query fails whole).
+        let replies = match conn.req_packed_commands(&pipe, 0, messages.len()).await {
+            Ok(r) if r.len() == messages.len() => r,
+            Ok(r) => {
+                let e = Error::Broker(format!("Redis answered {} of {} commands", r.len(), messages.len()));
+                return messages.iter().map(|_| Err(e.clone())).collect();
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                return messages.iter().map(|_| Err(e.clone())).collect();
+            }
+        };
+        replies
+            .into_iter()
+            .zip(messages)
+            .map(|(v, m)| match v {
+                Value::ServerError(e) => Err(Error::from(redis::RedisError::from(e))),
+                Value::Int(n) => Ok(n.to_string()),
+                v => crate::redis_stream::text(&v)
+                    .ok_or_else(|| Error::Broker(format!("XADD to {} answered {v:?}", m.dest))),
+            })
+            .collect()
     }
 }

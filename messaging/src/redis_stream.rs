@@ -3,16 +3,24 @@
 //! once the handler finished, and the dead-letter stream written in the same `MULTI` as the
 //! `XACK` (so a crash between them cannot lose the entry or record it twice).
 //!
+//! Acks of the consume loop are batched ([`StreamConsumer::ack_queued`], see `acks.rs`): one
+//! `XACK` with the ids that finished meanwhile. The acks still queued go out in the same
+//! round trip as, and before, the next `XAUTOCLAIM`, so this consumer never claims back an
+//! entry it already finished. `XAUTOCLAIM` runs before every fetch while it finds entries, and
+//! once per [`reclaim_every`] after one found none.
+//!
 //! Entries carry the body in the field `body`, the key in `key` and headers as `h:<name>`
 //! fields; an entry without `body` (written by another client) gets its fields as a JSON
 //! object instead.
 
-use std::time::Duration;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::Value;
 use tokio::sync::Mutex;
 
+use crate::acks::{AckQueue, Flusher};
 use crate::delivery::{Delivery, HEADER_PREFIX};
 use crate::error::{Error, Result};
 
@@ -36,6 +44,22 @@ pub struct StreamConsumer {
     reader: ConnectionManager,
     ctl: ConnectionManager,
     cursor: Mutex<String>,
+    /// No `XAUTOCLAIM` before this (the last found nothing to claim).
+    quiet_until: std::sync::Mutex<Instant>,
+    acks: Arc<AckQueue>,
+    _flusher: Flusher,
+}
+
+/// How long after an `XAUTOCLAIM` that found nothing the next one is due: entries are
+/// claimed once idle between `claim_idle` and 1.25 × `claim_idle` (at most 1 s later), and a
+/// busy consumer does not pay a round trip per fetch for it.
+fn reclaim_every(claim_idle: Duration) -> Duration {
+    (claim_idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// `XACK stream group id...` on `pipe`.
+fn xack(pipe: &mut redis::Pipeline, stream: &str, group: &str, ids: &[String]) {
+    pipe.cmd("XACK").arg(stream).arg(group).arg(ids).ignore();
 }
 
 /// `XGROUP CREATE ... 0 MKSTREAM` unless the group exists.
@@ -62,11 +86,26 @@ impl StreamConsumer {
         let reader = crate::redis_connect(&opts.url, opts.connect_timeout).await?;
         let mut ctl = crate::redis_connect(&opts.url, opts.connect_timeout).await?;
         create_group(&mut ctl, &opts.stream, &opts.group).await?;
+        let (acks, flusher) = AckQueue::start("Redis stream", {
+            let (conn, stream, group) = (ctl.clone(), opts.stream.clone(), opts.group.clone());
+            Box::new(move |ids: Vec<String>| {
+                let (mut conn, stream, group) = (conn.clone(), stream.clone(), group.clone());
+                Box::pin(async move {
+                    let mut pipe = redis::pipe();
+                    xack(&mut pipe, &stream, &group, &ids);
+                    let _: Value = pipe.query_async(&mut conn).await?;
+                    Ok(())
+                })
+            })
+        });
         Ok(Self {
             opts,
             reader,
             ctl,
             cursor: Mutex::new("0-0".into()),
+            quiet_until: std::sync::Mutex::new(Instant::now()),
+            acks,
+            _flusher: flusher,
         })
     }
 
@@ -89,9 +128,14 @@ impl StreamConsumer {
     }
 
     async fn fetch_once(&self, max: usize, block: Duration) -> Result<Vec<Delivery>> {
-        let claimed = self.reclaim(max).await?;
-        if !claimed.is_empty() {
-            return Ok(claimed);
+        let due = Instant::now() >= *self.quiet_until.lock().unwrap_or_else(PoisonError::into_inner);
+        if due {
+            let claimed = self.reclaim(max).await?;
+            if !claimed.is_empty() {
+                return Ok(claimed);
+            }
+            *self.quiet_until.lock().unwrap_or_else(PoisonError::into_inner) =
+                Instant::now() + reclaim_every(self.opts.claim_idle);
         }
         let mut reader = self.reader.clone();
         let reply: Value = redis::cmd("XREADGROUP")
@@ -135,16 +179,33 @@ impl StreamConsumer {
     async fn reclaim(&self, max: usize) -> Result<Vec<Delivery>> {
         let mut ctl = self.ctl.clone();
         let mut cursor = self.cursor.lock().await;
-        let reply: Value = redis::cmd("XAUTOCLAIM")
+        // The acks still queued first, in the same round trip: what finished here is not
+        // claimed again. The queue's sender waits meanwhile, so none is under way either.
+        let sending = self.acks.lock().await;
+        let acks = self.acks.take();
+        let mut pipe = redis::pipe();
+        if !acks.is_empty() {
+            xack(&mut pipe, &self.opts.stream, &self.opts.group, &acks);
+        }
+        pipe.cmd("XAUTOCLAIM")
             .arg(&self.opts.stream)
             .arg(&self.opts.group)
             .arg(&self.opts.consumer)
             .arg(self.opts.claim_idle.as_millis() as u64)
             .arg(cursor.as_str())
             .arg("COUNT")
-            .arg(max.max(1))
-            .query_async(&mut ctl)
-            .await?;
+            .arg(max.max(1));
+        let reply: Vec<Value> = match pipe.query_async(&mut ctl).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.acks.restore(acks);
+                return Err(e.into());
+            }
+        };
+        drop(sending);
+        let Some(reply) = reply.into_iter().next() else {
+            return Ok(Vec::new());
+        };
         let Value::Array(mut parts) = reply else {
             return Ok(Vec::new());
         };
@@ -182,7 +243,17 @@ impl StreamConsumer {
         Ok(out)
     }
 
-    /// The handler finished: the entry is done.
+    /// The handler finished: the entry is done, acknowledged with the next batch (no I/O here).
+    pub fn ack_queued(&self, id: &str) {
+        self.acks.push(id.to_owned());
+    }
+
+    /// Send the queued acks; returns once Redis has them.
+    pub async fn flush(&self) {
+        self.acks.flush().await;
+    }
+
+    /// The handler finished: the entry is done, acknowledged now.
     pub async fn ack(&self, id: &str) -> Result<()> {
         let mut ctl = self.ctl.clone();
         let _: Value = redis::cmd("XACK")
@@ -305,7 +376,7 @@ pub async fn publish(
     text(&id).ok_or_else(|| Error::Broker(format!("XADD to {stream} answered {id:?}")))
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),

@@ -9,6 +9,12 @@
 //!
 //! A worker killed mid-batch deleted nothing: its messages become visible again after the
 //! visibility timeout and are delivered again.
+//!
+//! Acks of the consume loop are batched ([`SqsConsumer::ack_queued`], see `acks.rs`): the
+//! receipts that finished while the previous request was under way leave together, in
+//! `DeleteMessageBatch` requests of ten sent side by side. A receipt stays among those whose
+//! visibility is kept extended until its delete request goes out, so waiting in the queue
+//! never lets SQS deliver it again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -25,12 +31,13 @@ use aws_sdk_sqs::config::{
 };
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
+use crate::acks::{AckQueue, Flusher};
 use crate::delivery::{Delivery, Outgoing};
 use crate::error::{Error, Result};
 
@@ -367,6 +374,50 @@ pub struct SqsConsumer {
     dead_letter_url: String,
     inflight: Arc<InFlight>,
     keeper: tokio::task::JoinHandle<()>,
+    acks: Arc<AckQueue>,
+    _flusher: Flusher,
+}
+
+/// Delete `receipts` from `queue_url`, `DeleteMessageBatch` requests of ten side by side. An
+/// entry SQS refuses (an expired receipt: the message was delivered again meanwhile) is
+/// logged, not retried; a request that failed as a whole is an error (the batch is tried again).
+async fn delete_batch(client: &Client, queue_url: &str, receipts: &[String]) -> Result<()> {
+    let requests = receipts.chunks(BATCH_ENTRIES).map(|chunk| {
+        let entries: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        client
+            .delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+    });
+    let mut first_error = None;
+    for res in futures_util::future::join_all(requests).await {
+        match res {
+            Ok(out) => {
+                for f in out.failed() {
+                    tracing::warn!(
+                        "SQS: deleting a finished message failed ({}: {}); it will be delivered again",
+                        f.code(),
+                        f.message().unwrap_or("no reason given")
+                    );
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(sdk_error("DeleteMessageBatch", e));
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 impl Drop for SqsConsumer {
@@ -407,12 +458,32 @@ impl SqsConsumer {
             opts.visibility_timeout,
             Arc::downgrade(&inflight),
         ));
+        let (acks, flusher) = AckQueue::start("SQS", {
+            let (client, queue_url, inflight) = (client.clone(), opts.queue_url.clone(), Arc::downgrade(&inflight));
+            Box::new(move |receipts: Vec<String>| {
+                let (client, queue_url, inflight) = (client.clone(), queue_url.clone(), inflight.clone());
+                Box::pin(async move {
+                    // No longer extended from here: if the request fails and its retries too,
+                    // the message becomes visible again (at least a quarter of the visibility
+                    // timeout is left when it was last extended).
+                    if let Some(map) = inflight.upgrade() {
+                        let mut m = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        for r in &receipts {
+                            m.remove(r);
+                        }
+                    }
+                    delete_batch(&client, &queue_url, &receipts).await
+                })
+            })
+        });
         Ok(Self {
             opts,
             client,
             dead_letter_url,
             inflight,
             keeper,
+            acks,
+            _flusher: flusher,
         })
     }
 
@@ -489,7 +560,17 @@ impl SqsConsumer {
         self.inflight.lock().unwrap().remove(receipt);
     }
 
-    /// Done: delete it.
+    /// Done: deleted with the next batch (no I/O here).
+    pub fn ack_queued(&self, receipt: &str) {
+        self.acks.push(receipt.to_owned());
+    }
+
+    /// Send the queued deletes; returns once SQS answered.
+    pub async fn flush(&self) {
+        self.acks.flush().await;
+    }
+
+    /// Done: delete it now.
     pub async fn ack(&self, receipt: &str) -> Result<()> {
         self.settled(receipt);
         self.client

@@ -172,6 +172,8 @@ class AppMessaging:
         unfinished = sum(await asyncio.gather(*(r.drain(left) for r in self.runners)))
         if unfinished:
             log.warning("%d message(s) still in their handlers at shutdown: left for redelivery", unfinished)
+        # Send the acks still queued (Redis streams, SQS) and commit what finished (Kafka).
+        await asyncio.gather(*(r.close() for r in self.runners))
         self.tasks = []
 
     async def check(self) -> tuple[bool, str | None]:

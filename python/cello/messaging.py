@@ -998,28 +998,33 @@ class Producer:
         order; returns their ids, in order, once every one is confirmed. Each message gets its
         own trace context in its headers, as with ``send``.
 
-        Kafka and SQS send the batch in one round: Kafka hands every message to the producer
-        (in order, so their order per partition holds) and then awaits all acknowledgements; SQS
-        sends ``SendMessageBatch`` requests of up to ten messages per queue (one after the other
-        for a FIFO queue). When some messages fail, the others are still sent and
-        ``BatchSendError`` names each failed message (index, destination, why). Redis and
-        RabbitMQ send one message after the other and stop at the first failure."""
+        The batch goes in one round: Kafka hands every message to the producer (in order, so
+        their order per partition holds) and then awaits all acknowledgements; SQS sends
+        ``SendMessageBatch`` requests of up to ten messages per queue (one after the other for a
+        FIFO queue); Redis sends every ``XADD`` (``LPUSH`` in list mode) in one pipeline;
+        RabbitMQ publishes every message and then awaits all publisher confirms. When some
+        messages fail, the others are still sent and ``BatchSendError`` names each failed
+        message (index, destination, why)."""
         if self._native is None:
             raise MessagingError("the producer is closed")
         items = [_batch_item(m) for m in messages]
-        if self._mode not in ("kafka", "sqs"):
-            return [await self.send(*item) for item in items]
         if not items:
             return []
-        native = self._native
-        hs = [(topic, [(str(k), str(v)) for k, v in (headers or {}).items()]) for topic, _, _, headers in items]
+        native, mode = self._native, self._mode
 
         async def send(headers: list[list[tuple[str, str]]]) -> list[Any]:
             batch = [(topic, value, key, h) for (topic, value, key, _), h in zip(items, headers, strict=True)]
-            answers = await native.send_batch(_executor(), batch)
+            answers = await native.send_batch(_executor(), batch, mode)
             return [mid if kind is None else _batch_failure(kind, text) for mid, kind, text in answers]
 
-        results = await _trace.publish_batch("kafka" if self._mode == "kafka" else "aws_sqs", hs, send)
+        if mode == "list":  # bare bodies: no headers, so no trace context either (as ``send``)
+            if any(key is not None or headers for _, _, key, headers in items):
+                raise ValueError("a Redis list carries bare bodies: no key or headers")
+            results = await send([[] for _ in items])
+        else:
+            hs = [(topic, [(str(k), str(v)) for k, v in (headers or {}).items()]) for topic, _, _, headers in items]
+            system = {"queue": "rabbitmq", "kafka": "kafka", "sqs": "aws_sqs"}.get(mode, "redis")
+            results = await _trace.publish_batch(system, hs, send)
         if any(isinstance(r, BaseException) for r in results):
             raise BatchSendError(results, [topic for topic, *_ in items])
         return results

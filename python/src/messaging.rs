@@ -104,6 +104,18 @@ pub struct BrokerConsumer {
     source: Arc<Source>,
 }
 
+impl BrokerConsumer {
+    fn wrap(py: Python<'_>, source: Source) -> PyResult<Py<PyAny>> {
+        Ok(Py::new(
+            py,
+            Self {
+                source: Arc::new(source),
+            },
+        )?
+        .into_any())
+    }
+}
+
 #[pymethods]
 impl BrokerConsumer {
     /// Awaitable: a consumer of a Redis stream in consumer group `group`.
@@ -130,13 +142,7 @@ impl BrokerConsumer {
             connect_timeout: secs(connect_timeout_secs),
         };
         spawn(py, executor, StreamConsumer::connect(opts), |py, c| {
-            Ok(Py::new(
-                py,
-                BrokerConsumer {
-                    source: Arc::new(Source::Stream(c)),
-                },
-            )?
-            .into_any())
+            BrokerConsumer::wrap(py, Source::Stream(c))
         })
     }
 
@@ -159,13 +165,7 @@ impl BrokerConsumer {
             connect_timeout: secs(connect_timeout_secs),
         };
         spawn(py, executor, ListConsumer::connect(opts), |py, c| {
-            Ok(Py::new(
-                py,
-                BrokerConsumer {
-                    source: Arc::new(Source::List(c)),
-                },
-            )?
-            .into_any())
+            BrokerConsumer::wrap(py, Source::List(c))
         })
     }
 
@@ -192,13 +192,7 @@ impl BrokerConsumer {
             declare,
         };
         spawn(py, executor, RabbitConsumer::connect(opts), |py, c| {
-            Ok(Py::new(
-                py,
-                BrokerConsumer {
-                    source: Arc::new(Source::Rabbit(c)),
-                },
-            )?
-            .into_any())
+            BrokerConsumer::wrap(py, Source::Rabbit(c))
         })
     }
 
@@ -237,13 +231,7 @@ impl BrokerConsumer {
             wait_time: secs(wait_time_secs),
         };
         spawn(py, executor, SqsConsumer::connect(opts), |py, c| {
-            Ok(Py::new(
-                py,
-                BrokerConsumer {
-                    source: Arc::new(Source::Sqs(c)),
-                },
-            )?
-            .into_any())
+            BrokerConsumer::wrap(py, Source::Sqs(c))
         })
     }
 
@@ -274,13 +262,7 @@ impl BrokerConsumer {
             connect_timeout: secs(connect_timeout_secs),
         };
         spawn(py, executor, KafkaConsumer::connect(opts), |py, c| {
-            Ok(Py::new(
-                py,
-                BrokerConsumer {
-                    source: Arc::new(Source::Kafka(c)),
-                },
-            )?
-            .into_any())
+            BrokerConsumer::wrap(py, Source::Kafka(c))
         })
     }
 
@@ -293,7 +275,8 @@ impl BrokerConsumer {
         }
     }
 
-    /// Awaitable: leave (Kafka: commit what finished and leave the group; others: nothing to do).
+    /// Awaitable: leave (Kafka: commit what finished and leave the group; Redis streams, SQS:
+    /// send the acks still queued; others: nothing to do).
     fn close(&self, py: Python<'_>, executor: &Bound<'_, Executor>) -> PyResult<Py<PyAny>> {
         let source = self.source.clone();
         spawn(
@@ -302,7 +285,15 @@ impl BrokerConsumer {
             async move {
                 match &*source {
                     Source::Kafka(c) => c.close().await,
-                    _ => Ok(()),
+                    Source::Stream(c) => {
+                        c.flush().await;
+                        Ok(())
+                    }
+                    Source::Sqs(c) => {
+                        c.flush().await;
+                        Ok(())
+                    }
+                    Source::List(_) | Source::Rabbit(_) => Ok(()),
                 }
             },
             |py, ()| Ok(py.None()),
@@ -362,12 +353,22 @@ impl BrokerConsumer {
         )
     }
 
-    /// The message is done, settled now when that needs no I/O (Kafka with `auto_commit`: an
-    /// offset store); false when it needs the awaitable `ack` (every other case).
+    /// The message is done, settled here without waiting when that is how this broker is
+    /// acknowledged: Kafka with `auto_commit` stores the offset; Redis streams and SQS queue
+    /// the ack for the next batch (one `XACK` / `DeleteMessageBatch`, sent by the messaging
+    /// runtime; `close` sends what is still queued). False when it needs the awaitable `ack`.
     fn ack_now(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
         match &*self.source {
             Source::Kafka(c) => c.ack_local(id).map_err(|e| to_pyerr(py, e)),
-            _ => Ok(false),
+            Source::Stream(c) => {
+                c.ack_queued(id);
+                Ok(true)
+            }
+            Source::Sqs(c) => {
+                c.ack_queued(id);
+                Ok(true)
+            }
+            Source::List(_) | Source::Rabbit(_) => Ok(false),
         }
     }
 
@@ -495,6 +496,12 @@ pub struct BrokerProducer {
     sink: Arc<Sink>,
 }
 
+impl BrokerProducer {
+    fn wrap(py: Python<'_>, sink: Sink) -> PyResult<Py<PyAny>> {
+        Ok(Py::new(py, Self { sink: Arc::new(sink) })?.into_any())
+    }
+}
+
 #[pymethods]
 impl BrokerProducer {
     /// Awaitable: a Redis producer.
@@ -510,15 +517,7 @@ impl BrokerProducer {
             py,
             executor,
             async move { RedisProducer::connect(&url, timeout).await },
-            |py, p| {
-                Ok(Py::new(
-                    py,
-                    BrokerProducer {
-                        sink: Arc::new(Sink::Redis(p)),
-                    },
-                )?
-                .into_any())
-            },
+            |py, p| BrokerProducer::wrap(py, Sink::Redis(p)),
         )
     }
 
@@ -535,15 +534,7 @@ impl BrokerProducer {
             py,
             executor,
             async move { RabbitProducer::connect(&url, timeout).await },
-            |py, p| {
-                Ok(Py::new(
-                    py,
-                    BrokerProducer {
-                        sink: Arc::new(Sink::Rabbit(p)),
-                    },
-                )?
-                .into_any())
-            },
+            |py, p| BrokerProducer::wrap(py, Sink::Rabbit(p)),
         )
     }
 
@@ -576,15 +567,7 @@ impl BrokerProducer {
                 p.check(connect.connect_timeout).await?;
                 Ok(p)
             },
-            |py, p| {
-                Ok(Py::new(
-                    py,
-                    BrokerProducer {
-                        sink: Arc::new(Sink::Sqs(p)),
-                    },
-                )?
-                .into_any())
-            },
+            |py, p| BrokerProducer::wrap(py, Sink::Sqs(p)),
         )
     }
 
@@ -602,15 +585,7 @@ impl BrokerProducer {
             py,
             executor,
             async move { KafkaProducer::connect(&brokers, client_id.as_deref(), timeout).await },
-            |py, p| {
-                Ok(Py::new(
-                    py,
-                    BrokerProducer {
-                        sink: Arc::new(Sink::Kafka(p)),
-                    },
-                )?
-                .into_any())
-            },
+            |py, p| BrokerProducer::wrap(py, Sink::Kafka(p)),
         )
     }
 
@@ -677,14 +652,17 @@ impl BrokerProducer {
 
     /// Awaitable: publish `messages` — `(dest, value, key, headers)` each — in one round (Kafka:
     /// all handed to the producer, then all acknowledgements awaited; SQS: SendMessageBatch of
-    /// up to ten). Resolves to one `(id, None, None)` or `(None, kind, why)` per message, in
+    /// up to ten; Redis: one pipeline of `XADD`, or `LPUSH` when `kind` is "list"; RabbitMQ:
+    /// all published, then all publisher confirms awaited). Resolves to one `(id, None, None)` or `(None, kind, why)` per message, in
     /// order, `kind` naming the exception (`MessagingError`, `BrokerUnavailable`, `ValueError`).
     #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (executor, messages, kind = String::from("stream")))]
     fn send_batch(
         &self,
         py: Python<'_>,
         executor: &Bound<'_, Executor>,
         messages: Vec<(String, Bound<'_, PyAny>, Option<String>, Vec<(String, String)>)>,
+        kind: String,
     ) -> PyResult<Py<PyAny>> {
         let mut batch = Vec::with_capacity(messages.len());
         for (dest, value, key, headers) in messages {
@@ -700,13 +678,17 @@ impl BrokerProducer {
             py,
             executor,
             async move {
-                match &*sink {
-                    Sink::Kafka(p) => Ok(p.send_batch(&batch).await),
-                    Sink::Sqs(p) => Ok(p.send_batch(&batch).await),
-                    Sink::Redis(_) | Sink::Rabbit(_) => Err(Error::Config(
-                        "send_batch in one round is for Kafka and SQS producers".into(),
-                    )),
-                }
+                Ok(match &*sink {
+                    Sink::Kafka(p) => p.send_batch(&batch).await,
+                    Sink::Sqs(p) => p.send_batch(&batch).await,
+                    Sink::Redis(p) => p.send_batch(kind == "list", &batch).await,
+                    Sink::Rabbit(p) => p
+                        .send_batch(&batch)
+                        .await
+                        .into_iter()
+                        .map(|r| r.map(|()| String::new()))
+                        .collect(),
+                })
             },
             |py, results| {
                 let out = PyList::empty(py);
