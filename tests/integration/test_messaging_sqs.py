@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -27,12 +25,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
 from cli_harness import cello_procs, free_port
-from db_helpers import Loop, missing
+from db_helpers import Loop
+from msg_helpers import CREDS, start_moto
 
 __all__ = ["cello_procs"]
 pytestmark = pytest.mark.timeout(90)
 REGION = "us-east-1"
-CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 APP = textwrap.dedent(
     """
@@ -92,24 +90,7 @@ PRODUCER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory):
-    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    if not os.path.exists(exe):
-        missing("moto_server (moto[server] of requirements-dev.txt) is not installed")
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(url + "/moto-api/", timeout=1)
-            break
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"moto_server did not start on {url}: {log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
+    url, proc = start_moto(tmp_path_factory.mktemp("moto"))
     yield url
     proc.terminate()
     proc.wait(10)
