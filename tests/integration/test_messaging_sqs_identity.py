@@ -254,7 +254,7 @@ def test_irsa_web_identity_consume_and_produce_without_static_keys(cello_procs, 
     calls = requests_to(recording, since)
     assert_irsa_signed(calls, token)
     targets = {e["headers"].get("x-amz-target") for e in sqs_calls(calls)}
-    assert {"AmazonSQS.SendMessage", "AmazonSQS.ReceiveMessage", "AmazonSQS.DeleteMessage"} <= targets, targets
+    assert {"AmazonSQS.SendMessage", "AmazonSQS.ReceiveMessage", "AmazonSQS.DeleteMessageBatch"} <= targets, targets
 
 
 def test_irsa_in_app_consumer_and_producer_under_cello_run(cello_procs, app_dir, moto, queue):
