@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: help venv build run test test-rust test-python test-operator test-install lint fmt generate bench clean \
-	fuzz-smoke soak
+	fuzz-smoke soak test-perf perf-baseline
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,7 +35,7 @@ build: venv ## build the extension into the virtualenv (maturin develop)
 run: build ## serve examples/hello on $(HOST):$(PORT)
 	$(PY) examples/hello/app.py --host $(HOST) --port $(PORT)
 
-test: build test-rust test-python test-operator test-install ## everything: Rust, Python, operator, install
+test: build test-rust test-python test-operator test-install test-perf ## everything: Rust, Python, operator, install, instruction counts
 
 test-rust: ## Rust unit and integration tests
 	cargo test --workspace --locked
@@ -47,6 +47,12 @@ test-python: build ## black-box pytest suites (real servers, real sockets)
 test-operator: venv ## CRD drift, manifests against real Kubernetes schemas, helm lint/template
 	cargo run -q --locked -p cello-operator --bin crdgen -- --check
 	PYTHON=$(PY) tests/operator/run.sh
+
+test-perf: build ## instruction counts of a fixed request mix under callgrind, against bench/instructions-baseline.json (fails on > 5 % growth)
+	$(PY) bench/instructions_check.py
+
+perf-baseline: build ## record bench/instructions-baseline.json from this build (after a deliberate change)
+	$(PY) bench/instructions_check.py --record
 
 test-install: ## `pip install .` into a fresh Python 3.10+ virtualenv, then serve a request
 	tests/install_check.sh

@@ -110,7 +110,9 @@ def drive(port: int, request: bytes, total: int, conns: int) -> None:
 def control(pid: int, *args: str, port: int) -> None:
     """callgrind_control, with a request sent alongside: a process blocked in epoll only
     reads the command once something wakes it."""
-    proc = subprocess.Popen(["callgrind_control", *args, str(pid)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["callgrind_control", *args, str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while proc.poll() is None:
         if time.monotonic() > deadline:
@@ -127,6 +129,82 @@ def total_ir(path: Path) -> int:
     raise SystemExit(f"no totals in {path}")
 
 
+def measure(
+    *,
+    python: str,
+    app: str,
+    asynchronous: bool,
+    endpoints: list[str],
+    requests: int,
+    warmup: int,
+    conns: int,
+    out: Path,
+    label: str,
+    env: dict[str, str] | None = None,
+    quiet: bool = False,
+) -> dict[str, float]:
+    """Start the app under callgrind, measure each endpoint, return instructions per request."""
+    out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = dict(env or os.environ, CELLO_BENCH_ASYNC="1" if asynchronous else "0")
+    base = out / f"{label}.cg"
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={base}",
+        python,
+        "-c",
+        LAUNCH,
+        app,
+        str(port),
+    ]
+    log = open(out / f"{label}.log", "w")  # noqa: SIM115 (closed in the finally below)
+    server = subprocess.Popen(cmd, env=env, stderr=log)
+    results = {}
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                drive(port, ENDPOINTS["plaintext"], 1, 1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the server did not start") from None
+                time.sleep(0.5)
+        for name in endpoints:
+            drive(port, ENDPOINTS[name], warmup, conns)
+        control(server.pid, "-i", "on", port=port)
+        for name in endpoints:
+            control(server.pid, "-z", port=port)
+            drive(port, ENDPOINTS[name], requests, conns)
+            before = set(out.glob(f"{label}.cg*"))
+            control(server.pid, "-d", name, port=port)
+            new = sorted(set(out.glob(f"{label}.cg*")) - before, key=os.path.getmtime)
+            if not new:
+                raise SystemExit("no dump written")
+            dump = out / f"{label}.{name}.cg"
+            new[-1].rename(dump)
+            results[name] = total_ir(dump) / requests
+            if not quiet:
+                print(f"{label} {name}: {results[name]:,.0f} instructions/request", flush=True)
+    finally:
+        server.terminate()
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    return results
+
+
+def add_headers(headers: list[str]) -> None:
+    extra = "".join(f"{h.strip()}\r\n" for h in headers).encode("latin-1")
+    if extra:
+        for name, request in ENDPOINTS.items():
+            ENDPOINTS[name] = request.replace(b"Host: b\r\n", b"Host: b\r\n" + extra, 1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=sys.executable)
@@ -140,61 +218,19 @@ def main() -> int:
     ap.add_argument("--header", action="append", default=[], help='"Name: value", sent on every request')
     ap.add_argument("endpoints", nargs="*", default=list(ENDPOINTS))
     args = ap.parse_args()
-    extra = "".join(f"{h.strip()}\r\n" for h in args.header).encode("latin-1")
-    if extra:
-        for name, request in ENDPOINTS.items():
-            ENDPOINTS[name] = request.replace(b"Host: b\r\n", b"Host: b\r\n" + extra, 1)
+    add_headers(args.header)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = dict(os.environ, CELLO_BENCH_ASYNC="1" if args.asynchronous else "0")
-    base = out / f"{args.label}.cg"
-    cmd = [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={base}",
-        args.python,
-        "-c",
-        LAUNCH,
-        args.app,
-        str(port),
-    ]
-    log = open(out / f"{args.label}.log", "w")  # noqa: SIM115 (closed in the finally below)
-    server = subprocess.Popen(cmd, env=env, stderr=log)
-    results = {}
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                drive(port, ENDPOINTS["plaintext"], 1, 1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the server did not start") from None
-                time.sleep(0.5)
-        for name in args.endpoints:
-            drive(port, ENDPOINTS[name], args.warmup, args.conns)
-        control(server.pid, "-i", "on", port=port)
-        for name in args.endpoints:
-            control(server.pid, "-z", port=port)
-            drive(port, ENDPOINTS[name], args.requests, args.conns)
-            before = set(out.glob(f"{args.label}.cg*"))
-            control(server.pid, "-d", name, port=port)
-            new = sorted(set(out.glob(f"{args.label}.cg*")) - before, key=os.path.getmtime)
-            if not new:
-                raise SystemExit("no dump written")
-            dump = out / f"{args.label}.{name}.cg"
-            new[-1].rename(dump)
-            results[name] = total_ir(dump) / args.requests
-            print(f"{args.label} {name}: {results[name]:,.0f} instructions/request", flush=True)
-    finally:
-        server.terminate()
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+    results = measure(
+        python=args.python,
+        app=args.app,
+        asynchronous=args.asynchronous,
+        endpoints=args.endpoints,
+        requests=args.requests,
+        warmup=args.warmup,
+        conns=args.conns,
+        out=out,
+        label=args.label,
+    )
     (out / f"{args.label}.json").write_text(json.dumps(results, indent=1))
     return 0
 
