@@ -107,12 +107,15 @@ def pg_app(serve):
 
 @pytest.fixture(scope="module")
 def client(pg_app):
-    loop = Loop()
-    admin = Database(PG_URL)
-    loop.run(admin.execute("DELETE FROM dba_items"))  # created by the app's startup hook
-    loop.run(admin.close())
-    loop.close()
     with httpx.Client(base_url=pg_app.base_url, timeout=30) as c:
+        # The port accepts as soon as it is bound, before the startup hooks run; the first
+        # answer comes only after them, so the table exists from here on.
+        assert c.get("/plain").status_code == 200
+        loop = Loop()
+        admin = Database(PG_URL)
+        loop.run(admin.execute("DELETE FROM dba_items"))  # created by the app's startup hook
+        loop.run(admin.close())
+        loop.close()
         yield c
 
 
