@@ -856,6 +856,9 @@ impl Service<Req> for RouterService {
             return RouterFuture::Boxed(Box::pin(async move { Ok(fut.await) }));
         }
         let head = req.method() == Method::HEAD;
+        // A request with a body needs an async read before the endpoint: the boxed path.
+        let bodiless =
+            http_body::Body::is_end_stream(req.body()) && !req.headers().contains_key(http::header::CONTENT_LENGTH);
         let call = match self.route(req) {
             Ok(call) => call,
             Err(resp) => return RouterFuture::Ready(Some(resp)),
@@ -866,7 +869,7 @@ impl Service<Req> for RouterService {
         };
         let route = self.0.observed.then(|| call.route.clone());
         let entry = &self.0.targets[call.route.target];
-        let mut call = if entry.stack.is_none() {
+        let call = if bodiless && entry.stack.is_none() {
             match crate::target::try_direct(&entry.target, &entry.options, call) {
                 Ok(fut) => {
                     return RouterFuture::Direct {
@@ -881,7 +884,7 @@ impl Service<Req> for RouterService {
         } else {
             call
         };
-        call.conn = call.req.extensions().get::<ConnInfo>().cloned();
+        // `call.conn` stays empty: the targets read the connection facts from the extension.
         let state = self.0.clone();
         RouterFuture::Boxed(Box::pin(async move {
             let entry = &state.targets[call.route.target];

@@ -264,9 +264,11 @@ pub(crate) async fn dispatch(
         .get::<BodyLimit>()
         .map_or(config.limits.max_body_size, |l| l.0);
     let spool_ok = matches!(target, Target::Endpoint(_));
+    // The router leaves `conn` empty: the facts are in the extension.
+    let conn = conn.as_ref().or_else(|| parts.extensions.get::<ConnInfo>());
+    let (peer, tls) = conn.map_or((None, false), |c| (c.peer, c.tls));
     // Held until the endpoint answered: the body's bytes count against the budget meanwhile.
     let mut budget = conn
-        .as_ref()
         .and_then(|c| c.budgets.as_ref())
         .and_then(|b| b.reserve_body(0, config.limits.max_buffered_bytes));
     let (body, stream) = if options.stream_body {
@@ -332,7 +334,6 @@ pub(crate) async fn dispatch(
     if let Some(clock) = parts.extensions.get::<Arc<crate::metrics::QueueClock>>() {
         clock.enqueued(body.len() as u64);
     }
-    let (peer, tls) = conn.as_ref().map_or((None, false), |c| (c.peer, c.tls));
     let routed = RoutedRequest {
         parts,
         body,
@@ -362,7 +363,8 @@ async fn dispatch_websocket(config: &ServerConfig, endpoint: &dyn Endpoint, call
         }
         Err(resp) => return resp,
     }
-    let (peer, tls) = conn.as_ref().map_or((None, false), |c| (c.peer, c.tls));
+    let conn = conn.as_ref().or_else(|| parts.extensions.get::<ConnInfo>());
+    let (peer, tls) = conn.map_or((None, false), |c| (c.peer, c.tls));
     endpoint
         .call(RoutedRequest {
             parts,
@@ -376,7 +378,7 @@ async fn dispatch_websocket(config: &ServerConfig, endpoint: &dyn Endpoint, call
         .await
 }
 
-/// The fast path: a body-less request to an endpoint needs no async step before it, so
+/// The fast path: a body-less request (the caller checks) to an endpoint needs no async step before it, so
 /// the endpoint's own future is the route's (no extra box). `Err` gives the call back.
 // The call moves straight back to the caller: boxing it would cost the allocation saved here.
 #[allow(clippy::result_large_err)]
@@ -390,10 +392,8 @@ pub(crate) fn try_direct(
         Target::Proxy(p) => &**p,
         _ => return Err(call),
     };
-    if options.stream_body
-        || !call.req.body().is_end_stream()
-        || call.req.headers().contains_key(header::CONTENT_LENGTH)
-    {
+    // The router calls this only for a request without a body.
+    if options.stream_body {
         return Err(call);
     }
     let RouteCall {
