@@ -9,7 +9,9 @@ mix is the bench app's four sync endpoints and async JSON, over one keep-alive c
 that every request is its own wake-up of the Python thread (with several connections the batch
 size per wake-up follows valgrind's thread scheduling, which is not repeatable). The check
 fails when any endpoint costs more than ``--tolerance`` percent (default 5) above the
-baseline; a figure well below it is reported so the baseline can be lowered.
+baseline in two runs (one run's count moves by up to ~3 % with how valgrind schedules the
+threads; the baseline is the median of three); a figure well below it is reported so the
+baseline can be lowered.
 
 The baseline holds for the extension `make build` makes (the `fast` profile), the Python and
 the rustc it records; measured with another one the check stops with an error that says so
@@ -71,6 +73,11 @@ def run_mix(python: str) -> dict[str, float]:
     return counts
 
 
+def over(base: dict[str, int], counts: dict[str, int], name: str, tolerance: float) -> bool:
+    new = counts.get(name)
+    return new is None or (new - base[name]) / base[name] * 100 > tolerance
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=sys.executable)
@@ -96,13 +103,22 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 2
-    counts = run_mix(args.python)
     if args.record:
+        # The median of three runs: one run's count moves by up to ~3 % with how valgrind
+        # schedules the I/O and Python threads against the client.
+        runs = [run_mix(args.python) for _ in range(3)]
+        counts = {name: sorted(r[name] for r in runs)[1] for name in runs[0]}
         path.write_text(json.dumps({"toolchain": env, "requests": REQUESTS, "counts": counts}, indent=1) + "\n")
         for name, value in counts.items():
             print(f"{name:16} {value:>8,}")
         print(f"baseline written to {path}")
         return 0
+    counts = run_mix(args.python)
+    if any(over(base["counts"], counts, name, args.tolerance) for name in base["counts"]):
+        # A real regression shows in a second run too; a scheduling outlier does not.
+        again = run_mix(args.python)
+        counts = {name: min(value, again.get(name, value)) for name, value in counts.items()}
+        print("over the tolerance once: measured again, the lower count of the two runs counts")
     failed = False
     print(f"{'endpoint':16} {'baseline':>9} {'now':>9} {'change':>8}")
     for name, old in base["counts"].items():
