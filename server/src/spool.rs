@@ -86,7 +86,7 @@ pub async fn read(
     }
     // A small body has usually arrived with its head: one poll before arming the deadline
     // finds it, and a body of one frame is handed on as it is (no timer, no copy).
-    let mut early = body.frame().now_or_never();
+    let early = body.frame().now_or_never();
     if let Some(Some(Ok(frame))) = &early {
         if body.is_end_stream() {
             if let Some(data) = frame.data_ref() {
@@ -100,7 +100,23 @@ pub async fn read(
             }
         }
     }
-    let deadline = tokio::time::sleep(Duration::from_secs_f64(config.timeouts.read_body));
+    // The rest in a future of its own on the heap: its state (the deadline, the buffer, the
+    // spool file) would otherwise be part of every request future that may read a body, and
+    // be moved with it whether a body comes or not.
+    Box::pin(read_rest(config.timeouts.read_body, body, early, max)).await
+}
+
+/// The body after its first poll (`early`, when that found something).
+type Polled = Option<Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>>;
+
+#[allow(clippy::result_large_err)]
+async fn read_rest(
+    read_body_secs: f64,
+    mut body: RequestBody,
+    mut early: Polled,
+    max: u64,
+) -> Result<(Bytes, Option<Spooled>), Response<ResponseBody>> {
+    let deadline = tokio::time::sleep(Duration::from_secs_f64(read_body_secs));
     tokio::pin!(deadline);
     let mut buf = BytesMut::new();
     let mut file: Option<(tokio::io::BufWriter<tokio::fs::File>, tempfile::TempPath)> = None;
@@ -201,5 +217,32 @@ mod tests {
             panic!("a body over the limit was accepted");
         };
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// A body in several frames, the first one already there and the rest arriving later,
+    /// goes through the first poll and then the deadline-bound loop, and is read whole.
+    #[tokio::test]
+    async fn a_body_in_frames_is_read_whole_and_a_stalled_one_times_out() {
+        let mut config = ServerConfig::default();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(Ok(Bytes::from_static(b"hel"))).await.unwrap();
+        let late = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.send(Ok(Bytes::from_static(b"lo"))).await.unwrap();
+        });
+        let Ok((b, s)) = read(&config, &parts(), RequestBody::Channel(rx), 100).await else {
+            panic!("a body in frames was refused");
+        };
+        late.await.unwrap();
+        assert_eq!((&b[..], s.is_none()), (&b"hello"[..], true));
+
+        config.timeouts.read_body = 0.05;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(Ok(Bytes::from_static(b"hel"))).await.unwrap();
+        let Err(resp) = read(&config, &parts(), RequestBody::Channel(rx), 100).await else {
+            panic!("a stalled body was accepted");
+        };
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        drop(tx);
     }
 }

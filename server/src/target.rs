@@ -242,9 +242,11 @@ pub(crate) async fn dispatch(
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default();
             let (parts, _) = call.req.into_parts();
-            return crate::statics::serve(mount, &parts.method, &parts.headers, rel).await;
+            // Boxed, as the WebSocket arm and the rarer body reads below: the state of a
+            // branch awaited inline is part of every request's future and moved with it.
+            return Box::pin(crate::statics::serve(mount, &parts.method, &parts.headers, rel)).await;
         }
-        Target::WebSocket(e) => return dispatch_websocket(config, &**e, call).await,
+        Target::WebSocket(e) => return Box::pin(dispatch_websocket(config, &**e, call)).await,
         other => {
             return problem(
                 StatusCode::NOT_IMPLEMENTED,
@@ -272,7 +274,7 @@ pub(crate) async fn dispatch(
         .and_then(|c| c.budgets.as_ref())
         .and_then(|b| b.reserve_body(0, config.limits.max_buffered_bytes));
     let (body, stream) = if options.stream_body {
-        if let Err(resp) = read_body(config, &parts, RequestBody::empty(), max, None).await {
+        if let Err(resp) = Box::pin(read_body(config, &parts, RequestBody::empty(), max, None)).await {
             return resp; // Content-Length over the limit: refused before reading
         }
         let timeout = Duration::from_secs_f64(config.timeouts.read_body);
@@ -326,7 +328,7 @@ pub(crate) async fn dispatch(
             Err(resp) => return resp,
         }
     } else {
-        match read_body(config, &parts, body, max, budget.as_mut()).await {
+        match Box::pin(read_body(config, &parts, body, max, budget.as_mut())).await {
             Ok(b) => (b, None),
             Err(resp) => return resp,
         }
