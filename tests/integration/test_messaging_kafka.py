@@ -292,7 +292,7 @@ def test_rebalance_between_two_consumers(cello_procs, app_dir, kafka, topic):
 
     Falsified: without the wait, the message running in each moved partition is handled twice
     (2); with the eager assignor, the mock refuses the commit on revoke (16 handled twice).
-    Seen failing 3 times in 23 runs with the change, each time with every message of the
+    Seen failing 3 times in 33 runs with the change, each time with every message of the
     moved partitions since their last auto-commit handled again: the commit on revoke was not
     taken then, for a cause not established (a member rejoining during the revoke's wait would
     do it: the mock refuses commits while a group is joining)."""
