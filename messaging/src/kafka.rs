@@ -7,21 +7,27 @@
 //! one past the highest settled when none is pending), so a message is never committed
 //! before its handler finished, whatever order handlers finish in. The offset is stored in
 //! librdkafka's offset store and committed every second (`auto_commit`) or at once, on
-//! revoke (a rebalance takes partitions away: what finished is committed first), and on
-//! `close`. A killed worker committed nothing it had not finished: its successor gets the
-//! rest again.
+//! revoke, and on `close`. A killed worker committed nothing it had not finished: its
+//! successor gets the rest again.
+//!
+//! Revoke (a rebalance takes partitions away), so that the next owner starts where this one
+//! stopped: no message of those partitions begins any more ([`KafkaConsumer::begin`] says
+//! no; fetched ones are left to the next owner), the handlers already running for them get
+//! up to [`REVOKE_WAIT`] to settle, then what settled is committed synchronously, before the
+//! partitions are given up. The group uses the cooperative-sticky assignor: a rebalance
+//! revokes only the partitions that move, the others keep being handled.
 //!
 //! Ids of deliveries are `<generation>:<partition>:<offset>`; the generation changes when a
 //! partition is assigned again, so a message fetched before its partition was revoked is
-//! neither committed nor, when [`KafkaConsumer::owns`] is asked, handled.
+//! neither committed nor begun.
 //!
 //! `requeue` publishes the message again at the end of its topic (with `x-delivery-count`),
 //! Kafka having no way to give one message back; a dead letter goes to the topic
 //! `<topic>.dlq` with the error in its headers.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -67,11 +73,24 @@ pub struct KafkaOptions {
     pub connect_timeout: Duration,
 }
 
+/// How long a revoke waits for the running handlers of the revoked partitions to settle.
+/// Longer ones are handled again by the next owner; librdkafka keeps heartbeating meanwhile.
+pub const REVOKE_WAIT: Duration = Duration::from_secs(10);
+
+/// Commits refused because the group is rebalancing are tried again this often, this far apart.
+const COMMIT_TRIES: u32 = 5;
+const COMMIT_RETRY: Duration = Duration::from_millis(200);
+
 /// Per partition: what was fetched and not yet settled.
 #[derive(Debug, Default)]
 struct Part {
     generation: u64,
+    /// Fetched, not settled (begun or not).
     pending: BTreeSet<i64>,
+    /// Begun (its handler runs), not settled.
+    running: BTreeSet<i64>,
+    /// Being revoked: nothing begins any more.
+    revoking: bool,
     /// One past the highest settled offset.
     high: i64,
     /// The offset last stored (next to consume), -1 before any.
@@ -106,10 +125,101 @@ impl Tracker {
     }
 }
 
+/// The tracker, and a signal for a revoke waiting on running handlers.
+#[derive(Debug, Default)]
+struct Shared {
+    tracker: Mutex<Tracker>,
+    settled: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Message `o` of partition `p` (fetched in generation `g`) begins, unless the partition
+    /// was revoked since or is being revoked.
+    fn begin(&self, g: u64, p: i32, o: i64) -> bool {
+        let mut tracker = self.lock();
+        match tracker.parts.get_mut(&p) {
+            Some(part) if part.generation == g && !part.revoking => {
+                part.running.insert(o);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Message `o` of partition `p` is settled; the new commit point when it moved (None
+    /// also when the partition was revoked since: its next owner handles the message again).
+    fn settle(&self, g: u64, p: i32, o: i64) -> Option<i64> {
+        let mut tracker = self.lock();
+        let part = tracker.parts.get_mut(&p).filter(|part| part.generation == g)?;
+        part.pending.remove(&o);
+        if part.running.remove(&o) && part.revoking {
+            self.settled.notify_all();
+        }
+        part.high = part.high.max(o + 1);
+        let point = part.point();
+        if point > part.stored {
+            part.stored = point;
+            Some(point)
+        } else {
+            None
+        }
+    }
+}
+
 /// Commits what finished on revoke and renews the generation on assign.
 struct Ctx {
     topic: String,
-    tracker: Arc<Mutex<Tracker>>,
+    shared: Arc<Shared>,
+}
+
+impl Ctx {
+    /// Stop beginning messages of `partitions`, wait up to `wait` for their running handlers,
+    /// forget them; the offsets to commit (what settled).
+    fn revoke(&self, partitions: &[i32], wait: Duration) -> TopicPartitionList {
+        let mut tracker = self.shared.lock();
+        for p in partitions {
+            if let Some(part) = tracker.parts.get_mut(p) {
+                part.revoking = true;
+            }
+        }
+        let running = |t: &Tracker| {
+            partitions
+                .iter()
+                .any(|p| t.parts.get(p).is_some_and(|part| !part.running.is_empty()))
+        };
+        let deadline = Instant::now() + wait;
+        while running(&tracker) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    "Kafka: handlers still running after {:.0} s on revoke: their messages go to the next owner",
+                    wait.as_secs_f64()
+                );
+                break;
+            }
+            tracker = self
+                .shared
+                .settled
+                .wait_timeout(tracker, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let mut commit = TopicPartitionList::new();
+        for p in partitions {
+            if let Some(part) = tracker.parts.remove(p) {
+                // `stored` is the first message not settled: the fetched ones not begun come
+                // after the (at most one) running one, so the next owner starts with them.
+                if part.stored >= 0 {
+                    let _ = commit.add_partition_offset(&self.topic, *p, Offset::Offset(part.stored));
+                }
+            }
+        }
+        commit
+    }
 }
 
 impl ClientContext for Ctx {}
@@ -119,29 +229,59 @@ impl ConsumerContext for Ctx {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
-        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-        let mut commit = TopicPartitionList::new();
-        for el in tpl.elements_for_topic(&self.topic) {
-            if let Some(part) = tracker.parts.remove(&el.partition()) {
-                if part.stored >= 0 {
-                    let _ = commit.add_partition_offset(&self.topic, el.partition(), Offset::Offset(part.stored));
-                }
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|el| el.partition())
+            .collect();
+        // This runs on the thread polling the consumer, a runtime worker while `fetch` awaits:
+        // the wait and the commit block, so the worker's other tasks move elsewhere meanwhile
+        // (illegal outside a multi-threaded runtime, where there is nothing to move).
+        let work = || {
+            let commit = self.revoke(&partitions, REVOKE_WAIT);
+            if commit.count() > 0 {
+                commit_retrying(consumer, &commit);
             }
-        }
-        drop(tracker);
-        if commit.count() > 0 {
-            if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
-                tracing::warn!("Kafka: committing on revoke failed: {e}");
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(work)
             }
+            _ => work(),
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tracker = self.shared.lock();
             for el in tpl.elements_for_topic(&self.topic) {
                 tracker.parts.remove(&el.partition());
                 tracker.part(el.partition());
+            }
+        }
+    }
+}
+
+/// Commit synchronously; a commit the group refuses while it rebalances is tried again a few
+/// times (the coordinator may take it once the group moved on).
+fn commit_retrying(consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
+    use RDKafkaErrorCode as C;
+    for attempt in 1..=COMMIT_TRIES {
+        match consumer.commit(tpl, CommitMode::Sync) {
+            Ok(()) => return,
+            Err(e)
+                if attempt < COMMIT_TRIES
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(C::RebalanceInProgress | C::IllegalGeneration)
+                    ) =>
+            {
+                tracing::debug!("Kafka: committing on revoke refused ({e}), trying again");
+                std::thread::sleep(COMMIT_RETRY);
+            }
+            Err(e) => {
+                tracing::warn!("Kafka: committing on revoke failed: {e}");
+                return;
             }
         }
     }
@@ -195,16 +335,16 @@ fn parse_id(id: &str) -> Result<(u64, i32, i64)> {
 pub struct KafkaConsumer {
     opts: KafkaOptions,
     consumer: StreamConsumer<Ctx>,
-    tracker: Arc<Mutex<Tracker>>,
+    shared: Arc<Shared>,
     producer: KafkaProducer,
 }
 
 impl KafkaConsumer {
     pub async fn connect(opts: KafkaOptions) -> Result<Self> {
-        let tracker = Arc::new(Mutex::new(Tracker::default()));
+        let shared = Arc::new(Shared::default());
         let ctx = Ctx {
             topic: opts.topic.clone(),
-            tracker: tracker.clone(),
+            shared: shared.clone(),
         };
         let mut cfg = base_config(&opts.brokers, opts.client_id.as_deref());
         cfg.set("group.id", &opts.group)
@@ -212,7 +352,10 @@ impl KafkaConsumer {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", opts.session_timeout_ms.to_string());
+            .set("session.timeout.ms", opts.session_timeout_ms.to_string())
+            // A rebalance revokes only the partitions that move (the others keep going), and
+            // does so once the group is stable again, when the commit on revoke is taken.
+            .set("partition.assignment.strategy", "cooperative-sticky");
         let consumer: StreamConsumer<Ctx> = cfg.create_with_context(ctx)?;
         // The producer (for requeues and dead letters) asks the brokers for metadata first:
         // an unreachable cluster fails here, within the timeout.
@@ -221,7 +364,7 @@ impl KafkaConsumer {
         Ok(Self {
             opts,
             consumer,
-            tracker,
+            shared,
             producer,
         })
     }
@@ -258,8 +401,8 @@ impl KafkaConsumer {
             .and_then(|(_, v)| v.parse::<u32>().ok())
             .map(|n| n + 1)
             .unwrap_or(1);
-        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-        let part = tracker.parts.get_mut(&m.partition())?;
+        let mut tracker = self.shared.lock();
+        let part = tracker.parts.get_mut(&m.partition()).filter(|part| !part.revoking)?;
         part.pending.insert(m.offset());
         let id = format!("{}:{}:{}", part.generation, m.partition(), m.offset());
         Some(Delivery {
@@ -274,11 +417,12 @@ impl KafkaConsumer {
         })
     }
 
-    /// Whether the message's partition is still ours since it was fetched.
-    pub fn owns(&self, id: &str) -> bool {
-        let Ok((g, p, _)) = parse_id(id) else { return false };
-        let tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-        tracker.parts.get(&p).is_some_and(|part| part.generation == g)
+    /// The message's handler is about to run: false when its partition was (or is being)
+    /// revoked since it was fetched — then it must not run, it belongs to the next owner. A
+    /// revoke waits for the messages begun here to be settled before committing.
+    pub fn begin(&self, id: &str) -> bool {
+        let Ok((g, p, o)) = parse_id(id) else { return false };
+        self.shared.begin(g, p, o)
     }
 
     /// The message is settled: its offset may be committed once those before it are.
@@ -305,22 +449,9 @@ impl KafkaConsumer {
     /// Settle the message in the tracker and store the new commit point, if it moved.
     fn store(&self, id: &str) -> Result<Option<TopicPartitionList>> {
         let (g, p, o) = parse_id(id)?;
-        let store = {
-            let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(part) = tracker.parts.get_mut(&p).filter(|part| part.generation == g) else {
-                return Ok(None); // revoked meanwhile: its new owner handles it again
-            };
-            part.pending.remove(&o);
-            part.high = part.high.max(o + 1);
-            let point = part.point();
-            if point > part.stored {
-                part.stored = point;
-                Some(point)
-            } else {
-                None
-            }
+        let Some(point) = self.shared.settle(g, p, o) else {
+            return Ok(None);
         };
-        let Some(point) = store else { return Ok(None) };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.opts.topic, p, Offset::Offset(point))?;
         if let Err(e) = self.consumer.store_offsets(&tpl) {
@@ -383,7 +514,7 @@ impl KafkaConsumer {
     /// fetch path.
     pub async fn lag(&self) -> Result<u64> {
         let stored: HashMap<i32, i64> = {
-            let tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            let tracker = self.shared.lock();
             tracker.parts.iter().map(|(p, part)| (*p, part.stored)).collect()
         };
         let consumer = &self.consumer;
@@ -412,12 +543,13 @@ impl KafkaConsumer {
         })
     }
 
-    /// Commit what finished and leave the group.
+    /// Commit what finished and leave the group (what settles later is the next reader's).
     pub async fn close(&self) -> Result<()> {
         let tpl = {
-            let tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            // Forgotten: the revoke that leaving brings has nothing left to wait for.
+            let parts = std::mem::take(&mut self.shared.lock().parts);
             let mut tpl = TopicPartitionList::new();
-            for (p, part) in &tracker.parts {
+            for (p, part) in &parts {
                 if part.stored > 0 {
                     tpl.add_partition_offset(&self.opts.topic, *p, Offset::Offset(part.stored))?;
                 }
@@ -564,6 +696,64 @@ mod tests {
         p.pending.remove(&7);
         p.high = 8;
         assert_eq!(p.point(), 8);
+    }
+
+    /// A context with partition 0 tracked (generation 1) and messages 5, 6, 7 fetched.
+    fn ctx() -> Ctx {
+        let shared = Arc::new(Shared::default());
+        shared.lock().part(0).pending.extend([5, 6, 7]);
+        Ctx {
+            topic: "t".into(),
+            shared,
+        }
+    }
+
+    fn offsets(tpl: &TopicPartitionList) -> Vec<(i32, Offset)> {
+        tpl.elements().iter().map(|el| (el.partition(), el.offset())).collect()
+    }
+
+    #[test]
+    fn revoke_waits_for_the_running_handler_and_commits_past_it_only() {
+        let ctx = ctx();
+        assert!(ctx.shared.begin(1, 0, 5));
+        let shared = ctx.shared.clone();
+        let settler = std::thread::spawn(move || {
+            // Once the revoke is under way: nothing else begins, the running one settles.
+            while !shared.lock().parts.get(&0).is_some_and(|p| p.revoking) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(!shared.begin(1, 0, 6));
+            std::thread::sleep(Duration::from_millis(100));
+            shared.settle(1, 0, 5)
+        });
+        let t0 = Instant::now();
+        let commit = ctx.revoke(&[0], Duration::from_secs(10));
+        assert!(t0.elapsed() >= Duration::from_millis(100));
+        assert_eq!(settler.join().unwrap(), Some(6));
+        // 6 and 7 were fetched, not begun: the next owner starts with 6.
+        assert_eq!(offsets(&commit), vec![(0, Offset::Offset(6))]);
+        assert!(!ctx.shared.begin(1, 0, 6)); // forgotten
+        assert_eq!(ctx.shared.settle(1, 0, 6), None);
+    }
+
+    #[test]
+    fn revoke_gives_up_on_a_handler_after_the_wait() {
+        let ctx = ctx();
+        assert!(ctx.shared.begin(1, 0, 5));
+        assert_eq!(ctx.shared.settle(1, 0, 5), Some(6));
+        assert!(ctx.shared.begin(1, 0, 6));
+        let t0 = Instant::now();
+        let commit = ctx.revoke(&[0], Duration::from_millis(50));
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        // 6 still runs: it is the next owner's, from the commit point 6.
+        assert_eq!(offsets(&commit), vec![(0, Offset::Offset(6))]);
+        assert_eq!(ctx.shared.settle(1, 0, 6), None);
+    }
+
+    #[test]
+    fn revoke_without_anything_settled_commits_nothing() {
+        let ctx = ctx();
+        assert_eq!(ctx.revoke(&[0, 1], Duration::from_secs(10)).count(), 0);
     }
 
     #[test]

@@ -869,10 +869,10 @@ class _Runner:
         ex = _executor()
         if prev is not None:
             await asyncio.wait([prev])  # Kafka: after the message before it in its partition
-        if s.kind == "kafka" and (self.stopping or not self.client.owns(msg.id)):
-            # Not begun: left uncommitted for this partition's next owner (or the next worker).
-            return
         async with slots:
+            if s.kind == "kafka" and (self.stopping or not self.client.begin(msg.id)):
+                # Not begun: left uncommitted for this partition's next owner (or the next worker).
+                return
             failures = max(0, msg.delivery_count - 1)  # earlier deliveries that did not finish
             while True:
                 t0 = time.perf_counter()

@@ -266,11 +266,12 @@ impl BrokerConsumer {
         })
     }
 
-    /// Whether a fetched message may still be handled here (Kafka: its partition was not
-    /// revoked since; other brokers: always).
-    fn owns(&self, id: &str) -> bool {
+    /// The fetched message's handler is about to run; false when it must not (Kafka: its
+    /// partition was revoked since, or is being revoked — a revoke waits for the messages
+    /// begun to settle; other brokers: always true).
+    fn begin(&self, id: &str) -> bool {
         match &*self.source {
-            Source::Kafka(c) => c.owns(id),
+            Source::Kafka(c) => c.begin(id),
             _ => true,
         }
     }
