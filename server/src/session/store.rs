@@ -18,6 +18,14 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// The cookie store's expiry for a session saved now: whole seconds, rounded up, so that a
+/// session lasts at least `ttl` seconds (rounded down, one saved late in a second could
+/// expire at once: `max_age=1` lasted anywhere from 0 to 1 s).
+fn expiry(ttl: u64) -> u64 {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    d.as_secs() + u64::from(d.subsec_nanos() > 0) + ttl
+}
+
 /// The largest data JSON the cookie store takes for this config: a 4096-byte cookie
 /// minus name, attributes, the envelope, nonce and tag, and base64.
 pub fn cookie_json_budget(c: &cello_config::SessionConfig) -> usize {
@@ -105,7 +113,7 @@ impl Store {
         let json = serde_json::to_vec(data).map_err(|e| e.to_string())?;
         match self {
             Store::Cookie(key) => {
-                let env = serde_json::json!({"i": id, "e": now() + ttl, "d": data});
+                let env = serde_json::json!({"i": id, "e": expiry(ttl), "d": data});
                 let mut jar = CookieJar::new();
                 jar.private_mut(key).add(Cookie::new(name.to_owned(), env.to_string()));
                 Ok(jar.get(name).map(|c| c.value().to_owned()).unwrap_or_default())
@@ -222,5 +230,22 @@ impl RedisSessions {
     async fn del(&self, id: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn().await?;
         redis::cmd("DEL").arg(Self::key(id)).query_async::<()>(&mut conn).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cookie_session_lasts_at_least_its_max_age() {
+        for _ in 0..5 {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+            assert!(
+                expiry(1) as f64 >= now + 1.0,
+                "a session could expire before its max_age"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(130));
+        }
     }
 }
