@@ -284,10 +284,29 @@ class Hooks:
         return 500, [("content-type", "application/problem+json")], problem_body(500, detail, request.path, **extra)
 
 
+def inline_mode(workers: int | None) -> bool:
+    """Whether sync handlers may run on the I/O thread (``CELLO_INLINE``: ``auto``, ``on``,
+    ``off``). ``auto`` (the default): when the worker has no spare CPU for a second thread
+    (``workers`` at least the CPUs the process may use), where the hand-off to the loop thread
+    only adds context switches. A TestClient (``workers`` None) keeps the hand-off."""
+    from . import _cli, _env
+
+    mode = (_env.lookup("CELLO_INLINE") or "auto").strip().lower()
+    if mode in ("on", "1", "true", "yes"):
+        return True
+    if mode in ("off", "0", "false", "no"):
+        return False
+    if mode != "auto":
+        raise ValueError(f"CELLO_INLINE must be auto, on or off, not {mode!r}")
+    return workers is not None and workers >= _cli.auto_workers()
+
+
 class Executor:
     """Owns the loop and the Rust runtime of one worker (or of a TestClient)."""
 
-    def __init__(self, app: App, config: dict[str, Any]) -> None:
+    def __init__(self, app: App, config: dict[str, Any], workers: int | None = None) -> None:
+        from . import di, edge
+        from .app import _PARAM
         from .responses import Response
 
         self.app = app
@@ -303,6 +322,17 @@ class Executor:
         endpoints = app._wrap_endpoints(endpoints, [r.handler for r in app._flatten()])
         limits = [r.max_body_size for r in app._flatten()]
         websockets = [i for i, r in enumerate(app._flatten()) if r.websocket]
+        # Routes whose endpoint may run on the I/O thread once it has proven fast (Rust decides).
+        inline = None
+        if inline_mode(workers):
+            inline = [
+                i
+                for i, (r, (_, _, blocking)) in enumerate(zip(app._flatten(), routes, strict=True))
+                if not r.websocket
+                and not blocking
+                and not edge._is_async(endpoints[i])
+                and di.runs_off_loop(app, r, _PARAM.findall(r.path))
+            ]
         self.core = _cello.Runtime(
             json.dumps(config),
             routes,
@@ -312,6 +342,7 @@ class Executor:
             self.loop,
             websocket_routes=websockets,
             body_limits=limits,
+            inline_routes=inline,
         )
         self.loop.add_reader(self.core.wake_fd(), self.core.drain)
         observability.attach(self.loop)

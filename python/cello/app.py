@@ -576,7 +576,7 @@ class App(SecurityMixin, EdgeMiddleware, Routes, EdgeMixin):
         _refuse_push(
             bool((config.get("http2") or {}).get("enablePush") or (config.get("http2") or {}).get("enable_push"))
         )
-        executor = Executor(self, config)
+        executor = Executor(self, config, workers=opts.workers)
         if on_executor is not None:
             on_executor(executor)
         with self._lock:

@@ -629,6 +629,18 @@ def _check_guards(values: list[Any]) -> None:
             raise ForbiddenError("access denied")
 
 
+def runs_off_loop(app: App, route: RouteDef, path_params: list[str]) -> bool:
+    """Whether the route's endpoint may run on an I/O thread (see ``_runtime.inline_mode``): a
+    plain ``def`` handler whose parameters and guards are sync and need no per-request context
+    (``Depends``, background tasks and teardowns run on the loop)."""
+    pp = tuple(path_params)
+    guards, guard_deps = _guard_fields(app, list(route.guards), pp)
+    if guard_deps or any(inspect.iscoroutinefunction(g) for g in guards):
+        return False
+    plan = analyze(app, route.handler, pp)
+    return plan.kind == "sync" and not plan.needs_ctx
+
+
 def compile_route(app: App, route: RouteDef, path_params: list[str]) -> Callable[[Any], Any]:
     from . import background, response_model
 

@@ -264,6 +264,36 @@ pub fn respond(
     }
 }
 
+/// [`respond`] for a sync handler run on an I/O thread: what needs the loop thread (an
+/// awaitable to run, an iterator to pump) comes back as `Err(result)`, untouched.
+pub fn respond_inline<'py>(
+    py: Python<'py>,
+    ctx: &Arc<Ctx>,
+    result: Bound<'py, PyAny>,
+    request: &Bound<'py, PyRequest>,
+) -> Result<Reply, Bound<'py, PyAny>> {
+    if result.get_type().is(ctx.coroutine_type.bind(py)) {
+        return Err(result);
+    }
+    match build(ctx, &result) {
+        Ok(Built::Ready(mut resp)) => {
+            own_framing(&mut resp, is_head(request));
+            Ok(Reply::Ready(resp))
+        }
+        Ok(Built::File(reply)) => Ok(reply),
+        Ok(Built::Await | Built::Stream { .. }) => Err(result),
+        Err(err) => Ok(fail_inline(py, ctx, err, request)),
+    }
+}
+
+/// [`fail`] returning the reply (error mapping is sync Python: it runs on any thread).
+pub fn fail_inline(py: Python<'_>, ctx: &Arc<Ctx>, err: PyErr, request: &Bound<'_, PyRequest>) -> Reply {
+    let (tx, mut rx) = oneshot::channel();
+    fail(py, ctx, err, request, tx);
+    rx.try_recv()
+        .unwrap_or_else(|_| Reply::Ready(problem(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")))
+}
+
 fn status_from(code: u16) -> PyResult<StatusCode> {
     StatusCode::from_u16(code)
         .ok()

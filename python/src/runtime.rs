@@ -132,6 +132,59 @@ struct PyEndpoint {
     shared: Arc<Shared>,
     handler_timeout: Duration,
     queue: Arc<QueueBound>,
+    handlers: Arc<Handlers>,
+}
+
+/// The Python endpoints and their execution state, shared by the loop thread (`drain`) and
+/// the I/O threads (inline calls).
+pub(crate) struct Handlers {
+    endpoints: Vec<Py<PyAny>>,
+    exec: Vec<RouteExec>,
+    /// Set once the runtime is built: an inline call converts its result with it. Weak: the
+    /// context holds the app state, whose router holds this (a strong cycle would keep a
+    /// stopped app, its handlers and its telemetry alive).
+    ctx: std::sync::OnceLock<std::sync::Weak<Ctx>>,
+    /// Sync handlers may run on the I/O thread (`CELLO_INLINE`, decided in Python).
+    inline: bool,
+    /// The loop thread is inside `drain()` and holds the GIL: a request then joins its batch
+    /// rather than wait for the GIL on the I/O thread.
+    draining: AtomicBool,
+    /// The server is stopping: nothing new runs on I/O threads (the interpreter may be
+    /// finalizing soon).
+    stopping: AtomicBool,
+}
+
+impl Handlers {
+    /// The route runs inline now (on the calling I/O thread).
+    fn inline_now(&self, index: usize) -> bool {
+        self.inline
+            && self.exec.get(index).is_some_and(|e| e.inline.load(Ordering::Relaxed))
+            && !self.draining.load(Ordering::Acquire)
+            && !self.stopping.load(Ordering::Acquire)
+    }
+}
+
+thread_local! {
+    static KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Give this I/O thread a Python thread state that it keeps. Without one, every `attach`
+/// would create and destroy a thread state (`PyGILState_Release` deletes the state whose
+/// count drops to zero).
+#[allow(unsafe_code)]
+fn keep_thread_state() {
+    KEPT.with(|kept| {
+        if !kept.get() {
+            kept.set(true);
+            // SAFETY: the interpreter is initialized (this runs in its extension, serving, and
+            // not while stopping); the GIL taken here is released at once, leaving the thread
+            // state's count at one, so later `attach`es on this thread reuse it.
+            unsafe {
+                pyo3::ffi::PyGILState_Ensure();
+                pyo3::ffi::PyEval_SaveThread();
+            }
+        }
+    });
 }
 
 /// Bounds the requests waiting for the Python thread (`limits.maxQueuedRequests`).
@@ -171,6 +224,11 @@ impl QueueBound {
 
 impl Endpoint for PyEndpoint {
     fn call(&self, req: RoutedRequest) -> ResponseFuture {
+        if self.handlers.inline_now(req.route.target) {
+            if let Some(ctx) = self.handlers.ctx.get().and_then(std::sync::Weak::upgrade) {
+                return self.call_inline(&ctx, req);
+            }
+        }
         if !self.queue.enter() {
             return Box::pin(std::future::ready(self.queue.busy()));
         }
@@ -178,6 +236,72 @@ impl Endpoint for PyEndpoint {
         let slot = Arc::new(CancelSlot::default());
         *lock(&slot.request) = Some(req);
         self.shared.push_batched(Job::Request(tx, slot.clone()));
+        self.wait(rx, slot)
+    }
+}
+
+impl PyEndpoint {
+    /// Run a sync handler that proved fast right here on the I/O thread: no hand-off, no
+    /// wake-up of the loop thread, no context switch. A call that turns out slow sends the
+    /// route back to the loop thread; a result that needs the loop (an awaitable, an iterator
+    /// to pump) is finished there, and the route never runs inline again.
+    fn call_inline(&self, ctx: &Arc<Ctx>, req: RoutedRequest) -> ResponseFuture {
+        let index = req.route.target;
+        if let Some(clock) = req.parts.extensions.get::<Arc<cello_server::metrics::QueueClock>>() {
+            clock.dequeued();
+        }
+        keep_thread_state();
+        let handled = Python::try_attach(|py| {
+            let (Some(endpoint), Some(exec)) = (self.handlers.endpoints.get(index), self.handlers.exec.get(index))
+            else {
+                return ready_response(problem(StatusCode::INTERNAL_SERVER_ERROR, "no handler for this route"));
+            };
+            let endpoint = endpoint.bind(py);
+            let request = match Bound::new(py, PyRequest::from_routed(req, &ctx.state)) {
+                Ok(r) => r,
+                Err(e) => {
+                    e.print(py);
+                    return ready_response(problem(StatusCode::INTERNAL_SERVER_ERROR, "internal server error"));
+                }
+            };
+            let started = std::time::Instant::now();
+            let result = endpoint.call1((request.clone(),));
+            let took = started.elapsed();
+            if took > INLINE_FAST {
+                exec.demote(py, ctx, endpoint, took);
+            }
+            let reply = match result {
+                Ok(result) => match convert::respond_inline(py, ctx, result, &request) {
+                    Ok(reply) => reply,
+                    Err(result) => {
+                        exec.off_loop.store(false, Ordering::Relaxed);
+                        exec.inline.store(false, Ordering::Relaxed);
+                        return self.finish_on_loop(ctx, result.unbind(), request.unbind());
+                    }
+                },
+                Err(err) => convert::fail_inline(py, ctx, err, &request),
+            };
+            match reply {
+                Reply::Ready(resp) => ready_response(resp),
+                file => Box::pin(file.into_response()),
+            }
+        });
+        handled.unwrap_or_else(|| ready_response(problem(StatusCode::SERVICE_UNAVAILABLE, "the worker is stopping")))
+    }
+
+    /// A result of an inline call that needs the loop thread: respond there.
+    fn finish_on_loop(&self, ctx: &Arc<Ctx>, result: Py<PyAny>, request: Py<PyRequest>) -> ResponseFuture {
+        let (tx, rx) = oneshot::channel();
+        let slot = Arc::new(CancelSlot::default());
+        let (ctx, job_slot) = (ctx.clone(), slot.clone());
+        self.shared.call(move |py| {
+            convert::respond(py, &ctx, result.into_bound(py), request.into_bound(py), tx, job_slot);
+        });
+        self.wait(rx, slot)
+    }
+
+    /// The response of a request handed to the loop thread, within the handler timeout.
+    fn wait(&self, rx: oneshot::Receiver<Reply>, slot: Arc<CancelSlot>) -> ResponseFuture {
         let limit = self.handler_timeout;
         let mut guard = CancelOnDrop {
             slot: Some(slot),
@@ -201,6 +325,10 @@ impl Endpoint for PyEndpoint {
     }
 }
 
+fn ready_response(resp: Response<ResponseBody>) -> ResponseFuture {
+    Box::pin(std::future::ready(resp))
+}
+
 /// Per-route execution state.
 pub struct RouteExec {
     /// Run in the thread pool (declared `blocking=True`, or learned by `adaptive`).
@@ -213,17 +341,70 @@ pub struct RouteExec {
     since_trial: std::sync::atomic::AtomicU32,
     /// Pooled calls between inline trials (doubles after each slow trial).
     trial_every: std::sync::atomic::AtomicU32,
+    /// May run on an I/O thread (a sync endpoint, per Python); cleared for good when it
+    /// returns something that needs the loop.
+    off_loop: AtomicBool,
+    /// Runs on the I/O thread now.
+    inline: AtomicBool,
+    /// Fast calls in a row on the loop thread, towards `inline`.
+    fast_calls: std::sync::atomic::AtomicU32,
+    /// Times it was sent back from the I/O thread: each doubles the fast calls it needs.
+    demoted: std::sync::atomic::AtomicU32,
 }
 
 impl RouteExec {
-    fn new(declared: bool, pool_all: bool) -> Self {
+    fn new(declared: bool, pool_all: bool, off_loop: bool) -> Self {
         Self {
             offload: AtomicBool::new(declared || pool_all),
             learned: !declared && !pool_all,
             strikes: std::sync::atomic::AtomicU32::new(0),
             since_trial: std::sync::atomic::AtomicU32::new(0),
             trial_every: std::sync::atomic::AtomicU32::new(TRIAL_FIRST),
+            off_loop: AtomicBool::new(off_loop && !declared && !pool_all),
+            inline: AtomicBool::new(false),
+            fast_calls: std::sync::atomic::AtomicU32::new(0),
+            demoted: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// Still learning whether to run inline (on the loop thread).
+    fn learning(&self) -> bool {
+        self.off_loop.load(Ordering::Relaxed) && !self.inline.load(Ordering::Relaxed)
+    }
+
+    /// A call on the loop thread finished: `fast` when it took under [`INLINE_FAST`] and
+    /// returned a plain value. Enough of them in a row move the route to the I/O thread.
+    fn learn(&self, fast: bool) {
+        if !fast {
+            self.fast_calls.store(0, Ordering::Relaxed);
+            return;
+        }
+        let demoted = self.demoted.load(Ordering::Relaxed);
+        if demoted > INLINE_MAX_DEMOTIONS {
+            return;
+        }
+        let needed = INLINE_AFTER << demoted;
+        if self.fast_calls.fetch_add(1, Ordering::Relaxed) + 1 >= needed {
+            self.fast_calls.store(0, Ordering::Relaxed);
+            self.inline.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// An inline call was slow: back to the loop thread (logged once per move).
+    fn demote(&self, py: Python<'_>, ctx: &Ctx, endpoint: &Bound<'_, PyAny>, took: Duration) {
+        if !self.inline.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let times = self.demoted.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = endpoint
+            .getattr("__name__")
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        let msg = format!(
+            "handler {name} took {:.1} ms on the I/O thread; it runs on the loop thread again{}",
+            took.as_secs_f64() * 1000.0,
+            if times > INLINE_MAX_DEMOTIONS { " for good" } else { "" }
+        );
+        let _ = ctx.hooks.call_method1(py, "log_info", (msg,));
     }
 
     /// A route adaptive offload moved to the pool runs one call in `trial_every`
@@ -249,6 +430,15 @@ const ADAPTIVE_STRIKES: u32 = 3;
 /// once in a thousand calls at most.
 const TRIAL_FIRST: u32 = 16;
 const TRIAL_MAX: u32 = 1024;
+
+/// A sync handler runs on the I/O thread once this many calls in a row took under
+/// [`INLINE_FAST`] on the loop thread: a handler that blocks (a slow first call, `time.sleep`)
+/// never holds up the sockets, `/health/*` and the stop signal's readiness flip.
+const INLINE_AFTER: u32 = 16;
+/// Longer than this on the I/O thread sends a route back to the loop thread.
+const INLINE_FAST: Duration = Duration::from_millis(1);
+/// After this many moves back a route stays on the loop thread.
+const INLINE_MAX_DEMOTIONS: u32 = 6;
 
 /// When the Python thread last turned its event loop (`Runtime.heartbeat`, called from
 /// a timer on the loop). A thread stuck in a handler stops the beats: `/health/live`
@@ -366,8 +556,7 @@ pub struct Runtime {
     shared: Arc<Shared>,
     queue: Arc<QueueBound>,
     heartbeat: Arc<Heartbeat>,
-    endpoints: Vec<Py<PyAny>>,
-    exec: Vec<RouteExec>,
+    handlers: Arc<Handlers>,
     ctx: Arc<Ctx>,
     io: Io,
     listener: Mutex<Option<Listener>>,
@@ -404,9 +593,10 @@ impl Runtime {
 impl Runtime {
     /// `routes[i] = (methods, path, blocking)` leads to `endpoints[i]`; the indices in
     /// `websocket_routes` are WebSocket routes (GET upgrades); `body_limits[i]` is that
-    /// route's own `max_body_size` (`None`: `limits.maxBodySize`).
+    /// route's own `max_body_size` (`None`: `limits.maxBodySize`). The routes in
+    /// `inline_routes` may run on the I/O thread once proven fast (`None`: none).
     #[new]
-    #[pyo3(signature = (config_json, routes, endpoints, hooks, response_type, event_loop, websocket_routes = Vec::new(), body_limits = None))]
+    #[pyo3(signature = (config_json, routes, endpoints, hooks, response_type, event_loop, websocket_routes = Vec::new(), body_limits = None, inline_routes = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -418,6 +608,7 @@ impl Runtime {
         event_loop: Py<PyAny>,
         websocket_routes: Vec<usize>,
         body_limits: Option<Vec<Option<u64>>>,
+        inline_routes: Option<Vec<usize>>,
     ) -> PyResult<Self> {
         if routes.len() != endpoints.len() {
             return Err(PyValueError::new_err("routes and endpoints differ in length"));
@@ -429,10 +620,25 @@ impl Runtime {
             max: config.limits.max_queued_requests,
         });
         let heartbeat = Arc::new(Heartbeat::new(Duration::from_secs_f64(config.timeouts.worker_timeout)));
+        let pool_all = config.threadpool.adaptive && config.threadpool.offload_threshold_ms == 0;
+        let off_loop = inline_routes.unwrap_or_default();
+        let handlers = Arc::new(Handlers {
+            exec: routes
+                .iter()
+                .enumerate()
+                .map(|(i, (_, _, blocking))| RouteExec::new(*blocking, pool_all, off_loop.contains(&i)))
+                .collect(),
+            endpoints,
+            ctx: std::sync::OnceLock::new(),
+            inline: !off_loop.is_empty(),
+            draining: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        });
         let endpoint: Arc<dyn Endpoint> = Arc::new(PyEndpoint {
             shared: shared.clone(),
             handler_timeout: Duration::from_secs_f64(config.timeouts.handler),
             queue: queue.clone(),
+            handlers: handlers.clone(),
         });
         let ws_endpoint: Arc<dyn Endpoint> = Arc::new(crate::websocket::WsEndpoint {
             shared: shared.clone(),
@@ -496,17 +702,12 @@ impl Runtime {
             eager_kwargs,
             stats: Stats::default(),
         });
-        let pool_all = ctx.state.config.threadpool.adaptive && ctx.state.config.threadpool.offload_threshold_ms == 0;
-        let exec = routes
-            .iter()
-            .map(|(_, _, blocking)| RouteExec::new(*blocking, pool_all))
-            .collect();
+        let _ = handlers.ctx.set(Arc::downgrade(&ctx));
         Ok(Self {
             shared,
             queue,
             heartbeat,
-            endpoints,
-            exec,
+            handlers,
             ctx,
             io: Io::default(),
             listener: Mutex::new(None),
@@ -521,44 +722,10 @@ impl Runtime {
 
     /// Run every queued job. Called by the event loop when `wake_fd` is readable.
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
-        let jobs = self.shared.take();
-        let mut access = Vec::new();
-        for work in jobs {
-            let job = match work {
-                Work::Call(call) => {
-                    executor::run_call(py, call);
-                    continue;
-                }
-                Work::Job(job) => job,
-            };
-            match job {
-                Job::Request(tx, slot) => {
-                    self.queue.leave();
-                    // A client that left (or a request that timed out) while queued costs
-                    // no handler call; its request was freed when it was given up.
-                    let req = lock(&slot.request).take();
-                    if let Some(req) = req.filter(|_| !tx.is_closed()) {
-                        self.run_one(py, req, tx, slot);
-                    }
-                }
-                Job::Cancel(slot) => {
-                    if let Some(task) = lock(&slot.task).take() {
-                        task.call_method0(py, "cancel")?;
-                    }
-                }
-                Job::Access(rec) => access.push(rec),
-                Job::Stopped(err) => {
-                    self.ctx.hooks.call_method1(py, "on_stopped", (err,))?;
-                }
-            }
-        }
-        // Records become Python tuples only when the access logger would emit them (asked
-        // once per batch; `logs=False` and a logger above INFO drop them here).
-        if !access.is_empty() && self.ctx.hooks.bind(py).call_method0("access_enabled")?.is_truthy()? {
-            let access: Vec<AccessTuple> = access.iter().map(access_tuple).collect();
-            self.ctx.hooks.call_method1(py, "access", (access,))?;
-        }
-        Ok(())
+        self.handlers.draining.store(true, Ordering::Release);
+        let done = self.drain_jobs(py);
+        self.handlers.draining.store(false, Ordering::Release);
+        done
     }
 
     /// Bind the listener now (so bind errors surface before hooks run); returns (host, port).
@@ -623,6 +790,7 @@ impl Runtime {
     /// The server was closed normally (shutdown hooks done): the forced exit after a
     /// stop signal is no longer needed.
     fn finished(&self) {
+        self.handlers.stopping.store(true, Ordering::Release);
         self.heartbeat.finished.store(true, Ordering::Release);
         self.heartbeat.armed.store(false, Ordering::Release);
     }
@@ -641,6 +809,7 @@ impl Runtime {
 
     /// Stop accepting and drain; `on_stopped` is called on the loop when done.
     fn stop(&self) {
+        self.handlers.stopping.store(true, Ordering::Release);
         // `/health/ready` answers 503 from now on; with a drain delay the listener stays
         // open that long so load balancers notice before connections are refused.
         self.app.drain();
@@ -750,12 +919,56 @@ fn access_tuple(rec: &AccessRecord) -> AccessTuple {
 }
 
 impl Runtime {
+    fn drain_jobs(&self, py: Python<'_>) -> PyResult<()> {
+        let jobs = self.shared.take();
+        let mut access = Vec::new();
+        for work in jobs {
+            let job = match work {
+                Work::Call(call) => {
+                    executor::run_call(py, call);
+                    continue;
+                }
+                Work::Job(job) => job,
+            };
+            match job {
+                Job::Request(tx, slot) => {
+                    self.queue.leave();
+                    // A client that left (or a request that timed out) while queued costs
+                    // no handler call; its request was freed when it was given up.
+                    let req = lock(&slot.request).take();
+                    if let Some(req) = req.filter(|_| !tx.is_closed()) {
+                        self.run_one(py, req, tx, slot);
+                    }
+                }
+                Job::Cancel(slot) => {
+                    if let Some(task) = lock(&slot.task).take() {
+                        task.call_method0(py, "cancel")?;
+                    }
+                }
+                Job::Access(rec) => access.push(rec),
+                Job::Stopped(err) => {
+                    self.ctx.hooks.call_method1(py, "on_stopped", (err,))?;
+                }
+            }
+        }
+        // Records become Python tuples only when the access logger would emit them (asked
+        // once per batch; `logs=False` and a logger above INFO drop them here).
+        if !access.is_empty() && self.ctx.hooks.bind(py).call_method0("access_enabled")?.is_truthy()? {
+            let access: Vec<AccessTuple> = access.iter().map(access_tuple).collect();
+            self.ctx.hooks.call_method1(py, "access", (access,))?;
+        }
+        Ok(())
+    }
+
     fn run_one(&self, py: Python<'_>, req: RoutedRequest, tx: oneshot::Sender<Reply>, slot: Arc<CancelSlot>) {
         let index = req.route.target;
         if let Some(clock) = req.parts.extensions.get::<Arc<cello_server::metrics::QueueClock>>() {
             clock.dequeued();
         }
-        let endpoint = self.endpoints[index].bind(py);
+        let (Some(endpoint), Some(exec)) = (self.handlers.endpoints.get(index), self.handlers.exec.get(index)) else {
+            return;
+        };
+        let endpoint = endpoint.bind(py);
         let request = match Bound::new(py, PyRequest::from_routed(req, &self.ctx.state)) {
             Ok(r) => r,
             Err(e) => {
@@ -763,7 +976,6 @@ impl Runtime {
                 return;
             }
         };
-        let exec = &self.exec[index];
         let offloaded = exec.offload.load(Ordering::Relaxed);
         let trial = offloaded && exec.trial_due();
         if offloaded && !trial {
@@ -779,10 +991,20 @@ impl Runtime {
             return;
         }
         let pool = &self.ctx.state.config.threadpool;
-        let started = pool.adaptive.then(std::time::Instant::now);
+        let learning = exec.learning();
+        let started = (pool.adaptive || learning).then(std::time::Instant::now);
         let result = endpoint.call1((request.clone(),));
         if let Some(started) = started {
-            self.adapt(py, exec, endpoint, started.elapsed(), trial);
+            let took = started.elapsed();
+            if pool.adaptive {
+                self.adapt(py, exec, endpoint, took, trial);
+            }
+            if learning {
+                let plain = result
+                    .as_ref()
+                    .is_ok_and(|r| !r.get_type().is(self.ctx.coroutine_type.bind(py)));
+                exec.learn(plain && took <= INLINE_FAST);
+            }
         }
         match result {
             Ok(result) => convert::respond(py, &self.ctx, result, request, tx, slot),
@@ -849,6 +1071,7 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        self.handlers.stopping.store(true, Ordering::Release);
         // The I/O runtime (`self.io`) then shuts down without blocking.
         self.app.stop();
     }
