@@ -17,7 +17,7 @@ from typing import Any
 # Imported once here, not in the per-request helpers below (a function-level import costs
 # a module lookup per call: ~5k instructions each under callgrind).
 from .problems import ProblemDetails
-from .responses import Response
+from .responses import _CT_JSON, Response, _dumps, _object_new
 
 __all__ = ["EdgeMiddleware", "as_response"]
 
@@ -268,7 +268,16 @@ def _link(app: Any, mw: Callable[..., Any], nxt: Callable[..., Any], inner_async
                     raise
                 return mapped
             if type(result) is dict:
-                return Response.json(result)  # as_response's commonest case, never awaitable
+                # as_response's commonest case (never awaitable): `Response.json(result)`
+                # inlined, one Python frame less per request.
+                resp = _object_new(Response)
+                resp._status = None
+                resp._headers = [_CT_JSON]
+                resp._kind = 0
+                resp._payload = None
+                resp._file = None
+                resp._body = _dumps(result)
+                return resp
             if inspect.isawaitable(result):
                 close = getattr(result, "close", None)
                 if close is not None:

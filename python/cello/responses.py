@@ -56,6 +56,7 @@ _object_new = object.__new__
 # response still gets its own list).
 _CT = {t: ("content-type", t) for t in (_JSON, _TEXT, _HTML, _OCTET)}
 _CT_TEXT = _CT[_TEXT]
+_CT_JSON = _CT[_JSON]
 _KNOWN_TYPES = frozenset({_JSON, _TEXT, _HTML, _OCTET, _XML, "text/event-stream", "application/problem+json"})
 
 
@@ -331,10 +332,14 @@ class Response:
 
     def set_header(self, key: str, value: str) -> None:
         """Set a header, replacing any of the same name. CR, LF, NUL → ``ValueError``."""
-        key, value = _check_header(key, value)
+        # What `_check_header` passes without a change, decided without its frame: a name
+        # already checked and a printable value (no control character), both plain `str`.
+        if not (type(key) is str and type(value) is str and key in _VALID_NAMES and value.isprintable()):
+            key, value = _check_header(key, value)
         low = key.lower()
-        self._headers = [(k, v) for k, v in self._headers if k.lower() != low]
-        self._headers.append((key, value))
+        headers = [kv for kv in self._headers if kv[0].lower() != low]
+        headers.append((key, value))
+        self._headers = headers
 
     def add_header(self, key: str, value: str) -> None:
         """Add a header, keeping others of the same name."""
@@ -556,7 +561,17 @@ class Response:
 
     @classmethod
     def json(cls, data: Any, status: int | None = None) -> Response:
-        return cls._bytes(_dumps(data), _JSON, status)
+        if cls is not Response or status is not None:
+            return cls._bytes(_dumps(data), _JSON, status)
+        # `_bytes` inlined for the commonest case, as in `text` (one Python frame less).
+        self = _object_new(Response)
+        self._status = None
+        self._headers = [_CT_JSON]
+        self._kind = 0
+        self._payload = None
+        self._file = None
+        self._body = _dumps(data)
+        return self
 
     @classmethod
     def text(cls, content: Any, status: int | None = None) -> Response:

@@ -174,26 +174,34 @@ impl ResponseCache {
     }
 }
 
-fn directives(headers: &HeaderMap) -> Vec<String> {
+/// The `Cache-Control` directives of `headers`, trimmed. Directive names are
+/// case-insensitive: compare with [`is`] / [`value_of`] (no lower-cased copy per directive,
+/// which cost two allocations on every request and response).
+fn directives(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_ascii_lowercase())
-        .collect()
+        .map(str::trim)
 }
 
-fn max_age(dirs: &[String]) -> Option<u64> {
-    let find = |name: &str| {
-        dirs.iter().find_map(|d| {
-            d.strip_prefix(name)?
-                .strip_prefix('=')?
-                .trim_matches('"')
-                .parse::<u64>()
-                .ok()
-        })
-    };
+/// Whether directive `d` is `name` (case-insensitive).
+fn is(d: &str, name: &str) -> bool {
+    d.eq_ignore_ascii_case(name)
+}
+
+/// The value of directive `d` when it is `name=value` (name case-insensitive).
+fn value_of<'a>(d: &'a str, name: &str) -> Option<&'a str> {
+    let (n, value) = d.split_at_checked(name.len())?;
+    if !n.eq_ignore_ascii_case(name) {
+        return None;
+    }
+    value.strip_prefix('=')
+}
+
+fn max_age(headers: &HeaderMap) -> Option<u64> {
+    let find = |name: &str| directives(headers).find_map(|d| value_of(d, name)?.trim_matches('"').parse::<u64>().ok());
     find("s-maxage").or_else(|| find("max-age"))
 }
 
@@ -240,15 +248,13 @@ impl Post for CachePost {
             return resp;
         }
         let h = resp.headers();
-        let dirs = directives(h);
         if h.contains_key(header::SET_COOKIE)
-            || dirs
-                .iter()
-                .any(|d| d == "private" || d == "no-store" || d == "no-cache" || d.starts_with("private="))
+            || directives(h)
+                .any(|d| is(d, "private") || is(d, "no-store") || is(d, "no-cache") || value_of(d, "private").is_some())
         {
             return resp;
         }
-        if self.primary.auth.is_some() && !dirs.iter().any(|d| d == "public") {
+        if self.primary.auth.is_some() && !directives(h).any(|d| is(d, "public")) {
             return resp;
         }
         let mut names: Vec<HeaderName> = Vec::new();
@@ -263,7 +269,7 @@ impl Post for CachePost {
         }
         names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         names.dedup();
-        let ttl = match max_age(&dirs) {
+        let ttl = match max_age(h) {
             Some(0) => return resp,
             Some(secs) => Duration::from_secs(secs),
             None => rule
@@ -453,8 +459,8 @@ where
             target,
             auth: req.headers().get(header::AUTHORIZATION).cloned(),
         };
-        let dirs = directives(req.headers());
-        let bypass = dirs.iter().any(|d| d == "no-cache" || d == "no-store");
+        let no_store = directives(req.headers()).any(|d| is(d, "no-store"));
+        let bypass = no_store || directives(req.headers()).any(|d| is(d, "no-cache"));
         if !bypass && self.cache.held.load(std::sync::atomic::Ordering::Acquire) > 0 {
             let names = self.cache.vary.get(&primary).unwrap_or_else(|| Arc::from(Vec::new()));
             let key = self.cache.key(primary.clone(), req.headers(), &names);
@@ -466,7 +472,7 @@ where
             cache: self.cache.clone(),
             primary,
             request_headers: req.headers().clone(),
-            store: !dirs.iter().any(|d| d == "no-store"),
+            store: !no_store,
             nonce: req.extensions().get::<CspNonce>().map(|n| n.0.clone()),
         };
         Either::Right(Either::Left(Then::new(self.inner.call(req), post)))
@@ -533,6 +539,29 @@ mod tests {
         let x = resp.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned());
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (x, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[test]
+    fn directive_names_are_case_insensitive() {
+        let mut h = HeaderMap::new();
+        h.append(header::CACHE_CONTROL, HeaderValue::from_static("Public, MAX-AGE=60"));
+        h.append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(" S-MaxAge=\"30\" ,No-Store"),
+        );
+        let dirs: Vec<&str> = directives(&h).collect();
+        assert_eq!(dirs, ["Public", "MAX-AGE=60", "S-MaxAge=\"30\"", "No-Store"]);
+        assert!(dirs.iter().any(|d| is(d, "no-store")) && dirs.iter().any(|d| is(d, "public")));
+        assert_eq!(max_age(&h), Some(30), "s-maxage wins over max-age");
+        h.remove(header::CACHE_CONTROL);
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("Private=\"x\", Max-Age=5, max-agex=9"),
+        );
+        assert_eq!(directives(&h).find_map(|d| value_of(d, "private")), Some("\"x\""));
+        assert_eq!(max_age(&h), Some(5));
+        assert_eq!(value_of("max-age", "max-age"), None, "no value");
+        assert_eq!(value_of("ma", "max-age"), None, "shorter than the name");
     }
 
     #[tokio::test]

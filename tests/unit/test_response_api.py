@@ -141,6 +141,28 @@ def test_set_header_rejects_cr_lf_nul_in_value(value):
         resp.set_header("X-Bad", value)
 
 
+@pytest.mark.parametrize("value", ["a\r\nInjected: 1", "a\x00b", "a\x7fb", 7])
+def test_set_header_checks_each_value_of_a_name_set_before(value):
+    resp = Response.json({})
+    resp.set_header("X-Seen", "ok")  # the name is now known valid
+    if isinstance(value, int):
+        resp.set_header("x-seen", value)
+        assert resp.headers.get_list("X-Seen") == [str(value)]
+        return
+    with pytest.raises(ValueError):
+        resp.set_header("X-Seen", value)
+    assert resp.headers.get_list("x-seen") == ["ok"]
+
+
+def test_set_header_replaces_every_header_of_the_name_and_keeps_the_others():
+    resp = Response.json({}, status=201)
+    resp.add_header("X-Multi", "1")
+    resp.add_header("x-multi", "2")
+    resp.set_header("X-Other", "o")
+    resp.set_header("X-MULTI", "3")
+    assert resp.headers.multi_items() == [("content-type", "application/json"), ("X-Other", "o"), ("X-MULTI", "3")]
+
+
 @pytest.mark.parametrize("name", ["X-Bad\r\nInjected", "X-Bad\n", "X\x00Bad"])
 def test_set_header_rejects_cr_lf_nul_in_name(name):
     resp = Response.json({})

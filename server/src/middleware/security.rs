@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use cello_config::{SecurityHeadersConfig, CSP_NONCE};
 use http::header::Entry;
 use http::{HeaderName, HeaderValue};
@@ -143,9 +144,21 @@ where
     fn call(&mut self, mut req: Req) -> Self::Future {
         let csp = self.cfg.nonce_csp.as_ref().and_then(|pieces| {
             let n = nonce();
-            // What `CspConfig::build_with_nonce` gives, without rebuilding the policy.
-            let source = format!("'nonce-{n}'");
-            let value = HeaderValue::from_str(&pieces.join(source.as_str())).ok();
+            // What `CspConfig::build_with_nonce` gives, without rebuilding the policy: the
+            // pieces joined by `'nonce-…'` in one buffer that becomes the header value
+            // (`format!`, `join` and the copy into the value were ~1k instructions).
+            let source_len = "'nonce-'".len() + n.len();
+            let len = pieces.iter().map(String::len).sum::<usize>() + source_len * pieces.len().saturating_sub(1);
+            let mut v = Vec::with_capacity(len);
+            for (i, piece) in pieces.iter().enumerate() {
+                if i > 0 {
+                    v.extend_from_slice(b"'nonce-");
+                    v.extend_from_slice(n.as_bytes());
+                    v.push(b'\'');
+                }
+                v.extend_from_slice(piece.as_bytes());
+            }
+            let value = HeaderValue::from_maybe_shared(Bytes::from(v)).ok();
             req.extensions_mut().insert(CspNonce(Arc::from(n)));
             value
         });
