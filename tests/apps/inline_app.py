@@ -25,10 +25,12 @@ def fast(request):
 
 @app.get("/sometimes")
 def sometimes(request):
-    """Fast unless asked to sleep (`?ms=N`)."""
+    """Fast unless asked to sleep (`?ms=N`) or to fail (`?fail=1`: 418)."""
     ms = int(request.query.get("ms", "0"))
     if ms:
         time.sleep(ms / 1000)
+    if request.query.get("fail"):
+        raise HTTPException(418, f"teapot on the {where()} thread")
     return {"thread": where()}
 
 
@@ -36,11 +38,6 @@ def sometimes(request):
 def slow(request):
     time.sleep(0.003)
     return {"thread": where()}
-
-
-@app.get("/fails")
-def fails(request):
-    raise HTTPException(418, f"teapot on the {where()} thread")
 
 
 @app.get("/lines")
