@@ -677,6 +677,12 @@ impl MockBroker {
         self.0.create_topic(topic, partitions, 1)?;
         Ok(())
     }
+
+    /// Every broker answers each request `delay` after it is ready (a network's round trip).
+    pub fn round_trip_time(&self, delay: Duration) -> Result<()> {
+        self.0.broker_round_trip_time(-1, delay)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -734,6 +734,13 @@ impl KafkaMockCluster {
             .create_topic(topic, partitions)
             .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
     }
+
+    /// Every broker answers each request `ms` milliseconds after it is ready.
+    fn set_round_trip_time(&self, ms: u64) -> PyResult<()> {
+        self.mock
+            .round_trip_time(std::time::Duration::from_millis(ms))
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+    }
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
