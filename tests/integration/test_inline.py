@@ -160,7 +160,7 @@ def test_auto_turns_it_on_when_workers_fill_the_cpus(mode, moves):
     """`auto`: on when the workers are at least the CPUs the process may use (here every
     worker has one); `off`: never."""
     cpus = len(os.sched_getaffinity(0))
-    proc, port = run_app("--workers", str(cpus), env={"CELLO_INLINE": mode})
+    proc, port = run_app("--workers", str(cpus), "--no-access-log", env={"CELLO_INLINE": mode})
     try:
         wait_for_port("127.0.0.1", port, 30, proc)
         # Connections spread over the workers; each learns on its own.
@@ -173,10 +173,23 @@ def test_auto_turns_it_on_when_workers_fill_the_cpus(mode, moves):
         stop(proc)
 
 
+def test_auto_stays_off_with_the_access_log():
+    """The access log's records wake the loop thread for every batch: `auto` keeps the hand-off."""
+    cpus = len(os.sched_getaffinity(0))
+    proc, port = run_app("--workers", str(cpus), "--access-log", env={"CELLO_INLINE": "auto"})
+    try:
+        wait_for_port("127.0.0.1", port, 30, proc)
+        for _ in range(2 * cpus):
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                assert set(threads(client, "/fast", LEARN + 8)) == {"loop"}
+    finally:
+        stop(proc)
+
+
 def test_auto_stays_off_with_a_spare_cpu():
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs: one worker then leaves one spare")
-    proc, port = run_app("--workers", "1", env={"CELLO_INLINE": "auto"})
+    proc, port = run_app("--workers", "1", "--no-access-log", env={"CELLO_INLINE": "auto"})
     try:
         wait_for_port("127.0.0.1", port, 30, proc)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
