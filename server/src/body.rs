@@ -106,49 +106,122 @@ impl From<hyper::body::Incoming> for RequestBody {
     }
 }
 
-/// What hyper drains of a body dropped unread before it reuses the connection: one read's
-/// worth (`poll_drain_or_close_read` polls the body once). Past that it closes the connection.
-const DRAINABLE: u64 = 8 * 1024;
+/// The largest rest of a body dropped unread that is read (and discarded) to keep the
+/// connection; past it the connection closes.
+pub const DRAINABLE: u64 = 8 * 1024;
 
-/// An HTTP/1 request body that, when dropped, records on its connection whether more of it is
-/// still to come than hyper can drain. hyper decides to close such a connection only after the
-/// response head went out saying keep-alive, and a client that sends its next request on it
-/// loses that request; `serve.rs` reads the mark and says `Connection: close` in the head.
+/// An HTTP/1 request body that, when dropped unread, keeps its connection usable or says it
+/// is not. hyper drains a dropped body with one read at most and otherwise closes the
+/// connection — after the response head went out saying keep-alive, so a client that sends
+/// its next request on it loses that request. A small rest (≤ [`DRAINABLE`], known length)
+/// is handed to the connection (`ConnActivity::leftover`), which reads it before the response
+/// head goes out (as Go's net/http does): whether or not its bytes have arrived yet, the
+/// connection stays usable. Anything else marks the connection, and `serve.rs` says
+/// `Connection: close` in the head.
 pub struct WatchedIncoming {
-    inner: hyper::body::Incoming,
+    inner: Option<hyper::body::Incoming>,
     activity: std::sync::Arc<crate::service::ConnActivity>,
     ended: bool,
+    /// A small rest may be read after the handler (not when the client waits for
+    /// `100 Continue`: reading would invite the body nobody wants).
+    keep_small: bool,
 }
 
 impl WatchedIncoming {
     /// Watch `inner` for `activity`'s connection.
-    pub fn new(inner: hyper::body::Incoming, activity: std::sync::Arc<crate::service::ConnActivity>) -> Self {
+    pub fn new(
+        inner: hyper::body::Incoming,
+        activity: std::sync::Arc<crate::service::ConnActivity>,
+        keep_small: bool,
+    ) -> Self {
         activity.body_unread.store(false, std::sync::atomic::Ordering::Relaxed);
+        *activity
+            .leftover
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Leftover::Pending;
         Self {
-            inner,
+            inner: Some(inner),
             activity,
             ended: false,
+            keep_small,
         }
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) {
             self.ended = true;
         }
         polled.map_err(Into::into)
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map(hyper::body::Body::size_hint)
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for WatchedIncoming {
     fn drop(&mut self) {
-        let unread = !self.ended
-            && !self.inner.is_end_stream()
-            && self.inner.size_hint().exact().is_none_or(|left| left > DRAINABLE);
+        if self.ended || self.is_end_stream() {
+            return;
+        }
+        let small = self.size_hint().exact().is_some_and(|left| left <= DRAINABLE);
+        if small && self.keep_small {
+            let mut slot = self
+                .activity
+                .leftover
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Only before the response head: after it nobody would read the rest, and hyper
+            // waits for this body to go before it reads the next request.
+            if matches!(*slot, Leftover::Pending) {
+                if let Some(rest) = self.inner.take() {
+                    *slot = Leftover::Kept(rest);
+                }
+                return;
+            }
+        }
         self.activity
             .body_unread
-            .store(unread, std::sync::atomic::Ordering::Relaxed);
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The small rest of an HTTP/1 request body dropped unread (see [`WatchedIncoming`]).
+#[derive(Default)]
+pub enum Leftover {
+    /// The response head is out (or no body is watched): a body dropped now goes to hyper.
+    #[default]
+    Answered,
+    /// The response is not ready: a small rest would be kept.
+    Pending,
+    /// Kept for the connection to read before the response head.
+    Kept(hyper::body::Incoming),
+}
+
+/// Read the rest of a body dropped unread (see [`WatchedIncoming`]) and discard it; `false`
+/// when it did not end within `wait` or failed (the connection must then close).
+pub async fn drain_rest(mut rest: hyper::body::Incoming, wait: std::time::Duration) -> bool {
+    use http_body_util::BodyExt;
+    let read = async {
+        while let Some(frame) = rest.frame().await {
+            if frame.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(wait, read).await.unwrap_or(false)
 }
 
 impl Body for RequestBody {
@@ -167,7 +240,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Incoming(b) => b.is_end_stream(),
-            Self::Watched(b) => b.inner.is_end_stream(),
+            Self::Watched(b) => b.is_end_stream(),
             Self::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
             Self::Channel(rx) => rx.is_closed() && rx.is_empty(),
         }
@@ -176,7 +249,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Incoming(b) => b.size_hint(),
-            Self::Watched(b) => b.inner.size_hint(),
+            Self::Watched(b) => b.size_hint(),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Channel(_) => SizeHint::default(),
         }

@@ -139,6 +139,10 @@ impl Drop for ConnLease {
 /// after its answer, so Kubernetes can still tell a busy server from a dead one.
 pub const PROBE_RESERVE: usize = 16;
 
+/// How long the small rest of a body a response did not read may take to arrive before the
+/// connection is closed instead (`body::drain_rest`).
+const LEFTOVER_WAIT: Duration = Duration::from_secs(1);
+
 /// Admission: `max_connections` slots, the probe reserve, and per-address counts
 /// (`max_connections_per_ip`).
 struct Slots {
@@ -540,7 +544,8 @@ async fn serve_connection<S>(
         let watched = h1 && !hyper::body::Body::is_end_stream(req.body());
         let mut req = if watched {
             let activity = conn_activity.clone();
-            req.map(|b| RequestBody::Watched(crate::body::WatchedIncoming::new(b, activity)))
+            let keep_small = !req.headers().contains_key(http::header::EXPECT);
+            req.map(|b| RequestBody::Watched(crate::body::WatchedIncoming::new(b, activity, keep_small)))
         } else {
             req.map(RequestBody::Incoming)
         };
@@ -560,8 +565,16 @@ async fn serve_connection<S>(
             // then opens a new connection for its next request instead of sending it on
             // one that is about to close (lost, as it may not be safe to retry).
             // An unread body: hyper closes the connection after this response (it drains one
-            // read's worth at most), so the head must not promise keep-alive.
-            let unread = unread_mark.is_some_and(|a| a.body_unread.load(Ordering::Relaxed));
+            // read's worth at most), so the head must not promise keep-alive — unless its small
+            // rest is read here first.
+            let mut unread = false;
+            if let Some(act) = &unread_mark {
+                let rest = std::mem::take(&mut *act.leftover.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+                if let crate::body::Leftover::Kept(rest) = rest {
+                    unread = !crate::body::drain_rest(rest, LEFTOVER_WAIT).await;
+                }
+                unread |= act.body_unread.load(Ordering::Relaxed);
+            }
             if h1 && (unread || draining.is_cancelled()) && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 resp.headers_mut()
                     .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));

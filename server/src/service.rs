@@ -198,8 +198,10 @@ pub struct ConnActivity {
     /// takes a lock on each poll.
     pub wake: futures_util::task::AtomicWaker,
     /// HTTP/1: the current request's body was dropped with more of it still to come than
-    /// hyper can drain (see `body::WatchedIncoming`).
+    /// is worth reading (see `body::WatchedIncoming`): the response closes the connection.
     pub body_unread: std::sync::atomic::AtomicBool,
+    /// HTTP/1: the small rest of a body dropped unread, read before the response head.
+    pub leftover: std::sync::Mutex<crate::body::Leftover>,
 }
 
 /// Memory budgets shared by all connections of a server (see `LimitsConfig::max_buffered_bytes`

@@ -463,6 +463,42 @@ def test_a_small_unread_body_keeps_the_connection_alive(server):
         assert c.request("GET", "/ping").status == 200
 
 
+def test_a_small_body_arriving_after_the_answer_keeps_the_connection_alive(server):
+    """The sidecar CSRF flake: a client sends the head, then its small body a moment later;
+    the stack answers from the head alone. hyper would poll the body once, find nothing and
+    close after a head that promised keep-alive. The rest is read (and discarded) first."""
+    with Conn(server.host, server.port, timeout=10) as c:
+        c.send(b"POST /no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n")
+        time.sleep(0.3)  # the gap between the head and the body is the point of the test
+        c.send(b"y" * 100)
+        resp = c.read_response("POST")
+        assert resp.status == 404
+        assert resp.header("connection") is None
+        assert c.request("GET", "/ping").status == 200
+
+
+def test_a_body_that_never_comes_closes_after_the_answer(server):
+    """A rest that does not arrive within a second: the answer says `Connection: close`."""
+    with Conn(server.host, server.port, timeout=10) as c:
+        c.send(b"POST /no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n")
+        resp = c.read_response("POST")
+        assert resp.status == 404
+        assert (resp.header("connection") or "").lower() == "close"
+
+
+def test_an_unwanted_expect_continue_body_is_not_invited(server):
+    """A client waiting for `100 Continue` is answered with the final status and the
+    connection closes: reading the rest would ask for a body nobody wants."""
+    with Conn(server.host, server.port, timeout=10) as c:
+        c.send(
+            b"POST /no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        resp = c.read_response("POST")
+        assert resp.status == 404, "no 100 Continue before the final answer"
+        assert (resp.header("connection") or "").lower() == "close"
+
+
 def test_a_large_body_read_to_the_end_keeps_the_connection_alive(server):
     with Conn(server.host, server.port, timeout=10) as c:
         resp = c.request("POST", "/upload", {"Content-Type": "application/octet-stream"}, b"z" * (1 << 20))
