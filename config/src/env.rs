@@ -92,7 +92,7 @@ table! {
     IO_THREADS = "CELLO_IO_THREADS", "int", "1", "the embedded server (_cello)", "",
         "tokio I/O threads per worker.";
     INLINE = "CELLO_INLINE", "str", "auto", "cello run, app.run()", "",
-        "`auto`, `on` or `off`: sync handlers that proved fast run on the I/O thread instead of being handed to the loop thread. `auto`: when workers are at least the CPUs the process may use and the access log is off.";
+        "`auto`, `on` or `off`: sync handlers that proved fast run on the I/O thread instead of being handed to the loop thread. `auto`: when workers are at least the CPUs the process may use.";
     UPSTREAM = "CELLO_UPSTREAM", "url", "", "cello-dataplane", "operator",
         "The app the sidecar proxies to.";
     OPERATOR_PORT = "CELLO_OPERATOR_PORT", "int", "8080", "operator", "",

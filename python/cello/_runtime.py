@@ -284,13 +284,12 @@ class Hooks:
         return 500, [("content-type", "application/problem+json")], problem_body(500, detail, request.path, **extra)
 
 
-def inline_mode(workers: int | None, access_log: bool = False) -> bool:
+def inline_mode(workers: int | None) -> bool:
     """Whether sync handlers may run on the I/O thread (``CELLO_INLINE``: ``auto``, ``on``,
     ``off``). ``auto`` (the default): when the worker has no spare CPU for a second thread
     (``workers`` at least the CPUs the process may use), where the hand-off to the loop thread
-    only adds context switches — unless the access log is on: its records wake the loop thread
-    for every batch of requests, and the two threads then pass the GIL back and forth (measured
-    slower than the hand-off). A TestClient (``workers`` None) keeps the hand-off."""
+    only adds context switches. A TestClient (``workers`` None) keeps the hand-off. (Access
+    records wait for a timed flush, so the access log no longer wakes the loop per batch.)"""
     from . import _cli, _env
 
     mode = (_env.lookup("CELLO_INLINE") or "auto").strip().lower()
@@ -300,7 +299,7 @@ def inline_mode(workers: int | None, access_log: bool = False) -> bool:
         return False
     if mode != "auto":
         raise ValueError(f"CELLO_INLINE must be auto, on or off, not {mode!r}")
-    return workers is not None and not access_log and workers >= _cli.auto_workers()
+    return workers is not None and workers >= _cli.auto_workers()
 
 
 class Executor:
@@ -326,7 +325,7 @@ class Executor:
         websockets = [i for i, r in enumerate(app._flatten()) if r.websocket]
         # Routes whose endpoint may run on the I/O thread once it has proven fast (Rust decides).
         inline = None
-        if inline_mode(workers, bool(config.get("accessLog"))):
+        if inline_mode(workers):
             inline = [
                 i
                 for i, (r, (_, _, blocking)) in enumerate(zip(app._flatten(), routes, strict=True))

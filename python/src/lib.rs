@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod access;
 pub mod config;
 pub mod convert;
 pub mod data;

@@ -28,6 +28,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use tokio::sync::oneshot;
 
+use crate::access::AccessBuffer;
 use crate::convert::{self, Reply};
 use crate::errors::{config_err, server_err};
 use crate::executor::{self, Bridge, Io, Work};
@@ -40,8 +41,8 @@ pub enum Job {
     /// Nobody waits for this request any more (client gone, or handler timeout):
     /// cancel its task.
     Cancel(Arc<CancelSlot>),
-    /// One access-log line.
-    Access(AccessRecord),
+    /// Access records are waiting (see `access.rs`): take them.
+    FlushAccess,
     /// The server finished draining (with an error message if it failed).
     Stopped(Option<String>),
 }
@@ -554,6 +555,8 @@ async fn exit_after_signal(
 #[pyclass(frozen, module = "cello._cello")]
 pub struct Runtime {
     shared: Arc<Shared>,
+    /// Access records waiting for the loop thread.
+    access: Arc<AccessBuffer>,
     queue: Arc<QueueBound>,
     heartbeat: Arc<Heartbeat>,
     handlers: Arc<Handlers>,
@@ -668,9 +671,11 @@ impl Runtime {
                 .map_err(server_err)?;
             debug_assert_eq!(index, i);
         }
-        let access = shared.clone();
+        let bridge = shared.clone();
+        let access = Arc::new(AccessBuffer::new(Arc::new(move || bridge.push(Job::FlushAccess))));
+        let buffer = access.clone();
         let app = builder
-            .access_log(Arc::new(move |rec| access.push(Job::Access(rec))))
+            .access_log(Arc::new(move |rec| buffer.push(rec)))
             .build()
             .map_err(server_err)?;
         let state = app.state().clone();
@@ -705,6 +710,7 @@ impl Runtime {
         let _ = handlers.ctx.set(Arc::downgrade(&ctx));
         Ok(Self {
             shared,
+            access,
             queue,
             heartbeat,
             handlers,
@@ -921,7 +927,6 @@ fn access_tuple(rec: &AccessRecord) -> AccessTuple {
 impl Runtime {
     fn drain_jobs(&self, py: Python<'_>) -> PyResult<()> {
         let jobs = self.shared.take();
-        let mut access = Vec::new();
         for work in jobs {
             let job = match work {
                 Work::Call(call) => {
@@ -945,12 +950,14 @@ impl Runtime {
                         task.call_method0(py, "cancel")?;
                     }
                 }
-                Job::Access(rec) => access.push(rec),
+                Job::FlushAccess => self.access.flushed(),
                 Job::Stopped(err) => {
                     self.ctx.hooks.call_method1(py, "on_stopped", (err,))?;
                 }
             }
         }
+        // Every drain takes the records (they need no wake-up of their own under load).
+        let access = self.access.take();
         // Records become Python tuples only when the access logger would emit them (asked
         // once per batch; `logs=False` and a logger above INFO drop them here).
         if !access.is_empty() && self.ctx.hooks.bind(py).call_method0("access_enabled")?.is_truthy()? {

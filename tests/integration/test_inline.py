@@ -150,9 +150,10 @@ def run_app(*args: str, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen) -> str:
+    """Stop the app; what it printed."""
     proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+    return proc.communicate(timeout=30)[0].decode(errors="replace")
 
 
 @pytest.mark.parametrize(("mode", "moves"), [("auto", True), ("off", False)])
@@ -173,17 +174,24 @@ def test_auto_turns_it_on_when_workers_fill_the_cpus(mode, moves):
         stop(proc)
 
 
-def test_auto_stays_off_with_the_access_log():
-    """The access log's records wake the loop thread for every batch: `auto` keeps the hand-off."""
+def test_auto_runs_inline_with_the_access_log_and_logs_every_request():
+    """Access records wait for a timed flush instead of waking the loop thread per batch, so
+    `auto` runs inline with the access log on, and every request, inline or not, is logged."""
     cpus = len(os.sched_getaffinity(0))
     proc, port = run_app("--workers", str(cpus), "--access-log", env={"CELLO_INLINE": "auto"})
     try:
         wait_for_port("127.0.0.1", port, 30, proc)
-        for _ in range(2 * cpus):
+        seen = []
+        # Connections spread over the workers; each learns on its own.
+        for i in range(2 * cpus):
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-                assert set(threads(client, "/fast", LEARN + 8)) == {"loop"}
+                seen += threads(client, f"/fast?n={i}", LEARN + 8)
+        assert "io" in seen, seen
     finally:
-        stop(proc)
+        out = stop(proc)
+    logged = [line for line in out.splitlines() if '"GET /fast?n=' in line]
+    assert len(logged) == len(seen), (len(logged), len(seen), out[-2000:])
+    assert logged[0].split('"')[1] == "GET /fast?n=0 HTTP/1.1", logged[0]
 
 
 def test_auto_stays_off_with_a_spare_cpu():
