@@ -491,8 +491,7 @@ def test_an_unwanted_expect_continue_body_is_not_invited(server):
     connection closes: reading the rest would ask for a body nobody wants."""
     with Conn(server.host, server.port, timeout=10) as c:
         c.send(
-            b"POST /no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n"
-            b"Expect: 100-continue\r\n\r\n"
+            b"POST /no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n"
         )
         resp = c.read_response("POST")
         assert resp.status == 404, "no 100 Continue before the final answer"
